@@ -8,6 +8,7 @@ pub mod names;
 pub mod password;
 pub mod policy;
 pub mod role;
+pub mod spec;
 pub mod sshkey;
 
 pub use names::{KeyName, Login, NamespaceName, TokenName};

@@ -1,0 +1,1 @@
+//! Host access (Docker, images). Being written.

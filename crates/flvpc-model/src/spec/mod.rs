@@ -1,0 +1,1 @@
+//! The cluster spec (footloose.yaml compatible). Being written.
