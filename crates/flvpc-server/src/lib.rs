@@ -1,1 +1,113 @@
-//! placeholder
+//! The flvpc control plane: REST API, web panel, audit log and metrics.
+//!
+//! Architecture Invariant: this is the only crate that knows HTTP. It decides
+//! nothing about permissions itself: it asks `flvpc_model::policy` for a grant
+//! and hands it to `flvpc_store`. Every state change goes through `ops`, which
+//! writes the audit log, whether it came from the API or the panel.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod ops;
+pub mod panel;
+pub mod state;
+pub mod throttle;
+
+pub use state::{AppState, Config};
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use error::ApiError;
+use std::net::SocketAddr;
+
+/// The whole HTTP application: API, panel, health and metrics.
+pub fn app(state: AppState) -> Router {
+    let (api, openapi) = api::router();
+    let openapi = std::sync::Arc::new(openapi);
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .merge(api)
+        .route("/api/v1/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }))
+        .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found("this API route") }))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(panel::router())
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), count_and_harden))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(err) => {
+            tracing::error!("health check: database does not answer: {err}");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let uptime = state.started.elapsed().as_secs();
+    let body = state.metrics.render(&[("flvpc_uptime_seconds", "Seconds since the server started.", uptime)]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Gives API errors that axum produces itself (405, 413, bad path segments) the
+/// API's JSON error shape, so clients always get `{"error":{"code","message"}}`.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let is_api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_api || is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this route does not accept that method".to_owned()),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the body is too large".to_owned()),
+        StatusCode::NOT_FOUND => ("not_found", "not found".to_owned()),
+        s if s.is_server_error() => ("internal", "the server failed; the error was logged, try again".to_owned()),
+        _ => {
+            let bytes = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+            let text = if text.is_empty() { "the request could not be read".to_owned() } else { text };
+            return ApiError::new(status, "bad_request", text).into_response();
+        }
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
+/// Counts responses for /metrics and adds headers that keep browsers strict.
+async fn count_and_harden(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    state.metrics.response(response.status().as_u16());
+    let headers = response.headers_mut();
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    response
+}
+
+/// Serves the application on a bound listener until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

@@ -1,1 +1,115 @@
-fn main() {}
+//! `flvpc`: the one binary. Server commands (`serve`, `admin`) and client
+//! commands that talk to a server over the REST API.
+
+mod client;
+mod serve;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// flvpc: a self-hosted private cloud for one Linux server.
+#[derive(Debug, Parser)]
+#[command(name = "flvpc", version, about, long_about = None)]
+struct Cli {
+    /// Where state lives (the SQLite database, keys).
+    #[arg(long, env = "FLVPC_DATA_DIR", default_value = "./data", global = true)]
+    data_dir: PathBuf,
+    /// Database URL: sqlite://PATH or postgres://USER:PASSWORD@HOST/DB (default: SQLite in the data dir).
+    #[arg(long, env = "FLVPC_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane: web panel and REST API.
+    Serve(serve::ServeArgs),
+    /// Administer the server's database directly (run on the server).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Sign in to a server and keep the token in your config dir.
+    Login(client::LoginArgs),
+    /// Forget the stored token and end its session.
+    Logout,
+    /// Show who you are signed in as and your namespaces.
+    Me,
+    /// Namespaces.
+    Ns {
+        #[command(subcommand)]
+        command: client::NsCommand,
+    },
+    /// Your SSH keys.
+    Keys {
+        #[command(subcommand)]
+        command: client::KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create the single superadmin. Refused if one exists.
+    Init {
+        /// The superadmin's login.
+        #[arg(long)]
+        login: String,
+        /// Read the password from standard input (one line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+impl Cli {
+    fn database_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create the data dir {}", self.data_dir.display()))?;
+        Ok(format!("sqlite://{}", self.data_dir.join("flvpc.db").display()))
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("flvpc: cannot start the async runtime: {err}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(err) = runtime.block_on(run(cli)) {
+        eprintln!("flvpc: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => serve::run(&cli.data_dir, &cli.database_url()?, args).await,
+        Command::Admin { command: AdminCommand::Init { login, password_stdin: _ } } => {
+            admin_init(&cli.database_url()?, login).await
+        }
+        Command::Login(args) => client::login(args).await,
+        Command::Logout => client::logout().await,
+        Command::Me => client::me().await,
+        Command::Ns { command } => client::ns(command).await,
+        Command::Keys { command } => client::keys(command).await,
+    }
+}
+
+async fn admin_init(database_url: &str, login: &str) -> anyhow::Result<()> {
+    let login = flvpc_model::Login::parse(login)?;
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password).context("cannot read the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    let store = flvpc_store::Store::open(database_url).await?;
+    store.init_superadmin(&login, password).await?;
+    store.close().await;
+    println!("superadmin {login} created; sign in to the panel on port 5555");
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! Sign-in, the caller's own account (keys, tokens, password) and users (superadmin).
+
+use super::wire::*;
+use super::ApiJson;
+use crate::auth::{Caller, ClientAddr};
+use crate::error::ApiResult;
+use crate::ops;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use flvpc_store::TokenKind;
+
+/// Sign in with login and password; returns a bearer token.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    let signed_in = ops::sign_in(&state, &body.login, &body.password, source, TokenKind::Login).await?;
+    Ok(Json(LoginResponse {
+        token: signed_in.token.secret,
+        expires_at: signed_in.token.expires_at.map(rfc3339).unwrap_or_default(),
+    }))
+}
+
+/// End the session of the token used for this call.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
+    ops::sign_out(&state, &caller).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who you are and your namespaces.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Me>> {
+    let principal = caller.principal();
+    let namespaces = ops::visible_namespaces(&state, principal).await?;
+    Ok(Json(Me {
+        login: principal.login().to_string(),
+        superadmin: principal.is_superadmin(),
+        namespaces: namespaces
+            .into_iter()
+            .map(|(ns, role)| NamespaceRole { name: ns.name.to_string(), role: role.to_string() })
+            .collect(),
+    }))
+}
+
+/// All users (superadmin).
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = Vec<UserOut>), (status = 403, body = ErrorBody)))]
+pub async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<UserOut>>> {
+    Ok(Json(ops::list_users(&state, &caller).await?.into_iter().map(UserOut::from).collect()))
+}
+
+/// Create a user (superadmin).
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])), request_body = NewUser,
+    responses((status = 201, body = UserOut), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewUser>,
+) -> ApiResult<(StatusCode, Json<UserOut>)> {
+    let user = ops::create_user(&state, &caller, &body.login, &body.password).await?;
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+/// Delete a user with their memberships, keys and tokens (superadmin).
+#[utoipa::path(delete, path = "/api/v1/users/{login}", tag = "users", security(("bearer" = [])),
+    params(("login" = String, Path, description = "The user's login")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(login): Path<String>,
+) -> ApiResult<StatusCode> {
+    ops::delete_user(&state, &caller, &login).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Change a password: your own (send current_password) or anyone's (superadmin).
+#[utoipa::path(put, path = "/api/v1/users/{login}/password", tag = "users", security(("bearer" = [])),
+    params(("login" = String, Path, description = "The user's login")), request_body = PasswordChange,
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(login): Path<String>,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> ApiResult<StatusCode> {
+    ops::change_password(&state, &caller, &login, body.current_password.as_deref(), &body.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Your SSH keys.
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", security(("bearer" = [])),
+    responses((status = 200, body = Vec<KeyOut>), (status = 401, body = ErrorBody)))]
+pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<KeyOut>>> {
+    Ok(Json(ops::list_keys(&state, caller.principal()).await?.into_iter().map(KeyOut::from).collect()))
+}
+
+/// Add an SSH public key (OpenSSH format: ed25519, ecdsa, or rsa of 2048 bits or more).
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", security(("bearer" = [])), request_body = NewKey,
+    responses((status = 201, body = KeyOut), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn add_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewKey>,
+) -> ApiResult<(StatusCode, Json<KeyOut>)> {
+    let key = ops::add_key(&state, &caller, &body.name, &body.public_key).await?;
+    Ok((StatusCode::CREATED, Json(key.into())))
+}
+
+/// Remove one of your SSH keys.
+#[utoipa::path(delete, path = "/api/v1/keys/{name}", tag = "keys", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The key's name")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    ops::delete_key(&state, &caller, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Your named API tokens (never their secrets).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = [])),
+    responses((status = 200, body = Vec<TokenOut>), (status = 401, body = ErrorBody)))]
+pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TokenOut>>> {
+    Ok(Json(ops::list_tokens(&state, caller.principal()).await?.into_iter().map(TokenOut::from).collect()))
+}
+
+/// Make a named API token; its secret is shown once.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = [])), request_body = NewToken,
+    responses((status = 201, body = CreatedToken), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewToken>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    let (name, issued) = ops::create_token(&state, &caller, &body.name).await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { name: name.to_string(), token: issued.secret })))
+}
+
+/// Revoke one of your API tokens.
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The token's name")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    ops::delete_token(&state, &caller, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

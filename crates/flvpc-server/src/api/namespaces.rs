@@ -1,0 +1,125 @@
+//! Namespaces, memberships and the audit log.
+
+use super::wire::*;
+use super::ApiJson;
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::ops;
+use crate::state::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use flvpc_model::Role;
+use serde::Deserialize;
+
+/// Namespaces you may see: all for the superadmin, your own for others.
+#[utoipa::path(get, path = "/api/v1/namespaces", tag = "namespaces", security(("bearer" = [])),
+    responses((status = 200, body = Vec<NamespaceOut>), (status = 401, body = ErrorBody)))]
+pub async fn list_namespaces(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<NamespaceOut>>> {
+    let all = ops::visible_namespaces(&state, caller.principal()).await?;
+    Ok(Json(all.into_iter().map(|(ns, role)| NamespaceOut::new(ns, role)).collect()))
+}
+
+/// Create a namespace (superadmin).
+#[utoipa::path(post, path = "/api/v1/namespaces", tag = "namespaces", security(("bearer" = [])), request_body = NewNamespace,
+    responses((status = 201, body = NamespaceOut), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_namespace(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewNamespace>,
+) -> ApiResult<(StatusCode, Json<NamespaceOut>)> {
+    let ns = ops::create_namespace(&state, &caller, &body.name).await?;
+    Ok((StatusCode::CREATED, Json(NamespaceOut::new(ns, Role::Admin))))
+}
+
+/// One namespace (members and superadmin; others get 404).
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}", tag = "namespaces", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name")),
+    responses((status = 200, body = NamespaceOut), (status = 404, body = ErrorBody)))]
+pub async fn get_namespace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+) -> ApiResult<Json<NamespaceOut>> {
+    let (ns, role) = ops::get_namespace(&state, caller.principal(), &ns).await?;
+    Ok(Json(NamespaceOut::new(ns, role)))
+}
+
+/// Delete a namespace (superadmin).
+#[utoipa::path(delete, path = "/api/v1/namespaces/{ns}", tag = "namespaces", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_namespace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+) -> ApiResult<StatusCode> {
+    ops::delete_namespace(&state, &caller, &ns).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Members of a namespace and their roles.
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/members", tag = "namespaces", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name")),
+    responses((status = 200, body = Vec<MemberOut>), (status = 404, body = ErrorBody)))]
+pub async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+) -> ApiResult<Json<Vec<MemberOut>>> {
+    Ok(Json(ops::list_members(&state, caller.principal(), &ns).await?.into_iter().map(MemberOut::from).collect()))
+}
+
+/// Give a user a role in a namespace (superadmin). 201 when added, 200 when changed.
+#[utoipa::path(put, path = "/api/v1/namespaces/{ns}/members/{login}", tag = "namespaces", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name"), ("login" = String, Path, description = "The user's login")),
+    request_body = SetRole,
+    responses((status = 200, body = MemberOut), (status = 201, body = MemberOut), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ns, login)): Path<(String, String)>,
+    ApiJson(body): ApiJson<SetRole>,
+) -> ApiResult<(StatusCode, Json<MemberOut>)> {
+    let created = ops::set_member(&state, &caller, &ns, &login, &body.role).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(MemberOut { login, role: body.role })))
+}
+
+/// Remove a user from a namespace (superadmin).
+#[utoipa::path(delete, path = "/api/v1/namespaces/{ns}/members/{login}", tag = "namespaces", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name"), ("login" = String, Path, description = "The user's login")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ns, login)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    ops::remove_member(&state, &caller, &ns, &login).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Paging and scope of the audit log.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only this namespace (required for namespace admins).
+    pub namespace: Option<String>,
+    /// Only records older than this id.
+    pub before: Option<i64>,
+    /// At most this many (1–1000, default 100).
+    pub limit: Option<i64>,
+}
+
+/// Who did what, when, from where, and how it ended: everything (superadmin) or one namespace (its admins).
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])), params(AuditQuery),
+    responses((status = 200, body = Vec<AuditOut>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditOut>>> {
+    let entries =
+        ops::audit_log(&state, caller.principal(), q.namespace.as_deref(), q.before, q.limit.unwrap_or(100)).await?;
+    Ok(Json(entries.into_iter().map(AuditOut::from).collect()))
+}

@@ -1,0 +1,281 @@
+//! JSON shapes of the REST API (CONTRACT.md). Wire types live here, at the
+//! boundary; the model and store know nothing of them.
+
+use flvpc_store::{ApiToken, AuditEntry, Member, Namespace, SshKey, User};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Formats ms since the epoch as RFC 3339 (UTC).
+pub fn rfc3339(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// `POST /api/v1/auth/login`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The login.
+    pub login: String,
+    /// The password.
+    pub password: String,
+}
+
+/// A bearer token for the API.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// When it stops working (RFC 3339).
+    pub expires_at: String,
+}
+
+/// A namespace and the caller's role in it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NamespaceRole {
+    /// Namespace name.
+    pub name: String,
+    /// `admin` or `user` (the superadmin is `admin` everywhere).
+    pub role: String,
+}
+
+/// `GET /api/v1/me`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    /// Your login.
+    pub login: String,
+    /// Whether you are the superadmin.
+    pub superadmin: bool,
+    /// Your memberships.
+    pub namespaces: Vec<NamespaceRole>,
+}
+
+/// `POST /api/v1/users`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// `^[a-z][a-z0-9._-]{0,31}$`.
+    pub login: String,
+    /// At least 8 characters.
+    pub password: String,
+}
+
+/// A user as the superadmin sees it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserOut {
+    /// Login.
+    pub login: String,
+    /// Whether this is the superadmin.
+    pub superadmin: bool,
+    /// When the account was made (RFC 3339).
+    pub created_at: String,
+    /// Memberships.
+    pub namespaces: Vec<NamespaceRole>,
+}
+
+impl From<User> for UserOut {
+    fn from(u: User) -> Self {
+        Self {
+            login: u.login.to_string(),
+            superadmin: u.superadmin,
+            created_at: rfc3339(u.created_at),
+            namespaces: u
+                .namespaces
+                .into_iter()
+                .map(|(n, r)| NamespaceRole { name: n.to_string(), role: r.to_string() })
+                .collect(),
+        }
+    }
+}
+
+/// `PUT /api/v1/users/{login}/password`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// The new password.
+    pub password: String,
+    /// Your current password (not needed when the superadmin resets someone else's).
+    pub current_password: Option<String>,
+}
+
+/// `POST /api/v1/namespaces`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewNamespace {
+    /// `^[a-z][a-z0-9-]{0,30}$`.
+    pub name: String,
+}
+
+/// A namespace.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NamespaceOut {
+    /// Name.
+    pub name: String,
+    /// The caller's role here.
+    pub role: String,
+    /// Number of members.
+    pub members: i64,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+}
+
+impl NamespaceOut {
+    /// The wire form of `ns` seen by someone with `role`.
+    pub fn new(ns: Namespace, role: flvpc_model::Role) -> Self {
+        Self {
+            name: ns.name.to_string(),
+            role: role.to_string(),
+            members: ns.members,
+            created_at: rfc3339(ns.created_at),
+        }
+    }
+}
+
+/// A member of a namespace.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MemberOut {
+    /// Login.
+    pub login: String,
+    /// `admin` or `user`.
+    pub role: String,
+}
+
+impl From<Member> for MemberOut {
+    fn from(m: Member) -> Self {
+        Self { login: m.login.to_string(), role: m.role.to_string() }
+    }
+}
+
+/// `PUT /api/v1/namespaces/{ns}/members/{login}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    /// `admin` or `user`.
+    pub role: String,
+}
+
+/// `POST /api/v1/keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// Unique among your keys.
+    pub name: String,
+    /// OpenSSH format, e.g. the contents of `~/.ssh/id_ed25519.pub`.
+    pub public_key: String,
+}
+
+/// One of your SSH keys.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyOut {
+    /// Name.
+    pub name: String,
+    /// The key line.
+    pub public_key: String,
+    /// `SHA256:…`.
+    pub fingerprint: String,
+    /// When it was added (RFC 3339).
+    pub created_at: String,
+}
+
+impl From<SshKey> for KeyOut {
+    fn from(k: SshKey) -> Self {
+        Self {
+            name: k.name.to_string(),
+            public_key: k.public_key,
+            fingerprint: k.fingerprint,
+            created_at: rfc3339(k.created_at),
+        }
+    }
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// Unique among your tokens.
+    pub name: String,
+}
+
+/// A token just made: the secret is shown this once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    /// Name.
+    pub name: String,
+    /// The secret: send as `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+/// One of your API tokens (never the secret).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenOut {
+    /// Name.
+    pub name: String,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+    /// When it was last used (RFC 3339), if ever.
+    pub last_used_at: Option<String>,
+}
+
+impl From<ApiToken> for TokenOut {
+    fn from(t: ApiToken) -> Self {
+        Self { name: t.name.to_string(), created_at: rfc3339(t.created_at), last_used_at: t.last_used_at.map(rfc3339) }
+    }
+}
+
+/// One audit record.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditOut {
+    /// Increasing id (use as `before` to page back).
+    pub id: i64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who.
+    pub actor: Option<String>,
+    /// What, e.g. `user.create`.
+    pub action: String,
+    /// To what.
+    pub target: String,
+    /// In which namespace.
+    pub namespace: Option<String>,
+    /// From which address.
+    pub source: Option<String>,
+    /// `ok` or the error code.
+    pub outcome: String,
+    /// Extra detail.
+    pub detail: Option<String>,
+}
+
+impl From<AuditEntry> for AuditOut {
+    fn from(a: AuditEntry) -> Self {
+        Self {
+            id: a.id,
+            at: rfc3339(a.at),
+            actor: a.actor,
+            action: a.action,
+            target: a.target,
+            namespace: a.namespace,
+            source: a.source,
+            outcome: a.outcome,
+            detail: a.detail,
+        }
+    }
+}
+
+/// The error body of every failed request.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Code and message of an error.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code.
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+}

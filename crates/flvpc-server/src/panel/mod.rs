@@ -1,0 +1,6 @@
+//! The web panel. Being written.
+use crate::state::AppState;
+/// Panel routes.
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+}

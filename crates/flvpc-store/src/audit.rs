@@ -1,0 +1,137 @@
+//! The audit log: every state change, who made it, from where, and how it ended.
+
+use crate::{now_ms, Store, StoreError};
+use flvpc_model::{NamespaceAdminGrant, SuperadminGrant};
+use sqlx::Row;
+
+/// A new audit record, as the server writes it.
+#[derive(Debug, Clone, Default)]
+pub struct NewAudit {
+    /// The login of who acted, if known (None for a failed login of an unknown user).
+    pub actor: Option<String>,
+    /// What was done, e.g. `user.create`.
+    pub action: String,
+    /// What it was done to, e.g. the login or namespace.
+    pub target: String,
+    /// The namespace concerned, if any (lets namespace admins read their own log).
+    pub namespace: Option<String>,
+    /// The source address of the request.
+    pub source: Option<String>,
+    /// `ok`, or the error code of a refusal or failure.
+    pub outcome: String,
+    /// Extra detail, e.g. the role given.
+    pub detail: Option<String>,
+}
+
+/// A stored audit record.
+pub type AuditRecord = AuditEntry;
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Increasing id; pass as `before` to page back.
+    pub id: i64,
+    /// When (ms since the epoch).
+    pub at: i64,
+    /// Who acted.
+    pub actor: Option<String>,
+    /// What was done.
+    pub action: String,
+    /// To what.
+    pub target: String,
+    /// In which namespace.
+    pub namespace: Option<String>,
+    /// From which address.
+    pub source: Option<String>,
+    /// `ok` or an error code.
+    pub outcome: String,
+    /// Extra detail.
+    pub detail: Option<String>,
+}
+
+/// Longest text kept in any audit field: hostile input must not bloat the log.
+const MAX_FIELD: usize = 512;
+
+fn clip(value: String) -> String {
+    if value.len() <= MAX_FIELD {
+        return value;
+    }
+    let mut end = MAX_FIELD;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end])
+}
+
+impl Store {
+    /// Appends a record to the audit log.
+    pub async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO audit (at, actor, action, target, namespace, source, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(now_ms())
+        .bind(entry.actor.map(clip))
+        .bind(clip(entry.action))
+        .bind(clip(entry.target))
+        .bind(entry.namespace.map(clip))
+        .bind(entry.source.map(clip))
+        .bind(clip(entry.outcome))
+        .bind(entry.detail.map(clip))
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// The whole audit log, newest first, `limit` records older than `before`.
+    pub async fn audit_all(
+        &self,
+        _: &SuperadminGrant,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit_query(None, before, limit).await
+    }
+
+    /// One namespace's audit log, newest first.
+    pub async fn audit_namespace(
+        &self,
+        grant: &NamespaceAdminGrant,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit_query(Some(grant.namespace().as_str()), before, limit).await
+    }
+
+    async fn audit_query(
+        &self,
+        namespace: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, target, namespace, source, outcome, detail FROM audit \
+             WHERE ($1 IS NULL OR namespace = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(namespace)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit.clamp(1, 1000))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    id: row.try_get(0)?,
+                    at: row.try_get(1)?,
+                    actor: row.try_get(2)?,
+                    action: row.try_get(3)?,
+                    target: row.try_get(4)?,
+                    namespace: row.try_get(5)?,
+                    source: row.try_get(6)?,
+                    outcome: row.try_get(7)?,
+                    detail: row.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,198 @@
+//! Sessions (panel cookies and API logins) and named API tokens.
+//!
+//! Only a SHA-256 of each secret is stored: a copy of the database does not let
+//! anyone sign in.
+
+use crate::passwords::{new_secret, secret_hash};
+use crate::{now_ms, Store, StoreError};
+use flvpc_model::{Principal, TokenName};
+use sqlx::Row;
+
+/// What a token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A panel session: sent as an HttpOnly cookie, carries a CSRF token.
+    Panel,
+    /// A bearer token from `POST /api/v1/auth/login`; expires.
+    Login,
+    /// A named API token for scripts; lasts until deleted.
+    Api,
+}
+
+impl TokenKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Panel => "panel",
+            TokenKind::Login => "login",
+            TokenKind::Api => "api",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            "panel" => Some(TokenKind::Panel),
+            "login" => Some(TokenKind::Login),
+            "api" => Some(TokenKind::Api),
+            _ => None,
+        }
+    }
+}
+
+/// A secret just issued: shown once, never stored in clear.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The row id (for logout).
+    pub id: i64,
+    /// The secret to hand to the client.
+    pub secret: String,
+    /// The CSRF token for panel sessions.
+    pub csrf: Option<String>,
+    /// When it stops working (ms since the epoch), if ever.
+    pub expires_at: Option<i64>,
+}
+
+/// An authenticated session: who, and through which token.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The token's row id.
+    pub token_id: i64,
+    /// How the user signed in.
+    pub kind: TokenKind,
+    /// The CSRF token of a panel session.
+    pub csrf: Option<String>,
+    /// The user, with memberships read now.
+    pub principal: Principal,
+}
+
+/// A named API token as listed to its owner (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Its name, unique per user.
+    pub name: TokenName,
+    /// When it was made.
+    pub created_at: i64,
+    /// When it was last used, if ever.
+    pub last_used_at: Option<i64>,
+}
+
+impl Store {
+    /// Starts a session of `kind` for a user who just proved their password.
+    pub async fn create_session(&self, user_id: i64, kind: TokenKind, ttl_ms: i64) -> Result<IssuedToken, StoreError> {
+        let secret = new_secret("flvpc_s_");
+        let csrf = (kind == TokenKind::Panel).then(|| new_secret(""));
+        let now = now_ms();
+        let expires_at = now.saturating_add(ttl_ms);
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tokens (user_id, kind, secret_hash, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(user_id)
+        .bind(kind.as_str())
+        .bind(secret_hash(&secret))
+        .bind(csrf.clone())
+        .bind(now)
+        .bind(expires_at)
+        .fetch_one(&mut *tx.tx)
+        .await?;
+        // Expired sessions are cleaned here, on the write path, so no timer is needed.
+        sqlx::query("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await?;
+        Ok(IssuedToken { id, secret, csrf, expires_at: Some(expires_at) })
+    }
+
+    /// Finds the session or API token behind `secret`, if it is valid now.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<Session>, StoreError> {
+        if secret.len() > 256 {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let Some(row) =
+            sqlx::query("SELECT id, user_id, kind, csrf, expires_at, last_used_at FROM tokens WHERE secret_hash = $1")
+                .bind(secret_hash(secret))
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let expires_at: Option<i64> = row.try_get(4)?;
+        if expires_at.is_some_and(|t| t < now) {
+            return Ok(None);
+        }
+        let token_id: i64 = row.try_get(0)?;
+        let Some(kind) = TokenKind::parse(&row.try_get::<String, _>(2)?) else { return Ok(None) };
+        let Some(principal) = self.principal(row.try_get(1)?).await? else { return Ok(None) };
+        // Record use at most once a minute per token, to keep reads from becoming writes.
+        let last_used: Option<i64> = row.try_get(5)?;
+        if last_used.is_none_or(|t| now - t > 60_000) {
+            let mut tx = self.begin_write().await?;
+            sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(token_id)
+                .execute(&mut *tx.tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(Some(Session { token_id, kind, csrf: row.try_get(3)?, principal }))
+    }
+
+    /// Ends one session (logout).
+    pub async fn delete_session(&self, token_id: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM tokens WHERE id = $1 AND kind <> 'api'").bind(token_id).execute(&mut *tx.tx).await?;
+        tx.commit().await
+    }
+
+    /// Makes a named API token for the caller; the secret is returned once.
+    pub async fn create_api_token(&self, me: &Principal, name: &TokenName) -> Result<IssuedToken, StoreError> {
+        let secret = new_secret("flvpc_t_");
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tokens (user_id, kind, name, secret_hash, created_at) VALUES ($1, 'api', $2, $3, $4) RETURNING id",
+        )
+        .bind(me.user_id())
+        .bind(name.as_str())
+        .bind(secret_hash(&secret))
+        .bind(now_ms())
+        .fetch_one(&mut *tx.tx)
+        .await
+        .map_err(|e| StoreError::unique(e, || format!("you already have a token named {:?}", name.as_str())))?;
+        tx.commit().await?;
+        Ok(IssuedToken { id, secret, csrf: None, expires_at: None })
+    }
+
+    /// The caller's named API tokens.
+    pub async fn list_api_tokens(&self, me: &Principal) -> Result<Vec<ApiToken>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, created_at, last_used_at FROM tokens WHERE user_id = $1 AND kind = 'api' ORDER BY name",
+        )
+        .bind(me.user_id())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(ApiToken {
+                    name: TokenName::parse(&row.try_get::<String, _>(0)?)?,
+                    created_at: row.try_get(1)?,
+                    last_used_at: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes one of the caller's named API tokens.
+    pub async fn delete_api_token(&self, me: &Principal, name: &TokenName) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND kind = 'api' AND name = $2")
+            .bind(me.user_id())
+            .bind(name.as_str())
+            .execute(&mut *tx.tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("token {:?}", name.as_str())));
+        }
+        tx.commit().await
+    }
+}

@@ -1,0 +1,294 @@
+//! Users, their passwords and SSH keys, and loading the principal of a request.
+
+use crate::passwords::{dummy_hash, hash_password, verify_password};
+use crate::{now_ms, Store, StoreError};
+use flvpc_model::{password, KeyName, Login, NamespaceName, Principal, PublicKey, Role, SuperadminGrant, UserGrant};
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+/// A user as listed to the superadmin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The login.
+    pub login: Login,
+    /// Whether this is the superadmin.
+    pub superadmin: bool,
+    /// When the account was made (ms since the epoch).
+    pub created_at: i64,
+    /// Memberships, by namespace.
+    pub namespaces: Vec<(NamespaceName, Role)>,
+}
+
+/// One of a user's SSH public keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshKey {
+    /// The key's name, unique per user.
+    pub name: KeyName,
+    /// The whole key line, `TYPE BASE64 [COMMENT]`.
+    pub public_key: String,
+    /// `SHA256:…`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    /// When it was added (ms since the epoch).
+    pub created_at: i64,
+}
+
+fn login_of(raw: String) -> Result<Login, StoreError> {
+    Login::parse(&raw).map_err(StoreError::Invalid)
+}
+
+impl Store {
+    /// Whether a superadmin exists (the panel explains `flvpc admin init` when not).
+    pub async fn superadmin_exists(&self) -> Result<bool, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE superadmin = 1").fetch_one(&self.pool).await?;
+        Ok(n > 0)
+    }
+
+    /// Creates the single superadmin. Refused when one exists; the database's
+    /// unique index makes this hold even for two concurrent calls.
+    pub async fn init_superadmin(&self, login: &Login, password: &str) -> Result<(), StoreError> {
+        if let Some(existing) = sqlx::query_scalar::<_, String>("SELECT login FROM users WHERE superadmin = 1")
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            return Err(StoreError::Conflict(format!("a superadmin already exists (login {existing:?})")));
+        }
+        password::check_new("password", password)?;
+        let hash = hash_password(password)?;
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO users (login, password_hash, superadmin, created_at) VALUES ($1, $2, 1, $3)")
+            .bind(login.as_str())
+            .bind(hash)
+            .bind(now_ms())
+            .execute(&mut *tx.tx)
+            .await
+            .map_err(|e| StoreError::unique(e, || format!("a superadmin or a user named {login:?} already exists")))?;
+        tx.commit().await
+    }
+
+    /// Creates a user who belongs to no namespace yet.
+    pub async fn create_user(&self, _: &SuperadminGrant, login: &Login, password: &str) -> Result<User, StoreError> {
+        password::check_new("password", password)?;
+        let hash = hash_password(password)?;
+        let created_at = now_ms();
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO users (login, password_hash, superadmin, created_at) VALUES ($1, $2, 0, $3)")
+            .bind(login.as_str())
+            .bind(hash)
+            .bind(created_at)
+            .execute(&mut *tx.tx)
+            .await
+            .map_err(|e| StoreError::unique(e, || format!("a user named {login:?} already exists")))?;
+        tx.commit().await?;
+        Ok(User { login: login.clone(), superadmin: false, created_at, namespaces: Vec::new() })
+    }
+
+    /// Every user with their memberships, by login.
+    pub async fn list_users(&self, _: &SuperadminGrant) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query("SELECT id, login, superadmin, created_at FROM users ORDER BY login")
+            .fetch_all(&self.pool)
+            .await?;
+        let member_rows = sqlx::query(
+            "SELECT m.user_id, n.name, m.role FROM memberships m JOIN namespaces n ON n.id = m.namespace_id ORDER BY n.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_user: BTreeMap<i64, Vec<(NamespaceName, Role)>> = BTreeMap::new();
+        for row in member_rows {
+            let ns = NamespaceName::parse(&row.try_get::<String, _>(1)?)?;
+            let role = Role::parse(&row.try_get::<String, _>(2)?)?;
+            by_user.entry(row.try_get(0)?).or_default().push((ns, role));
+        }
+        rows.into_iter()
+            .map(|row| {
+                let id: i64 = row.try_get(0)?;
+                Ok(User {
+                    login: login_of(row.try_get(1)?)?,
+                    superadmin: row.try_get::<i64, _>(2)? == 1,
+                    created_at: row.try_get(3)?,
+                    namespaces: by_user.remove(&id).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a user with their memberships, keys, sessions and tokens, at once.
+    /// The superadmin cannot be deleted: the server would have no one to run it.
+    pub async fn delete_user(&self, _: &SuperadminGrant, login: &Login) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT id, superadmin FROM users WHERE login = $1")
+            .bind(login.as_str())
+            .fetch_optional(&mut *tx.tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("user {login:?}")))?;
+        let id: i64 = row.try_get(0)?;
+        if row.try_get::<i64, _>(1)? == 1 {
+            return Err(StoreError::Conflict("the superadmin cannot be deleted".into()));
+        }
+        // Explicit deletes, not only ON DELETE CASCADE: correct even where foreign keys are off.
+        for statement in [
+            "DELETE FROM tokens WHERE user_id = $1",
+            "DELETE FROM ssh_keys WHERE user_id = $1",
+            "DELETE FROM memberships WHERE user_id = $1",
+            "DELETE FROM users WHERE id = $1",
+        ] {
+            sqlx::query(statement).bind(id).execute(&mut *tx.tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Checks a login and password. Returns the user's id, or None for a wrong
+    /// login or password (the two take the same time and look the same).
+    pub async fn check_password(&self, login: &str, password: &str) -> Result<Option<i64>, StoreError> {
+        let row = match Login::parse(login) {
+            Ok(login) => {
+                sqlx::query("SELECT id, password_hash FROM users WHERE login = $1")
+                    .bind(login.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            Err(_) => None,
+        };
+        let password = password.to_owned();
+        let (id, hash) = match row {
+            Some(row) => (Some(row.try_get::<i64, _>(0)?), row.try_get::<String, _>(1)?),
+            None => (None, dummy_hash().to_owned()),
+        };
+        // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .map_err(|e| StoreError::Hash(e.to_string()))?;
+        Ok(if matches { id } else { None })
+    }
+
+    /// Changes a password. The user themself must give the current one; the
+    /// superadmin resetting someone else's does not. Other sessions of the user end.
+    pub async fn set_password(
+        &self,
+        grant: &UserGrant,
+        current: Option<&str>,
+        new: &str,
+        keep_token: Option<i64>,
+    ) -> Result<(), StoreError> {
+        password::check_new("password", new)?;
+        let row = sqlx::query("SELECT id, password_hash FROM users WHERE login = $1")
+            .bind(grant.login().as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("user {:?}", grant.login().as_str())))?;
+        let id: i64 = row.try_get(0)?;
+        if !grant.by_superadmin() {
+            let hash: String = row.try_get(1)?;
+            let current = current.unwrap_or_default().to_owned();
+            let ok = tokio::task::spawn_blocking(move || verify_password(&current, &hash))
+                .await
+                .map_err(|e| StoreError::Hash(e.to_string()))?;
+            if !ok {
+                return Err(StoreError::WrongPassword);
+            }
+        }
+        let hash = hash_password(new)?;
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
+        sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND kind <> 'api' AND id <> $2")
+            .bind(id)
+            .bind(keep_token.unwrap_or(-1))
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Loads the principal for a user id: login, superadmin flag and memberships, fresh from the database.
+    pub async fn principal(&self, user_id: i64) -> Result<Option<Principal>, StoreError> {
+        let Some(row) = sqlx::query("SELECT login, superadmin FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let login = login_of(row.try_get(0)?)?;
+        let superadmin = row.try_get::<i64, _>(1)? == 1;
+        let rows = sqlx::query(
+            "SELECT n.name, m.role FROM memberships m JOIN namespaces n ON n.id = m.namespace_id WHERE m.user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut memberships = BTreeMap::new();
+        for row in rows {
+            memberships.insert(
+                NamespaceName::parse(&row.try_get::<String, _>(0)?)?,
+                Role::parse(&row.try_get::<String, _>(1)?)?,
+            );
+        }
+        Ok(Some(Principal::new(user_id, login, superadmin, memberships)))
+    }
+
+    /// The caller's own SSH keys, by name.
+    pub async fn list_keys(&self, me: &Principal) -> Result<Vec<SshKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, public_key, fingerprint, created_at FROM ssh_keys WHERE user_id = $1 ORDER BY name",
+        )
+        .bind(me.user_id())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(SshKey {
+                    name: KeyName::parse(&row.try_get::<String, _>(0)?)?,
+                    public_key: row.try_get(1)?,
+                    fingerprint: row.try_get(2)?,
+                    created_at: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds one of the caller's SSH keys. Names are unique per user; the same key may not be added twice.
+    pub async fn add_key(&self, me: &Principal, name: &KeyName, key: &PublicKey) -> Result<SshKey, StoreError> {
+        let fingerprint = key.fingerprint();
+        let mut tx = self.begin_write().await?;
+        let same: Option<String> =
+            sqlx::query_scalar("SELECT name FROM ssh_keys WHERE user_id = $1 AND fingerprint = $2")
+                .bind(me.user_id())
+                .bind(&fingerprint)
+                .fetch_optional(&mut *tx.tx)
+                .await?;
+        if let Some(existing) = same {
+            return Err(StoreError::Conflict(format!("this key is already added as {existing:?}")));
+        }
+        let created_at = now_ms();
+        sqlx::query(
+            "INSERT INTO ssh_keys (user_id, name, public_key, fingerprint, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(me.user_id())
+        .bind(name.as_str())
+        .bind(key.to_openssh())
+        .bind(&fingerprint)
+        .bind(created_at)
+        .execute(&mut *tx.tx)
+        .await
+        .map_err(|e| StoreError::unique(e, || format!("you already have a key named {:?}", name.as_str())))?;
+        tx.commit().await?;
+        Ok(SshKey { name: name.clone(), public_key: key.to_openssh(), fingerprint, created_at })
+    }
+
+    /// Removes one of the caller's keys by name (never another user's).
+    pub async fn delete_key(&self, me: &Principal, name: &KeyName) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM ssh_keys WHERE user_id = $1 AND name = $2")
+            .bind(me.user_id())
+            .bind(name.as_str())
+            .execute(&mut *tx.tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("key {:?}", name.as_str())));
+        }
+        tx.commit().await
+    }
+}

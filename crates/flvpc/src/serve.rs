@@ -1,0 +1,69 @@
+//! `flvpc serve`: the control plane.
+
+use anyhow::Context;
+use clap::Args;
+use flvpc_server::{AppState, Config};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Flags of `flvpc serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the web panel and REST API.
+    #[arg(long, env = "FLVPC_LISTEN", default_value = "0.0.0.0:5555")]
+    listen: SocketAddr,
+    /// Hours a panel session or API login lasts.
+    #[arg(long, env = "FLVPC_SESSION_HOURS", default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=24 * 90))]
+    session_hours: u64,
+    /// Mark session cookies Secure (when flvpc is served behind TLS).
+    #[arg(long, env = "FLVPC_SECURE_COOKIES")]
+    secure_cookies: bool,
+}
+
+/// Opens the database, binds the listener and serves until SIGINT/SIGTERM.
+pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLVPC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let store = flvpc_store::Store::open(database_url).await?;
+    if !store.superadmin_exists().await? {
+        tracing::warn!("no superadmin yet: run `flvpc admin init --login admin --password-stdin` on this host");
+    }
+    let config = Config {
+        listen: args.listen,
+        data_dir: data_dir.to_path_buf(),
+        session_ttl: std::time::Duration::from_secs(args.session_hours * 3600),
+        secure_cookies: args.secure_cookies,
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}: is another flvpc (or program) using it?", args.listen))?;
+    tracing::info!("flvpc panel and API on http://{}", listener.local_addr()?);
+    let state = AppState::new(store, config);
+    flvpc_server::serve(listener, state, shutdown_signal()).await.context("the HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
