@@ -1,6 +1,51 @@
-//! The web panel. Being written.
+//! The web panel: server-rendered pages (maud) that work without JavaScript;
+//! a small script only adds confirmations and local times.
+//!
+//! Every form carries the session's CSRF token and every change goes through
+//! `ops`, like the API. Pages show each person only what their role allows.
+
+mod account;
+mod admin;
+mod home;
+mod layout;
+mod namespace;
+mod session;
+
 use crate::state::AppState;
-/// Panel routes.
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new()
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use session::PanelUser;
+
+/// The panel's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home::dashboard))
+        .route("/login", get(session::login_page).post(session::login_submit))
+        .route("/logout", post(session::logout))
+        .route("/account", get(account::show))
+        .route("/account/keys", post(account::add_key))
+        .route("/account/keys/{name}/delete", post(account::delete_key))
+        .route("/account/tokens", post(account::create_token))
+        .route("/account/tokens/{name}/delete", post(account::delete_token))
+        .route("/account/password", post(account::change_password))
+        .route("/admin/users", get(admin::users).post(admin::create_user))
+        .route("/admin/users/{login}/delete", post(admin::delete_user))
+        .route("/admin/users/{login}/password", post(admin::reset_password))
+        .route("/admin/namespaces", get(admin::namespaces).post(admin::create_namespace))
+        .route("/admin/audit", get(admin::audit))
+        .route("/namespaces/{ns}", get(namespace::show))
+        .route("/namespaces/{ns}/delete", post(namespace::delete))
+        .route("/namespaces/{ns}/members", post(namespace::set_member))
+        .route("/namespaces/{ns}/members/{login}/delete", post(namespace::remove_member))
+        .route(
+            "/static/app.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css")], include_str!("app.css")).into_response() }),
+        )
+        .route(
+            "/static/app.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], include_str!("app.js")).into_response() }),
+        )
 }

@@ -1,0 +1,199 @@
+//! The account page: my SSH keys, API tokens and password.
+
+use super::layout::{self, csrf_field, danger_button, page, seg, time, Flash, Nav};
+use super::session::{redirect_with, CsrfForm};
+use super::PanelUser;
+use crate::ops;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::Form;
+use maud::{html, Markup};
+use serde::Deserialize;
+
+/// Redirects back to `to` with a success or failure message.
+pub fn finish<T>(
+    state: &AppState,
+    to: &str,
+    result: crate::error::ApiResult<T>,
+    ok: impl FnOnce(T) -> String,
+) -> Response {
+    match result {
+        Ok(value) => redirect_with(state, to, Flash::ok(ok(value))),
+        Err(err) => redirect_with(state, to, Flash::error(err.message)),
+    }
+}
+
+async fn render(state: &AppState, user: &PanelUser, new_token: Option<(String, String)>) -> Response {
+    let principal = user.caller.principal();
+    let (keys, tokens) = match (ops::list_keys(state, principal).await, ops::list_tokens(state, principal).await) {
+        (Ok(k), Ok(t)) => (k, t),
+        (Err(e), _) | (_, Err(e)) => return layout::error_page(e),
+    };
+    let body = html! {
+        h1 { "Account" }
+        section #keys {
+            h2 { "SSH keys" }
+            p.muted { "Every machine of your namespaces accepts these keys for root." }
+            @if keys.is_empty() { p.empty { "No keys yet — add the contents of your " code { "~/.ssh/id_ed25519.pub" } "." } } @else {
+                table {
+                    thead { tr { th { "Name" } th { "Fingerprint" } th { "Added" } th {} } }
+                    tbody {
+                        @for key in &keys {
+                            tr {
+                                td { (key.name.as_str()) }
+                                td { code.fingerprint title=(key.public_key) { (key.fingerprint) } }
+                                td { (time(key.created_at)) }
+                                td.actions { (danger_button(user, &format!("/account/keys/{}/delete", seg(key.name.as_str())), "Remove",
+                                    &format!("Remove the key {}? Machines stop accepting it.", key.name.as_str()))) }
+                            }
+                        }
+                    }
+                }
+            }
+            form.card.stack method="post" action="/account/keys" {
+                (csrf_field(user))
+                label { "Name" input name="name" placeholder="laptop" required maxlength="64"; }
+                label { "Public key" textarea name="public_key" rows="3" required placeholder="ssh-ed25519 AAAA… you@laptop" {} }
+                button.primary type="submit" { "Add key" }
+            }
+        }
+        section #tokens {
+            h2 { "API tokens" }
+            p.muted { "For scripts and the " code { "flvpc" } " CLI: send as " code { "Authorization: Bearer <token>" } "." }
+            @if let Some((name, secret)) = &new_token {
+                div.card.reveal role="status" {
+                    p { "Token " strong { (name) } " created. Copy it now — it will not be shown again:" }
+                    pre.copy { (secret) }
+                }
+            }
+            @if tokens.is_empty() { p.empty { "No API tokens." } } @else {
+                table {
+                    thead { tr { th { "Name" } th { "Created" } th { "Last used" } th {} } }
+                    tbody {
+                        @for t in &tokens {
+                            tr {
+                                td { (t.name.as_str()) }
+                                td { (time(t.created_at)) }
+                                td { @if let Some(used) = t.last_used_at { (time(used)) } @else { "never" } }
+                                td.actions { (danger_button(user, &format!("/account/tokens/{}/delete", seg(t.name.as_str())), "Revoke",
+                                    &format!("Revoke the token {}? Scripts using it stop working.", t.name.as_str()))) }
+                            }
+                        }
+                    }
+                }
+            }
+            form.card.row method="post" action="/account/tokens" {
+                (csrf_field(user))
+                label { "Name" input name="name" placeholder="ci-script" required maxlength="64"; }
+                button.primary type="submit" { "Create token" }
+            }
+        }
+        section #password { h2 { "Password" } (password_form(user)) }
+    };
+    page(state, user, "Account", Nav::Account, body)
+}
+
+fn password_form(user: &PanelUser) -> Markup {
+    html! {
+        form.card.stack method="post" action="/account/password" {
+            (csrf_field(user))
+            label { "Current password" input name="current_password" type="password" autocomplete="current-password" required; }
+            label { "New password" input name="password" type="password" autocomplete="new-password" required minlength="8"; }
+            button.primary type="submit" { "Change password" }
+        }
+    }
+}
+
+/// GET /account.
+pub async fn show(State(state): State<AppState>, user: PanelUser) -> Response {
+    render(&state, &user, None).await
+}
+
+/// The add-key form.
+#[derive(Deserialize)]
+pub struct KeyForm {
+    #[serde(default)]
+    _csrf: String,
+    name: String,
+    public_key: String,
+}
+
+/// POST /account/keys.
+pub async fn add_key(State(state): State<AppState>, user: PanelUser, Form(form): Form<KeyForm>) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    let result = ops::add_key(&state, &user.caller, &form.name, &form.public_key).await;
+    finish(&state, "/account#keys", result, |k| format!("Key {} added ({}).", k.name.as_str(), k.fingerprint))
+}
+
+/// POST /account/keys/{name}/delete.
+pub async fn delete_key(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Path(name): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    let result = ops::delete_key(&state, &user.caller, &name).await;
+    finish(&state, "/account#keys", result, |()| format!("Key {name} removed."))
+}
+
+/// The create-token form.
+#[derive(Deserialize)]
+pub struct TokenForm {
+    #[serde(default)]
+    _csrf: String,
+    name: String,
+}
+
+/// POST /account/tokens: shows the new secret on the page itself, once.
+pub async fn create_token(State(state): State<AppState>, user: PanelUser, Form(form): Form<TokenForm>) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    match ops::create_token(&state, &user.caller, &form.name).await {
+        Ok((name, issued)) => render(&state, &user, Some((name.to_string(), issued.secret))).await,
+        Err(err) => redirect_with(&state, "/account#tokens", Flash::error(err.message)),
+    }
+}
+
+/// POST /account/tokens/{name}/delete.
+pub async fn delete_token(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Path(name): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    let result = ops::delete_token(&state, &user.caller, &name).await;
+    finish(&state, "/account#tokens", result, |()| format!("Token {name} revoked."))
+}
+
+/// The password form.
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    _csrf: String,
+    current_password: String,
+    password: String,
+}
+
+/// POST /account/password.
+pub async fn change_password(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    let login = user.caller.principal().login().to_string();
+    let result = ops::change_password(&state, &user.caller, &login, Some(&form.current_password), &form.password).await;
+    finish(&state, "/account#password", result, |()| "Password changed. Your other sessions were signed out.".into())
+}

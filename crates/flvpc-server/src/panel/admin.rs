@@ -1,0 +1,241 @@
+//! Superadmin pages: users, namespaces, the audit log.
+
+use super::account::finish;
+use super::layout::{self, csrf_field, danger_button, page, seg, time, Nav};
+use super::session::CsrfForm;
+use super::PanelUser;
+use crate::ops;
+use crate::state::AppState;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use maud::html;
+use serde::Deserialize;
+
+fn only_superadmin(user: &PanelUser) -> Result<(), Response> {
+    user.caller.principal().superadmin().map(|_| ()).map_err(|d| layout::error_page(d.into()))
+}
+
+/// GET /admin/users.
+pub async fn users(State(state): State<AppState>, user: PanelUser) -> Response {
+    if let Err(denied) = only_superadmin(&user) {
+        return denied;
+    }
+    let list = match ops::list_users(&state, &user.caller).await {
+        Ok(list) => list,
+        Err(err) => return layout::error_page(err),
+    };
+    let body = html! {
+        h1 { "Users" }
+        table {
+            thead { tr { th { "Login" } th { "Namespaces" } th { "Created" } th {} } }
+            tbody {
+                @for u in &list {
+                    tr {
+                        td { (u.login.as_str()) @if u.superadmin { " " span.badge.super { "superadmin" } } }
+                        td {
+                            @if u.namespaces.is_empty() { span.muted { "none" } }
+                            @for (ns, role) in &u.namespaces {
+                                a.chip href={ "/namespaces/" (seg(ns.as_str())) } { (ns.as_str()) " · " (role.as_str()) } " "
+                            }
+                        }
+                        td { (time(u.created_at)) }
+                        td.actions {
+                            details.inline {
+                                summary { "Reset password" }
+                                form.row method="post" action={ "/admin/users/" (seg(u.login.as_str())) "/password" } {
+                                    (csrf_field(&user))
+                                    input name="password" type="password" placeholder="new password" minlength="8" required autocomplete="new-password";
+                                    button type="submit" { "Set" }
+                                }
+                            }
+                            @if !u.superadmin {
+                                (danger_button(&user, &format!("/admin/users/{}/delete", seg(u.login.as_str())), "Delete",
+                                    &format!("Delete {}? Their memberships, keys and tokens go too, and they are signed out at once.", u.login.as_str())))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if list.len() <= 1 { p.empty { "Only you so far. Create the people of your team below, then give them roles on a namespace page." } }
+        h2 { "New user" }
+        form.card.row method="post" action="/admin/users" {
+            (csrf_field(&user))
+            label { "Login" input name="login" required pattern="[a-z][a-z0-9._\\-]{0,31}" title="a lowercase letter, then up to 31 of a-z 0-9 . _ -"; }
+            label { "Password" input name="password" type="password" required minlength="8" autocomplete="new-password"; }
+            button.primary type="submit" { "Create user" }
+        }
+    };
+    page(&state, &user, "Users", Nav::Users, body)
+}
+
+/// The new-user form.
+#[derive(Deserialize)]
+pub struct NewUserForm {
+    #[serde(default)]
+    _csrf: String,
+    login: String,
+    password: String,
+}
+
+/// POST /admin/users.
+pub async fn create_user(State(state): State<AppState>, user: PanelUser, Form(form): Form<NewUserForm>) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    let result = ops::create_user(&state, &user.caller, &form.login, &form.password).await;
+    finish(&state, "/admin/users", result, |u| {
+        format!("User {} created. Add them to a namespace to give them a role.", u.login.as_str())
+    })
+}
+
+/// POST /admin/users/{login}/delete.
+pub async fn delete_user(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Path(login): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    let result = ops::delete_user(&state, &user.caller, &login).await;
+    finish(&state, "/admin/users", result, |()| format!("User {login} deleted."))
+}
+
+/// The reset-password form.
+#[derive(Deserialize)]
+pub struct ResetForm {
+    #[serde(default)]
+    _csrf: String,
+    password: String,
+}
+
+/// POST /admin/users/{login}/password.
+pub async fn reset_password(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Path(login): Path<String>,
+    Form(form): Form<ResetForm>,
+) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    let result = ops::change_password(&state, &user.caller, &login, None, &form.password).await;
+    finish(&state, "/admin/users", result, |()| format!("Password of {login} set; their sessions were signed out."))
+}
+
+/// GET /admin/namespaces.
+pub async fn namespaces(State(state): State<AppState>, user: PanelUser) -> Response {
+    if let Err(denied) = only_superadmin(&user) {
+        return denied;
+    }
+    let list = match ops::visible_namespaces(&state, user.caller.principal()).await {
+        Ok(list) => list,
+        Err(err) => return layout::error_page(err),
+    };
+    let body = html! {
+        h1 { "Namespaces" }
+        @if list.is_empty() {
+            div.empty { p { "No namespaces yet. A namespace is a team's own cluster of machines, network and members." } }
+        } @else {
+            table {
+                thead { tr { th { "Name" } th { "Members" } th { "Created" } } }
+                tbody {
+                    @for (ns, _) in &list {
+                        tr {
+                            td { a href={ "/namespaces/" (seg(ns.name.as_str())) } { (ns.name.as_str()) } }
+                            td { (ns.members) }
+                            td { (time(ns.created_at)) }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "New namespace" }
+        form.card.row method="post" action="/admin/namespaces" {
+            (csrf_field(&user))
+            label { "Name" input name="name" required pattern="[a-z][a-z0-9\\-]{0,30}" title="a lowercase letter, then up to 30 of a-z 0-9 -" placeholder="team1"; }
+            button.primary type="submit" { "Create namespace" }
+        }
+    };
+    page(&state, &user, "Namespaces", Nav::Namespaces, body)
+}
+
+/// The new-namespace form.
+#[derive(Deserialize)]
+pub struct NewNamespaceForm {
+    #[serde(default)]
+    _csrf: String,
+    name: String,
+}
+
+/// POST /admin/namespaces.
+pub async fn create_namespace(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Form(form): Form<NewNamespaceForm>,
+) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    match ops::create_namespace(&state, &user.caller, &form.name).await {
+        Ok(ns) => super::session::redirect_with(
+            &state,
+            &format!("/namespaces/{}", seg(ns.name.as_str())),
+            layout::Flash::ok(format!("Namespace {} created. Add its members below.", ns.name.as_str())),
+        ),
+        Err(err) => super::session::redirect_with(&state, "/admin/namespaces", layout::Flash::error(err.message)),
+    }
+}
+
+/// Paging of the audit page.
+#[derive(Deserialize)]
+pub struct AuditPage {
+    before: Option<i64>,
+}
+
+/// GET /admin/audit.
+pub async fn audit(State(state): State<AppState>, user: PanelUser, Query(q): Query<AuditPage>) -> Response {
+    if let Err(denied) = only_superadmin(&user) {
+        return denied;
+    }
+    const PAGE: i64 = 50;
+    let entries = match ops::audit_log(&state, user.caller.principal(), None, q.before, PAGE).await {
+        Ok(list) => list,
+        Err(err) => return layout::error_page(err),
+    };
+    let body = html! {
+        h1 { "Audit log" }
+        p.muted { "Every change and sign-in: who, what, when, from where, and how it ended." }
+        (audit_table(&entries))
+        @if let Some(last) = entries.last().filter(|_| entries.len() as i64 == PAGE) {
+            p { a.button href={ "/admin/audit?before=" (last.id) } { "Older →" } }
+        }
+    };
+    page(&state, &user, "Audit log", Nav::Audit, body).into_response()
+}
+
+/// A table of audit records (also used on namespace pages).
+pub fn audit_table(entries: &[flvpc_store::AuditEntry]) -> maud::Markup {
+    html! {
+        @if entries.is_empty() { p.empty { "Nothing recorded yet." } } @else {
+            table.audit {
+                thead { tr { th { "When" } th { "Who" } th { "Action" } th { "Target" } th { "From" } th { "Outcome" } } }
+                tbody {
+                    @for a in entries {
+                        tr {
+                            td { (time(a.at)) }
+                            td { (a.actor.as_deref().unwrap_or("—")) }
+                            td { code { (a.action) } @if let Some(d) = &a.detail { " " span.muted { (d) } } }
+                            td { (a.target) }
+                            td { (a.source.as_deref().unwrap_or("—")) }
+                            td { span class={ "outcome " @if a.outcome == "ok" { "ok" } @else { "bad" } } { (a.outcome) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Panel sign-in, sign-out, the session cookie, CSRF and flash messages.
+
+use super::layout::{self, Flash};
+use crate::auth::{cookie, Caller, ClientAddr, SESSION_COOKIE};
+use crate::error::ApiError;
+use crate::ops;
+use crate::state::AppState;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use flvpc_store::TokenKind;
+use maud::html;
+use serde::Deserialize;
+
+const FLASH_COOKIE: &str = "flvpc_flash";
+const LOGIN_CSRF_COOKIE: &str = "flvpc_login_csrf";
+
+/// A signed-in person using the panel.
+pub struct PanelUser {
+    /// The same caller the API would see: principal, session and source address.
+    pub caller: Caller,
+    /// The message left by the previous action, if any.
+    pub flash: Option<Flash>,
+}
+
+impl PanelUser {
+    /// The CSRF token to put in every form.
+    pub fn csrf(&self) -> &str {
+        self.caller.session.csrf.as_deref().unwrap_or_default()
+    }
+
+    /// Refuses a form whose CSRF token is not this session's.
+    pub fn check_csrf(&self, sent: &str) -> Result<(), Response> {
+        match self.caller.session.csrf.as_deref() {
+            Some(expected) if !sent.is_empty() && constant_time_eq(expected.as_bytes(), sent.as_bytes()) => Ok(()),
+            _ => Err((
+                StatusCode::FORBIDDEN,
+                "The form expired or came from another site. Go back, reload the page and try again.",
+            )
+                .into_response()),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl FromRequestParts<AppState> for PanelUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let source = ClientAddr::from_request_parts(parts, state).await.map(|a| a.0).unwrap_or(None);
+        let to_login = || Redirect::to("/login").into_response();
+        let Some(secret) = cookie(parts, SESSION_COOKIE) else { return Err(to_login()) };
+        let session = match state.store.authenticate(secret).await {
+            Ok(Some(session)) if session.kind == TokenKind::Panel => session,
+            Ok(_) => return Err(to_login()),
+            Err(err) => return Err(layout::error_page(ApiError::from(err))),
+        };
+        let flash = cookie(parts, FLASH_COOKIE).and_then(Flash::decode);
+        Ok(PanelUser { caller: Caller { session, source }, flash })
+    }
+}
+
+fn cookie_header(state: &AppState, name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
+    let secure = if state.config.secure_cookies { "; Secure" } else { "" };
+    let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("flvpc_invalid=1"))
+}
+
+/// A redirect after a successful POST, carrying a message for the next page.
+pub fn redirect_with(state: &AppState, to: &str, flash: Flash) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie_header(state, FLASH_COOKIE, &flash.encode(), 60));
+    response
+}
+
+/// Clears the flash cookie once its message has been shown.
+pub fn clear_flash(state: &AppState, mut response: Response) -> Response {
+    response.headers_mut().append(header::SET_COOKIE, cookie_header(state, FLASH_COOKIE, "", 0));
+    response
+}
+
+/// GET /login.
+pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed_in = match headers.get(header::COOKIE).and_then(|v| v.to_str().ok()) {
+        Some(raw) if raw.contains(SESSION_COOKIE) => {
+            let secret = raw.split(';').filter_map(|p| p.trim().split_once('=')).find(|(k, _)| *k == SESSION_COOKIE);
+            match secret {
+                Some((_, s)) => matches!(state.store.authenticate(s).await, Ok(Some(_))),
+                None => false,
+            }
+        }
+        _ => false,
+    };
+    if signed_in {
+        return Redirect::to("/").into_response();
+    }
+    render_login(&state, None, StatusCode::OK).await
+}
+
+async fn render_login(state: &AppState, error: Option<String>, status: StatusCode) -> Response {
+    let has_admin = match state.store.superadmin_exists().await {
+        Ok(yes) => yes,
+        Err(err) => return layout::error_page(err.into()),
+    };
+    let csrf = hex::encode(rand::random::<[u8; 16]>());
+    let body = html! {
+        div.login {
+            h1 { span.logo { "flvpc" } }
+            p.muted { "A private cloud on your own server." }
+            @if !has_admin {
+                div.card {
+                    h2 { "Welcome — one step first" }
+                    p { "This server has no superadmin yet. There is no registration page: on the server, as the user that runs flvpc, create one with" }
+                    pre.copy { "flvpc admin init --login admin --password-stdin" }
+                    p.muted { "Type the password and press Enter, then reload this page." }
+                }
+            } @else {
+                form.card method="post" action="/login" {
+                    @if let Some(error) = &error { p.flash.error role="alert" { (error) } }
+                    input type="hidden" name="_csrf" value=(csrf);
+                    label { "Login" input name="login" autocomplete="username" required autofocus; }
+                    label { "Password" input name="password" type="password" autocomplete="current-password" required; }
+                    button.primary type="submit" { "Sign in" }
+                }
+            }
+        }
+    };
+    let mut response = (status, layout::bare("Sign in", body)).into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie_header(state, LOGIN_CSRF_COOKIE, &csrf, 3600));
+    response
+}
+
+/// The sign-in form.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    login: String,
+    password: String,
+    #[serde(default)]
+    _csrf: String,
+}
+
+/// POST /login.
+pub async fn login_submit(
+    State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    // Login CSRF: the form must carry the random value this browser got with the form.
+    let expected = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| *k == LOGIN_CSRF_COOKIE)
+        .map(|(_, v)| v.to_owned());
+    if expected
+        .as_deref()
+        .is_none_or(|e| form._csrf.is_empty() || !constant_time_eq(e.as_bytes(), form._csrf.as_bytes()))
+    {
+        return render_login(&state, Some("The form expired; please sign in again.".into()), StatusCode::FORBIDDEN)
+            .await;
+    }
+    match ops::sign_in(&state, &form.login, &form.password, source, TokenKind::Panel).await {
+        Ok(signed_in) => {
+            let mut response = Redirect::to("/").into_response();
+            let max_age = i64::try_from(state.config.session_ttl.as_secs()).unwrap_or(i64::MAX);
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, cookie_header(&state, SESSION_COOKIE, &signed_in.token.secret, max_age));
+            response.headers_mut().append(header::SET_COOKIE, cookie_header(&state, LOGIN_CSRF_COOKIE, "", 0));
+            response
+        }
+        Err(err) => render_login(&state, Some(err.message), err.status).await,
+    }
+}
+
+/// The CSRF field of a small form.
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub _csrf: String,
+}
+
+/// POST /logout.
+pub async fn logout(State(state): State<AppState>, user: PanelUser, Form(form): Form<CsrfForm>) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    if let Err(err) = ops::sign_out(&state, &user.caller).await {
+        return layout::error_page(err);
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie_header(&state, SESSION_COOKIE, "", 0));
+    response
+}

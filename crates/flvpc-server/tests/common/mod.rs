@@ -1,0 +1,224 @@
+//! Test fixture: a real flvpc server on a loopback port, in this process, over
+//! SQLite (a temp file) or PostgreSQL (a fresh database on the server named by
+//! FLVPC_TEST_POSTGRES), with a known set of people.
+#![allow(dead_code)]
+
+use flvpc_server::throttle::{Limits, LoginThrottle};
+use flvpc_server::{AppState, Config};
+use flvpc_store::Store;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each listed async test function on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::common::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::common::Backend::Postgres).await } )*
+        }
+    };
+}
+
+/// A database made for one test.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The admin URL of the PostgreSQL server used by tests. Required: the test
+/// command (`scripts/dev.sh test`) starts PostgreSQL and sets it.
+pub fn postgres_admin_url() -> String {
+    std::env::var("FLVPC_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "FLVPC_TEST_POSTGRES is not set: PostgreSQL tests need a server. \
+             Run `bash scripts/dev.sh test`, which installs and starts one, or set \
+             FLVPC_TEST_POSTGRES=postgres://USER:PASSWORD@127.0.0.1/postgres"
+        )
+    })
+}
+
+/// A fresh, empty database.
+pub async fn fresh_db(backend: Backend) -> TestDb {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("flvpc.db").display());
+            TestDb { url, _dir: Some(dir) }
+        }
+        Backend::Postgres => {
+            use sqlx::Connection;
+            let admin = postgres_admin_url();
+            let name = format!("flvpc_test_{}", hex::encode(rand::random::<[u8; 6]>()));
+            let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL server");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("admin URL has a database");
+            TestDb { url: format!("{base}/{name}"), _dir: None }
+        }
+    }
+}
+
+/// A running server and an HTTP client for it.
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    pub db: TestDb,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts a server on 127.0.0.1:0 over a fresh database.
+pub async fn start(backend: Backend) -> TestServer {
+    start_with_throttle(backend, LoginThrottle::default()).await
+}
+
+/// Starts a server with custom login throttling.
+pub async fn start_with_throttle(backend: Backend, throttle: LoginThrottle) -> TestServer {
+    let db = fresh_db(backend).await;
+    let store = Store::open(&db.url).await.expect("open store");
+    let dir = std::env::temp_dir();
+    let config = Config { data_dir: dir, max_body_bytes: 64 * 1024, ..Config::default() };
+    let state = AppState::with_throttle(store, config, throttle);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let serving = state.clone();
+    tokio::spawn(async move {
+        let _ = flvpc_server::serve(listener, serving, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    TestServer { base, state, db, shutdown: Some(tx) }
+}
+
+/// Small limits so throttling tests run fast.
+pub fn quick_throttle() -> LoginThrottle {
+    LoginThrottle::new(
+        Limits { free_failures: 3, base_delay: Duration::from_secs(30) },
+        Limits { free_failures: 6, base_delay: Duration::from_secs(30) },
+    )
+}
+
+pub const ROOT_PASSWORD: &str = "root-password-1";
+
+/// A response: status and parsed JSON body (Null when empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl TestServer {
+    /// Sends one request with an optional bearer token and JSON body.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = req.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// Signs in through the API; panics unless it works.
+    pub async fn login(&self, login: &str, password: &str) -> String {
+        let reply = self.call(Method::POST, "/api/v1/auth/login", None, Some(json!({"login": login, "password": password}))).await;
+        assert_eq!(reply.status, StatusCode::OK, "login {login}: {:?}", reply.body);
+        reply.body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates the superadmin `root` and returns its token.
+    pub async fn init_root(&self) -> String {
+        let login = flvpc_model::Login::parse("root").expect("login");
+        self.state.store.init_superadmin(&login, ROOT_PASSWORD).await.expect("init superadmin");
+        self.login("root", ROOT_PASSWORD).await
+    }
+}
+
+/// The people of the standard fixture.
+pub struct People {
+    pub root: String,
+    /// admin of `red`
+    pub alice: String,
+    /// user of `red`
+    pub bob: String,
+    /// admin of `blue`, no role in `red`
+    pub carol: String,
+}
+
+/// Password of every fixture user but root: `<login>-password`.
+pub fn password_of(login: &str) -> String {
+    format!("{login}-password")
+}
+
+/// root; namespaces red and blue; alice admin of red, bob user of red, carol admin of blue; dave in none.
+pub async fn standard_fixture(server: &TestServer) -> People {
+    let root = server.init_root().await;
+    for ns in ["red", "blue"] {
+        let r = server.post("/api/v1/namespaces", &root, json!({"name": ns})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    for login in ["alice", "bob", "carol", "dave"] {
+        let r = server.post("/api/v1/users", &root, json!({"login": login, "password": password_of(login)})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    for (ns, login, role) in [("red", "alice", "admin"), ("red", "bob", "user"), ("blue", "carol", "admin")] {
+        let r = server
+            .call(Method::PUT, &format!("/api/v1/namespaces/{ns}/members/{login}"), Some(&root), Some(json!({"role": role})))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    People {
+        root,
+        alice: server.login("alice", &password_of("alice")).await,
+        bob: server.login("bob", &password_of("bob")).await,
+        carol: server.login("carol", &password_of("carol")).await,
+    }
+}
+
+/// A fresh OpenSSH public key made by the real ssh-keygen.
+pub fn ssh_keygen(kind: &str, bits: Option<u32>, comment: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("key");
+    let mut cmd = std::process::Command::new("ssh-keygen");
+    cmd.args(["-q", "-N", "", "-C", comment, "-t", kind, "-f"]).arg(&path);
+    if let Some(bits) = bits {
+        cmd.args(["-b", &bits.to_string()]);
+    }
+    let status = cmd.status().expect("ssh-keygen must be installed (openssh-client)");
+    assert!(status.success(), "ssh-keygen failed");
+    std::fs::read_to_string(path.with_extension("pub")).expect("read public key").trim().to_owned()
+}
