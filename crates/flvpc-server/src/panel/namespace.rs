@@ -78,19 +78,22 @@ pub async fn show(State(state): State<AppState>, user: PanelUser, Path(name): Pa
                 }
             }
             @if superadmin {
-                form.card.row method="post" action={ (base) "/members" } {
-                    (csrf_field(&user))
-                    label { "User"
-                        select name="login" required {
-                            @for u in users.iter().filter(|u| !u.superadmin && !members.iter().any(|m| m.login == u.login)) {
-                                option value=(u.login.as_str()) { (u.login.as_str()) }
+                @let candidates: Vec<_> = users.iter().filter(|u| !u.superadmin && !members.iter().any(|m| m.login == u.login)).collect();
+                @if candidates.is_empty() {
+                    p.empty { "Every user is already a member. " a href="/admin/users" { "Create a user" } " to add someone new." }
+                } @else {
+                    form.card.row method="post" action={ (base) "/members" } {
+                        (csrf_field(&user))
+                        label { "User"
+                            select name="login" required {
+                                @for u in &candidates { option value=(u.login.as_str()) { (u.login.as_str()) } }
                             }
                         }
+                        label { "Role"
+                            select name="role" { option value="user" { "user — use, start and stop machines" } option value="admin" { "admin — also define, create and delete them" } }
+                        }
+                        button.primary type="submit" { "Add member" }
                     }
-                    label { "Role"
-                        select name="role" { option value="user" { "user — use, start and stop machines" } option value="admin" { "admin — also define, create and delete them" } }
-                    }
-                    button.primary type="submit" { "Add member" }
                 }
             }
         }

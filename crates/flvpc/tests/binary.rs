@@ -1,0 +1,162 @@
+//! Black-box tests of the real `flvpc` binary: `admin init`, `serve` on a
+//! loopback port, the client commands, and clean shutdown on SIGTERM.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flvpc");
+
+fn flvpc(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("FLVPC_DATA_DIR", data)
+        .env("XDG_CONFIG_HOME", data.join("config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run flvpc");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("wait")
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn start_server(data: &Path, port: u16) -> Server {
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("FLVPC_DATA_DIR", data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flvpc serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Server(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("flvpc serve did not listen on {port} within 30 s");
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn admin_init_serve_and_client_commands() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+
+    // The single superadmin: created once, refused the second time with one clear line.
+    let out = flvpc(data, &["admin", "init", "--login", "admin", "--password-stdin"], Some("admin-password\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(data.join("flvpc.db").exists(), "SQLite database in the data dir");
+    let out = flvpc(data, &["admin", "init", "--login", "other", "--password-stdin"], Some("other-password\n"));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("a superadmin already exists"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    let out = flvpc(data, &["admin", "init", "--login", "Bad Login", "--password-stdin"], Some("x\n"));
+    assert!(!out.status.success());
+
+    let port = free_port();
+    let mut server = start_server(data, port);
+    let url = format!("http://127.0.0.1:{port}");
+
+    // Health and the panel's sign-in page from the real binary.
+    let health = http::blocking_get(&format!("{url}/healthz"));
+    assert_eq!(health, (200, "ok\n".to_owned()));
+    let (status, login_page) = http::blocking_get(&format!("{url}/login"));
+    assert_eq!(status, 200);
+    assert!(login_page.contains("Sign in"), "{login_page}");
+
+    // Client commands: sign in, make a namespace, look at it.
+    let out = flvpc(data, &["login", "--server", &url, "--login", "admin", "--password-stdin"], Some("admin-password\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = flvpc(data, &["ns", "create", "team1"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = flvpc(data, &["ns", "list"], None);
+    assert!(stdout(&out).contains("\"team1\""), "{}", stdout(&out));
+    let out = flvpc(data, &["ns", "create", "Team_1"], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("name: must start with a lowercase letter (HTTP 422)"), "{}", stderr(&out));
+    let out = flvpc(data, &["me"], None);
+    assert!(stdout(&out).contains("\"superadmin\": true"), "{}", stdout(&out));
+    let out = flvpc(data, &["login", "--server", &url, "--login", "admin", "--password-stdin"], Some("wrong-password\n"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("wrong login or password"), "{}", stderr(&out));
+
+    // SIGTERM stops the server cleanly.
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = server.0.try_wait().expect("wait") {
+            assert!(status.success(), "exit status after SIGTERM: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_refuses_a_busy_port_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("FLVPC_DATA_DIR", dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&format!("cannot listen on 127.0.0.1:{port}")), "{}", stderr(&out));
+}
+
+#[test]
+fn a_bad_database_url_is_one_clear_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = flvpc(dir.path(), &["--database-url", "mysql://x", "admin", "init", "--login", "a", "--password-stdin"], Some("p\n"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unsupported database URL"), "{}", stderr(&out));
+}
+
+/// A tiny blocking HTTP GET over a raw socket (keeps reqwest's async client out of a sync test).
+mod http {
+    use std::io::{Read, Write};
+
+    pub fn blocking_get(url: &str) -> (u16, String) {
+        let rest = url.strip_prefix("http://").expect("http URL");
+        let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+        let mut stream = std::net::TcpStream::connect(host).expect("connect");
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, body)
+    }
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# flvpc's one entry point for people and CI, on Debian 12 as root.
+#
+#   bash scripts/dev.sh run [serve flags]   install what flvpc needs, build it, serve the panel on :5555
+#   bash scripts/dev.sh test                install and start what the tests need, then pass them all
+#
+# Everything here is idempotent: run it again at any time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (it installs Debian packages and starts services)"
+
+APT_UPDATED=
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ -z "$APT_UPDATED" ]; then
+    say "apt-get update"
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+  say "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+need_cargo() {
+  command -v cargo >/dev/null 2>&1 \
+    || die "flvpc is built with Rust: install the toolchain with rustup (cargo 1.88 or newer), then run this again"
+}
+
+start_postgres() {
+  apt_install postgresql
+  local cluster
+  cluster=$(pg_lsclusters --no-header | awk 'NR==1 {print $1" "$2}')
+  [ -n "$cluster" ] || die "no PostgreSQL cluster found after installing postgresql"
+  # shellcheck disable=SC2086
+  pg_ctlcluster $cluster start 2>/dev/null || true
+  for _ in $(seq 1 60); do pg_isready -q -h 127.0.0.1 && break; sleep 0.5; done
+  pg_isready -q -h 127.0.0.1 || die "PostgreSQL did not start (see /var/log/postgresql/)"
+  # A role for the tests, on loopback only; each test makes and uses its own database.
+  su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='flvpc_test'\"" | grep -q 1 \
+    || su postgres -c "psql -qc \"CREATE ROLE flvpc_test LOGIN SUPERUSER PASSWORD 'flvpc_test'\""
+  # Databases left by earlier runs.
+  su postgres -c "psql -qtAc \"SELECT datname FROM pg_database WHERE datname LIKE 'flvpc_test_%'\"" \
+    | while read -r db; do [ -n "$db" ] && su postgres -c "dropdb --if-exists '$db'"; done
+  export FLVPC_TEST_POSTGRES="postgres://flvpc_test:flvpc_test@127.0.0.1/postgres"
+}
+
+cmd_run() {
+  need_cargo
+  say "building flvpc (release)"
+  cargo build --release --locked -p flvpc
+  say "flvpc panel on http://0.0.0.0:5555 (data in ./data). First time? In another shell:"
+  echo "    ./target/release/flvpc admin init --login admin --password-stdin"
+  exec ./target/release/flvpc serve "$@"
+}
+
+cmd_test() {
+  need_cargo
+  apt_install openssh-client chromium chromium-driver ca-certificates
+  start_postgres
+  say "cargo fmt --check"
+  cargo fmt --all -- --check
+  say "cargo clippy"
+  cargo clippy --locked --workspace --all-targets -- -D warnings
+  say "cargo test (SQLite, PostgreSQL, the real binary, headless Chromium)"
+  cargo test --locked --workspace
+}
+
+case "${1:-}" in
+  run) shift; cmd_run "$@" ;;
+  test) shift; cmd_test "$@" ;;
+  *) echo "usage: bash scripts/dev.sh run [serve flags] | test" >&2; exit 2 ;;
+esac
