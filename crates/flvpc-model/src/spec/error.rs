@@ -91,11 +91,6 @@ impl Problems {
         }
     }
 
-    /// Whether nothing has been recorded yet.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.errors.is_empty()
-    }
-
     /// `Ok(value)` when nothing was recorded, otherwise every recorded problem.
     pub(crate) fn finish<T>(self, value: T) -> Result<T, SpecError> {
         if self.errors.is_empty() {
@@ -150,9 +145,8 @@ pub(crate) fn shown(value: &str) -> String {
 
 /// `base.key`, or `base["key"]` when the key is not a plain word (it came from the input).
 pub(crate) fn join(base: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key.len() <= 64
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let plain =
+        !key.is_empty() && key.len() <= 64 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     match (base.is_empty(), plain) {
         (true, true) => key.to_owned(),
         (false, true) => format!("{base}.{key}"),

@@ -42,52 +42,55 @@ pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
     number.checked_mul(multiplier).ok_or_else(|| "is too large".to_owned())
 }
 
-/// Whether `text` is a bare number (no unit), to explain that it counts bytes.
-fn is_bare_number(text: &str) -> bool {
+/// The number in `text` when it is bare (no unit): such a number counts bytes, which is rarely
+/// what a person meant when the result is refused, so the message says so.
+fn bare_number(text: &str) -> Option<&str> {
     let text = text.trim();
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())).then_some(text)
 }
 
 /// Reads a memory size and checks it is a whole number of MiB within `min_mb..=max_mb`.
 pub(crate) fn parse_memory_mb(text: &str, min_mb: u64, max_mb: u64) -> Result<u64, String> {
     let bytes = parse_bytes(text)?;
-    let bare = if is_bare_number(text) {
-        " (a number without a unit counts bytes, as in ignite and Docker: write 1024MB or 1GB)"
-    } else {
-        ""
-    };
-    if bytes % MIB != 0 {
-        return Err(format!("must be a whole number of megabytes (it is {bytes} bytes){bare}"));
-    }
     let mb = bytes / MIB;
-    if mb < min_mb {
-        return Err(format!("must be at least {min_mb}MB (it is {mb}MB){bare}"));
+    let problem = if bytes % MIB != 0 {
+        Some(format!("must be a whole number of megabytes (it is {bytes} bytes)"))
+    } else if mb < min_mb {
+        Some(format!("must be at least {min_mb}MB (it is {mb}MB)"))
+    } else if mb > max_mb {
+        Some(format!("must be at most {}GB (it is {mb}MB)", max_mb / 1024))
+    } else {
+        None
+    };
+    match (problem, bare_number(text)) {
+        (None, _) => Ok(mb),
+        (Some(_), Some(n)) => Err(format!(
+            "has no unit, so it counts bytes (as in ignite and Docker); write {n}MB if megabytes are meant"
+        )),
+        (Some(problem), None) => Err(problem),
     }
-    if mb > max_mb {
-        return Err(format!("must be at most {}GB (it is {mb}MB)", max_mb / 1024));
-    }
-    Ok(mb)
 }
 
 /// Reads a disk size and checks it is a whole number of GiB within `1..=max_gb`.
 pub(crate) fn parse_disk_gb(text: &str, max_gb: u64) -> Result<u64, String> {
     let bytes = parse_bytes(text)?;
-    let bare = if is_bare_number(text) {
-        " (a number without a unit counts bytes, as in ignite: write 4GB)"
-    } else {
-        ""
-    };
-    if bytes == 0 {
-        return Err("must be at least 1GB".to_owned());
-    }
-    if bytes % GIB != 0 {
-        return Err(format!("must be a whole number of gigabytes (it is {} MB){bare}", bytes.div_ceil(MIB)));
-    }
     let gb = bytes / GIB;
-    if gb > max_gb {
-        return Err(format!("must be at most {max_gb}GB (it is {gb}GB)"));
+    let problem = if bytes == 0 {
+        Some("must be at least 1GB".to_owned())
+    } else if bytes % GIB != 0 {
+        Some(format!("must be a whole number of gigabytes (it is {} MB)", bytes.div_ceil(MIB)))
+    } else if gb > max_gb {
+        Some(format!("must be at most {max_gb}GB (it is {gb}GB)"))
+    } else {
+        None
+    };
+    match (problem, bare_number(text)) {
+        (None, _) => Ok(gb),
+        (Some(_), Some(n)) => {
+            Err(format!("has no unit, so it counts bytes (as in ignite); write {n}GB if gigabytes are meant"))
+        }
+        (Some(problem), None) => Err(problem),
     }
-    Ok(gb)
 }
 
 #[cfg(test)]
@@ -130,10 +133,13 @@ mod tests {
         assert_eq!(parse_memory_mb("64MB", 64, 1 << 20), Ok(64));
         assert_eq!(parse_memory_mb("1TiB", 64, 1 << 20), Ok(1 << 20));
         assert!(parse_memory_mb("63MB", 64, 1 << 20).expect_err("small").contains("at least 64MB"));
-        assert!(parse_memory_mb("0", 64, 1 << 20).expect_err("zero").contains("at least 64MB"));
+        assert!(parse_memory_mb("0MB", 64, 1 << 20).expect_err("zero").contains("at least 64MB"));
         assert!(parse_memory_mb("2TB", 64, 1 << 20).expect_err("big").contains("at most 1024GB"));
-        let bare = parse_memory_mb("2048", 64, 1 << 20).expect_err("bytes");
-        assert!(bare.contains("must be a whole number of megabytes") && bare.contains("counts bytes"), "{bare}");
+        assert_eq!(
+            parse_memory_mb("2048", 64, 1 << 20),
+            Err("has no unit, so it counts bytes (as in ignite and Docker); write 2048MB if megabytes are meant".into())
+        );
+        assert_eq!(parse_memory_mb("1073741824", 64, 1 << 20), Ok(1024));
         assert!(parse_memory_mb("1500K", 64, 1 << 20).expect_err("kib").contains("whole number of megabytes"));
     }
 
@@ -143,6 +149,7 @@ mod tests {
         assert_eq!(parse_disk_gb("2048MB", 16384), Ok(2));
         assert_eq!(parse_disk_gb("16TB", 16384), Ok(16384));
         assert!(parse_disk_gb("0GB", 16384).expect_err("zero").contains("at least 1GB"));
+        assert!(parse_disk_gb("4", 16384).expect_err("bare").contains("write 4GB if gigabytes are meant"));
         assert!(parse_disk_gb("500MB", 16384).expect_err("part").contains("whole number of gigabytes"));
         assert!(parse_disk_gb("17TB", 16384).expect_err("big").contains("at most 16384GB"));
     }
