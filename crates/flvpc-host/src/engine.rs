@@ -157,9 +157,8 @@ impl MachineSpec {
             if port.container_port == 0 {
                 return Err(EngineError::InvalidSpec(format!("ports[{i}].container_port must not be 0")));
             }
-            let same = self.ports[..i]
-                .iter()
-                .any(|p| p.container_port == port.container_port && p.protocol == port.protocol);
+            let same =
+                self.ports[..i].iter().any(|p| p.container_port == port.container_port && p.protocol == port.protocol);
             if same {
                 return Err(EngineError::InvalidSpec(format!(
                     "ports[{i}]: container port {}/{} is published twice",

@@ -1,1 +1,26 @@
-//! Host access (Docker, images). Being written.
+//! flvpc's access to the host: the Docker engine (machines, networks, images) and the
+//! debootstrap image build.
+//!
+//! Architecture Invariant: this is the only crate that talks to Docker, the kernel or
+//! debootstrap. It knows nothing of HTTP or SQL: callers pass plain specs and get plain
+//! results. Programs are always spawned with argv lists, never through a shell.
+//!
+//! - [`engine`]: the [`Engine`] trait a reconciler is written against, and its types.
+//! - [`docker`]: [`DockerEngine`], the real implementation (bollard, local unix socket).
+//! - [`image`]: building `flvpc/debian:12` and listing local images.
+//! - [`fake`]: [`FakeEngine`], an in-memory recording engine for other crates' unit tests.
+
+#![warn(missing_docs)]
+
+pub mod docker;
+pub mod engine;
+pub mod fake;
+pub mod image;
+
+pub use docker::{wait_ssh_ready, DockerEngine, ExecOutput};
+pub use engine::{
+    container_name, network_name, Engine, EngineError, MachineDetails, MachineInfo, MachineSpec, MachineState,
+    PortMapping, Protocol, PublishedPort, DEFAULT_IMAGE, LABEL_IMAGE, LABEL_MACHINE, LABEL_NAMESPACE,
+};
+pub use fake::FakeEngine;
+pub use image::{build_debian12, image_exists, list_images, BuildOptions, ImageError, ImageInfo, Phase, Progress};

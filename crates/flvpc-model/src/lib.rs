@@ -12,7 +12,7 @@ pub mod spec;
 pub mod sshkey;
 
 pub use names::{KeyName, Login, NamespaceName, TokenName};
-pub use policy::{Denied, NamespaceAdminGrant, NamespaceGrant, Principal, SuperadminGrant, UserGrant};
+pub use policy::{Denied, NamespaceAdminGrant, NamespaceGrant, Principal, SuperadminGrant, SystemGrant, UserGrant};
 pub use role::Role;
 pub use sshkey::PublicKey;
 

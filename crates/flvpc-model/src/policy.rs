@@ -110,6 +110,18 @@ impl Principal {
     }
 }
 
+/// Proof that flvpc itself acts (the reconciler, the SSH gateway), not a person.
+/// Made only by [`system`]; request handlers never call it.
+#[derive(Debug)]
+pub struct SystemGrant {
+    _sealed: (),
+}
+
+/// The grant of flvpc's own background work: reading every machine and writing observed state.
+pub fn system() -> SystemGrant {
+    SystemGrant { _sealed: () }
+}
+
 /// Proof that the caller is the superadmin.
 #[derive(Debug)]
 pub struct SuperadminGrant {

@@ -8,9 +8,11 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod metrics;
 pub mod ops;
 pub mod panel;
+pub mod reconcile;
 pub mod state;
 pub mod throttle;
 
@@ -102,12 +104,22 @@ async fn count_and_harden(State(state): State<AppState>, request: Request, next:
     response
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Serves the application on a bound listener until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let resync = state.reconciler.start();
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let _stop_resync = AbortOnDrop(resync);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

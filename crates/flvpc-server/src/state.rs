@@ -1,9 +1,12 @@
 //! What every request handler shares.
 
 use crate::metrics::Metrics;
+use crate::reconcile::engine::ReconnectingDocker;
+use crate::reconcile::{self, Reconciler};
 use crate::throttle::LoginThrottle;
-use flvpc_store::Store;
-use std::net::SocketAddr;
+use flvpc_host::Engine;
+use flvpc_store::{PortRange, Store, StoreError};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +24,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Mark cookies `Secure` (set when flvpc sits behind TLS).
     pub secure_cookies: bool,
+    /// Host address machine ports are published on.
+    pub publish_address: IpAddr,
+    /// Host ports handed out when a spec gives none.
+    pub port_range: PortRange,
+    /// The SSH gateway's port, shown in SSH commands.
+    pub ssh_port: u16,
 }
 
 impl Default for Config {
@@ -31,6 +40,9 @@ impl Default for Config {
             session_ttl: Duration::from_secs(12 * 3600),
             max_body_bytes: 1024 * 1024,
             secure_cookies: false,
+            publish_address: IpAddr::from([0, 0, 0, 0]),
+            port_range: PortRange { first: 20000, last: 29999 },
+            ssh_port: 2222,
         }
     }
 }
@@ -42,32 +54,52 @@ pub struct AppState(Arc<Inner>);
 /// The parts of [`AppState`].
 pub struct Inner {
     /// The database.
-    pub store: Store,
+    pub store: Arc<Store>,
     /// Settings.
     pub config: Config,
     /// Failed-login throttling.
     pub throttle: LoginThrottle,
     /// Counters for /metrics.
     pub metrics: Metrics,
+    /// Makes the machines match the database.
+    pub reconciler: Reconciler,
     /// When the server started.
     pub started: std::time::Instant,
 }
 
 impl AppState {
-    /// State around an open store.
-    pub fn new(store: Store, config: Config) -> Self {
-        Self::with_throttle(store, config, LoginThrottle::default())
+    /// State around an open store, driving the local Docker engine.
+    pub async fn new(store: Store, config: Config) -> Result<Self, StoreError> {
+        Self::with_parts(store, config, LoginThrottle::default(), Arc::new(ReconnectingDocker::default())).await
     }
 
     /// State with a custom throttle (tests use small limits).
-    pub fn with_throttle(store: Store, config: Config, throttle: LoginThrottle) -> Self {
-        Self(Arc::new(Inner {
+    pub async fn with_throttle(store: Store, config: Config, throttle: LoginThrottle) -> Result<Self, StoreError> {
+        Self::with_parts(store, config, throttle, Arc::new(ReconnectingDocker::default())).await
+    }
+
+    /// State from all its parts.
+    pub async fn with_parts(
+        store: Store,
+        config: Config,
+        throttle: LoginThrottle,
+        engine: Arc<dyn Engine>,
+    ) -> Result<Self, StoreError> {
+        let store = Arc::new(store);
+        let settings = reconcile::Settings {
+            instance: store.instance_id().await?,
+            publish_address: config.publish_address,
+            ..reconcile::Settings::default()
+        };
+        let reconciler = Reconciler::new(store.clone(), engine, settings);
+        Ok(Self(Arc::new(Inner {
             store,
             config,
             throttle,
             metrics: Metrics::default(),
+            reconciler,
             started: std::time::Instant::now(),
-        }))
+        })))
     }
 }
 

@@ -34,7 +34,9 @@ async fn start_browser() -> (Driver, Client) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("chromedriver must be installed (apt-get install chromium chromium-driver; scripts/dev.sh test does it)");
+        .expect(
+            "chromedriver must be installed (apt-get install chromium chromium-driver; scripts/dev.sh test does it)",
+        );
     let profile = tempfile::tempdir().expect("profile dir");
     let driver = Driver { child, port, _profile: profile };
     let mut caps = serde_json::Map::new();
@@ -177,7 +179,10 @@ async fn superadmin_sets_up_a_team_and_the_user_sees_only_their_role() {
     let text = body_text(&client).await;
     assert!(text.contains("user"), "{text}");
     assert!(!text.contains("Delete namespace"), "{text}");
-    assert!(client.find(Locator::Css("form[action='/namespaces/team1/members']")).await.is_err(), "no member form for a user");
+    assert!(
+        client.find(Locator::Css("form[action='/namespaces/team1/members']")).await.is_err(),
+        "no member form for a user"
+    );
     screenshot(&client, "06-namespace-user").await;
 
     // Admin pages are refused; an unknown namespace looks like any other missing one.

@@ -9,6 +9,7 @@
 
 mod audit;
 mod error;
+mod machines;
 mod migrations;
 mod namespaces;
 mod passwords;
@@ -17,6 +18,7 @@ mod users;
 
 pub use audit::{AuditEntry, AuditRecord, NewAudit};
 pub use error::StoreError;
+pub use machines::{Desired, MachinePlan, MachineRecord, Operation, PortRange, PortRecord, PortRequest, StoredSpec};
 pub use namespaces::{Member, Namespace};
 pub use tokens::{ApiToken, IssuedToken, Session, TokenKind};
 pub use users::{SshKey, User};

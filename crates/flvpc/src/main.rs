@@ -2,6 +2,7 @@
 //! commands that talk to a server over the REST API.
 
 mod client;
+mod image;
 mod serve;
 
 use anyhow::Context;
@@ -30,6 +31,11 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Machine images on this host.
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCommand,
     },
     /// Sign in to a server and keep the token in your config dir.
     Login(client::LoginArgs),
@@ -94,6 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin { command: AdminCommand::Init { login, password_stdin: _ } } => {
             admin_init(&cli.database_url()?, login).await
         }
+        Command::Image { command } => image::run(command).await,
         Command::Login(args) => client::login(args).await,
         Command::Logout => client::logout().await,
         Command::Me => client::me().await,

@@ -18,6 +18,22 @@ pub struct ServeArgs {
     /// Mark session cookies Secure (when flvpc is served behind TLS).
     #[arg(long, env = "FLVPC_SECURE_COOKIES")]
     secure_cookies: bool,
+    /// Host address that machines' ports are published on.
+    #[arg(long, env = "FLVPC_PUBLISH_ADDRESS", default_value = "0.0.0.0")]
+    publish_address: std::net::IpAddr,
+    /// Host ports handed out to machines whose spec gives no hostPort, as FIRST-LAST.
+    #[arg(long, env = "FLVPC_PORT_RANGE", default_value = "20000-29999", value_parser = parse_port_range)]
+    port_range: flvpc_store::PortRange,
+}
+
+fn parse_port_range(value: &str) -> Result<flvpc_store::PortRange, String> {
+    let (first, last) = value.split_once('-').ok_or("expected FIRST-LAST, e.g. 20000-29999")?;
+    let first: u16 = first.trim().parse().map_err(|_| format!("{first:?} is not a port number"))?;
+    let last: u16 = last.trim().parse().map_err(|_| format!("{last:?} is not a port number"))?;
+    if first == 0 || first > last {
+        return Err("the range must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535".into());
+    }
+    Ok(flvpc_store::PortRange { first, last })
 }
 
 /// Opens the database, binds the listener and serves until SIGINT/SIGTERM.
@@ -38,13 +54,15 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         data_dir: data_dir.to_path_buf(),
         session_ttl: std::time::Duration::from_secs(args.session_hours * 3600),
         secure_cookies: args.secure_cookies,
+        publish_address: args.publish_address,
+        port_range: args.port_range,
         ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}: is another flvpc (or program) using it?", args.listen))?;
     tracing::info!("flvpc panel and API on http://{}", listener.local_addr()?);
-    let state = AppState::new(store, config);
+    let state = AppState::new(store, config).await?;
     flvpc_server::serve(listener, state, shutdown_signal()).await.context("the HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())

@@ -93,7 +93,8 @@ fn admin_init_serve_and_client_commands() {
     assert!(login_page.contains("Sign in"), "{login_page}");
 
     // Client commands: sign in, make a namespace, look at it.
-    let out = flvpc(data, &["login", "--server", &url, "--login", "admin", "--password-stdin"], Some("admin-password\n"));
+    let out =
+        flvpc(data, &["login", "--server", &url, "--login", "admin", "--password-stdin"], Some("admin-password\n"));
     assert!(out.status.success(), "{}", stderr(&out));
     let out = flvpc(data, &["ns", "create", "team1"], None);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -104,7 +105,8 @@ fn admin_init_serve_and_client_commands() {
     assert!(stderr(&out).contains("name: must start with a lowercase letter (HTTP 422)"), "{}", stderr(&out));
     let out = flvpc(data, &["me"], None);
     assert!(stdout(&out).contains("\"superadmin\": true"), "{}", stdout(&out));
-    let out = flvpc(data, &["login", "--server", &url, "--login", "admin", "--password-stdin"], Some("wrong-password\n"));
+    let out =
+        flvpc(data, &["login", "--server", &url, "--login", "admin", "--password-stdin"], Some("wrong-password\n"));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("wrong login or password"), "{}", stderr(&out));
 
@@ -139,7 +141,11 @@ fn serve_refuses_a_busy_port_with_a_clear_message() {
 #[test]
 fn a_bad_database_url_is_one_clear_line() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = flvpc(dir.path(), &["--database-url", "mysql://x", "admin", "init", "--login", "a", "--password-stdin"], Some("p\n"));
+    let out = flvpc(
+        dir.path(),
+        &["--database-url", "mysql://x", "admin", "init", "--login", "a", "--password-stdin"],
+        Some("p\n"),
+    );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unsupported database URL"), "{}", stderr(&out));
 }

@@ -3,8 +3,11 @@
 //! `/api/v1/openapi.json` lists exactly the routes that exist.
 
 mod accounts;
+mod machines;
 mod namespaces;
 pub mod wire;
+
+pub use machines::{machine_out, server_host};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -54,6 +57,17 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(namespaces::list_members))
         .routes(routes!(namespaces::set_member, namespaces::remove_member))
         .routes(routes!(namespaces::audit))
+        .routes(routes!(machines::get_cluster, machines::put_cluster))
+        .routes(routes!(machines::create_cluster))
+        .routes(routes!(machines::start_cluster))
+        .routes(routes!(machines::stop_cluster))
+        .routes(routes!(machines::delete_cluster))
+        .routes(routes!(machines::list_machines))
+        .routes(routes!(machines::start_machine))
+        .routes(routes!(machines::stop_machine))
+        .routes(routes!(machines::restart_machine))
+        .routes(routes!(machines::get_operation))
+        .routes(routes!(machines::events))
         .split_for_parts()
 }
 

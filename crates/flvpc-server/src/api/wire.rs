@@ -279,3 +279,126 @@ pub struct ErrorDetail {
     /// A sentence for people.
     pub message: String,
 }
+
+/// The result of saving a cluster spec.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SpecSaved {
+    /// The machines the spec describes.
+    pub machines: Vec<String>,
+    /// footloose features flvpc accepts but does not honour.
+    pub warnings: Vec<String>,
+    /// The spec as stored (canonical YAML).
+    pub yaml: String,
+}
+
+/// A long-running change was started.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OperationStarted {
+    /// Its id: poll `GET /api/v1/operations/{id}`.
+    pub operation: String,
+}
+
+/// Progress counts of an operation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Progress {
+    /// Machines done.
+    pub done: i64,
+    /// Machines in all.
+    pub total: i64,
+}
+
+/// An operation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OperationOut {
+    /// Id.
+    pub id: String,
+    /// e.g. `cluster.create`, `machine.restart`.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// pending, running, succeeded, failed.
+    pub state: String,
+    /// Progress.
+    pub progress: Progress,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Machines it concerns.
+    pub machines: Vec<String>,
+    /// Who started it.
+    pub created_by: String,
+    /// When (RFC 3339).
+    pub created_at: String,
+    /// When it ended (RFC 3339).
+    pub finished_at: Option<String>,
+}
+
+impl From<flvpc_store::Operation> for OperationOut {
+    fn from(op: flvpc_store::Operation) -> Self {
+        Self {
+            id: op.id,
+            kind: op.kind,
+            namespace: op.namespace,
+            state: op.state,
+            progress: Progress { done: op.done, total: op.total },
+            error: op.error,
+            machines: op.targets,
+            created_by: op.created_by,
+            created_at: rfc3339(op.created_at),
+            finished_at: op.finished_at.map(rfc3339),
+        }
+    }
+}
+
+/// A published port.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PortOut {
+    /// Inside the machine.
+    pub container_port: u16,
+    /// On the host.
+    pub host_port: u16,
+    /// tcp or udp.
+    pub protocol: String,
+}
+
+/// Ready-to-copy SSH commands.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MachineSsh {
+    /// Through the flvpc SSH gateway.
+    pub jump: String,
+    /// Through the machine's own host port for 22, if it has one.
+    pub direct: Option<String>,
+}
+
+/// A machine (CONTRACT.md).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MachineOut {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Container name `<ns>-<name>`.
+    pub container: String,
+    /// not_created, creating, running, stopped, error (deleting while it is removed).
+    pub state: String,
+    /// What it should be: running, stopped, deleted.
+    pub desired: String,
+    /// Address on the namespace network.
+    pub ip: Option<String>,
+    /// Last error.
+    pub error: Option<String>,
+    /// Image.
+    pub image: String,
+    /// docker or microvm.
+    pub backend: String,
+    /// CPUs (CPU shares: a weight, overcommit allowed).
+    pub cpus: u32,
+    /// Memory limit.
+    pub memory_mb: u64,
+    /// Disk size asked for.
+    pub disk_gb: u64,
+    /// Published ports.
+    pub ports: Vec<PortOut>,
+    /// SSH commands.
+    pub ssh: MachineSsh,
+}

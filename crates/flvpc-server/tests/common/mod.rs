@@ -98,7 +98,7 @@ pub async fn start_with_throttle(backend: Backend, throttle: LoginThrottle) -> T
     let store = Store::open(&db.url).await.expect("open store");
     let dir = std::env::temp_dir();
     let config = Config { data_dir: dir, max_body_bytes: 64 * 1024, ..Config::default() };
-    let state = AppState::with_throttle(store, config, throttle);
+    let state = AppState::with_throttle(store, config, throttle).await.expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -155,7 +155,9 @@ impl TestServer {
 
     /// Signs in through the API; panics unless it works.
     pub async fn login(&self, login: &str, password: &str) -> String {
-        let reply = self.call(Method::POST, "/api/v1/auth/login", None, Some(json!({"login": login, "password": password}))).await;
+        let reply = self
+            .call(Method::POST, "/api/v1/auth/login", None, Some(json!({"login": login, "password": password})))
+            .await;
         assert_eq!(reply.status, StatusCode::OK, "login {login}: {:?}", reply.body);
         reply.body["token"].as_str().expect("token").to_owned()
     }
@@ -197,7 +199,12 @@ pub async fn standard_fixture(server: &TestServer) -> People {
     }
     for (ns, login, role) in [("red", "alice", "admin"), ("red", "bob", "user"), ("blue", "carol", "admin")] {
         let r = server
-            .call(Method::PUT, &format!("/api/v1/namespaces/{ns}/members/{login}"), Some(&root), Some(json!({"role": role})))
+            .call(
+                Method::PUT,
+                &format!("/api/v1/namespaces/{ns}/members/{login}"),
+                Some(&root),
+                Some(json!({"role": role})),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     }

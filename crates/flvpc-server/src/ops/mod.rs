@@ -4,6 +4,8 @@
 //! Handlers in `api` and `panel` only translate between their wire format and
 //! these functions, so a rule is enforced the same way whichever door is used.
 
+pub mod machines;
+
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -39,6 +41,22 @@ async fn audited<T>(
         tracing::error!("could not write audit record for {action} {target}: {err}");
     }
     result
+}
+
+/// After keys or memberships changed: rewrite authorized_keys on the running machines of
+/// `namespaces` (all namespaces when None), in the background so the request returns at once.
+fn keys_changed(state: &AppState, namespaces: Option<Vec<NamespaceName>>) {
+    let reconciler = state.reconciler.clone();
+    tokio::spawn(async move {
+        match namespaces {
+            Some(list) => {
+                for ns in list {
+                    reconciler.resync_namespace(&ns).await;
+                }
+            }
+            None => reconciler.resync().await,
+        }
+    });
 }
 
 /// A validated value, or the raw text (clipped) for the audit log when invalid.
@@ -144,7 +162,9 @@ pub async fn delete_user(state: &AppState, caller: &Caller, login: &str) -> ApiR
     let (shown, login) = parsed(login, Login::parse);
     let result = async {
         let grant = caller.principal().superadmin()?;
-        Ok(state.store.delete_user(&grant, &login?).await?)
+        state.store.delete_user(&grant, &login?).await?;
+        keys_changed(state, None);
+        Ok(())
     }
     .await;
     audited(state, caller, "user.delete", &shown, None, None, result).await
@@ -186,12 +206,14 @@ pub async fn get_namespace(state: &AppState, caller: &Principal, name: &str) -> 
     Ok((state.store.get_namespace(&grant).await?, grant.role()))
 }
 
-/// Deletes a namespace (superadmin).
+/// Deletes a namespace (superadmin), its machines, network and ports first.
 pub async fn delete_namespace(state: &AppState, caller: &Caller, name: &str) -> ApiResult<()> {
     let (shown, name) = parsed(name, NamespaceName::parse);
     let result = async {
         let grant = caller.principal().superadmin()?;
-        Ok(state.store.delete_namespace(&grant, &name?).await?)
+        let name = name?;
+        machines::drain_namespace(state, caller, &name).await?;
+        Ok(state.store.delete_namespace(&grant, &name).await?)
     }
     .await;
     audited(state, caller, "namespace.delete", &shown, Some(&shown), None, result).await
@@ -211,7 +233,10 @@ pub async fn set_member(state: &AppState, caller: &Caller, ns: &str, login: &str
     let result = async {
         let grant = caller.principal().superadmin()?;
         let role = Role::parse(role)?;
-        Ok(state.store.set_member(&grant, &ns?, &login?, role).await?)
+        let ns = ns?;
+        let added = state.store.set_member(&grant, &ns, &login?, role).await?;
+        keys_changed(state, Some(vec![ns]));
+        Ok(added)
     }
     .await;
     let detail = Some(format!("role={}", role.chars().take(16).collect::<String>()));
@@ -224,7 +249,10 @@ pub async fn remove_member(state: &AppState, caller: &Caller, ns: &str, login: &
     let (shown, login) = parsed(login, Login::parse);
     let result = async {
         let grant = caller.principal().superadmin()?;
-        Ok(state.store.remove_member(&grant, &ns?, &login?).await?)
+        let ns = ns?;
+        state.store.remove_member(&grant, &ns, &login?).await?;
+        keys_changed(state, Some(vec![ns]));
+        Ok(())
     }
     .await;
     audited(state, caller, "member.remove", &shown, Some(&shown_ns), None, result).await
@@ -241,7 +269,9 @@ pub async fn add_key(state: &AppState, caller: &Caller, name: &str, public_key: 
     let result = async {
         let name = name?;
         let key = PublicKey::parse(public_key)?;
-        Ok(state.store.add_key(caller.principal(), &name, &key).await?)
+        let added = state.store.add_key(caller.principal(), &name, &key).await?;
+        keys_changed(state, Some(caller.principal().memberships().keys().cloned().collect()));
+        Ok(added)
     }
     .await;
     let detail = result.as_ref().ok().map(|k| k.fingerprint.clone());
@@ -251,7 +281,12 @@ pub async fn add_key(state: &AppState, caller: &Caller, name: &str, public_key: 
 /// Removes an SSH key of the caller's.
 pub async fn delete_key(state: &AppState, caller: &Caller, name: &str) -> ApiResult<()> {
     let (shown, name) = parsed(name, KeyName::parse);
-    let result = async { Ok(state.store.delete_key(caller.principal(), &name?).await?) }.await;
+    let result = async {
+        state.store.delete_key(caller.principal(), &name?).await?;
+        keys_changed(state, Some(caller.principal().memberships().keys().cloned().collect()));
+        Ok(())
+    }
+    .await;
     audited(state, caller, "key.delete", &shown, None, None, result).await
 }
 

@@ -1,0 +1,880 @@
+//! The Docker backend: machines are containers running systemd, one bridge network per namespace.
+//!
+//! Everything goes through the Docker API (bollard) on the local unix socket; nothing here
+//! runs the `docker` CLI or a shell. Container settings follow ENVIRONMENT.md: no
+//! `--privileged`, default capabilities, tmpfs on /run, /run/lock and /tmp and a read-only
+//! bind of /sys/fs/cgroup (cgroup v1), which is what systemd needs to boot as PID 1.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings,
+    ExecConfig, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, PortSummaryTypeEnum, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RestartContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+use tokio::sync::Mutex;
+
+use crate::engine::{
+    check_machine_name, check_namespace, container_name, network_name, Engine, EngineError, MachineDetails,
+    MachineInfo, MachineSpec, MachineState, PortMapping, Protocol, PublishedPort, LABEL_MACHINE, LABEL_NAMESPACE,
+};
+
+/// Where dockerd listens by default.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// The signal that makes systemd as PID 1 shut down cleanly (what `docker stop` must send).
+pub const SYSTEMD_STOP_SIGNAL: &str = "SIGRTMIN+3";
+
+/// Default timeout for one API call; long calls (stop, import) set their own.
+const API_TIMEOUT_SECS: u64 = 120;
+
+/// The output of a command run inside a machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The exit code (-1 if Docker did not report one).
+    pub exit_code: i64,
+    /// Everything written to stdout, lossily decoded.
+    pub stdout: String,
+    /// Everything written to stderr, lossily decoded.
+    pub stderr: String,
+}
+
+/// A connection to the local Docker engine. Cheap to clone (shares the connection pool).
+#[derive(Clone)]
+pub struct DockerEngine {
+    docker: Docker,
+    socket: String,
+    /// Docker API 1.41 allows two networks with the same name when created concurrently,
+    /// which then makes `flvpc-<ns>` ambiguous; serialising `ensure_network` in the process
+    /// prevents that (there is one flvpc server per host).
+    network_lock: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for DockerEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerEngine").field("socket", &self.socket).finish_non_exhaustive()
+    }
+}
+
+impl DockerEngine {
+    /// Connects to dockerd on [`DEFAULT_SOCKET`] and negotiates the API version (the daemon
+    /// here speaks 1.41, older than bollard's default).
+    pub async fn connect() -> Result<Self, EngineError> {
+        Self::connect_at(DEFAULT_SOCKET).await
+    }
+
+    /// Connects to dockerd on the unix socket at `socket`.
+    pub async fn connect_at(socket: &str) -> Result<Self, EngineError> {
+        let unreachable =
+            |e: BollardError| EngineError::Unreachable { socket: socket.to_owned(), detail: e.to_string() };
+        let docker = Docker::connect_with_unix(socket, API_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            .map_err(unreachable)?
+            .negotiate_version()
+            .await
+            .map_err(unreachable)?;
+        Ok(Self { docker, socket: socket.to_owned(), network_lock: Arc::new(Mutex::new(())) })
+    }
+
+    /// The bollard client, for the image module of this crate.
+    pub(crate) fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The socket this engine talks to.
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
+    /// Turns a bollard error into an [`EngineError`]: transport failures mean the daemon is
+    /// unreachable; HTTP errors keep Docker's own message.
+    pub(crate) fn error(&self, action: impl Into<String>, err: BollardError) -> EngineError {
+        match err {
+            BollardError::DockerResponseServerError { status_code, message } => {
+                EngineError::Docker { action: action.into(), detail: format!("{message} (HTTP {status_code})") }
+            }
+            BollardError::DockerStreamError { error } => EngineError::Docker { action: action.into(), detail: error },
+            BollardError::IOError { .. }
+            | BollardError::HyperLegacyError { .. }
+            | BollardError::SocketNotFoundError(_)
+            | BollardError::RequestTimeoutError
+            | BollardError::HttpClientError { .. }
+            | BollardError::HyperResponseError { .. } => {
+                EngineError::Unreachable { socket: self.socket.clone(), detail: err.to_string() }
+            }
+            other => EngineError::Docker { action: action.into(), detail: other.to_string() },
+        }
+    }
+
+    /// Checks that dockerd answers.
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.docker.ping().await.map(|_| ()).map_err(|e| self.error("ping", e))
+    }
+
+    /// The daemon's version string (e.g. `20.10.24+dfsg1`), for logs and `flvpc doctor`.
+    pub async fn server_version(&self) -> Result<String, EngineError> {
+        let v = self.docker.version().await.map_err(|e| self.error("read the version", e))?;
+        Ok(v.version.unwrap_or_default())
+    }
+
+    /// Whether the image exists locally.
+    pub async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(e) => Err(self.error(format!("inspect image {image:?}"), e)),
+        }
+    }
+
+    /// Creates the bridge network `flvpc-<ns>` (label `flvpc.namespace=<ns>`) if it is missing.
+    /// Docker isolates user-defined bridges from each other, which is what keeps namespaces
+    /// apart; its embedded DNS resolves the network aliases, which is how machines of one
+    /// namespace find each other by name.
+    pub async fn ensure_network(&self, namespace: &str) -> Result<(), EngineError> {
+        check_namespace(namespace)?;
+        let name = network_name(namespace);
+        let _serialised = self.network_lock.lock().await;
+        if self.network_labels(&name).await?.is_some() {
+            return self.check_network_owner(&name, namespace).await;
+        }
+        let request = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(LABEL_NAMESPACE.to_owned(), namespace.to_owned())])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Someone else (another flvpc process, a person) created it meanwhile.
+            Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => {
+                self.check_network_owner(&name, namespace).await
+            }
+            Err(e) => Err(self.error(format!("create network {name:?}"), e)),
+        }
+    }
+
+    async fn network_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>, EngineError> {
+        match self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+            Ok(net) => Ok(Some(net.labels.unwrap_or_default())),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(self.error(format!("inspect network {name:?}"), e)),
+        }
+    }
+
+    async fn check_network_owner(&self, name: &str, namespace: &str) -> Result<(), EngineError> {
+        match self.network_labels(name).await? {
+            Some(labels) if labels.get(LABEL_NAMESPACE).map(String::as_str) == Some(namespace) => Ok(()),
+            Some(_) => Err(EngineError::NotOurs { object: name.to_owned() }),
+            None => Err(EngineError::NetworkNotFound { network: name.to_owned() }),
+        }
+    }
+
+    /// Removes the namespace network. Already gone is fine; refused while any container
+    /// (flvpc's or not) is still attached, so that nothing is cut off silently.
+    pub async fn remove_network(&self, namespace: &str) -> Result<(), EngineError> {
+        check_namespace(namespace)?;
+        let name = network_name(namespace);
+        let _serialised = self.network_lock.lock().await;
+        let inspected =
+            match self.docker.inspect_network(&name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+                Ok(net) => net,
+                Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(()),
+                Err(e) => return Err(self.error(format!("inspect network {name:?}"), e)),
+            };
+        let labels = inspected.labels.unwrap_or_default();
+        if labels.get(LABEL_NAMESPACE).map(String::as_str) != Some(namespace) {
+            return Err(EngineError::NotOurs { object: name });
+        }
+        // Stopped machines have no endpoint on the network, so Docker would let the network
+        // go and they could never start again: count them too.
+        let mut users: Vec<String> =
+            self.list_machines(Some(namespace)).await?.into_iter().map(|m| m.container).collect();
+        for endpoint in inspected.containers.unwrap_or_default().into_values() {
+            if let Some(n) = endpoint.name {
+                if !users.contains(&n) {
+                    users.push(n);
+                }
+            }
+        }
+        if !users.is_empty() {
+            users.sort();
+            return Err(EngineError::NetworkInUse { network: name, machines: users.join(", ") });
+        }
+        match self.docker.remove_network(&name).await {
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(self.error(format!("remove network {name:?}"), e)),
+        }
+    }
+
+    /// Creates (does not start) the machine container and returns its ID.
+    ///
+    /// The namespace network must exist ([`Self::ensure_network`]) and the image must be local.
+    pub async fn create_machine(&self, spec: &MachineSpec) -> Result<String, EngineError> {
+        spec.validate()?;
+        let container = spec.container_name();
+        let network = network_name(&spec.namespace);
+        // Docker 20.10 accepts a missing network at create time and only fails at start:
+        // check now, so the error comes from the call that can be fixed.
+        self.check_network_owner(&network, &spec.namespace).await?;
+        let body = container_body(spec, &network);
+        let options = CreateContainerOptionsBuilder::new().name(&container).build();
+        match self.docker.create_container(Some(options), body).await {
+            Ok(created) => {
+                for warning in created.warnings {
+                    // e.g. "Your kernel does not support swap limit capabilities": worth a log
+                    // line, not a failure, since the memory limit itself still applies.
+                    tracing::warn!(container, warning, "Docker warning on create");
+                }
+                Ok(created.id)
+            }
+            Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => {
+                Err(EngineError::MachineExists { container })
+            }
+            Err(BollardError::DockerResponseServerError { status_code: 404, message }) => {
+                if message.contains("network") {
+                    Err(EngineError::NetworkNotFound { network })
+                } else {
+                    Err(EngineError::ImageNotFound { image: spec.image.clone() })
+                }
+            }
+            Err(e) => Err(self.error(format!("create container {container:?}"), e)),
+        }
+    }
+
+    /// Inspects the machine's container and checks that it carries this machine's labels:
+    /// a container that merely has the right name is not ours to start, stop or remove.
+    async fn owned(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<bollard::models::ContainerInspectResponse>, EngineError> {
+        check_namespace(namespace)?;
+        check_machine_name(name)?;
+        let container = container_name(namespace, name);
+        let inspected = match self
+            .docker
+            .inspect_container(&container, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => c,
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
+            Err(e) => return Err(self.error(format!("inspect container {container:?}"), e)),
+        };
+        let labels = inspected.config.as_ref().and_then(|c| c.labels.as_ref());
+        let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+        if label(LABEL_NAMESPACE) != Some(namespace) || label(LABEL_MACHINE) != Some(name) {
+            return Err(EngineError::NotOurs { object: container });
+        }
+        Ok(Some(inspected))
+    }
+
+    async fn require(&self, namespace: &str, name: &str) -> Result<String, EngineError> {
+        match self.owned(namespace, name).await? {
+            Some(c) => Ok(c.id.unwrap_or_else(|| container_name(namespace, name))),
+            None => Err(EngineError::MachineNotFound { container: container_name(namespace, name) }),
+        }
+    }
+
+    /// Starts the machine; a running machine is left alone.
+    pub async fn start_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
+        let id = self.require(namespace, name).await?;
+        let container = container_name(namespace, name);
+        match self.docker.start_container(&id, None::<bollard::query_parameters::StartContainerOptions>).await {
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(BollardError::DockerResponseServerError { message, .. }) if is_port_conflict(&message) => {
+                Err(EngineError::PortUnavailable { container, detail: message })
+            }
+            Err(e) => Err(self.error(format!("start container {container:?}"), e)),
+        }
+    }
+
+    /// Stops the machine: SIGRTMIN+3 (systemd's clean shutdown), SIGKILL after `timeout`.
+    /// A stopped machine is left alone.
+    pub async fn stop_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
+        let id = self.require(namespace, name).await?;
+        let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::new().t(secs).build();
+        // The HTTP call lasts as long as the shutdown: give it the stop timeout plus slack.
+        let docker = self.docker.clone().with_timeout(timeout + Duration::from_secs(API_TIMEOUT_SECS));
+        match docker.stop_container(&id, Some(options)).await {
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(self.error(format!("stop container {:?}", container_name(namespace, name)), e)),
+        }
+    }
+
+    /// Restarts the machine (a stopped machine is started).
+    pub async fn restart_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
+        let id = self.require(namespace, name).await?;
+        let container = container_name(namespace, name);
+        let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = RestartContainerOptionsBuilder::new().t(secs).build();
+        let docker = self.docker.clone().with_timeout(timeout + Duration::from_secs(API_TIMEOUT_SECS));
+        match docker.restart_container(&id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError { message, .. }) if is_port_conflict(&message) => {
+                Err(EngineError::PortUnavailable { container, detail: message })
+            }
+            Err(e) => Err(self.error(format!("restart container {container:?}"), e)),
+        }
+    }
+
+    /// Removes the machine (killing it if running) with its anonymous volumes. A machine
+    /// that does not exist is fine: removal is what the caller wanted.
+    pub async fn remove_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
+        let Some(inspected) = self.owned(namespace, name).await? else {
+            return Ok(());
+        };
+        let id = inspected.id.unwrap_or_else(|| container_name(namespace, name));
+        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        match self.docker.remove_container(&id, Some(options)).await {
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            // "removal already in progress" from a concurrent remove: same outcome.
+            Err(BollardError::DockerResponseServerError { status_code: 409, message })
+                if message.contains("already in progress") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.error(format!("remove container {:?}", container_name(namespace, name)), e)),
+        }
+    }
+
+    /// Lists machine containers (those with both flvpc labels), of one namespace or all.
+    /// Containers without the labels are never returned, whatever their name.
+    pub async fn list_machines(&self, namespace: Option<&str>) -> Result<Vec<MachineInfo>, EngineError> {
+        let filter = match namespace {
+            Some(ns) => {
+                check_namespace(ns)?;
+                format!("{LABEL_NAMESPACE}={ns}")
+            }
+            None => LABEL_NAMESPACE.to_owned(),
+        };
+        let filters = HashMap::from([("label", vec![filter.as_str()])]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let summaries =
+            self.docker.list_containers(Some(options)).await.map_err(|e| self.error("list containers", e))?;
+        let mut machines: Vec<MachineInfo> = summaries.into_iter().filter_map(machine_from_summary).collect();
+        machines.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(machines)
+    }
+
+    /// One machine with its configured resources and ports, or `None` if it does not exist.
+    pub async fn inspect_machine(&self, namespace: &str, name: &str) -> Result<Option<MachineDetails>, EngineError> {
+        Ok(self.owned(namespace, name).await?.map(|c| details_from_inspect(namespace, name, c)))
+    }
+
+    /// Replaces `/root/.ssh/authorized_keys` with `content`, whole, through the Docker archive
+    /// API: a tar built in memory with `.ssh/` (0700) and `authorized_keys` (0600), both owned
+    /// by root, extracted into `/root`. No process runs in the machine, so it works on created,
+    /// running and stopped machines alike, and no key text ever passes through a shell.
+    pub async fn write_authorized_keys(&self, namespace: &str, name: &str, content: &str) -> Result<(), EngineError> {
+        let id = self.require(namespace, name).await?;
+        let container = container_name(namespace, name);
+        let archive = authorized_keys_tar(content).map_err(|e| EngineError::Docker {
+            action: format!("build the authorized_keys archive for {container:?}"),
+            detail: e.to_string(),
+        })?;
+        let options = UploadToContainerOptionsBuilder::new().path("/root").build();
+        self.docker
+            .upload_to_container(&id, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(|e| self.error(format!("write /root/.ssh/authorized_keys in {container:?}"), e))
+    }
+
+    /// Runs `argv` (no shell) as root inside the running machine and collects its output.
+    /// Meant for readiness checks and tests (`systemctl is-system-running --wait`).
+    pub async fn exec_machine(&self, namespace: &str, name: &str, argv: &[&str]) -> Result<ExecOutput, EngineError> {
+        let id = self.require(namespace, name).await?;
+        let container = container_name(namespace, name);
+        if argv.is_empty() {
+            return Err(EngineError::InvalidSpec("exec needs a program to run".into()));
+        }
+        let config = ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(argv.iter().map(|s| (*s).to_owned()).collect()),
+            ..Default::default()
+        };
+        let exec = match self.docker.create_exec(&id, config).await {
+            Ok(e) => e,
+            Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => {
+                return Err(EngineError::NotRunning { container })
+            }
+            Err(e) => return Err(self.error(format!("exec {argv:?} in {container:?}"), e)),
+        };
+        let started = self
+            .docker
+            .start_exec(&exec.id, None::<bollard::exec::StartExecOptions>)
+            .await
+            .map_err(|e| self.error(format!("exec {argv:?} in {container:?}"), e))?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(|e| self.error(format!("read the output of {argv:?} in {container:?}"), e))? {
+                    bollard::container::LogOutput::StdOut { message } => stdout.extend_from_slice(&message),
+                    bollard::container::LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                    _ => {}
+                }
+            }
+        }
+        let inspected = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| self.error(format!("read the exit code of {argv:?} in {container:?}"), e))?;
+        Ok(ExecOutput {
+            exit_code: inspected.exit_code.unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+}
+
+fn is_port_conflict(message: &str) -> bool {
+    message.contains("port is already allocated") || message.contains("address already in use")
+}
+
+/// The container definition of a machine (CONTRACT.md "Machines on the host").
+fn container_body(spec: &MachineSpec, network: &str) -> ContainerCreateBody {
+    let mut labels: HashMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    labels.insert(LABEL_NAMESPACE.into(), spec.namespace.clone());
+    labels.insert(LABEL_MACHINE.into(), spec.name.clone());
+
+    let mut exposed = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for port in &spec.ports {
+        let key = format!("{}/{}", port.container_port, port.protocol);
+        exposed.push(key.clone());
+        let binding = PortBinding {
+            host_ip: port.publish_address.map(|a| a.to_string()),
+            // An empty host port asks Docker for an ephemeral one.
+            host_port: Some(if port.host_port == 0 { String::new() } else { port.host_port.to_string() }),
+        };
+        bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(binding);
+    }
+
+    let memory = i64::try_from(spec.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+    let host_config = HostConfig {
+        // Shares are a weight under contention, not a reservation: a machine gets its CPUs'
+        // worth when everybody is busy and more when the host is idle ("competition mode").
+        cpu_shares: Some(i64::from(spec.cpus) * 1024),
+        nano_cpus: spec.cpu_cap.map(|c| (c * 1e9).round() as i64),
+        memory: Some(memory),
+        // Swap limit equal to memory: no swap on top, so the limit is the limit.
+        memory_swap: Some(memory),
+        port_bindings: Some(bindings),
+        // Machines come back after a host reboot or dockerd restart; one stopped on purpose stays stopped.
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            maximum_retry_count: None,
+        }),
+        tmpfs: Some(HashMap::from([
+            ("/run".to_owned(), String::new()),
+            ("/run/lock".to_owned(), String::new()),
+            ("/tmp".to_owned(), "rw,exec,nosuid,nodev,mode=1777".to_owned()),
+        ])),
+        // cgroup v1 host: systemd only needs to see the hierarchy; it writes in its own
+        // sub-cgroup that Docker delegated. Read-only keeps it from touching the host's.
+        binds: Some(vec!["/sys/fs/cgroup:/sys/fs/cgroup:ro".to_owned()]),
+        network_mode: Some(network.to_owned()),
+        privileged: Some(false),
+        ..Default::default()
+    };
+    let endpoint = EndpointSettings { aliases: Some(vec![spec.name.clone()]), ..Default::default() };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        hostname: Some(spec.name.clone()),
+        cmd: Some(vec!["/sbin/init".to_owned()]),
+        // systemd reads $container to know it runs in a container (and skips what needs a kernel).
+        env: Some(vec!["container=docker".to_owned()]),
+        // Set here as well as in the image: any local systemd image can be used as a machine.
+        stop_signal: Some(SYSTEMD_STOP_SIGNAL.to_owned()),
+        labels: Some(labels),
+        exposed_ports: if exposed.is_empty() { None } else { Some(exposed) },
+        host_config: Some(host_config),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(network.to_owned(), endpoint)])),
+        }),
+        ..Default::default()
+    }
+}
+
+fn summary_state(state: Option<ContainerSummaryStateEnum>) -> MachineState {
+    match state {
+        Some(ContainerSummaryStateEnum::CREATED) => MachineState::Created,
+        Some(ContainerSummaryStateEnum::RUNNING) => MachineState::Running,
+        Some(ContainerSummaryStateEnum::RESTARTING) => MachineState::Restarting,
+        Some(ContainerSummaryStateEnum::PAUSED) => MachineState::Paused,
+        Some(ContainerSummaryStateEnum::EXITED) => MachineState::Stopped,
+        Some(ContainerSummaryStateEnum::REMOVING) => MachineState::Removing,
+        Some(ContainerSummaryStateEnum::DEAD) => MachineState::Dead,
+        Some(ContainerSummaryStateEnum::STOPPING) => MachineState::Running,
+        _ => MachineState::Unknown,
+    }
+}
+
+fn inspect_state(state: Option<ContainerStateStatusEnum>) -> MachineState {
+    match state {
+        Some(ContainerStateStatusEnum::CREATED) => MachineState::Created,
+        Some(ContainerStateStatusEnum::RUNNING) => MachineState::Running,
+        Some(ContainerStateStatusEnum::RESTARTING) => MachineState::Restarting,
+        Some(ContainerStateStatusEnum::PAUSED) => MachineState::Paused,
+        Some(ContainerStateStatusEnum::EXITED) => MachineState::Stopped,
+        Some(ContainerStateStatusEnum::REMOVING) => MachineState::Removing,
+        Some(ContainerStateStatusEnum::DEAD) => MachineState::Dead,
+        Some(ContainerStateStatusEnum::STOPPING) => MachineState::Running,
+        _ => MachineState::Unknown,
+    }
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+fn machine_from_summary(c: ContainerSummary) -> Option<MachineInfo> {
+    let labels: BTreeMap<String, String> = c.labels.unwrap_or_default().into_iter().collect();
+    let namespace = labels.get(LABEL_NAMESPACE)?.clone();
+    let name = labels.get(LABEL_MACHINE)?.clone();
+    let network = network_name(&namespace);
+    let ip = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|mut n| n.remove(&network))
+        .and_then(|e| non_empty(e.ip_address));
+    let mut ports: Vec<PublishedPort> = Vec::new();
+    for p in c.ports.unwrap_or_default() {
+        let Some(host_port) = p.public_port else { continue };
+        let protocol = match p.typ {
+            Some(PortSummaryTypeEnum::UDP) => Protocol::Udp,
+            _ => Protocol::Tcp,
+        };
+        // Docker lists a binding once per address family (0.0.0.0 and ::); one is enough.
+        if ports
+            .iter()
+            .any(|q| q.container_port == p.private_port && q.host_port == host_port && q.protocol == protocol)
+        {
+            continue;
+        }
+        ports.push(PublishedPort { container_port: p.private_port, host_port, protocol, host_ip: non_empty(p.ip) });
+    }
+    ports.sort_by_key(|p| (p.container_port, p.protocol, p.host_port));
+    let container = c
+        .names
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .unwrap_or_else(|| container_name(&namespace, &name));
+    Some(MachineInfo {
+        namespace,
+        name,
+        container,
+        id: c.id.unwrap_or_default(),
+        image: c.image.unwrap_or_default(),
+        state: summary_state(c.state),
+        ip,
+        ports,
+        labels,
+    })
+}
+
+fn parse_port_key(key: &str) -> Option<(u16, Protocol)> {
+    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+    let protocol = match proto {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        _ => return None,
+    };
+    Some((port.parse().ok()?, protocol))
+}
+
+fn details_from_inspect(namespace: &str, name: &str, c: bollard::models::ContainerInspectResponse) -> MachineDetails {
+    let config = c.config.unwrap_or_default();
+    let host = c.host_config.unwrap_or_default();
+    let state = c.state.unwrap_or_default();
+    let network = network_name(namespace);
+    let settings = c.network_settings.unwrap_or_default();
+    let ip = settings.networks.as_ref().and_then(|n| n.get(&network)).and_then(|e| non_empty(e.ip_address.clone()));
+
+    let mut ports = Vec::new();
+    for (key, bindings) in settings.ports.unwrap_or_default() {
+        let Some((container_port, protocol)) = parse_port_key(&key) else { continue };
+        for b in bindings.unwrap_or_default() {
+            let Some(host_port) = b.host_port.as_deref().and_then(|p| p.parse().ok()) else { continue };
+            if !ports.iter().any(|q: &PublishedPort| {
+                q.container_port == container_port && q.host_port == host_port && q.protocol == protocol
+            }) {
+                ports.push(PublishedPort { container_port, host_port, protocol, host_ip: non_empty(b.host_ip) });
+            }
+        }
+    }
+    ports.sort_by_key(|p| (p.container_port, p.protocol, p.host_port));
+
+    let mut configured_ports = Vec::new();
+    for (key, bindings) in host.port_bindings.unwrap_or_default() {
+        let Some((container_port, protocol)) = parse_port_key(&key) else { continue };
+        for b in bindings.unwrap_or_default() {
+            configured_ports.push(PortMapping {
+                container_port,
+                host_port: b.host_port.as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
+                protocol,
+                publish_address: b.host_ip.as_deref().and_then(|a| a.parse().ok()),
+            });
+        }
+    }
+    configured_ports.sort_by_key(|p| (p.container_port, p.protocol, p.host_port));
+
+    let labels: BTreeMap<String, String> = config.labels.unwrap_or_default().into_iter().collect();
+    let shares = host.cpu_shares.unwrap_or(0);
+    let machine_state = inspect_state(state.status);
+    MachineDetails {
+        info: MachineInfo {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            container: c.name.map(|n| n.trim_start_matches('/').to_owned()).unwrap_or_default(),
+            id: c.id.unwrap_or_default(),
+            image: config.image.unwrap_or_default(),
+            state: machine_state,
+            ip,
+            ports,
+            labels,
+        },
+        hostname: config.hostname.unwrap_or_default(),
+        // Shares of 0 mean Docker's default (1024), i.e. one CPU's weight.
+        cpus: u32::try_from((shares / 1024).max(1)).unwrap_or(u32::MAX),
+        cpu_cap: host.nano_cpus.filter(|n| *n > 0).map(|n| n as f64 / 1e9),
+        memory_mb: u64::try_from(host.memory.unwrap_or(0) / (1024 * 1024)).unwrap_or(0),
+        configured_ports,
+        exit_code: if machine_state == MachineState::Stopped { state.exit_code } else { None },
+        error: non_empty(state.error),
+    }
+}
+
+/// The tar archive (in memory) that `write_authorized_keys` extracts into `/root`.
+fn authorized_keys_tar(content: &str) -> std::io::Result<Vec<u8>> {
+    let mtime = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut builder = tar::Builder::new(Vec::new());
+
+    let mut dir = tar::Header::new_ustar();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_path(".ssh/")?;
+    dir.set_mode(0o700);
+    dir.set_uid(0);
+    dir.set_gid(0);
+    dir.set_size(0);
+    dir.set_mtime(mtime);
+    dir.set_cksum();
+    builder.append(&dir, std::io::empty())?;
+
+    let mut file = tar::Header::new_ustar();
+    file.set_entry_type(tar::EntryType::Regular);
+    file.set_path(".ssh/authorized_keys")?;
+    file.set_mode(0o600);
+    file.set_uid(0);
+    file.set_gid(0);
+    file.set_size(content.len() as u64);
+    file.set_mtime(mtime);
+    file.set_cksum();
+    builder.append(&file, content.as_bytes())?;
+
+    builder.into_inner()
+}
+
+/// Waits until something on `127.0.0.1:host_port` sends an SSH-2.0 banner and returns that
+/// line. docker-proxy accepts connections before sshd listens and then closes them, so
+/// "connected" is not enough: only the banner proves sshd is up.
+pub async fn wait_ssh_ready(host_port: u16, timeout: Duration) -> Result<String, EngineError> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_secs(3), read_banner(host_port)).await;
+        let last = match attempt {
+            Ok(Ok(banner)) => return Ok(banner),
+            Ok(Err(e)) => e,
+            Err(_) => "no banner within 3 s".to_owned(),
+        };
+        if Instant::now() >= deadline {
+            return Err(EngineError::SshNotReady { port: host_port, waited: start.elapsed(), detail: last });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn read_banner(host_port: u16) -> Result<String, String> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", host_port)).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    // RFC 4253: the server may send other lines before the version line; it ends in CRLF
+    // and is at most 255 bytes.
+    while buf.len() < 4096 {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before an SSH banner (sshd not listening yet)".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        for line in buf.split(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(line);
+            if line.starts_with("SSH-2.0") {
+                return Ok(line.trim_end().to_owned());
+            }
+        }
+    }
+    Err("no SSH-2.0 line in the first 4096 bytes".into())
+}
+
+#[async_trait]
+impl Engine for DockerEngine {
+    async fn ping(&self) -> Result<(), EngineError> {
+        DockerEngine::ping(self).await
+    }
+    async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
+        DockerEngine::image_exists(self, image).await
+    }
+    async fn ensure_network(&self, namespace: &str) -> Result<(), EngineError> {
+        DockerEngine::ensure_network(self, namespace).await
+    }
+    async fn remove_network(&self, namespace: &str) -> Result<(), EngineError> {
+        DockerEngine::remove_network(self, namespace).await
+    }
+    async fn create_machine(&self, spec: &MachineSpec) -> Result<String, EngineError> {
+        DockerEngine::create_machine(self, spec).await
+    }
+    async fn start_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
+        DockerEngine::start_machine(self, namespace, name).await
+    }
+    async fn stop_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
+        DockerEngine::stop_machine(self, namespace, name, timeout).await
+    }
+    async fn restart_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
+        DockerEngine::restart_machine(self, namespace, name, timeout).await
+    }
+    async fn remove_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
+        DockerEngine::remove_machine(self, namespace, name).await
+    }
+    async fn list_machines(&self, namespace: Option<&str>) -> Result<Vec<MachineInfo>, EngineError> {
+        DockerEngine::list_machines(self, namespace).await
+    }
+    async fn inspect_machine(&self, namespace: &str, name: &str) -> Result<Option<MachineDetails>, EngineError> {
+        DockerEngine::inspect_machine(self, namespace, name).await
+    }
+    async fn write_authorized_keys(&self, namespace: &str, name: &str, content: &str) -> Result<(), EngineError> {
+        DockerEngine::write_authorized_keys(self, namespace, name, content).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn container_body_follows_the_contract() {
+        let mut spec = MachineSpec::new("team1", "node0", "flvpc/debian:12");
+        spec.cpus = 2;
+        spec.cpu_cap = Some(1.5);
+        spec.memory_mb = 512;
+        spec.ports = vec![PortMapping::tcp(22, 2222).on(IpAddr::V4(Ipv4Addr::LOCALHOST)), PortMapping::tcp(80, 0)];
+        let body = container_body(&spec, "flvpc-team1");
+        assert_eq!(body.hostname.as_deref(), Some("node0"));
+        assert_eq!(body.cmd, Some(vec!["/sbin/init".to_owned()]));
+        let labels = body.labels.as_ref().expect("labels");
+        assert_eq!(labels.get(LABEL_NAMESPACE).map(String::as_str), Some("team1"));
+        assert_eq!(labels.get(LABEL_MACHINE).map(String::as_str), Some("node0"));
+        let host = body.host_config.as_ref().expect("host config");
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.cpu_shares, Some(2048));
+        assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        assert_eq!(host.memory, Some(512 * 1024 * 1024));
+        assert_eq!(host.memory_swap, host.memory);
+        assert_eq!(host.network_mode.as_deref(), Some("flvpc-team1"));
+        assert_eq!(host.restart_policy.as_ref().and_then(|r| r.name), Some(RestartPolicyNameEnum::UNLESS_STOPPED));
+        let tmpfs = host.tmpfs.as_ref().expect("tmpfs");
+        for path in ["/run", "/run/lock", "/tmp"] {
+            assert!(tmpfs.contains_key(path), "{path}");
+        }
+        let bindings = host.port_bindings.as_ref().expect("ports");
+        let ssh = bindings.get("22/tcp").and_then(|b| b.as_ref()).expect("22/tcp");
+        assert_eq!(ssh[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(ssh[0].host_port.as_deref(), Some("2222"));
+        let web = bindings.get("80/tcp").and_then(|b| b.as_ref()).expect("80/tcp");
+        assert_eq!(web[0].host_port.as_deref(), Some(""));
+        let endpoints = body.networking_config.and_then(|n| n.endpoints_config).expect("endpoints");
+        assert_eq!(endpoints.get("flvpc-team1").and_then(|e| e.aliases.clone()), Some(vec!["node0".to_owned()]));
+    }
+
+    #[test]
+    fn authorized_keys_archive_has_root_owned_private_modes() {
+        let archive = authorized_keys_tar("ssh-ed25519 AAAA test\n").expect("tar");
+        let mut reader = tar::Archive::new(archive.as_slice());
+        let mut seen = Vec::new();
+        for entry in reader.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            let header = entry.header();
+            let path = entry.path().expect("path").to_string_lossy().into_owned();
+            let (mode, uid, gid) =
+                (header.mode().expect("mode"), header.uid().expect("uid"), header.gid().expect("gid"));
+            let mut body = String::new();
+            entry.read_to_string(&mut body).expect("body");
+            seen.push((path, mode, uid, gid, body));
+        }
+        assert_eq!(seen[0], (".ssh/".to_owned(), 0o700, 0, 0, String::new()));
+        assert_eq!(seen[1], (".ssh/authorized_keys".to_owned(), 0o600, 0, 0, "ssh-ed25519 AAAA test\n".to_owned()));
+    }
+
+    #[test]
+    fn port_keys() {
+        assert_eq!(parse_port_key("22/tcp"), Some((22, Protocol::Tcp)));
+        assert_eq!(parse_port_key("53/udp"), Some((53, Protocol::Udp)));
+        assert_eq!(parse_port_key("1/sctp"), None);
+        assert_eq!(parse_port_key("x/tcp"), None);
+    }
+
+    #[tokio::test]
+    async fn banner_reader_skips_a_closed_proxy_and_reads_the_banner() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            // First connection: accepted and closed, like docker-proxy before sshd listens.
+            if let Ok((s, _)) = listener.accept().await {
+                drop(s);
+            }
+            if let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n").await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let banner = wait_ssh_ready(port, Duration::from_secs(5)).await.expect("banner");
+        assert_eq!(banner, "SSH-2.0-OpenSSH_9.2p1 Debian-2");
+    }
+
+    #[tokio::test]
+    async fn banner_wait_times_out_with_a_clear_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let err = wait_ssh_ready(port, Duration::from_millis(300)).await.expect_err("nothing listens");
+        assert!(matches!(err, EngineError::SshNotReady { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")));
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_says_dockerd_is_not_running() {
+        let err = DockerEngine::connect_at("/nonexistent/docker.sock").await.expect_err("no daemon");
+        let text = err.to_string();
+        assert!(text.starts_with("Docker engine is not reachable at /nonexistent/docker.sock"), "{text}");
+        assert!(text.contains("is dockerd running?"), "{text}");
+        assert!(err.is_transient());
+    }
+}

@@ -1,0 +1,260 @@
+//! Cluster specs, machines, operations and live events.
+
+use super::wire::*;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::ops::machines::{self as ops, MachineAction};
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use flvpc_store::{Desired, MachineRecord};
+use futures::Stream;
+use std::convert::Infallible;
+
+fn wants_yaml(headers: &HeaderMap, name: header::HeaderName) -> bool {
+    headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("yaml"))
+}
+
+/// The host name people use to reach this server, from the request (for SSH commands).
+pub fn server_host(headers: &HeaderMap) -> String {
+    let raw = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let host = if raw.starts_with('[') {
+        raw.split_inclusive(']').next().unwrap_or(raw)
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => raw,
+        }
+    };
+    let plain = host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    if host.is_empty() || !plain {
+        "SERVER".to_owned()
+    } else {
+        host.to_owned()
+    }
+}
+
+/// The machine object of CONTRACT.md.
+pub fn machine_out(m: MachineRecord, login: &str, host: &str, ssh_port: u16) -> MachineOut {
+    let ssh_port_host = m.ports.iter().find(|p| p.container_port == 22 && p.protocol == "tcp").map(|p| p.host_port);
+    let state = if m.desired == Desired::Deleted { "deleting".to_owned() } else { m.observed.clone() };
+    MachineOut {
+        ssh: MachineSsh {
+            jump: format!("ssh -J {login}@{host}:{ssh_port} root@{}.{}", m.name, m.namespace),
+            direct: ssh_port_host.map(|p| format!("ssh -p {p} root@{host}")),
+        },
+        container: format!("{}-{}", m.namespace, m.name),
+        namespace: m.namespace.to_string(),
+        name: m.name,
+        state,
+        desired: m.desired.as_str().to_owned(),
+        ip: m.ip,
+        error: m.error,
+        image: m.image,
+        backend: m.backend,
+        cpus: m.cpus,
+        memory_mb: m.memory_mb,
+        disk_gb: m.disk_gb,
+        ports: m
+            .ports
+            .into_iter()
+            .map(|p| PortOut { container_port: p.container_port, host_port: p.host_port, protocol: p.protocol })
+            .collect(),
+    }
+}
+
+/// The namespace's cluster spec (JSON, or YAML with `Accept: application/yaml`).
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/cluster", tag = "machines", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name")),
+    responses((status = 200, description = "The cluster spec (footloose.yaml format)", body = Object), (status = 404, body = ErrorBody)))]
+pub async fn get_cluster(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+) -> ApiResult<Response> {
+    let stored = ops::get_spec(&state, caller.principal(), &ns)
+        .await?
+        .ok_or_else(|| ApiError::not_found("a cluster spec for this namespace (PUT one first)"))?;
+    if wants_yaml(&headers, header::ACCEPT) {
+        return Ok(([(header::CONTENT_TYPE, "application/yaml")], stored.spec).into_response());
+    }
+    let spec = ops::parse(&stored.spec, true)?;
+    Ok(Json(spec).into_response())
+}
+
+/// Replace the cluster spec (namespace admins). JSON, or YAML with `Content-Type: application/yaml`.
+/// Machines change only on `create`.
+#[utoipa::path(put, path = "/api/v1/namespaces/{ns}/cluster", tag = "machines", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name")),
+    request_body(content = String, description = "footloose.yaml-compatible cluster spec", content_type = "application/yaml"),
+    responses((status = 200, body = SpecSaved), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_cluster(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<SpecSaved>> {
+    let spec = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("the spec is not UTF-8 text"))
+        .and_then(|text| ops::parse(text, wants_yaml(&headers, header::CONTENT_TYPE)));
+    let saved = ops::put_spec(&state, &caller, &ns, spec).await?;
+    Ok(Json(SpecSaved { machines: saved.machines, warnings: saved.warnings, yaml: saved.yaml }))
+}
+
+fn accepted(op: flvpc_store::Operation) -> (StatusCode, Json<OperationStarted>) {
+    (StatusCode::ACCEPTED, Json(OperationStarted { operation: op.id }))
+}
+
+/// Create the missing machines of the spec, change changed ones, remove ones no longer in it (namespace admins).
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/cluster/create", tag = "machines", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name")),
+    responses((status = 202, body = OperationStarted), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_cluster(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
+    Ok(accepted(ops::create(&state, &caller, &ns).await?))
+}
+
+/// Start every machine (members).
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/cluster/start", tag = "machines", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name")),
+    responses((status = 202, body = OperationStarted), (status = 404, body = ErrorBody)))]
+pub async fn start_cluster(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
+    Ok(accepted(ops::set_cluster(&state, &caller, &ns, Desired::Running).await?))
+}
+
+/// Stop every machine (members).
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/cluster/stop", tag = "machines", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name")),
+    responses((status = 202, body = OperationStarted), (status = 404, body = ErrorBody)))]
+pub async fn stop_cluster(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
+    Ok(accepted(ops::set_cluster(&state, &caller, &ns, Desired::Stopped).await?))
+}
+
+/// Remove every machine of the namespace, its network and ports (namespace admins). The spec stays.
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/cluster/delete", tag = "machines", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name")),
+    responses((status = 202, body = OperationStarted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_cluster(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
+    Ok(accepted(ops::set_cluster(&state, &caller, &ns, Desired::Deleted).await?))
+}
+
+/// The namespace's machines (members).
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/machines", tag = "machines", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name")),
+    responses((status = 200, body = Vec<MachineOut>), (status = 404, body = ErrorBody)))]
+pub async fn list_machines(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+) -> ApiResult<Json<Vec<MachineOut>>> {
+    let host = server_host(&headers);
+    let login = caller.principal().login().to_string();
+    let machines = ops::list(&state, caller.principal(), &ns).await?;
+    Ok(Json(machines.into_iter().map(|m| machine_out(m, &login, &host, state.config.ssh_port)).collect()))
+}
+
+async fn machine_action(
+    state: AppState,
+    caller: Caller,
+    ns: String,
+    name: String,
+    action: MachineAction,
+) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
+    Ok(accepted(ops::machine_action(&state, &caller, &ns, &name, action).await?))
+}
+
+/// Start one machine (members).
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/machines/{name}/start", tag = "machines", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name"), ("name" = String, Path, description = "Machine name")),
+    responses((status = 202, body = OperationStarted), (status = 404, body = ErrorBody)))]
+pub async fn start_machine(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
+    machine_action(state, caller, ns, name, MachineAction::Start).await
+}
+
+/// Stop one machine (members).
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/machines/{name}/stop", tag = "machines", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name"), ("name" = String, Path, description = "Machine name")),
+    responses((status = 202, body = OperationStarted), (status = 404, body = ErrorBody)))]
+pub async fn stop_machine(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
+    machine_action(state, caller, ns, name, MachineAction::Stop).await
+}
+
+/// Restart one machine (members).
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/machines/{name}/restart", tag = "machines", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name"), ("name" = String, Path, description = "Machine name")),
+    responses((status = 202, body = OperationStarted), (status = 404, body = ErrorBody)))]
+pub async fn restart_machine(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
+    machine_action(state, caller, ns, name, MachineAction::Restart).await
+}
+
+/// An operation's progress (who started it, or the superadmin).
+#[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "machines", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Operation id")),
+    responses((status = 200, body = OperationOut), (status = 404, body = ErrorBody)))]
+pub async fn get_operation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OperationOut>> {
+    Ok(Json(ops::operation(&state, caller.principal(), &id).await?.into()))
+}
+
+/// Server-Sent Events of machine and operation changes in the namespaces the caller may see.
+#[utoipa::path(get, path = "/api/v1/events", tag = "machines", security(("bearer" = [])),
+    responses((status = 200, description = "text/event-stream of {type: machine|operation, namespace, ...}")))]
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    use tokio_stream::wrappers::BroadcastStream;
+    use tokio_stream::StreamExt;
+    let principal = caller.session.principal.clone();
+    let store = state.store.clone();
+    let user_id = principal.user_id();
+    let stream = BroadcastStream::new(state.reconciler.subscribe()).filter_map(|e| e.ok()).then(move |event| {
+        let store = store.clone();
+        async move {
+            // Memberships are read again per event, so a removed member stops seeing events at once.
+            let fresh = store.principal(user_id).await.ok().flatten()?;
+            let ns = flvpc_model::NamespaceName::parse(event.namespace()).ok()?;
+            fresh.namespace_member(&ns).ok()?;
+            serde_json::to_string(&event).ok().map(|data| Ok(SseEvent::default().data(data)))
+        }
+    });
+    let stream = stream.filter_map(|x| x);
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,89 @@
+//! An [`Engine`] that connects to Docker when first needed and again after a
+//! failure, so that flvpc serves its panel even while dockerd is down and picks
+//! the engine up when it comes back.
+
+use async_trait::async_trait;
+use flvpc_host::{DockerEngine, Engine, EngineError, MachineDetails, MachineInfo, MachineSpec};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// The Docker engine, connected lazily.
+#[derive(Default)]
+pub struct ReconnectingDocker {
+    current: Mutex<Option<Arc<DockerEngine>>>,
+}
+
+impl ReconnectingDocker {
+    async fn get(&self) -> Result<Arc<DockerEngine>, EngineError> {
+        let mut current = self.current.lock().await;
+        if let Some(engine) = current.as_ref() {
+            return Ok(engine.clone());
+        }
+        let engine = Arc::new(DockerEngine::connect().await?);
+        *current = Some(engine.clone());
+        Ok(engine)
+    }
+
+    /// Drops the connection after a transport failure so the next call reconnects.
+    async fn check<T>(&self, result: Result<T, EngineError>) -> Result<T, EngineError> {
+        if let Err(err) = &result {
+            if err.is_transient() {
+                *self.current.lock().await = None;
+            }
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Engine for ReconnectingDocker {
+    async fn ping(&self) -> Result<(), EngineError> {
+        let r = self.get().await?.ping().await;
+        self.check(r).await
+    }
+    async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
+        let r = self.get().await?.image_exists(image).await;
+        self.check(r).await
+    }
+    async fn ensure_network(&self, namespace: &str) -> Result<(), EngineError> {
+        let r = self.get().await?.ensure_network(namespace).await;
+        self.check(r).await
+    }
+    async fn remove_network(&self, namespace: &str) -> Result<(), EngineError> {
+        let r = self.get().await?.remove_network(namespace).await;
+        self.check(r).await
+    }
+    async fn create_machine(&self, spec: &MachineSpec) -> Result<String, EngineError> {
+        let r = self.get().await?.create_machine(spec).await;
+        self.check(r).await
+    }
+    async fn start_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
+        let r = self.get().await?.start_machine(namespace, name).await;
+        self.check(r).await
+    }
+    async fn stop_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
+        let r = self.get().await?.stop_machine(namespace, name, timeout).await;
+        self.check(r).await
+    }
+    async fn restart_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
+        let r = self.get().await?.restart_machine(namespace, name, timeout).await;
+        self.check(r).await
+    }
+    async fn remove_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
+        let r = self.get().await?.remove_machine(namespace, name).await;
+        self.check(r).await
+    }
+    async fn list_machines(&self, namespace: Option<&str>) -> Result<Vec<MachineInfo>, EngineError> {
+        let r = self.get().await?.list_machines(namespace).await;
+        self.check(r).await
+    }
+    async fn inspect_machine(&self, namespace: &str, name: &str) -> Result<Option<MachineDetails>, EngineError> {
+        let r = self.get().await?.inspect_machine(namespace, name).await;
+        self.check(r).await
+    }
+    async fn write_authorized_keys(&self, namespace: &str, name: &str, content: &str) -> Result<(), EngineError> {
+        let r = self.get().await?.write_authorized_keys(namespace, name, content).await;
+        self.check(r).await
+    }
+}

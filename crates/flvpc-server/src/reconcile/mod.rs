@@ -1,0 +1,462 @@
+//! The reconciler: makes the engine's machines match the database, in the
+//! spirit of kube-rs's controller runtime.
+//!
+//! - Level-triggered and idempotent: `reconcile_one` looks only at the desired
+//!   state (the machine's record) and the actual state (the engine), never at why
+//!   it was called. Running it twice does nothing the second time.
+//! - One reconcile in flight per machine: a machine enqueued while it is being
+//!   reconciled is marked dirty and reconciled once more afterwards.
+//! - Bounded concurrency across machines (a semaphore), so a 30-machine cluster
+//!   is created in parallel without overwhelming the engine.
+//! - A periodic resync re-enqueues every machine and every labelled container,
+//!   because events get lost and flvpc may have been restarted mid-operation:
+//!   interrupted work is finished, labelled containers without a record are removed.
+//! - Operations are progress views computed from the same observed state, so they
+//!   survive a restart too.
+
+pub mod engine;
+
+use crate::events::Event;
+use flvpc_host::{Engine, EngineError, MachineDetails, MachineSpec, MachineState, PortMapping, Protocol};
+use flvpc_model::policy::system;
+use flvpc_model::NamespaceName;
+use flvpc_store::{Desired, MachineRecord, Operation, Store};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, Semaphore};
+
+/// The label holding the digest of a machine's creation settings: a change means a new container.
+pub const LABEL_SPEC: &str = "flvpc.spec";
+
+/// The label naming the flvpc instance (database) that made a container.
+pub const LABEL_INSTANCE: &str = "flvpc.instance";
+
+/// Settings of the reconciler.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This flvpc's instance id: only containers with it are ours to adopt or remove.
+    pub instance: String,
+    /// Host address that machine ports are published on.
+    pub publish_address: IpAddr,
+    /// How many machines are reconciled at once.
+    pub concurrency: usize,
+    /// How long a machine gets to stop before it is killed.
+    pub stop_timeout: Duration,
+    /// How often everything is looked at again.
+    pub resync_every: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            instance: String::new(),
+            publish_address: IpAddr::from([0, 0, 0, 0]),
+            concurrency: 16,
+            stop_timeout: Duration::from_secs(10),
+            resync_every: Duration::from_secs(30),
+        }
+    }
+}
+
+type Key = (NamespaceName, String);
+
+#[derive(Default)]
+struct Queue {
+    in_flight: HashSet<Key>,
+    dirty: HashSet<Key>,
+}
+
+/// The reconciler; cheap to clone.
+#[derive(Clone)]
+pub struct Reconciler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    engine: Arc<dyn Engine>,
+    settings: Settings,
+    queue: Mutex<Queue>,
+    permits: Semaphore,
+    events: broadcast::Sender<Event>,
+    /// Restarts asked for and not yet done, with their operation ids.
+    restarts: Mutex<HashMap<Key, String>>,
+    /// The authorized_keys last written to each machine, so unchanged keys are not rewritten.
+    keys_written: Mutex<HashMap<Key, String>>,
+    /// Serialises operation bookkeeping.
+    ops_lock: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Reconciler {
+    /// A reconciler over `store` and `engine`. Call [`Reconciler::start`] to run its resync loop.
+    pub fn new(store: Arc<Store>, engine: Arc<dyn Engine>, settings: Settings) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        let permits = Semaphore::new(settings.concurrency.max(1));
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                engine,
+                settings,
+                queue: Mutex::default(),
+                permits,
+                events,
+                restarts: Mutex::default(),
+                keys_written: Mutex::default(),
+                ops_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The engine (for image checks at validation time).
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.inner.engine
+    }
+
+    /// Live events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Runs the periodic resync until the process ends; the first pass starts at once
+    /// (recovering whatever an earlier run left half done).
+    pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Ok(open) = this.inner.store.open_operations(&system()).await {
+                for op in open.iter().filter(|o| o.goal == "restart") {
+                    if let (Ok(ns), Some(machine)) = (NamespaceName::parse(&op.namespace), &op.machine) {
+                        lock(&this.inner.restarts).insert((ns, machine.clone()), op.id.clone());
+                    }
+                }
+            }
+            loop {
+                this.resync().await;
+                tokio::time::sleep(this.inner.settings.resync_every).await;
+            }
+        })
+    }
+
+    /// Enqueues every machine with a record and every labelled container.
+    pub async fn resync(&self) {
+        let mut keys: HashSet<Key> = HashSet::new();
+        match self.inner.store.all_machines(&system()).await {
+            Ok(machines) => keys.extend(machines.into_iter().map(|m| (m.namespace, m.name))),
+            Err(err) => tracing::error!("resync: cannot read machines: {err}"),
+        }
+        match self.inner.engine.list_machines(None).await {
+            Ok(found) => keys.extend(
+                found
+                    .into_iter()
+                    .filter(|m| m.labels.get(LABEL_INSTANCE) == Some(&self.inner.settings.instance))
+                    .filter_map(|m| NamespaceName::parse(&m.namespace).ok().map(|ns| (ns, m.name))),
+            ),
+            Err(err) => tracing::warn!("resync: cannot list machines on the engine: {err}"),
+        }
+        for key in keys {
+            self.enqueue(key.0, key.1);
+        }
+        self.progress_operations().await;
+    }
+
+    /// Enqueues every machine of a namespace (after its keys or members changed).
+    pub async fn resync_namespace(&self, ns: &NamespaceName) {
+        if let Ok(machines) = self.inner.store.all_machines(&system()).await {
+            for m in machines.into_iter().filter(|m| &m.namespace == ns) {
+                self.enqueue(m.namespace, m.name);
+            }
+        }
+    }
+
+    /// Enqueues the targets of an operation just recorded.
+    pub fn enqueue_operation(&self, op: &Operation) {
+        let Ok(ns) = NamespaceName::parse(&op.namespace) else { return };
+        if op.goal == "restart" {
+            if let Some(machine) = &op.machine {
+                lock(&self.inner.restarts).insert((ns.clone(), machine.clone()), op.id.clone());
+            }
+        }
+        for target in &op.targets {
+            self.enqueue(ns.clone(), target.clone());
+        }
+        if op.targets.is_empty() {
+            let this = self.clone();
+            tokio::spawn(async move { this.progress_operations().await });
+        }
+    }
+
+    /// Asks for one machine to be reconciled.
+    pub fn enqueue(&self, ns: NamespaceName, name: String) {
+        let key = (ns, name);
+        {
+            let mut queue = lock(&self.inner.queue);
+            if queue.in_flight.contains(&key) {
+                queue.dirty.insert(key);
+                return;
+            }
+            queue.in_flight.insert(key.clone());
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.run(key).await });
+    }
+
+    async fn run(&self, key: Key) {
+        loop {
+            match self.inner.permits.acquire().await {
+                Ok(_permit) => self.reconcile_one(&key).await,
+                Err(_) => return,
+            }
+            self.progress_operations().await;
+            let mut queue = lock(&self.inner.queue);
+            if !queue.dirty.remove(&key) {
+                queue.in_flight.remove(&key);
+                return;
+            }
+        }
+    }
+
+    /// Whether any machine is being reconciled (tests wait for quiet).
+    pub fn busy(&self) -> bool {
+        !lock(&self.inner.queue).in_flight.is_empty()
+    }
+
+    fn emit_machine(&self, ns: &NamespaceName, name: &str, state: &str, ip: Option<String>, error: Option<String>) {
+        let _ = self.inner.events.send(Event::Machine {
+            namespace: ns.to_string(),
+            name: name.to_owned(),
+            state: state.to_owned(),
+            ip,
+            error,
+        });
+    }
+
+    async fn observe(&self, ns: &NamespaceName, name: &str, state: &str, ip: Option<String>, error: Option<String>) {
+        if let Err(err) =
+            self.inner.store.set_observed(&system(), ns, name, state, ip.as_deref(), error.as_deref()).await
+        {
+            tracing::error!("cannot record the state of {ns}/{name}: {err}");
+        }
+        self.emit_machine(ns, name, state, ip, error);
+    }
+
+    async fn reconcile_one(&self, key: &Key) {
+        let (ns, name) = key;
+        let record = match self.inner.store.machine(&system(), ns, name).await {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::error!("reconcile {ns}/{name}: cannot read the database: {err}");
+                return;
+            }
+        };
+        let result = match record {
+            None => self.remove_orphan(ns, name).await,
+            Some(record) if record.desired == Desired::Deleted => self.delete(&record).await,
+            Some(record) => self.converge(&record).await,
+        };
+        if let Err(err) = result {
+            tracing::warn!("reconcile {ns}/{name}: {err}");
+            let message = err.to_string();
+            // The record may be gone (an orphan); then there is nothing to write.
+            self.observe(ns, name, "error", None, Some(message)).await;
+        }
+    }
+
+    /// A labelled container with no record: flvpc made it, nobody wants it (any more).
+    async fn remove_orphan(&self, ns: &NamespaceName, name: &str) -> Result<(), EngineError> {
+        let found = self.inner.engine.inspect_machine(ns.as_str(), name).await?;
+        if found.is_some_and(|m| m.info.labels.get(LABEL_INSTANCE) == Some(&self.inner.settings.instance)) {
+            tracing::info!("removing {ns}/{name}: a labelled container without a record");
+            self.inner.engine.remove_machine(ns.as_str(), name).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, record: &MachineRecord) -> Result<(), EngineError> {
+        let (ns, name) = (&record.namespace, record.name.as_str());
+        self.inner.engine.remove_machine(ns.as_str(), name).await?;
+        lock(&self.inner.keys_written).remove(&(ns.clone(), name.to_owned()));
+        if let Err(err) = self.inner.store.forget_deleted_machine(&system(), ns, name).await {
+            tracing::error!("cannot forget {ns}/{name}: {err}");
+            return Ok(());
+        }
+        self.emit_machine(ns, name, "deleted", None, None);
+        // The namespace network goes with its last machine.
+        let remaining =
+            self.inner.store.all_machines(&system()).await.map(|all| all.iter().any(|m| &m.namespace == ns));
+        if remaining.is_ok_and(|any| !any) && self.inner.engine.list_machines(Some(ns.as_str())).await?.is_empty() {
+            if let Err(err) = self.inner.engine.remove_network(ns.as_str()).await {
+                tracing::warn!("cannot remove the network of {ns} yet: {err}");
+            }
+        }
+        Ok(())
+    }
+
+    fn machine_spec(&self, record: &MachineRecord) -> MachineSpec {
+        let mut spec = MachineSpec::new(record.namespace.as_str(), record.name.as_str(), record.image.as_str());
+        spec.cpus = record.cpus.max(1);
+        spec.memory_mb = record.memory_mb;
+        spec.ports = record
+            .ports
+            .iter()
+            .map(|p| PortMapping {
+                container_port: p.container_port,
+                host_port: p.host_port,
+                protocol: if p.protocol == "udp" { Protocol::Udp } else { Protocol::Tcp },
+                publish_address: Some(self.inner.settings.publish_address),
+            })
+            .collect();
+        spec.labels.insert(LABEL_SPEC.into(), record.spec_hash.clone());
+        spec.labels.insert(LABEL_INSTANCE.into(), self.inner.settings.instance.clone());
+        spec
+    }
+
+    async fn converge(&self, record: &MachineRecord) -> Result<(), EngineError> {
+        let engine = &self.inner.engine;
+        let (ns, name) = (&record.namespace, record.name.as_str());
+        let key = (ns.clone(), name.to_owned());
+        let mut actual = engine.inspect_machine(ns.as_str(), name).await?;
+        if actual.as_ref().is_some_and(|a| a.info.labels.get(LABEL_SPEC) != Some(&record.spec_hash)) {
+            tracing::info!("recreating {ns}/{name}: its settings changed");
+            engine.remove_machine(ns.as_str(), name).await?;
+            lock(&self.inner.keys_written).remove(&key);
+            actual = None;
+        }
+        if actual.is_none() {
+            if record.desired == Desired::Stopped {
+                self.observe(ns, name, "not_created", None, None).await;
+                return Ok(());
+            }
+            self.observe(ns, name, "creating", None, None).await;
+            engine.ensure_network(ns.as_str()).await?;
+            engine.create_machine(&self.machine_spec(record)).await?;
+        }
+        self.write_keys(ns, name).await?;
+        let restart = lock(&self.inner.restarts).get(&key).cloned();
+        let state = actual.as_ref().map(|a| a.info.state);
+        match record.desired {
+            Desired::Running if restart.is_some() && state == Some(MachineState::Running) => {
+                engine.restart_machine(ns.as_str(), name, self.inner.settings.stop_timeout).await?;
+            }
+            Desired::Running if state != Some(MachineState::Running) => engine.start_machine(ns.as_str(), name).await?,
+            Desired::Stopped if state.is_some_and(|s| s != MachineState::Stopped && s != MachineState::Created) => {
+                engine.stop_machine(ns.as_str(), name, self.inner.settings.stop_timeout).await?
+            }
+            _ => {}
+        }
+        if restart.is_some() {
+            lock(&self.inner.restarts).remove(&key);
+        }
+        let details = engine.inspect_machine(ns.as_str(), name).await?;
+        let (observed, ip, error) = describe(details.as_ref());
+        self.observe(ns, name, observed, ip, error).await;
+        Ok(())
+    }
+
+    /// Writes the namespace members' keys to the machine when they differ from what was last written.
+    async fn write_keys(&self, ns: &NamespaceName, name: &str) -> Result<(), EngineError> {
+        let keys = match self.inner.store.namespace_keys(&system(), ns).await {
+            Ok(keys) => keys,
+            Err(err) => {
+                // Never write an empty file because the database hiccuped.
+                tracing::error!("cannot read the keys of {ns}: {err}");
+                return Ok(());
+            }
+        };
+        let mut content = String::from(
+            "# Managed by flvpc: the SSH keys of this namespace's members. Changes here are overwritten.\n",
+        );
+        for key in &keys {
+            content.push_str(key);
+            content.push('\n');
+        }
+        let key = (ns.clone(), name.to_owned());
+        if lock(&self.inner.keys_written).get(&key) == Some(&content) {
+            return Ok(());
+        }
+        self.inner.engine.write_authorized_keys(ns.as_str(), name, &content).await?;
+        lock(&self.inner.keys_written).insert(key, content);
+        Ok(())
+    }
+
+    /// Recomputes the progress of every open operation from the machines' observed state.
+    pub async fn progress_operations(&self) {
+        let _serial = self.inner.ops_lock.lock().await;
+        let sys = system();
+        let Ok(open) = self.inner.store.open_operations(&sys).await else { return };
+        if open.is_empty() {
+            return;
+        }
+        let Ok(machines) = self.inner.store.all_machines(&sys).await else { return };
+        let restarts: HashSet<String> = lock(&self.inner.restarts).values().cloned().collect();
+        for op in open {
+            let mut done = 0i64;
+            let mut failure = None;
+            for target in &op.targets {
+                let record = machines.iter().find(|m| m.namespace.as_str() == op.namespace && &m.name == target);
+                let reached = match (op.goal.as_str(), record) {
+                    (_, Some(m)) if m.observed == "error" && m.observed_at >= op.created_at => {
+                        failure = Some(format!("{}: {}", m.name, m.error.clone().unwrap_or_else(|| "failed".into())));
+                        false
+                    }
+                    ("deleted", None) => true,
+                    ("apply", None) => true,
+                    ("apply", Some(m)) => m.desired == Desired::Running && m.observed == "running",
+                    ("running", Some(m)) => m.observed == "running",
+                    ("stopped", Some(m)) => m.observed == "stopped" || m.observed == "not_created",
+                    ("restart", Some(m)) => !restarts.contains(&op.id) && m.observed == "running",
+                    (_, None) => true,
+                    _ => false,
+                };
+                if reached {
+                    done += 1;
+                }
+            }
+            let state = if failure.is_some() {
+                "failed"
+            } else if done >= op.total {
+                "succeeded"
+            } else {
+                "running"
+            };
+            if state != op.state || done != op.done {
+                if let Err(err) = self.inner.store.update_operation(&sys, &op.id, state, done, failure.as_deref()).await
+                {
+                    tracing::error!("cannot record progress of {}: {err}", op.id);
+                    continue;
+                }
+                let _ = self.inner.events.send(Event::Operation {
+                    namespace: op.namespace.clone(),
+                    id: op.id.clone(),
+                    kind: op.kind.clone(),
+                    state: state.to_owned(),
+                    done,
+                    total: op.total,
+                    error: failure,
+                });
+            }
+        }
+    }
+}
+
+/// The machine object's state, IP and error from what the engine reports.
+fn describe(details: Option<&MachineDetails>) -> (&'static str, Option<String>, Option<String>) {
+    match details {
+        None => ("not_created", None, None),
+        Some(d) => match d.info.state {
+            MachineState::Running => ("running", d.info.ip.clone(), None),
+            MachineState::Restarting => ("creating", None, None),
+            MachineState::Created | MachineState::Stopped | MachineState::Paused => match &d.error {
+                Some(error) if !error.is_empty() => ("error", None, Some(error.clone())),
+                _ => ("stopped", None, None),
+            },
+            MachineState::Removing | MachineState::Dead | MachineState::Unknown => {
+                ("error", None, Some(format!("the engine reports the machine as {}", d.info.state)))
+            }
+        },
+    }
+}

@@ -1,0 +1,329 @@
+//! End to end with the real Docker engine and the real OpenSSH client: clusters
+//! are defined and created through the API, members log in with their keys,
+//! namespaces are isolated, key and membership changes reach running machines,
+//! and stop/start/delete leave nothing behind.
+//!
+//! Needs dockerd and the image flvpc/debian:12 (`scripts/dev.sh test` starts the
+//! one and builds the other).
+
+mod common;
+
+use common::{Backend, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Removes everything Docker holds for the test's namespaces, even when the test fails.
+struct DockerCleanup(Vec<String>);
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let ids = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &format!("label=flvpc.namespace={ns}")])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .unwrap_or_default();
+            if !ids.is_empty() {
+                let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+            }
+            let _ = Command::new("docker").args(["network", "rm", &format!("flvpc-{ns}")]).output();
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(rand::random::<[u8; 3]>()))
+}
+
+fn require_docker() {
+    let info = Command::new("docker").arg("info").output();
+    assert!(
+        info.as_ref().is_ok_and(|o| o.status.success()),
+        "these tests need a running Docker engine (scripts/dev.sh test starts dockerd)"
+    );
+    let image = Command::new("docker").args(["image", "inspect", "flvpc/debian:12"]).output();
+    assert!(
+        image.is_ok_and(|o| o.status.success()),
+        "these tests need the image flvpc/debian:12: run `flvpc image build` (scripts/dev.sh test does it)"
+    );
+}
+
+/// A user's key pair on disk.
+struct KeyPair {
+    _dir: tempfile::TempDir,
+    private: PathBuf,
+    public: String,
+}
+
+fn keypair(comment: &str) -> KeyPair {
+    let dir = tempfile::tempdir().expect("dir");
+    let private = dir.path().join("id");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-t", "ed25519", "-C", comment, "-f"])
+        .arg(&private)
+        .status()
+        .expect("ssh-keygen");
+    assert!(ok.success());
+    let public = std::fs::read_to_string(private.with_extension("pub")).expect("pub").trim().to_owned();
+    KeyPair { _dir: dir, private, public }
+}
+
+/// Runs `command` on a machine through its host port with the real OpenSSH client.
+fn ssh(key: &Path, port: u16, command: &str) -> Result<String, String> {
+    let out = Command::new("ssh")
+        .args([
+            "-i",
+            key.to_str().expect("utf-8 path"),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+            &port.to_string(),
+            "root@127.0.0.1",
+            command,
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// Polls `check` until it is true or `timeout` passes.
+async fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+async fn wait_operation(server: &TestServer, token: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let r = server.get(&format!("/api/v1/operations/{id}"), token).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        match r.body["state"].as_str() {
+            Some("succeeded") => return r.body,
+            Some("failed") => panic!("operation failed: {}", r.body),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "operation {id} did not finish: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn put_spec(server: &TestServer, token: &str, ns: &str, yaml: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .put(format!("{}/api/v1/namespaces/{ns}/cluster", server.base))
+        .bearer_auth(token)
+        .header("content-type", "application/yaml")
+        .body(yaml.to_owned())
+        .send()
+        .await
+        .expect("put spec")
+}
+
+async fn act(server: &TestServer, token: &str, path: &str) -> Value {
+    let r = server.call(Method::POST, path, Some(token), None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{path}: {:?}", r.body);
+    let id = r.body["operation"].as_str().expect("operation id").to_owned();
+    wait_operation(server, token, &id).await
+}
+
+async fn machines(server: &TestServer, token: &str, ns: &str) -> Vec<Value> {
+    let r = server.get(&format!("/api/v1/namespaces/{ns}/machines"), token).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body.as_array().expect("array").clone()
+}
+
+fn ssh_port(machine: &Value) -> u16 {
+    machine["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["container_port"] == 22))
+        .and_then(|p| p["host_port"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("a host port for 22")
+}
+
+async fn user(server: &TestServer, root: &str, login: &str, ns: &str, role: &str, key: &KeyPair) -> String {
+    let r = server.post("/api/v1/users", root, json!({"login": login, "password": common::password_of(login)})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = server
+        .call(Method::PUT, &format!("/api/v1/namespaces/{ns}/members/{login}"), Some(root), Some(json!({"role": role})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let token = server.login(login, &common::password_of(login)).await;
+    let r = server.post("/api/v1/keys", &token, json!({"name": "laptop", "public_key": key.public})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_lifecycle_keys_and_isolation() {
+    require_docker();
+    let (a, b) = (unique("e2ea"), unique("e2eb"));
+    let _cleanup = DockerCleanup(vec![a.clone(), b.clone()]);
+    let server = common::start(Backend::Sqlite).await;
+    let root = server.init_root().await;
+    for ns in [&a, &b] {
+        assert_eq!(server.post("/api/v1/namespaces", &root, json!({"name": ns})).await.status, StatusCode::CREATED);
+    }
+    let (alice_key, bob_key, carol_key, dave_key) =
+        (keypair("alice"), keypair("bob"), keypair("carol"), keypair("dave"));
+    let alice = user(&server, &root, "alice", &a, "admin", &alice_key).await;
+    let bob = user(&server, &root, "bob", &a, "user", &bob_key).await;
+    let carol = user(&server, &root, "carol", &b, "admin", &carol_key).await;
+
+    // A namespace user may not define the cluster; an unknown image is refused up front.
+    let spec = "machines:\n- count: 3\n  spec:\n    name: node%d\n    image: flvpc/debian:12\n    portMappings:\n    - containerPort: 22\n    ignite: {cpus: 1, memory: 256MB}\n";
+    assert_eq!(put_spec(&server, &bob, &a, spec).await.status(), StatusCode::FORBIDDEN);
+    let bad = put_spec(&server, &alice, &a, &spec.replace("flvpc/debian:12", "nosuch/image:1")).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text().await.expect("body").contains("flvpc image build"));
+    let saved = put_spec(&server, &alice, &a, spec).await;
+    assert_eq!(saved.status(), StatusCode::OK);
+    let saved: Value = saved.json().await.expect("json");
+    assert_eq!(saved["machines"], json!(["node0", "node1", "node2"]));
+
+    // Create: all three machines run and answer SSH with alice's and bob's keys.
+    let op = act(&server, &alice, &format!("/api/v1/namespaces/{a}/cluster/create")).await;
+    assert_eq!(op["progress"], json!({"done": 3, "total": 3}));
+    let list = machines(&server, &alice, &a).await;
+    assert_eq!(list.len(), 3);
+    for m in &list {
+        assert_eq!(m["state"], "running", "{m}");
+        assert_eq!(m["container"], format!("{a}-{}", m["name"].as_str().expect("name")));
+        let port = ssh_port(m);
+        let name = m["name"].as_str().expect("name").to_owned();
+        let mut last = String::new();
+        eventually(Duration::from_secs(60), "sshd answers with alice's key", || {
+            match ssh(&alice_key.private, port, "hostname") {
+                Ok(host) => host == name,
+                Err(e) => {
+                    last = e;
+                    false
+                }
+            }
+        })
+        .await;
+        assert_eq!(ssh(&bob_key.private, port, "hostname"), Ok(name.clone()), "{last}");
+        assert!(ssh(&carol_key.private, port, "true").is_err(), "carol is not a member of {a}");
+        assert_eq!(m["ssh"]["direct"], format!("ssh -p {port} root@127.0.0.1"));
+    }
+    let node0_port = ssh_port(&list[0]);
+    let node0_ip = list[0]["ip"].as_str().expect("ip").to_owned();
+    // Machines of a namespace reach each other by name.
+    let resolved = ssh(&alice_key.private, node0_port, "getent hosts node1").expect("getent");
+    assert!(resolved.contains("node1"), "{resolved}");
+    assert!(ssh(&alice_key.private, node0_port, "ping -c1 -W2 node2").is_ok());
+    // Every machine has its own machine-id.
+    let ids: std::collections::HashSet<String> =
+        list.iter().map(|m| ssh(&alice_key.private, ssh_port(m), "cat /etc/machine-id").expect("machine-id")).collect();
+    assert_eq!(ids.len(), 3);
+
+    // Another namespace's machine cannot reach this one.
+    let spec_b = "machines:\n- count: 1\n  spec:\n    name: web%d\n    portMappings:\n    - containerPort: 22\n    ignite: {cpus: 1, memory: 256MB}\n";
+    assert_eq!(put_spec(&server, &carol, &b, spec_b).await.status(), StatusCode::OK);
+    act(&server, &carol, &format!("/api/v1/namespaces/{b}/cluster/create")).await;
+    let web0 = machines(&server, &carol, &b).await.remove(0);
+    let web0_port = ssh_port(&web0);
+    eventually(Duration::from_secs(60), "web0 answers SSH", || ssh(&carol_key.private, web0_port, "true").is_ok())
+        .await;
+    assert!(
+        ssh(&carol_key.private, web0_port, &format!("ping -c1 -W2 {node0_ip}")).is_err(),
+        "namespaces are isolated"
+    );
+    assert!(ssh(&carol_key.private, web0_port, "getent hosts node0").is_err());
+
+    // A host port held by another namespace is refused, naming the port and its holder.
+    let clash = format!(
+        "machines:\n- count: 1\n  spec:\n    name: x%d\n    portMappings:\n    - containerPort: 22\n      hostPort: {node0_port}\n"
+    );
+    assert_eq!(put_spec(&server, &carol, &b, &clash).await.status(), StatusCode::OK);
+    let r = server.call(Method::POST, &format!("/api/v1/namespaces/{b}/cluster/create"), Some(&carol), None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    let message = r.body["error"]["message"].as_str().expect("message");
+    assert!(message.contains(&node0_port.to_string()) && message.contains(&a), "{message}");
+    assert_eq!(machines(&server, &carol, &b).await.len(), 1, "nothing half-created");
+
+    // Keys: removing bob's key locks him out within seconds; a new member gets in; removal locks them out.
+    assert_eq!(
+        server.call(Method::DELETE, "/api/v1/keys/laptop", Some(&bob), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    eventually(Duration::from_secs(15), "bob's removed key stops working", || {
+        ssh(&bob_key.private, node0_port, "true").is_err()
+    })
+    .await;
+    assert!(ssh(&alice_key.private, node0_port, "true").is_ok(), "alice still gets in");
+    let _dave = user(&server, &root, "dave", &a, "user", &dave_key).await;
+    eventually(Duration::from_secs(15), "a new member's key works", || {
+        ssh(&dave_key.private, node0_port, "true").is_ok()
+    })
+    .await;
+    let r = server.call(Method::DELETE, &format!("/api/v1/namespaces/{a}/members/dave"), Some(&root), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    eventually(Duration::from_secs(15), "a removed member is locked out", || {
+        ssh(&dave_key.private, node0_port, "true").is_err()
+    })
+    .await;
+    let authorized = ssh(&alice_key.private, node0_port, "cat /root/.ssh/authorized_keys").expect("read keys");
+    assert!(authorized.contains(&alice_key.public) && !authorized.contains(&dave_key.public), "{authorized}");
+
+    // A namespace user may stop and start, not delete.
+    let r = server.call(Method::POST, &format!("/api/v1/namespaces/{a}/cluster/delete"), Some(&bob), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    act(&server, &bob, &format!("/api/v1/namespaces/{a}/cluster/stop")).await;
+    assert!(machines(&server, &alice, &a).await.iter().all(|m| m["state"] == "stopped"));
+    assert!(ssh(&alice_key.private, node0_port, "true").is_err());
+    act(&server, &bob, &format!("/api/v1/namespaces/{a}/machines/node0/start")).await;
+    eventually(Duration::from_secs(60), "node0 is back", || ssh(&alice_key.private, node0_port, "true").is_ok()).await;
+    let uptime_before = ssh(&alice_key.private, node0_port, "cat /proc/1/stat | cut -d' ' -f22").expect("stat");
+    act(&server, &bob, &format!("/api/v1/namespaces/{a}/machines/node0/restart")).await;
+    eventually(Duration::from_secs(60), "node0 restarted", || {
+        ssh(&alice_key.private, node0_port, "cat /proc/1/stat | cut -d' ' -f22").is_ok_and(|t| t != uptime_before)
+    })
+    .await;
+
+    // Delete leaves nothing behind: no containers, no network, no ports.
+    act(&server, &alice, &format!("/api/v1/namespaces/{a}/cluster/delete")).await;
+    assert!(machines(&server, &alice, &a).await.is_empty());
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=flvpc.namespace={a}")])
+        .output()
+        .expect("docker ps");
+    assert!(left.stdout.is_empty(), "containers left: {}", String::from_utf8_lossy(&left.stdout));
+    let network = Command::new("docker").args(["network", "inspect", &format!("flvpc-{a}")]).output().expect("docker");
+    assert!(!network.status.success(), "the namespace network is removed");
+    // The ports are free again: B may now take node0's old port.
+    let r = server.call(Method::POST, &format!("/api/v1/namespaces/{b}/cluster/create"), Some(&carol), None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    wait_operation(&server, &carol, r.body["operation"].as_str().expect("id")).await;
+
+    // Deleting a namespace removes its machines first.
+    let r = server.call(Method::DELETE, &format!("/api/v1/namespaces/{b}"), Some(&root), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=flvpc.namespace={b}")])
+        .output()
+        .expect("docker ps");
+    assert!(left.stdout.is_empty());
+}

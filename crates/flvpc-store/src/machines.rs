@@ -1,0 +1,763 @@
+//! Desired machines, their host ports, the stored cluster spec, and operations.
+//!
+//! The database holds desired state; the reconciler (in flvpc-server) makes the
+//! engine match it and writes back what it observed. Host ports live in their
+//! own table whose primary key makes handing out one port twice impossible.
+
+use crate::{now_ms, Store, StoreError};
+use flvpc_model::{NamespaceAdminGrant, NamespaceGrant, NamespaceName, Principal, SystemGrant};
+use sqlx::Row;
+use std::collections::{BTreeMap, HashSet};
+
+/// What a machine should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Desired {
+    /// Created and running.
+    Running,
+    /// Created and stopped.
+    Stopped,
+    /// Gone: container removed, ports freed, record deleted.
+    Deleted,
+}
+
+impl Desired {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Desired::Running => "running",
+            Desired::Stopped => "stopped",
+            Desired::Deleted => "deleted",
+        }
+    }
+
+    fn parse(value: &str) -> Self {
+        match value {
+            "running" => Desired::Running,
+            "stopped" => Desired::Stopped,
+            _ => Desired::Deleted,
+        }
+    }
+}
+
+/// A host port requested for a machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRequest {
+    /// Port inside the machine.
+    pub container_port: u16,
+    /// The host port asked for; None to allocate one from the range.
+    pub host_port: Option<u16>,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+}
+
+/// A machine as the cluster spec wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachinePlan {
+    /// Machine name (validated by the spec).
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// `docker` or `microvm`.
+    pub backend: String,
+    /// CPUs.
+    pub cpus: u32,
+    /// Memory limit in MiB.
+    pub memory_mb: u64,
+    /// Disk size in GiB.
+    pub disk_gb: u64,
+    /// A digest of everything that needs a new container when it changes.
+    pub spec_hash: String,
+    /// Ports to publish.
+    pub ports: Vec<PortRequest>,
+}
+
+/// A published host port of a machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRecord {
+    /// Port inside the machine.
+    pub container_port: u16,
+    /// Port on the host.
+    pub host_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// A machine's desired and observed state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineRecord {
+    /// Its namespace.
+    pub namespace: NamespaceName,
+    /// Its name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// `docker` or `microvm`.
+    pub backend: String,
+    /// CPUs.
+    pub cpus: u32,
+    /// Memory limit in MiB.
+    pub memory_mb: u64,
+    /// Disk size in GiB.
+    pub disk_gb: u64,
+    /// Digest of the creation settings.
+    pub spec_hash: String,
+    /// What it should be.
+    pub desired: Desired,
+    /// What the reconciler last saw: not_created, creating, running, stopped, error.
+    pub observed: String,
+    /// Address on the namespace network.
+    pub ip: Option<String>,
+    /// The last error, if observed is `error`.
+    pub error: Option<String>,
+    /// When the reconciler last wrote the observed state (ms since the epoch).
+    pub observed_at: i64,
+    /// Published host ports.
+    pub ports: Vec<PortRecord>,
+}
+
+/// An inclusive range of host ports to allocate from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port.
+    pub last: u16,
+}
+
+/// A long-running change, tracked until its machines reach the goal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// Random id.
+    pub id: String,
+    /// e.g. `cluster.create`, `machine.restart`.
+    pub kind: String,
+    /// The namespace.
+    pub namespace: String,
+    /// The machine, for single-machine operations.
+    pub machine: Option<String>,
+    /// `apply`, `running`, `stopped`, `deleted` or `restart`.
+    pub goal: String,
+    /// Machine names it waits for.
+    pub targets: Vec<String>,
+    /// pending, running, succeeded, failed.
+    pub state: String,
+    /// Targets done.
+    pub done: i64,
+    /// Targets in all.
+    pub total: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Login of who started it.
+    pub created_by: String,
+    /// When.
+    pub created_at: i64,
+    /// When it ended.
+    pub finished_at: Option<i64>,
+}
+
+/// The stored cluster spec text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSpec {
+    /// The YAML text.
+    pub spec: String,
+    /// When it was saved.
+    pub updated_at: i64,
+    /// Who saved it.
+    pub updated_by: String,
+}
+
+fn new_operation_id() -> String {
+    format!("op-{}", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+async fn namespace_id(tx: &mut sqlx::AnyConnection, ns: &NamespaceName) -> Result<i64, StoreError> {
+    sqlx::query_scalar("SELECT id FROM namespaces WHERE name = $1")
+        .bind(ns.as_str())
+        .fetch_optional(tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("namespace {:?}", ns.as_str())))
+}
+
+macro_rules! select_machines {
+    ($tail:literal) => {
+        concat!(
+            "SELECT m.id, n.name, m.name, m.image, m.backend, m.cpus, m.memory_mb, m.disk_gb, m.spec_hash, m.desired, \
+             m.observed, m.ip, m.error, m.observed_at FROM machines m JOIN namespaces n ON n.id = m.namespace_id ",
+            $tail
+        )
+    };
+}
+
+fn machine_from(row: &sqlx::any::AnyRow) -> Result<(i64, MachineRecord), StoreError> {
+    Ok((
+        row.try_get(0)?,
+        MachineRecord {
+            namespace: NamespaceName::parse(&row.try_get::<String, _>(1)?)?,
+            name: row.try_get(2)?,
+            image: row.try_get(3)?,
+            backend: row.try_get(4)?,
+            cpus: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(0),
+            memory_mb: u64::try_from(row.try_get::<i64, _>(6)?).unwrap_or(0),
+            disk_gb: u64::try_from(row.try_get::<i64, _>(7)?).unwrap_or(0),
+            spec_hash: row.try_get(8)?,
+            desired: Desired::parse(&row.try_get::<String, _>(9)?),
+            observed: row.try_get(10)?,
+            ip: row.try_get(11)?,
+            error: row.try_get(12)?,
+            observed_at: row.try_get(13)?,
+            ports: Vec::new(),
+        },
+    ))
+}
+
+fn operation_from(row: &sqlx::any::AnyRow) -> Result<Operation, StoreError> {
+    let targets: String = row.try_get(5)?;
+    Ok(Operation {
+        id: row.try_get(0)?,
+        kind: row.try_get(1)?,
+        namespace: row.try_get(2)?,
+        machine: row.try_get(3)?,
+        goal: row.try_get(4)?,
+        targets: targets.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        state: row.try_get(6)?,
+        done: row.try_get(7)?,
+        total: row.try_get(8)?,
+        error: row.try_get(9)?,
+        created_by: row.try_get(10)?,
+        created_at: row.try_get(11)?,
+        finished_at: row.try_get(12)?,
+    })
+}
+
+const OPERATION_SELECT: &str =
+    "SELECT id, kind, namespace, machine, goal, targets, state, done, total, error, created_by, created_at, finished_at FROM operations";
+
+impl Store {
+    /// This database's instance id: it labels every container this flvpc creates, so that
+    /// another flvpc (or a test server) on the same Docker engine never adopts or removes them.
+    pub async fn instance_id(&self) -> Result<String, StoreError> {
+        if let Some(id) = sqlx::query_scalar::<_, String>("SELECT value FROM server_settings WHERE key = 'instance_id'")
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            return Ok(id);
+        }
+        let id = hex::encode(rand::random::<[u8; 8]>());
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query("INSERT INTO server_settings (key, value) VALUES ('instance_id', $1)")
+            .bind(&id)
+            .execute(&mut *tx.tx)
+            .await;
+        match inserted {
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(id)
+            }
+            Err(_) => {
+                drop(tx);
+                Ok(sqlx::query_scalar("SELECT value FROM server_settings WHERE key = 'instance_id'")
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+        }
+    }
+
+    async fn attach_ports(&self, mut machines: Vec<(i64, MachineRecord)>) -> Result<Vec<MachineRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT machine_id, container_port, host_port, protocol FROM host_ports ORDER BY host_port")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut by_machine: BTreeMap<i64, Vec<PortRecord>> = BTreeMap::new();
+        for row in rows {
+            by_machine.entry(row.try_get(0)?).or_default().push(PortRecord {
+                container_port: u16::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
+                host_port: u16::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                protocol: row.try_get(3)?,
+            });
+        }
+        for (id, machine) in &mut machines {
+            machine.ports = by_machine.remove(id).unwrap_or_default();
+        }
+        Ok(machines.into_iter().map(|(_, m)| m).collect())
+    }
+
+    /// The namespace's stored cluster spec, if one was saved.
+    pub async fn cluster_spec(&self, grant: &NamespaceGrant) -> Result<Option<StoredSpec>, StoreError> {
+        let row = sqlx::query(
+            "SELECT c.spec, c.updated_at, c.updated_by FROM cluster_specs c JOIN namespaces n ON n.id = c.namespace_id WHERE n.name = $1",
+        )
+        .bind(grant.namespace().as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(StoredSpec { spec: r.try_get(0)?, updated_at: r.try_get(1)?, updated_by: r.try_get(2)? }))
+            .transpose()
+    }
+
+    /// Saves the cluster spec text (already validated by the caller). Machines are untouched until `apply_cluster`.
+    pub async fn save_cluster_spec(&self, grant: &NamespaceAdminGrant, spec: &str, by: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let ns_id = namespace_id(&mut tx.tx, grant.namespace()).await?;
+        let now = now_ms();
+        let updated =
+            sqlx::query("UPDATE cluster_specs SET spec = $1, updated_at = $2, updated_by = $3 WHERE namespace_id = $4")
+                .bind(spec)
+                .bind(now)
+                .bind(by)
+                .bind(ns_id)
+                .execute(&mut *tx.tx)
+                .await?;
+        if updated.rows_affected() == 0 {
+            sqlx::query(
+                "INSERT INTO cluster_specs (namespace_id, spec, updated_at, updated_by) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(ns_id)
+            .bind(spec)
+            .bind(now)
+            .bind(by)
+            .execute(&mut *tx.tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The machines of a namespace, with ports, by name.
+    pub async fn machines(&self, grant: &NamespaceGrant) -> Result<Vec<MachineRecord>, StoreError> {
+        let rows = sqlx::query(select_machines!("WHERE n.name = $1 ORDER BY m.name"))
+            .bind(grant.namespace().as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        let machines = rows.iter().map(machine_from).collect::<Result<Vec<_>, _>>()?;
+        self.attach_ports(machines).await
+    }
+
+    /// Every machine of every namespace (the reconciler's resync).
+    pub async fn all_machines(&self, _: &SystemGrant) -> Result<Vec<MachineRecord>, StoreError> {
+        let rows = sqlx::query(select_machines!("ORDER BY n.name, m.name")).fetch_all(&self.pool).await?;
+        let machines = rows.iter().map(machine_from).collect::<Result<Vec<_>, _>>()?;
+        self.attach_ports(machines).await
+    }
+
+    /// One machine, if it has a record.
+    pub async fn machine(
+        &self,
+        _: &SystemGrant,
+        ns: &NamespaceName,
+        name: &str,
+    ) -> Result<Option<MachineRecord>, StoreError> {
+        let row = sqlx::query(select_machines!("WHERE n.name = $1 AND m.name = $2"))
+            .bind(ns.as_str())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(self.attach_ports(vec![machine_from(&row)?]).await?.pop())
+    }
+
+    /// Makes the namespace's machines match `plans`: new ones are added, changed ones
+    /// updated, missing ones marked for deletion, host ports reserved (explicit ones
+    /// checked against every other holder and `is_free`, the rest allocated from
+    /// `range`). All or nothing. Returns the operation that tracks the work.
+    pub async fn apply_cluster(
+        &self,
+        grant: &NamespaceAdminGrant,
+        plans: &[MachinePlan],
+        range: PortRange,
+        is_free: &(dyn Fn(u16, &str) -> bool + Sync),
+        by: &str,
+    ) -> Result<Operation, StoreError> {
+        let ns = grant.namespace();
+        let mut tx = self.begin_write().await?;
+        let ns_id = namespace_id(&mut tx.tx, ns).await?;
+        let now = now_ms();
+        let existing: BTreeMap<String, (i64, String)> =
+            sqlx::query("SELECT name, id, spec_hash FROM machines WHERE namespace_id = $1")
+                .bind(ns_id)
+                .fetch_all(&mut *tx.tx)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, (r.try_get::<i64, _>(1)?, r.try_get::<String, _>(2)?))))
+                .collect::<Result<_, StoreError>>()?;
+        let mut taken: HashSet<(u16, String)> = sqlx::query("SELECT host_port, protocol FROM host_ports")
+            .fetch_all(&mut *tx.tx)
+            .await?
+            .iter()
+            .map(|r| Ok((u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0), r.try_get::<String, _>(1)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let mut targets = Vec::new();
+        for plan in plans {
+            let machine_id = match existing.get(&plan.name) {
+                Some((id, hash)) => {
+                    if hash != &plan.spec_hash {
+                        sqlx::query(
+                            "UPDATE machines SET image = $1, backend = $2, cpus = $3, memory_mb = $4, disk_gb = $5, \
+                             spec_hash = $6, desired = 'running', updated_at = $7 WHERE id = $8",
+                        )
+                        .bind(&plan.image)
+                        .bind(&plan.backend)
+                        .bind(i64::from(plan.cpus))
+                        .bind(i64::try_from(plan.memory_mb).unwrap_or(i64::MAX))
+                        .bind(i64::try_from(plan.disk_gb).unwrap_or(i64::MAX))
+                        .bind(&plan.spec_hash)
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx.tx)
+                        .await?;
+                    } else {
+                        sqlx::query("UPDATE machines SET desired = 'running', updated_at = $1 WHERE id = $2")
+                            .bind(now)
+                            .bind(id)
+                            .execute(&mut *tx.tx)
+                            .await?;
+                    }
+                    *id
+                }
+                None => sqlx::query_scalar(
+                    "INSERT INTO machines (namespace_id, name, image, backend, cpus, memory_mb, disk_gb, spec_hash, desired, \
+                     observed, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', 'not_created', $9, $9) RETURNING id",
+                )
+                .bind(ns_id)
+                .bind(&plan.name)
+                .bind(&plan.image)
+                .bind(&plan.backend)
+                .bind(i64::from(plan.cpus))
+                .bind(i64::try_from(plan.memory_mb).unwrap_or(i64::MAX))
+                .bind(i64::try_from(plan.disk_gb).unwrap_or(i64::MAX))
+                .bind(&plan.spec_hash)
+                .bind(now)
+                .fetch_one(&mut *tx.tx)
+                .await?,
+            };
+            // This machine's current ports: kept when asked again, so a re-apply moves nothing.
+            let held: Vec<(u16, String, u16)> =
+                sqlx::query("SELECT host_port, protocol, container_port FROM host_ports WHERE machine_id = $1")
+                    .bind(machine_id)
+                    .fetch_all(&mut *tx.tx)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        Ok((
+                            u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+                            r.try_get::<String, _>(1)?,
+                            u16::try_from(r.try_get::<i64, _>(2)?).unwrap_or(0),
+                        ))
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+            sqlx::query("DELETE FROM host_ports WHERE machine_id = $1").bind(machine_id).execute(&mut *tx.tx).await?;
+            for (port, proto, _) in &held {
+                taken.remove(&(*port, proto.clone()));
+            }
+            for request in &plan.ports {
+                let proto = request.protocol.to_owned();
+                let port = match request.host_port {
+                    Some(port) => {
+                        let ours = held.iter().any(|(p, pr, _)| *p == port && *pr == proto);
+                        if taken.contains(&(port, proto.clone())) {
+                            let holder: Option<(String, String)> = sqlx::query(
+                                "SELECT n.name, m.name FROM host_ports h JOIN machines m ON m.id = h.machine_id \
+                                 JOIN namespaces n ON n.id = m.namespace_id WHERE h.host_port = $1 AND h.protocol = $2",
+                            )
+                            .bind(i64::from(port))
+                            .bind(&proto)
+                            .fetch_optional(&mut *tx.tx)
+                            .await?
+                            .map(|r| Ok::<_, StoreError>((r.try_get(0)?, r.try_get(1)?)))
+                            .transpose()?;
+                            let holder = holder
+                                .map(|(n, m)| format!("machine {m} of namespace {n}"))
+                                .unwrap_or_else(|| "another machine".into());
+                            return Err(StoreError::Conflict(format!(
+                                "host port {port}/{proto} for {} is already held by {holder}",
+                                plan.name
+                            )));
+                        }
+                        if !ours && !is_free(port, &proto) {
+                            return Err(StoreError::Conflict(format!(
+                                "host port {port}/{proto} for {} is already in use on the host by another program",
+                                plan.name
+                            )));
+                        }
+                        port
+                    }
+                    None => {
+                        let previous = held
+                            .iter()
+                            .find(|(p, pr, c)| {
+                                *c == request.container_port && *pr == proto && !taken.contains(&(*p, proto.clone()))
+                            })
+                            .map(|(p, _, _)| *p);
+                        match previous {
+                            Some(port) => port,
+                            None => (range.first..=range.last)
+                                .find(|p| !taken.contains(&(*p, proto.clone())) && is_free(*p, &proto))
+                                .ok_or_else(|| {
+                                    StoreError::Conflict(format!(
+                                        "no free host port left in {}-{} for {}",
+                                        range.first, range.last, plan.name
+                                    ))
+                                })?,
+                        }
+                    }
+                };
+                taken.insert((port, proto.clone()));
+                sqlx::query(
+                    "INSERT INTO host_ports (host_port, protocol, machine_id, container_port) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(i64::from(port))
+                .bind(&proto)
+                .bind(machine_id)
+                .bind(i64::from(request.container_port))
+                .execute(&mut *tx.tx)
+                .await
+                .map_err(|e| {
+                    StoreError::unique(e, || format!("host port {port}/{proto} was taken meanwhile; try again"))
+                })?;
+            }
+            targets.push(plan.name.clone());
+        }
+        for name in existing.keys().filter(|n| !plans.iter().any(|p| &p.name == *n)) {
+            sqlx::query(
+                "UPDATE machines SET desired = 'deleted', updated_at = $1 WHERE namespace_id = $2 AND name = $3",
+            )
+            .bind(now)
+            .bind(ns_id)
+            .bind(name)
+            .execute(&mut *tx.tx)
+            .await?;
+            targets.push(name.clone());
+        }
+        let op = insert_operation(&mut tx.tx, "cluster.create", ns, None, "apply", targets, by).await?;
+        tx.commit().await?;
+        Ok(op)
+    }
+
+    /// Sets the desired state of one machine or (machine None) all machines of a namespace, and
+    /// returns the operation tracking it. Deleting a machine happens only through the spec or `delete`.
+    pub async fn set_desired(
+        &self,
+        grant: &NamespaceGrant,
+        machine: Option<&str>,
+        desired: Desired,
+        kind: &str,
+        by: &str,
+    ) -> Result<Operation, StoreError> {
+        let ns = grant.namespace();
+        let mut tx = self.begin_write().await?;
+        let ns_id = namespace_id(&mut tx.tx, ns).await?;
+        let names: Vec<String> = match machine {
+            Some(name) => {
+                let found: Option<String> = sqlx::query_scalar(
+                    "SELECT name FROM machines WHERE namespace_id = $1 AND name = $2 AND desired <> 'deleted'",
+                )
+                .bind(ns_id)
+                .bind(name)
+                .fetch_optional(&mut *tx.tx)
+                .await?;
+                vec![found.ok_or_else(|| StoreError::NotFound(format!("machine {name:?} in {:?}", ns.as_str())))?]
+            }
+            None => {
+                sqlx::query_scalar(
+                    "SELECT name FROM machines WHERE namespace_id = $1 AND desired <> 'deleted' ORDER BY name",
+                )
+                .bind(ns_id)
+                .fetch_all(&mut *tx.tx)
+                .await?
+            }
+        };
+        for name in &names {
+            sqlx::query("UPDATE machines SET desired = $1, updated_at = $2 WHERE namespace_id = $3 AND name = $4")
+                .bind(desired.as_str())
+                .bind(now_ms())
+                .bind(ns_id)
+                .bind(name)
+                .execute(&mut *tx.tx)
+                .await?;
+        }
+        let op = insert_operation(&mut tx.tx, kind, ns, machine, desired.as_str(), names, by).await?;
+        tx.commit().await?;
+        Ok(op)
+    }
+
+    /// Records an operation that the reconciler carries out itself (restart).
+    pub async fn create_operation(
+        &self,
+        grant: &NamespaceGrant,
+        kind: &str,
+        machine: &str,
+        goal: &str,
+        by: &str,
+    ) -> Result<Operation, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let ns_id = namespace_id(&mut tx.tx, grant.namespace()).await?;
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM machines WHERE namespace_id = $1 AND name = $2 AND desired <> 'deleted'",
+        )
+        .bind(ns_id)
+        .bind(machine)
+        .fetch_optional(&mut *tx.tx)
+        .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("machine {machine:?} in {:?}", grant.namespace().as_str())));
+        }
+        let op =
+            insert_operation(&mut tx.tx, kind, grant.namespace(), Some(machine), goal, vec![machine.to_owned()], by)
+                .await?;
+        tx.commit().await?;
+        Ok(op)
+    }
+
+    /// Writes what the reconciler observed about a machine.
+    pub async fn set_observed(
+        &self,
+        _: &SystemGrant,
+        ns: &NamespaceName,
+        name: &str,
+        observed: &str,
+        ip: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE machines SET observed = $1, ip = $2, error = $3, observed_at = $4 WHERE name = $5 \
+             AND namespace_id = (SELECT id FROM namespaces WHERE name = $6)",
+        )
+        .bind(observed)
+        .bind(ip)
+        .bind(error)
+        .bind(now_ms())
+        .bind(name)
+        .bind(ns.as_str())
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Deletes the record (and so the ports) of a machine whose container is gone, if it is still meant to be deleted.
+    pub async fn forget_deleted_machine(
+        &self,
+        _: &SystemGrant,
+        ns: &NamespaceName,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT m.id FROM machines m JOIN namespaces n ON n.id = m.namespace_id WHERE n.name = $1 AND m.name = $2 AND m.desired = 'deleted'",
+        )
+        .bind(ns.as_str())
+        .bind(name)
+        .fetch_optional(&mut *tx.tx)
+        .await?;
+        if let Some(id) = id {
+            sqlx::query("DELETE FROM host_ports WHERE machine_id = $1").bind(id).execute(&mut *tx.tx).await?;
+            sqlx::query("DELETE FROM machines WHERE id = $1").bind(id).execute(&mut *tx.tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// The authorized_keys lines for a namespace's machines: every key of every member, in a stable order.
+    pub async fn namespace_keys(&self, _: &SystemGrant, ns: &NamespaceName) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT k.public_key FROM ssh_keys k JOIN memberships m ON m.user_id = k.user_id \
+             JOIN namespaces n ON n.id = m.namespace_id WHERE n.name = $1 ORDER BY k.user_id, k.name",
+        )
+        .bind(ns.as_str())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// One operation, for who started it or the superadmin.
+    pub async fn operation(&self, caller: &Principal, id: &str) -> Result<Operation, StoreError> {
+        let op = self.operation_by_id(id).await?.ok_or_else(|| StoreError::NotFound(format!("operation {id:?}")))?;
+        if caller.is_superadmin() || op.created_by == caller.login().as_str() {
+            Ok(op)
+        } else {
+            Err(StoreError::NotFound(format!("operation {id:?}")))
+        }
+    }
+
+    async fn operation_by_id(&self, id: &str) -> Result<Option<Operation>, StoreError> {
+        if id.len() > 64 {
+            return Ok(None);
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{OPERATION_SELECT} WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(operation_from).transpose()
+    }
+
+    /// Operations not finished yet (after a restart, the reconciler picks them up again).
+    pub async fn open_operations(&self, _: &SystemGrant) -> Result<Vec<Operation>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{OPERATION_SELECT} WHERE state IN ('pending', 'running') ORDER BY created_at"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(operation_from).collect()
+    }
+
+    /// Records an operation's progress, and its end when `state` is succeeded or failed.
+    pub async fn update_operation(
+        &self,
+        _: &SystemGrant,
+        id: &str,
+        state: &str,
+        done: i64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let finished = matches!(state, "succeeded" | "failed").then(now_ms);
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE operations SET state = $1, done = $2, error = $3, finished_at = $4 WHERE id = $5")
+            .bind(state)
+            .bind(done)
+            .bind(error)
+            .bind(finished)
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await
+    }
+}
+
+async fn insert_operation(
+    tx: &mut sqlx::AnyConnection,
+    kind: &str,
+    ns: &NamespaceName,
+    machine: Option<&str>,
+    goal: &str,
+    targets: Vec<String>,
+    by: &str,
+) -> Result<Operation, StoreError> {
+    let op = Operation {
+        id: new_operation_id(),
+        kind: kind.to_owned(),
+        namespace: ns.to_string(),
+        machine: machine.map(str::to_owned),
+        goal: goal.to_owned(),
+        total: i64::try_from(targets.len()).unwrap_or(i64::MAX),
+        targets,
+        state: "pending".into(),
+        done: 0,
+        error: None,
+        created_by: by.to_owned(),
+        created_at: now_ms(),
+        finished_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO operations (id, kind, namespace, machine, goal, targets, state, done, total, created_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&op.id)
+    .bind(&op.kind)
+    .bind(&op.namespace)
+    .bind(&op.machine)
+    .bind(&op.goal)
+    .bind(op.targets.join(","))
+    .bind(&op.state)
+    .bind(op.done)
+    .bind(op.total)
+    .bind(&op.created_by)
+    .bind(op.created_at)
+    .execute(tx)
+    .await?;
+    Ok(op)
+}

@@ -1,0 +1,75 @@
+//! `flvpc image build` and `flvpc image list`: machine images on this host.
+
+use anyhow::Context;
+use clap::Subcommand;
+use flvpc_host::{BuildOptions, DockerEngine, Phase, DEFAULT_IMAGE};
+use std::io::Write;
+
+/// `flvpc image …`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the default machine image flvpc/debian:12 (systemd + sshd) with debootstrap; idempotent.
+    Build {
+        /// Which image: only debian-12 for now.
+        #[arg(default_value = "debian-12", value_parser = ["debian-12"])]
+        which: String,
+        /// Debian mirror URL (default: the one in this host's apt configuration).
+        #[arg(long, env = "FLVPC_MIRROR")]
+        mirror: Option<String>,
+        /// Rebuild even if the image exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List local images usable for machines.
+    List,
+}
+
+/// Runs an image command.
+pub async fn run(command: &ImageCommand) -> anyhow::Result<()> {
+    let engine = DockerEngine::connect().await?;
+    match command {
+        ImageCommand::Build { which: _, mirror, force } => {
+            let options = BuildOptions { mirror: mirror.clone(), force: *force, ..BuildOptions::default() };
+            let started = std::time::Instant::now();
+            let mut last_phase = None;
+            let info = flvpc_host::build_debian12(&engine, options, |p| {
+                let mut err = std::io::stderr();
+                if last_phase != Some(p.phase) {
+                    if last_phase.is_some() {
+                        let _ = writeln!(err);
+                    }
+                    last_phase = Some(p.phase);
+                }
+                let count = match (p.done, p.total) {
+                    (Some(d), Some(t)) if t > 0 => format!(" {d}/{t} ({}%)", d * 100 / t),
+                    (Some(d), _) => format!(" {d}"),
+                    _ => String::new(),
+                };
+                let message: String = p.message.chars().take(60).collect();
+                let _ = write!(
+                    err,
+                    "\r\x1b[2K[{:>5.1}s] {}{count} {message}",
+                    started.elapsed().as_secs_f64(),
+                    p.phase.label()
+                );
+                if p.phase == Phase::Done {
+                    let _ = writeln!(err);
+                }
+                let _ = err.flush();
+            })
+            .await
+            .context("the image build failed")?;
+            println!("{} ready ({} MB, {:.0} s)", info.tag, info.size / 1_000_000, started.elapsed().as_secs_f64());
+        }
+        ImageCommand::List => {
+            let images = flvpc_host::list_images(&engine).await?;
+            println!("{:<40} {:>8}  BUILT BY", "IMAGE", "SIZE");
+            for image in images {
+                let by = if image.flvpc { "flvpc" } else { "" };
+                let default = if image.tag == DEFAULT_IMAGE { " (default)" } else { "" };
+                println!("{:<40} {:>6}MB  {by}{default}", image.tag, image.size / 1_000_000);
+            }
+        }
+    }
+    Ok(())
+}
