@@ -52,10 +52,34 @@ start_postgres() {
   export FLVPC_TEST_POSTGRES="postgres://flvpc_test:flvpc_test@127.0.0.1/postgres"
 }
 
+start_dockerd() {
+  apt_install docker.io debootstrap
+  if ! docker info >/dev/null 2>&1; then
+    say "starting dockerd"
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      systemctl start docker
+    else
+      # No systemd as PID 1 (containers, some VMs): run the daemon directly.
+      nohup dockerd >/var/log/dockerd.log 2>&1 &
+    fi
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  fi
+  docker info >/dev/null 2>&1 || die "dockerd did not start (see /var/log/dockerd.log)"
+}
+
+# The default machine image, built once with debootstrap and kept by Docker afterwards.
+build_image() {
+  local flvpc=$1
+  say "machine image flvpc/debian:12 (built with debootstrap if missing: about two minutes)"
+  "$flvpc" image build debian-12
+}
+
 cmd_run() {
   need_cargo
+  start_dockerd
   say "building flvpc (release)"
   cargo build --release --locked -p flvpc
+  build_image ./target/release/flvpc
   say "flvpc panel on http://0.0.0.0:5555 (data in ./data). First time? In another shell:"
   echo "    ./target/release/flvpc admin init --login admin --password-stdin"
   exec ./target/release/flvpc serve "$@"
@@ -63,8 +87,12 @@ cmd_run() {
 
 cmd_test() {
   need_cargo
-  apt_install openssh-client chromium chromium-driver ca-certificates
+  apt_install openssh-client chromium chromium-driver ca-certificates iputils-ping
   start_postgres
+  start_dockerd
+  say "building flvpc"
+  cargo build --locked -p flvpc
+  build_image ./target/debug/flvpc
   say "cargo fmt --check"
   cargo fmt --all -- --check
   say "cargo clippy"

@@ -833,6 +833,24 @@ mod tests {
     }
 
     #[test]
+    fn summaries_without_both_labels_are_not_machines() {
+        let labelled = |labels: &[(&str, &str)]| ContainerSummary {
+            id: Some("abc".into()),
+            names: Some(vec!["/team1-node0".into()]),
+            labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+            state: Some(ContainerSummaryStateEnum::EXITED),
+            ..Default::default()
+        };
+        assert!(machine_from_summary(labelled(&[])).is_none());
+        assert!(machine_from_summary(labelled(&[(LABEL_NAMESPACE, "team1")])).is_none());
+        let m =
+            machine_from_summary(labelled(&[(LABEL_NAMESPACE, "team1"), (LABEL_MACHINE, "node0")])).expect("a machine");
+        assert_eq!((m.namespace.as_str(), m.name.as_str(), m.container.as_str()), ("team1", "node0", "team1-node0"));
+        assert_eq!(m.state, MachineState::Stopped);
+        assert!(m.ip.is_none() && m.ports.is_empty());
+    }
+
+    #[test]
     fn port_keys() {
         assert_eq!(parse_port_key("22/tcp"), Some((22, Protocol::Tcp)));
         assert_eq!(parse_port_key("53/udp"), Some((53, Protocol::Udp)));

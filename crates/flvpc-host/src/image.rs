@@ -446,11 +446,10 @@ pub async fn build_debian12(
 ) -> Result<ImageInfo, ImageError> {
     let (repo, tag) = parse_tag(&opts.tag)?;
     let reference = format!("{repo}:{tag}");
-    if !opts.force {
-        if let Some(existing) = find_image(engine, &reference).await? {
-            progress(Progress::new(Phase::Done, None, None, format!("{reference} is already present")));
-            return Ok(existing);
-        }
+    let previous = find_image(engine, &reference).await?;
+    if let (Some(existing), false) = (&previous, opts.force) {
+        progress(Progress::new(Phase::Done, None, None, format!("{reference} is already present")));
+        return Ok(existing.clone());
     }
     let uid = fs::metadata("/proc/self").map(|m| m.uid()).map_err(io_err("read", Path::new("/proc/self")))?;
     if uid != 0 {
@@ -487,6 +486,12 @@ pub async fn build_debian12(
     let info = find_image(engine, &reference)
         .await?
         .ok_or_else(|| ImageError::Import(format!("Docker accepted the import but {reference} is not listed")))?;
+    // A forced rebuild leaves the old image untagged: drop it unless machines still use it
+    // (Docker refuses then, and that refusal is fine).
+    if let Some(old) = previous.filter(|p| p.id != info.id) {
+        let _ =
+            engine.client().remove_image(&old.id, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
+    }
     progress(Progress::new(Phase::Done, None, None, format!("{reference} built ({} MB)", info.size / 1_000_000)));
     Ok(info)
 }
@@ -992,6 +997,8 @@ impl ScratchDir {
 }
 
 impl Drop for ScratchDir {
+    /// Only reached on error paths (success cleans up off the async workers first), where
+    /// briefly blocking is better than leaving hundreds of MB behind.
     fn drop(&mut self) {
         self.cleanup();
     }

@@ -300,6 +300,17 @@ async fn two_machines_boot_with_own_identity_and_real_ssh() {
     let ping = exec(&engine, &ns.name, "node0", &["ping", "-c1", "-W2", "node1"]).await;
     assert_eq!(ping.exit_code, 0, "node0 pings node1 by name: {ping:?}");
 
+    // Machines come back after a host reboot (unless stopped on purpose), never privileged.
+    let docker = bollard::Docker::connect_with_unix_defaults().expect("docker");
+    let raw = docker
+        .inspect_container(&format!("{}-node0", ns.name), None::<bollard::query_parameters::InspectContainerOptions>)
+        .await
+        .expect("inspect container");
+    let host = raw.host_config.expect("host config");
+    assert_eq!(host.restart_policy.and_then(|r| r.name), Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED));
+    assert_eq!(host.privileged, Some(false));
+    assert_eq!(raw.config.and_then(|c| c.stop_signal).as_deref(), Some("SIGRTMIN+3"));
+
     let details = engine.inspect_machine(&ns.name, "node0").await.expect("inspect").expect("exists");
     assert_eq!(details.hostname, "node0");
     assert_eq!(details.memory_mb, 512);

@@ -229,8 +229,15 @@ fn operation_from(row: &sqlx::any::AnyRow) -> Result<Operation, StoreError> {
     })
 }
 
-const OPERATION_SELECT: &str =
-    "SELECT id, kind, namespace, machine, goal, targets, state, done, total, error, created_by, created_at, finished_at FROM operations";
+macro_rules! select_operations {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, kind, namespace, machine, goal, targets, state, done, total, error, created_by, created_at, \
+             finished_at FROM operations ",
+            $tail
+        )
+    };
+}
 
 impl Store {
     /// This database's instance id: it labels every container this flvpc creates, so that
@@ -678,18 +685,26 @@ impl Store {
         if id.len() > 64 {
             return Ok(None);
         }
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{OPERATION_SELECT} WHERE id = $1")))
+        let row = sqlx::query(select_operations!("WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(operation_from).transpose()
     }
 
+    /// The latest operations of a namespace, newest first.
+    pub async fn namespace_operations(&self, grant: &NamespaceGrant, limit: i64) -> Result<Vec<Operation>, StoreError> {
+        let rows = sqlx::query(select_operations!("WHERE namespace = $1 ORDER BY created_at DESC LIMIT $2"))
+        .bind(grant.namespace().as_str())
+        .bind(limit.clamp(1, 100))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(operation_from).collect()
+    }
+
     /// Operations not finished yet (after a restart, the reconciler picks them up again).
     pub async fn open_operations(&self, _: &SystemGrant) -> Result<Vec<Operation>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{OPERATION_SELECT} WHERE state IN ('pending', 'running') ORDER BY created_at"
-        )))
+        let rows = sqlx::query(select_operations!("WHERE state IN ('pending', 'running') ORDER BY created_at"))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(operation_from).collect()

@@ -15,3 +15,32 @@ document.addEventListener("DOMContentLoaded", () => {
     pre.addEventListener("click", () => navigator.clipboard && navigator.clipboard.writeText(pre.textContent.trim()));
   }
 });
+// Live machine states and operation progress on a namespace page (Server-Sent Events).
+document.addEventListener("DOMContentLoaded", () => {
+  const section = document.querySelector("section#machines[data-namespace]");
+  if (!section || !window.EventSource) return;
+  const ns = section.dataset.namespace;
+  const source = new EventSource("/api/v1/events");
+  source.onmessage = (message) => {
+    let event;
+    try { event = JSON.parse(message.data); } catch { return; }
+    if (event.namespace !== ns) return;
+    if (event.type === "machine") {
+      const row = section.querySelector(`tr[data-machine="${CSS.escape(event.name)}"]`);
+      if (!row) { if (event.state !== "deleted") location.reload(); return; }
+      if (event.state === "deleted") { row.remove(); return; }
+      const cell = row.querySelector("[data-state]");
+      if (cell) { cell.textContent = event.state; cell.className = "state " + event.state; }
+      const ip = row.querySelector("[data-ip]");
+      if (ip) ip.textContent = event.ip || "—";
+    } else if (event.type === "operation") {
+      const card = section.querySelector(`[data-operation="${CSS.escape(event.id)}"]`);
+      if (card) {
+        const pct = event.total > 0 ? Math.floor(event.done * 100 / event.total) : 100;
+        card.querySelector(".fill").style.width = pct + "%";
+        card.querySelector("[data-done]").textContent = event.done;
+      }
+      if (event.state === "succeeded" || event.state === "failed") setTimeout(() => location.reload(), 400);
+    }
+  };
+});

@@ -8,6 +8,7 @@ mod account;
 mod admin;
 mod home;
 mod layout;
+mod machines;
 mod namespace;
 mod session;
 
@@ -38,6 +39,10 @@ pub fn router() -> Router<AppState> {
         .route("/admin/audit", get(admin::audit))
         .route("/namespaces/{ns}", get(namespace::show))
         .route("/namespaces/{ns}/delete", post(namespace::delete))
+        .route("/namespaces/{ns}/cluster", post(machines::save_yaml))
+        .route("/namespaces/{ns}/cluster/form", post(machines::save_form))
+        .route("/namespaces/{ns}/cluster/{action}", post(machines::cluster_action))
+        .route("/namespaces/{ns}/machines/{name}/{action}", post(machines::machine_action))
         .route("/namespaces/{ns}/members", post(namespace::set_member))
         .route("/namespaces/{ns}/members/{login}/delete", post(namespace::remove_member))
         .route(

@@ -15,7 +15,12 @@ use maud::html;
 use serde::Deserialize;
 
 /// GET /namespaces/{ns}: members see it; others are told it does not exist.
-pub async fn show(State(state): State<AppState>, user: PanelUser, Path(name): Path<String>) -> Response {
+pub async fn show(
+    State(state): State<AppState>,
+    user: PanelUser,
+    headers: axum::http::HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
     let principal = user.caller.principal();
     let (ns, role) = match ops::get_namespace(&state, principal, &name).await {
         Ok(found) => found,
@@ -33,23 +38,14 @@ pub async fn show(State(state): State<AppState>, user: PanelUser, Path(name): Pa
     };
     let users = if superadmin { ops::list_users(&state, &user.caller).await.unwrap_or_default() } else { Vec::new() };
     let base = format!("/namespaces/{}", seg(ns.name.as_str()));
+    let machines_section = super::machines::section(&state, &user, &headers, &ns.name, role).await;
     let body = html! {
         div.title-row {
             h1 { (ns.name.as_str()) }
             span class={ "badge " (role.as_str()) } title="your role here" { (role.as_str()) }
             span.muted { "created " (time(ns.created_at)) }
         }
-        section {
-            h2 { "Machines" }
-            div.empty {
-                p { "No machines yet." }
-                @if role == Role::Admin {
-                    p.muted { "Define this namespace's cluster (footloose.yaml compatible) to create machines; members then reach them over SSH with their keys." }
-                } @else {
-                    p.muted { "A namespace admin defines and creates the machines; you can then start, stop and log in to them." }
-                }
-            }
-        }
+        (machines_section)
         section {
             h2 { "Members" }
             @if members.is_empty() { p.empty { "No members yet." } } @else {

@@ -1,0 +1,256 @@
+//! The machines part of a namespace page: the machine table with live state,
+//! cluster and machine actions fitted to the role, operation progress, and the
+//! cluster spec editor (as a form and as YAML).
+
+use super::account::finish;
+use super::layout::{csrf_field, seg, time, Flash};
+use super::session::{redirect_with, CsrfForm};
+use super::PanelUser;
+use crate::api::{machine_out, server_host};
+use crate::ops::machines::{self as ops, MachineAction};
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Form;
+use flvpc_model::{NamespaceName, Role};
+use flvpc_store::{Desired, Operation};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+/// A starting point for a namespace without a spec: footloose's format.
+const EXAMPLE_SPEC: &str = "machines:\n- count: 2\n  spec:\n    name: node%d\n    image: flvpc/debian:12\n    portMappings:\n    - containerPort: 22\n    ignite:\n      cpus: 1\n      memory: 512MB\n      diskSize: 4GB\n";
+
+/// Renders the machines section of `/namespaces/{ns}`.
+pub async fn section(state: &AppState, user: &PanelUser, headers: &HeaderMap, ns: &NamespaceName, role: Role) -> Markup {
+    let principal = user.caller.principal();
+    let base = format!("/namespaces/{}", seg(ns.as_str()));
+    let host = server_host(headers);
+    let login = principal.login().to_string();
+    let machines = ops::list(state, principal, ns.as_str()).await.unwrap_or_default();
+    let spec = ops::get_spec(state, principal, ns.as_str()).await.ok().flatten();
+    let operations: Vec<Operation> = match principal.namespace_member(ns) {
+        Ok(grant) => state.store.namespace_operations(&grant, 5).await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let admin = role == Role::Admin;
+    let action = |path: &str, label: &str, class: &str, confirm: Option<&str>| {
+        html! {
+            form.inline method="post" action={ (base) "/" (path) } data-confirm=[confirm] {
+                (csrf_field(user))
+                button class=(class) type="submit" { (label) }
+            }
+        }
+    };
+    html! {
+        section #machines data-namespace=(ns.as_str()) {
+            div.title-row {
+                h2 { "Machines" }
+                div.actions {
+                    @if admin && spec.is_some() { (action("cluster/create", "Create / apply spec", "primary", None)) }
+                    @if !machines.is_empty() {
+                        (action("cluster/start", "Start all", "", None))
+                        (action("cluster/stop", "Stop all", "", None))
+                        @if admin { (action("cluster/delete", "Delete machines", "danger", Some("Delete every machine of this namespace? Their disks are lost; the spec stays."))) }
+                    }
+                }
+            }
+            @for op in operations.iter().filter(|o| o.state == "pending" || o.state == "running").take(3) {
+                (progress(op))
+            }
+            @if let Some(failed) = operations.first().filter(|o| o.state == "failed") {
+                p.flash.error { "Last operation (" (failed.kind) ") failed: " (failed.error.clone().unwrap_or_default()) }
+            }
+            @if machines.is_empty() {
+                div.empty {
+                    p { "No machines yet." }
+                    @if admin {
+                        p.muted { @if spec.is_some() { "Press “Create / apply spec” to create the machines of the spec below." } @else { "Define the cluster below (footloose.yaml format), save it, then create it." } }
+                    } @else {
+                        p.muted { "A namespace admin defines and creates the machines; you can then start, stop and log in to them." }
+                    }
+                }
+            } @else {
+                table.machines {
+                    thead { tr { th { "Machine" } th { "State" } th { "IP" } th { "Resources" } th { "Ports" } th { "SSH" } th {} } }
+                    tbody {
+                        @for m in machines {
+                            @let out = machine_out(m, &login, &host, state.config.ssh_port);
+                            tr data-machine=(out.name) {
+                                td { strong { (out.name) } br; span.muted { (out.image) } }
+                                td { span class={ "state " (out.state) } data-state { (out.state) } @if let Some(e) = &out.error { br; span.error-text { (e) } } }
+                                td data-ip { (out.ip.clone().unwrap_or_else(|| "—".into())) }
+                                td.muted { (out.cpus) " CPU · " (out.memory_mb) " MB" }
+                                td { @for p in &out.ports { code { (p.host_port) "→" (p.container_port) "/" (p.protocol) } " " } }
+                                td.ssh {
+                                    @if let Some(direct) = &out.ssh.direct { pre.copy.small { (direct) } }
+                                    pre.copy.small title="through the flvpc SSH gateway" { (out.ssh.jump) }
+                                }
+                                td.actions {
+                                    @let mbase = format!("machines/{}", seg(&out.name));
+                                    @if out.desired == Desired::Running.as_str() {
+                                        (action(&format!("{mbase}/restart"), "Restart", "", None))
+                                        (action(&format!("{mbase}/stop"), "Stop", "", None))
+                                    } @else if out.desired == Desired::Stopped.as_str() {
+                                        (action(&format!("{mbase}/start"), "Start", "", None))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section #spec {
+            h2 { "Cluster spec" }
+            @if let Some(s) = &spec { p.muted { "Saved by " (s.updated_by) ", " (time(s.updated_at)) ". footloose.yaml compatible." } }
+            @if admin {
+                details.card open[spec.is_none()] {
+                    summary { "Quick form: one group of identical machines" }
+                    form.row method="post" action={ (base) "/cluster/form" } {
+                        (csrf_field(user))
+                        label { "Count" input name="count" type="number" min="0" max="256" value="2" required; }
+                        label { "Name" input name="name" value="node%d" required title="must contain %d"; }
+                        label { "Image" input name="image" value="flvpc/debian:12" required; }
+                        label { "CPUs" input name="cpus" type="number" min="1" max="256" value="1" required; }
+                        label { "Memory (MB)" input name="memory_mb" type="number" min="64" value="512" required; }
+                        label { "Disk (GB)" input name="disk_gb" type="number" min="1" value="4" required; }
+                        label { "SSH host port" input name="ssh_port" type="number" min="0" max="65535" value="0" title="0: allocated automatically; N: node i gets N+i"; }
+                        button.primary type="submit" { "Save spec" }
+                    }
+                }
+                form.stack method="post" action={ (base) "/cluster" } {
+                    (csrf_field(user))
+                    textarea.code name="spec" rows="14" spellcheck="false" { (spec.as_ref().map(|s| s.spec.as_str()).unwrap_or(EXAMPLE_SPEC)) }
+                    button.primary type="submit" { "Save YAML" }
+                }
+            } @else if let Some(s) = &spec {
+                pre.code { (s.spec) }
+            } @else {
+                p.empty { "No cluster spec yet." }
+            }
+        }
+    }
+}
+
+fn progress(op: &Operation) -> Markup {
+    let percent = if op.total > 0 { op.done * 100 / op.total } else { 0 };
+    html! {
+        div.card.progress data-operation=(op.id) {
+            span { (op.kind) " — " span data-done { (op.done) } " of " (op.total) " machines" }
+            div.bar { div.fill style={ "width:" (percent) "%" } {} }
+        }
+    }
+}
+
+/// The YAML editor form.
+#[derive(Deserialize)]
+pub struct SpecForm {
+    #[serde(default)]
+    _csrf: String,
+    spec: String,
+}
+
+/// POST /namespaces/{ns}/cluster: saves the YAML.
+pub async fn save_yaml(State(state): State<AppState>, user: PanelUser, Path(ns): Path<String>, Form(form): Form<SpecForm>) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    let result = ops::put_spec(&state, &user.caller, &ns, ops::parse(&form.spec, true)).await;
+    saved(&state, &ns, result)
+}
+
+fn saved(state: &AppState, ns: &str, result: crate::error::ApiResult<ops::SavedSpec>) -> Response {
+    let to = format!("/namespaces/{}#spec", seg(ns));
+    finish(state, &to, result, |s| {
+        let mut message = format!("Spec saved: {} machine(s): {}.", s.machines.len(), s.machines.join(", "));
+        if !s.warnings.is_empty() {
+            message.push_str(&format!(" Note: {}", s.warnings.join("; ")));
+        }
+        message.push_str(" Press “Create / apply spec” to make it so.");
+        message
+    })
+}
+
+/// The quick form.
+#[derive(Deserialize)]
+pub struct QuickForm {
+    #[serde(default)]
+    _csrf: String,
+    count: String,
+    name: String,
+    image: String,
+    cpus: String,
+    memory_mb: String,
+    disk_gb: String,
+    #[serde(default)]
+    ssh_port: String,
+}
+
+/// POST /namespaces/{ns}/cluster/form: builds a one-group spec from the form, then validates it like any other.
+pub async fn save_form(State(state): State<AppState>, user: PanelUser, Path(ns): Path<String>, Form(form): Form<QuickForm>) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    let number = |field: &str, value: &str| {
+        value.trim().parse::<u64>().map_err(|_| crate::error::ApiError::from(flvpc_model::Invalid::new("form", format!("{field} must be a whole number"))))
+    };
+    let spec = (|| {
+        let count = number("count", &form.count)?;
+        let cpus = number("CPUs", &form.cpus)?;
+        let memory = number("memory", &form.memory_mb)?;
+        let disk = number("disk", &form.disk_gb)?;
+        let port = if form.ssh_port.trim().is_empty() { 0 } else { number("SSH host port", &form.ssh_port)? };
+        // Built as JSON values, so whatever was typed is data, never YAML syntax.
+        let mut mapping = serde_json::json!({"containerPort": 22});
+        if port > 0 {
+            mapping["hostPort"] = port.into();
+        }
+        let doc = serde_json::json!({"machines": [{"count": count, "spec": {
+            "name": form.name, "image": form.image, "backend": "docker", "portMappings": [mapping],
+            "ignite": {"cpus": cpus, "memory": format!("{memory}MB"), "diskSize": format!("{disk}GB")}}}]});
+        ops::parse(&doc.to_string(), false)
+    })();
+    let result = ops::put_spec(&state, &user.caller, &ns, spec).await;
+    saved(&state, &ns, result)
+}
+
+/// POST /namespaces/{ns}/cluster/{action}.
+pub async fn cluster_action(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Path((ns, action)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    let result = match action.as_str() {
+        "create" => ops::create(&state, &user.caller, &ns).await,
+        "start" => ops::set_cluster(&state, &user.caller, &ns, Desired::Running).await,
+        "stop" => ops::set_cluster(&state, &user.caller, &ns, Desired::Stopped).await,
+        "delete" => ops::set_cluster(&state, &user.caller, &ns, Desired::Deleted).await,
+        _ => return redirect_with(&state, &format!("/namespaces/{}", seg(&ns)), Flash::error("unknown action")),
+    };
+    finish(&state, &format!("/namespaces/{}#machines", seg(&ns)), result, |op| format!("{} started ({} machines).", op.kind, op.total))
+}
+
+/// POST /namespaces/{ns}/machines/{name}/{action}.
+pub async fn machine_action(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Path((ns, name, action)): Path<(String, String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(refused) = user.check_csrf(&form._csrf) {
+        return refused;
+    }
+    let action = match action.as_str() {
+        "start" => MachineAction::Start,
+        "stop" => MachineAction::Stop,
+        "restart" => MachineAction::Restart,
+        _ => return redirect_with(&state, &format!("/namespaces/{}", seg(&ns)), Flash::error("unknown action")),
+    };
+    let result = ops::machine_action(&state, &user.caller, &ns, &name, action).await;
+    finish(&state, &format!("/namespaces/{}#machines", seg(&ns)), result, |op| format!("{} of {name} started.", op.kind))
+}
