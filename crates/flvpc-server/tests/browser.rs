@@ -76,12 +76,21 @@ async fn fill(client: &Client, selector: &str, value: &str) {
     field.send_keys(value).await.expect("type");
 }
 
+/// Clicks a form's submit button and waits until the next page has loaded.
 async fn submit(client: &Client, form: &str) {
     let button = client
         .find(Locator::Css(&format!("{form} button[type=submit]")))
         .await
         .unwrap_or_else(|e| panic!("button in {form}: {e}"));
+    let old_page = client.find(Locator::Css("html")).await.expect("page");
     button.click().await.expect("click");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // The old document's element goes stale once the browser has navigated.
+    while old_page.tag_name().await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "submitting {form} did not load a new page");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.wait().for_element(Locator::Css("body")).await.expect("new page");
 }
 
 async fn body_text(client: &Client) -> String {
@@ -94,6 +103,99 @@ async fn sign_in(client: &Client, base: &str, login: &str, password: &str) {
     fill(client, "input[name=password]", password).await;
     submit(client, "form[action='/login']").await;
     client.wait().for_element(Locator::Css("header.top")).await.expect("signed in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
+    let ns = format!("ui{}", hex::encode(rand::random::<[u8; 3]>()));
+    let _cleanup = DockerCleanup(ns.clone());
+    let server = common::start(Backend::Sqlite).await;
+    let base = server.base.clone();
+    let root = server.init_root().await;
+    let r = server.post("/api/v1/namespaces", &root, serde_json::json!({"name": ns})).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED);
+    let r = server.post("/api/v1/users", &root, serde_json::json!({"login": "ann", "password": "ann-password"})).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED);
+    let r = server
+        .call(reqwest::Method::PUT, &format!("/api/v1/namespaces/{ns}/members/ann"), Some(&root), Some(serde_json::json!({"role": "admin"})))
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED);
+
+    let (_driver, client) = start_browser().await;
+    sign_in(&client, &base, "ann", "ann-password").await;
+    client.goto(&format!("{base}/namespaces/{ns}")).await.expect("open");
+    assert!(body_text(&client).await.contains("No machines yet"));
+
+    // A spec with a mistake: the error names the field, nothing is saved.
+    let editor = client.find(Locator::Css("textarea[name=spec]")).await.expect("editor");
+    editor.clear().await.expect("clear");
+    editor.send_keys("machines:\n- count: 2\n  spec:\n    name: web\n").await.expect("type");
+    submit(&client, &format!("form[action='/namespaces/{ns}/cluster']")).await;
+    let text = body_text(&client).await;
+    assert!(text.contains("machines[0].spec.name"), "{text}");
+
+    // The quick form writes a valid spec; Create makes the machines and the page shows them running.
+    let form = format!("form[action='/namespaces/{ns}/cluster/form']");
+    let count = client.find(Locator::Css(&format!("{form} input[name=count]"))).await.expect("count");
+    count.clear().await.expect("clear");
+    count.send_keys("2").await.expect("type");
+    let memory = client.find(Locator::Css(&format!("{form} input[name=memory_mb]"))).await.expect("memory");
+    memory.clear().await.expect("clear");
+    memory.send_keys("256").await.expect("type");
+    submit(&client, &form).await;
+    let text = body_text(&client).await;
+    assert!(text.contains("Spec saved: 2 machine(s): node0, node1"), "{text}");
+    submit(&client, &format!("form[action='/namespaces/{ns}/cluster/create']")).await;
+    // The page may already have reloaded itself (live updates); the action is in the activity list either way.
+    let text = body_text(&client).await;
+    assert!(text.contains("cluster.create"), "{text}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        client.goto(&format!("{base}/namespaces/{ns}")).await.expect("reload");
+        let states = client.find_all(Locator::Css("tr[data-machine] [data-state]")).await.expect("rows");
+        let mut texts = Vec::new();
+        for s in &states {
+            texts.push(s.text().await.expect("text"));
+        }
+        if texts.len() == 2 && texts.iter().all(|t| t == "running") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "machines not running: {texts:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let text = body_text(&client).await;
+    assert!(text.contains("ssh -p 20") && text.contains("root@127.0.0.1"), "ready-to-copy SSH command: {text}");
+    screenshot(&client, "08-machines-running").await;
+
+    // Stop one machine from its row; the state follows.
+    submit(&client, &format!("form[action='/namespaces/{ns}/machines/node1/stop']")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        client.goto(&format!("{base}/namespaces/{ns}")).await.expect("reload");
+        let cell = client.find(Locator::Css("tr[data-machine=node1] [data-state]")).await.expect("node1");
+        if cell.text().await.expect("text") == "stopped" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node1 did not stop");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    screenshot(&client, "09-machine-stopped").await;
+    client.close().await.expect("close browser");
+}
+
+/// Removes the test namespace's containers and network even when the test fails.
+struct DockerCleanup(String);
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        let out = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=flvpc.namespace={}", self.0)]).output();
+        let ids: Vec<String> =
+            out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+        if !ids.is_empty() {
+            let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+        }
+        let _ = Command::new("docker").args(["network", "rm", &format!("flvpc-{}", self.0)]).output();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

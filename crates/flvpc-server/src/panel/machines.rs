@@ -84,7 +84,6 @@ pub async fn section(state: &AppState, user: &PanelUser, headers: &HeaderMap, ns
                                 td { @for p in &out.ports { code { (p.host_port) "→" (p.container_port) "/" (p.protocol) } " " } }
                                 td.ssh {
                                     @if let Some(direct) = &out.ssh.direct { pre.copy.small { (direct) } }
-                                    pre.copy.small title="through the flvpc SSH gateway" { (out.ssh.jump) }
                                 }
                                 td.actions {
                                     @let mbase = format!("machines/{}", seg(&out.name));
