@@ -42,6 +42,43 @@ pub enum NsCommand {
     },
 }
 
+/// `flvpc cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Save a cluster spec (footloose.yaml format) and create/update the machines, with progress.
+    Apply {
+        /// The namespace.
+        namespace: String,
+        /// The spec file, or - for standard input.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Print the operation id and return without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Print the saved spec (YAML).
+    Show { namespace: String },
+    /// Start every machine.
+    Start { namespace: String },
+    /// Stop every machine.
+    Stop { namespace: String },
+    /// Delete every machine (the spec stays).
+    Delete { namespace: String },
+}
+
+/// `flvpc machines …`.
+#[derive(Debug, Subcommand)]
+pub enum MachinesCommand {
+    /// List a namespace's machines.
+    List { namespace: String },
+    /// Start NS/MACHINE.
+    Start { target: String },
+    /// Stop NS/MACHINE.
+    Stop { target: String },
+    /// Restart NS/MACHINE.
+    Restart { target: String },
+}
+
 /// `flvpc keys …`.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -95,6 +132,151 @@ fn save(config: &ClientConfig) -> anyhow::Result<()> {
 async fn call(method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let config = load()?;
     request(&config.server, Some(&config.token), method, path, body).await
+}
+
+async fn call_text(method: reqwest::Method, path: &str, content_type: &str, body: String) -> anyhow::Result<Value> {
+    let config = load()?;
+    let url = format!("{}{path}", config.server.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(&config.token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the flvpc server at {}", config.server))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if !status.is_success() {
+        let message = value
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
+        bail!("{message} (HTTP {})", status.as_u16());
+    }
+    Ok(value)
+}
+
+/// Follows an operation until it ends, drawing its progress on stderr.
+async fn follow(id: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let started = std::time::Instant::now();
+    loop {
+        let op = call(reqwest::Method::GET, &format!("/api/v1/operations/{}", segment(id)?), None).await?;
+        let done = op.pointer("/progress/done").and_then(Value::as_u64).unwrap_or(0);
+        let total = op.pointer("/progress/total").and_then(Value::as_u64).unwrap_or(0);
+        let state = op.get("state").and_then(Value::as_str).unwrap_or("unknown");
+        let kind = op.get("kind").and_then(Value::as_str).unwrap_or("operation");
+        let width = 30u64;
+        let filled = if total > 0 { (done * width / total).min(width) } else { width };
+        let bar = format!("{}{}", "#".repeat(filled as usize), "-".repeat((width - filled) as usize));
+        let mut err = std::io::stderr();
+        let _ = write!(err, "\r\x1b[2K{kind} [{bar}] {done}/{total} {state} {:.0}s", started.elapsed().as_secs_f64());
+        let _ = err.flush();
+        match state {
+            "succeeded" => {
+                let _ = writeln!(err);
+                return Ok(());
+            }
+            "failed" => {
+                let _ = writeln!(err);
+                bail!("{kind} failed: {}", op.get("error").and_then(Value::as_str).unwrap_or("no reason given"));
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
+}
+
+async fn start_operation(path: &str) -> anyhow::Result<String> {
+    let value = call(reqwest::Method::POST, path, None).await?;
+    Ok(value.get("operation").and_then(Value::as_str).context("the server sent no operation id")?.to_owned())
+}
+
+/// `flvpc cluster …`.
+pub async fn cluster(command: &ClusterCommand) -> anyhow::Result<()> {
+    let simple = |ns: &str, action: &str| -> anyhow::Result<String> {
+        Ok(format!("/api/v1/namespaces/{}/cluster/{action}", segment(ns)?))
+    };
+    match command {
+        ClusterCommand::Apply { namespace, file, no_wait } => {
+            let ns = segment(namespace)?;
+            let mut spec = String::new();
+            if file.as_os_str() == "-" {
+                std::io::stdin().read_to_string(&mut spec)?;
+            } else {
+                spec = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            }
+            let path = format!("/api/v1/namespaces/{ns}/cluster");
+            let saved = call_text(reqwest::Method::PUT, &path, "application/yaml", spec).await?;
+            for warning in saved.get("warnings").and_then(Value::as_array).into_iter().flatten() {
+                eprintln!("warning: {}", warning.as_str().unwrap_or_default());
+            }
+            let id = start_operation(&format!("{path}/create")).await?;
+            if *no_wait {
+                println!("{id}");
+                return Ok(());
+            }
+            follow(&id).await
+        }
+        ClusterCommand::Show { namespace } => {
+            let config = load()?;
+            let url =
+                format!("{}/api/v1/namespaces/{}/cluster", config.server.trim_end_matches('/'), segment(namespace)?);
+            let response = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(&config.token)
+                .header("accept", "application/yaml")
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the flvpc server at {}", config.server))?;
+            let status = response.status();
+            let text = response.text().await?;
+            if !status.is_success() {
+                bail!("{text} (HTTP {})", status.as_u16());
+            }
+            print!("{text}");
+            Ok(())
+        }
+        ClusterCommand::Start { namespace } => follow(&start_operation(&simple(namespace, "start")?).await?).await,
+        ClusterCommand::Stop { namespace } => follow(&start_operation(&simple(namespace, "stop")?).await?).await,
+        ClusterCommand::Delete { namespace } => follow(&start_operation(&simple(namespace, "delete")?).await?).await,
+    }
+}
+
+fn split_target(target: &str) -> anyhow::Result<(&str, &str)> {
+    let (ns, name) = target.split_once('/').context("give the machine as NAMESPACE/MACHINE, e.g. team1/node0")?;
+    Ok((segment(ns)?, segment(name)?))
+}
+
+/// `flvpc machines …`.
+pub async fn machines(command: &MachinesCommand) -> anyhow::Result<()> {
+    let (target, action) = match command {
+        MachinesCommand::List { namespace } => {
+            let path = format!("/api/v1/namespaces/{}/machines", segment(namespace)?);
+            let list = call(reqwest::Method::GET, &path, None).await?;
+            println!("{:<20} {:<12} {:<16} {:<24} SSH", "NAME", "STATE", "IP", "PORTS");
+            for m in list.as_array().into_iter().flatten() {
+                let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+                let ports: Vec<String> = m
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("{}->{}", p["host_port"], p["container_port"]))
+                    .collect();
+                let ssh = m.pointer("/ssh/direct").and_then(Value::as_str).unwrap_or("-");
+                println!("{:<20} {:<12} {:<16} {:<24} {ssh}", text("name"), text("state"), text("ip"), ports.join(","));
+            }
+            return Ok(());
+        }
+        MachinesCommand::Start { target } => (target, "start"),
+        MachinesCommand::Stop { target } => (target, "stop"),
+        MachinesCommand::Restart { target } => (target, "restart"),
+    };
+    let (ns, name) = split_target(target)?;
+    follow(&start_operation(&format!("/api/v1/namespaces/{ns}/machines/{name}/{action}")).await?).await
 }
 
 async fn request(

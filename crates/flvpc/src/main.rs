@@ -48,6 +48,16 @@ enum Command {
         #[command(subcommand)]
         command: client::NsCommand,
     },
+    /// A namespace's cluster: apply a spec, start, stop, delete.
+    Cluster {
+        #[command(subcommand)]
+        command: client::ClusterCommand,
+    },
+    /// Machines: list, start, stop, restart.
+    Machines {
+        #[command(subcommand)]
+        command: client::MachinesCommand,
+    },
     /// Your SSH keys.
     Keys {
         #[command(subcommand)]
@@ -106,6 +116,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Me => client::me().await,
         Command::Ns { command } => client::ns(command).await,
         Command::Keys { command } => client::keys(command).await,
+        Command::Cluster { command } => client::cluster(command).await,
+        Command::Machines { command } => client::machines(command).await,
     }
 }
 
