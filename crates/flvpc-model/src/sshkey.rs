@@ -63,6 +63,9 @@ impl PublicKey {
                 "has an unsupported type; use ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa (2048 bits or more)",
             ));
         }
+        if comment.split_whitespace().any(is_supported) {
+            return Err(Invalid::new(FIELD, "holds more than one key: add each key on its own, with its own name"));
+        }
         if comment.chars().count() > MAX_COMMENT {
             return Err(Invalid::new(FIELD, format!("comment is longer than {MAX_COMMENT} characters")));
         }
@@ -279,6 +282,8 @@ mod tests {
         for case in cases {
             assert!(PublicKey::parse(case).is_err(), "{case:?}");
         }
+        let two_on_one_line = format!("{ED25519} {ED25519}");
+        assert!(PublicKey::parse(&two_on_one_line).is_err());
         let two_lines = format!("{ED25519}\n{ED25519}");
         assert!(PublicKey::parse(&two_lines).is_err());
         let nul = format!("{ED25519}\0x");

@@ -15,6 +15,7 @@
 mod common;
 
 use common::{password_of, ssh_keygen, standard_fixture, Backend, ROOT_PASSWORD};
+use flvpc_server::throttle::LoginThrottle;
 use flvpc_server::{AppState, Config};
 use flvpc_store::{Store, TokenKind};
 use reqwest::{Method, StatusCode};
@@ -131,6 +132,20 @@ async fn template() -> Arc<Template> {
         .await
         .expect("copy fixture database");
     conn.close().await.expect("close");
+    // A cluster for `red`: a saved spec, one machine n0, and an operation alice started.
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.expect("open template");
+    for statement in [
+        "INSERT INTO cluster_specs (namespace_id, spec, updated_at, updated_by) \
+         SELECT id, 'machines:\n- count: 1\n  spec:\n    name: n%d\n', 0, 'alice' FROM namespaces WHERE name = 'red'",
+        "INSERT INTO machines (namespace_id, name, image, backend, cpus, memory_mb, disk_gb, spec_hash, desired, observed, \
+         created_at, updated_at) SELECT id, 'n0', 'flvpc/debian:12', 'docker', 1, 256, 4, 'fixture', 'running', \
+         'not_created', 0, 0 FROM namespaces WHERE name = 'red'",
+        "INSERT INTO operations (id, kind, namespace, machine, goal, targets, state, done, total, created_by, created_at) \
+         VALUES ('op-fixture', 'cluster.create', 'red', NULL, 'apply', 'n0', 'succeeded', 1, 1, 'alice', 0)",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.expect("template cluster");
+    }
+    conn.close().await.expect("close");
     Arc::new(Template { _dir: dir, db, bearer, panel, spare_key })
 }
 
@@ -159,7 +174,11 @@ async fn instance(template: &Template) -> Instance {
     forget_instance_id(&url).await;
     let store = Store::open(&url).await.expect("open store");
     let config = Config { data_dir: dir.path().to_owned(), max_body_bytes: 64 * 1024, ..Config::default() };
-    let state = AppState::new(store, config).await.expect("state");
+    // Authorization is the subject here, so machines live in the recording fake engine;
+    // tests/machines.rs drives the real Docker engine.
+    let engine = flvpc_host::FakeEngine::new();
+    engine.add_image("flvpc/debian:12");
+    let state = AppState::with_parts(store, config, LoginThrottle::default(), Arc::new(engine)).await.expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -191,6 +210,19 @@ async fn forget_instance_id(url: &str) {
     conn.close().await.expect("close");
 }
 
+/// Columns the reconciler writes in the background (observed state, operation
+/// progress): a request's own effect is judged on everything else.
+const RECONCILER_COLUMNS: &[(&str, &str)] = &[
+    ("machines", "observed"),
+    ("machines", "observed_at"),
+    ("machines", "ip"),
+    ("machines", "error"),
+    ("operations", "state"),
+    ("operations", "done"),
+    ("operations", "error"),
+    ("operations", "finished_at"),
+];
+
 /// Everything in the database, table by table, as sorted text rows. `last_used_at`
 /// is left out (reading with a token records its use); `audit` only when asked.
 async fn snapshot(url: &str, with_audit: bool) -> BTreeMap<String, Vec<String>> {
@@ -215,7 +247,7 @@ async fn snapshot(url: &str, with_audit: bool) -> BTreeMap<String, Vec<String>> 
             .map(|row| {
                 row.columns()
                     .iter()
-                    .filter(|c| c.name() != "last_used_at")
+                    .filter(|c| !RECONCILER_COLUMNS.contains(&(table.as_str(), c.name())) && c.name() != "last_used_at")
                     .map(|c| format!("{}={}", c.name(), cell(row, c.ordinal())))
                     .collect::<Vec<_>>()
                     .join(" ")
@@ -264,7 +296,7 @@ impl Answer {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
 
-    /// The flash message kind a redirect carries: `Some(true)` for an error.
+    /// The kind of flash message the response sets, if any.
     fn flash(&self) -> Flash {
         let value = self.set_cookies.iter().find_map(|c| c.strip_prefix("flvpc_flash=")).map(|v| {
             let v = v.split(';').next().unwrap_or_default();
@@ -312,7 +344,12 @@ async fn send(
         .filter_map(|v| v.to_str().ok())
         .map(str::to_owned)
         .collect();
-    let body = response.text().await.expect("body");
+    // An event stream never ends: its status and headers are the answer.
+    let body = if content_type.starts_with("text/event-stream") {
+        String::new()
+    } else {
+        response.text().await.expect("body")
+    };
     Answer { status, location, set_cookies, content_type, body }
 }
 
@@ -425,6 +462,9 @@ fn api_rows() -> Vec<ApiRow> {
     const ANY_USER: [u16; 5] = [401, 200, 200, 200, 200];
     const SUPERADMIN: [u16; 5] = [401, 200, 403, 403, 403];
     const MEMBERS: [u16; 5] = [401, 200, 200, 200, 404];
+    const NS_ADMIN: [u16; 5] = [401, 200, 200, 403, 404];
+    const NS_ADMIN_202: [u16; 5] = [401, 202, 202, 403, 404];
+    const MEMBERS_202: [u16; 5] = [401, 202, 202, 202, 404];
     vec![
         row("POST", "/api/v1/auth/login", |_| "/api/v1/auth/login".into(), [401, 200, 200, 200, 200])
             .what("own credentials")
@@ -495,6 +535,55 @@ fn api_rows() -> Vec<ApiRow> {
         row("GET", "/api/v1/audit", |_| "/api/v1/audit".into(), SUPERADMIN).what("whole log"),
         row("GET", "/api/v1/audit", |_| "/api/v1/audit?namespace=red".into(), [401, 200, 200, 403, 404])
             .what("?namespace=red"),
+        row("GET", "/api/v1/namespaces/{ns}/cluster", |_| "/api/v1/namespaces/red/cluster".into(), MEMBERS),
+        row("PUT", "/api/v1/namespaces/{ns}/cluster", |_| "/api/v1/namespaces/red/cluster".into(), NS_ADMIN)
+            .body(|_, _| Some(json!({"machines": [{"count": 2, "spec": {"name": "n%d"}}]}))),
+        row(
+            "POST",
+            "/api/v1/namespaces/{ns}/cluster/create",
+            |_| "/api/v1/namespaces/red/cluster/create".into(),
+            NS_ADMIN_202,
+        ),
+        row(
+            "POST",
+            "/api/v1/namespaces/{ns}/cluster/start",
+            |_| "/api/v1/namespaces/red/cluster/start".into(),
+            MEMBERS_202,
+        ),
+        row(
+            "POST",
+            "/api/v1/namespaces/{ns}/cluster/stop",
+            |_| "/api/v1/namespaces/red/cluster/stop".into(),
+            MEMBERS_202,
+        ),
+        row(
+            "POST",
+            "/api/v1/namespaces/{ns}/cluster/delete",
+            |_| "/api/v1/namespaces/red/cluster/delete".into(),
+            NS_ADMIN_202,
+        ),
+        row("GET", "/api/v1/namespaces/{ns}/machines", |_| "/api/v1/namespaces/red/machines".into(), MEMBERS),
+        row(
+            "POST",
+            "/api/v1/namespaces/{ns}/machines/{name}/start",
+            |_| "/api/v1/namespaces/red/machines/n0/start".into(),
+            MEMBERS_202,
+        ),
+        row(
+            "POST",
+            "/api/v1/namespaces/{ns}/machines/{name}/stop",
+            |_| "/api/v1/namespaces/red/machines/n0/stop".into(),
+            MEMBERS_202,
+        ),
+        row(
+            "POST",
+            "/api/v1/namespaces/{ns}/machines/{name}/restart",
+            |_| "/api/v1/namespaces/red/machines/n0/restart".into(),
+            MEMBERS_202,
+        ),
+        // Operations are seen by who started them (alice) and the superadmin.
+        row("GET", "/api/v1/operations/{id}", |_| "/api/v1/operations/op-fixture".into(), [401, 200, 200, 404, 404]),
+        row("GET", "/api/v1/events", |_| "/api/v1/events".into(), ANY_USER).what("event stream (headers only)"),
     ]
 }
 
@@ -665,23 +754,32 @@ async fn invalid_bearer_tokens_get_401_on_every_secured_operation() {
     let server = instance(&template).await;
     let operations = openapi_operations(&server.base).await;
     let rows = api_rows();
-    // A well-formed but unknown secret, a panel session secret in the wrong scheme, garbage, and an over-long one.
+    // No token, a well-formed but unknown secret, garbage, an over-long one, an empty one.
     let fake = format!("flvpc_s_{}", "0".repeat(64));
     let long = "x".repeat(5000);
+    let tokens = [None, Some(fake.as_str()), Some("garbage"), Some(long.as_str()), Some("")];
     let mut failures = Vec::new();
     let before = snapshot(&server.url, true).await;
     for ((method, route), secured) in &operations {
         if !secured {
             continue;
         }
-        let r = rows.iter().find(|r| r.method == method && r.route == route).expect("row for every operation");
-        let path = (r.path)(Root);
-        for token in [fake.as_str(), "garbage", long.as_str(), ""] {
-            let payload = (r.body)(Root, &template).map(Payload::Json).unwrap_or(Payload::Nothing);
-            let answer = send(&server.base, method, &path, Some(token), None, payload).await;
-            let body = answer.json();
-            if answer.status != 401 || body["error"]["code"] != "unauthenticated" {
-                failures.push(format!("{method} {path} with token {:.20?}: {} {}", token, answer.status, answer.body));
+        // The row's request when there is one; else the route with every parameter `red`.
+        let row = rows.iter().find(|r| r.method == method && r.route == route);
+        let path = match row {
+            Some(r) => (r.path)(Root),
+            None => {
+                route.split('/').map(|seg| if seg.starts_with('{') { "red" } else { seg }).collect::<Vec<_>>().join("/")
+            }
+        };
+        for token in tokens {
+            let body = row.and_then(|r| (r.body)(Root, &template)).unwrap_or_else(|| json!({}));
+            let payload = if method == "GET" { Payload::Nothing } else { Payload::Json(body) };
+            let answer = send(&server.base, method, &path, token, None, payload).await;
+            let code = answer.json()["error"]["code"].clone();
+            if answer.status != 401 || code != "unauthenticated" {
+                failures
+                    .push(format!("{method} {path} with token {token:.20?}: {} {:.200}", answer.status, answer.body));
             }
         }
     }
@@ -821,6 +919,10 @@ fn panel_forms() -> Vec<PanelRow> {
     let admin_ok = |to: &'static str, refused: &'static str| {
         [TO_LOGIN, Redirect(to, Ok), Redirect(refused, Error), Redirect(refused, Error), Redirect(refused, Error)]
     };
+    let ns_admin_ok =
+        |to: &'static str| [TO_LOGIN, Redirect(to, Ok), Redirect(to, Ok), Redirect(to, Error), Redirect(to, Error)];
+    let members_ok =
+        |to: &'static str| [TO_LOGIN, Redirect(to, Ok), Redirect(to, Ok), Redirect(to, Ok), Redirect(to, Error)];
     vec![
         form(
             "/login",
@@ -902,6 +1004,43 @@ fn panel_forms() -> Vec<PanelRow> {
             "/namespaces/red/members/bob/delete",
             no_form,
             admin_ok("/namespaces/red", "/namespaces/red"),
+        ),
+        form(
+            "/namespaces/{ns}/cluster",
+            "/namespaces/red/cluster",
+            |_, _| vec![("spec", "machines:\n- count: 2\n  spec:\n    name: n%d\n".into())],
+            ns_admin_ok("/namespaces/red#spec"),
+        ),
+        form(
+            "/namespaces/{ns}/cluster/form",
+            "/namespaces/red/cluster/form",
+            |_, _| {
+                [
+                    ("count", "2"),
+                    ("name", "n%d"),
+                    ("image", "flvpc/debian:12"),
+                    ("cpus", "1"),
+                    ("memory_mb", "256"),
+                    ("disk_gb", "4"),
+                    ("ssh_port", "0"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k, v.to_owned()))
+                .collect()
+            },
+            ns_admin_ok("/namespaces/red#spec"),
+        ),
+        form(
+            "/namespaces/{ns}/cluster/{action}",
+            "/namespaces/red/cluster/start",
+            no_form,
+            members_ok("/namespaces/red#machines"),
+        ),
+        form(
+            "/namespaces/{ns}/machines/{name}/{action}",
+            "/namespaces/red/machines/n0/restart",
+            no_form,
+            members_ok("/namespaces/red#machines"),
         ),
     ]
 }

@@ -117,7 +117,12 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     let r = server.post("/api/v1/users", &root, serde_json::json!({"login": "ann", "password": "ann-password"})).await;
     assert_eq!(r.status, reqwest::StatusCode::CREATED);
     let r = server
-        .call(reqwest::Method::PUT, &format!("/api/v1/namespaces/{ns}/members/ann"), Some(&root), Some(serde_json::json!({"role": "admin"})))
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/namespaces/{ns}/members/ann"),
+            Some(&root),
+            Some(serde_json::json!({"role": "admin"})),
+        )
         .await;
     assert_eq!(r.status, reqwest::StatusCode::CREATED);
 
@@ -188,9 +193,12 @@ struct DockerCleanup(String);
 
 impl Drop for DockerCleanup {
     fn drop(&mut self) {
-        let out = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=flvpc.namespace={}", self.0)]).output();
-        let ids: Vec<String> =
-            out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=flvpc.namespace={}", self.0)])
+            .output();
+        let ids: Vec<String> = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
         if !ids.is_empty() {
             let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).output();
         }

@@ -52,7 +52,15 @@ pub struct AuditEntry {
 /// Longest text kept in any audit field: hostile input must not bloat the log.
 const MAX_FIELD: usize = 512;
 
+/// Bounds a field and writes control characters as escapes: hostile input must neither
+/// bloat the log nor keep a record out of it (PostgreSQL refuses NUL in text), nor fake
+/// new lines in an export.
 fn clip(value: String) -> String {
+    let value = if value.chars().any(char::is_control) {
+        value.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    } else {
+        value
+    };
     if value.len() <= MAX_FIELD {
         return value;
     }
@@ -133,5 +141,18 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_fields_bounded() {
+        assert_eq!(clip("bob\0\n".into()), "bob\\u{0}\\n");
+        assert_eq!(clip("plain".into()), "plain");
+        let long = clip("é".repeat(600));
+        assert!(long.len() <= MAX_FIELD + "…".len());
     }
 }

@@ -685,28 +685,25 @@ impl Store {
         if id.len() > 64 {
             return Ok(None);
         }
-        let row = sqlx::query(select_operations!("WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(select_operations!("WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(operation_from).transpose()
     }
 
     /// The latest operations of a namespace, newest first.
     pub async fn namespace_operations(&self, grant: &NamespaceGrant, limit: i64) -> Result<Vec<Operation>, StoreError> {
         let rows = sqlx::query(select_operations!("WHERE namespace = $1 ORDER BY created_at DESC LIMIT $2"))
-        .bind(grant.namespace().as_str())
-        .bind(limit.clamp(1, 100))
-        .fetch_all(&self.pool)
-        .await?;
+            .bind(grant.namespace().as_str())
+            .bind(limit.clamp(1, 100))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(operation_from).collect()
     }
 
     /// Operations not finished yet (after a restart, the reconciler picks them up again).
     pub async fn open_operations(&self, _: &SystemGrant) -> Result<Vec<Operation>, StoreError> {
         let rows = sqlx::query(select_operations!("WHERE state IN ('pending', 'running') ORDER BY created_at"))
-        .fetch_all(&self.pool)
-        .await?;
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(operation_from).collect()
     }
 

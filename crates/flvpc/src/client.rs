@@ -170,7 +170,7 @@ async fn follow(id: &str) -> anyhow::Result<()> {
         let state = op.get("state").and_then(Value::as_str).unwrap_or("unknown");
         let kind = op.get("kind").and_then(Value::as_str).unwrap_or("operation");
         let width = 30u64;
-        let filled = if total > 0 { (done * width / total).min(width) } else { width };
+        let filled = (done * width).checked_div(total).map_or(width, |f| f.min(width));
         let bar = format!("{}{}", "#".repeat(filled as usize), "-".repeat((width - filled) as usize));
         let mut err = std::io::stderr();
         let _ = write!(err, "\r\x1b[2K{kind} [{bar}] {done}/{total} {state} {:.0}s", started.elapsed().as_secs_f64());

@@ -42,27 +42,29 @@ fn docker(args: &[&str]) -> String {
 }
 
 fn serve(data: &Path, port: u16) -> Server {
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--port-range",
-            "31200-31299",
-            "--publish-address",
-            "127.0.0.1",
-        ])
-        .env("FLVPC_DATA_DIR", data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start flvpc serve");
+    let server = Server(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--port-range",
+                "31200-31299",
+                "--publish-address",
+                "127.0.0.1",
+            ])
+            .env("FLVPC_DATA_DIR", data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start flvpc serve"),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "flvpc serve did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server(child)
+    server
 }
 
 fn cli(data: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {

@@ -94,7 +94,7 @@ pub async fn sign_in(
     };
     if let Some(wait) = state.throttle.check(login, source) {
         state.metrics.logins_throttled.fetch_add(1, Relaxed);
-        let _ = state.store.record_audit(audit("throttled", None)).await;
+        let _ = state.store.record_audit(audit("too_many_attempts", None)).await;
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_attempts",

@@ -121,7 +121,7 @@ pub struct KeyForm {
 
 /// POST /account/keys.
 pub async fn add_key(State(state): State<AppState>, user: PanelUser, Form(form): Form<KeyForm>) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let result = ops::add_key(&state, &user.caller, &form.name, &form.public_key).await;
@@ -135,7 +135,7 @@ pub async fn delete_key(
     Path(name): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let result = ops::delete_key(&state, &user.caller, &name).await;
@@ -152,7 +152,7 @@ pub struct TokenForm {
 
 /// POST /account/tokens: shows the new secret on the page itself, once.
 pub async fn create_token(State(state): State<AppState>, user: PanelUser, Form(form): Form<TokenForm>) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     match ops::create_token(&state, &user.caller, &form.name).await {
@@ -168,7 +168,7 @@ pub async fn delete_token(
     Path(name): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let result = ops::delete_token(&state, &user.caller, &name).await;
@@ -190,7 +190,7 @@ pub async fn change_password(
     user: PanelUser,
     Form(form): Form<PasswordForm>,
 ) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let login = user.caller.principal().login().to_string();

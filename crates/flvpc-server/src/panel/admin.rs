@@ -12,13 +12,14 @@ use axum::Form;
 use maud::html;
 use serde::Deserialize;
 
-fn only_superadmin(user: &PanelUser) -> Result<(), Response> {
-    user.caller.principal().superadmin().map(|_| ()).map_err(|d| layout::error_page(d.into()))
+/// The refusal page for anyone but the superadmin; None for the superadmin.
+fn superadmin_refusal(user: &PanelUser) -> Option<Response> {
+    user.caller.principal().superadmin().err().map(|d| layout::error_page(d.into()))
 }
 
 /// GET /admin/users.
 pub async fn users(State(state): State<AppState>, user: PanelUser) -> Response {
-    if let Err(denied) = only_superadmin(&user) {
+    if let Some(denied) = superadmin_refusal(&user) {
         return denied;
     }
     let list = match ops::list_users(&state, &user.caller).await {
@@ -81,7 +82,7 @@ pub struct NewUserForm {
 
 /// POST /admin/users.
 pub async fn create_user(State(state): State<AppState>, user: PanelUser, Form(form): Form<NewUserForm>) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let result = ops::create_user(&state, &user.caller, &form.login, &form.password).await;
@@ -97,7 +98,7 @@ pub async fn delete_user(
     Path(login): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let result = ops::delete_user(&state, &user.caller, &login).await;
@@ -119,7 +120,7 @@ pub async fn reset_password(
     Path(login): Path<String>,
     Form(form): Form<ResetForm>,
 ) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let result = ops::change_password(&state, &user.caller, &login, None, &form.password).await;
@@ -128,7 +129,7 @@ pub async fn reset_password(
 
 /// GET /admin/namespaces.
 pub async fn namespaces(State(state): State<AppState>, user: PanelUser) -> Response {
-    if let Err(denied) = only_superadmin(&user) {
+    if let Some(denied) = superadmin_refusal(&user) {
         return denied;
     }
     let list = match ops::visible_namespaces(&state, user.caller.principal()).await {
@@ -177,7 +178,7 @@ pub async fn create_namespace(
     user: PanelUser,
     Form(form): Form<NewNamespaceForm>,
 ) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     match ops::create_namespace(&state, &user.caller, &form.name).await {
@@ -198,7 +199,7 @@ pub struct AuditPage {
 
 /// GET /admin/audit.
 pub async fn audit(State(state): State<AppState>, user: PanelUser, Query(q): Query<AuditPage>) -> Response {
-    if let Err(denied) = only_superadmin(&user) {
+    if let Some(denied) = superadmin_refusal(&user) {
         return denied;
     }
     const PAGE: i64 = 50;

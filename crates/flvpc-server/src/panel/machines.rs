@@ -22,7 +22,13 @@ use serde::Deserialize;
 const EXAMPLE_SPEC: &str = "machines:\n- count: 2\n  spec:\n    name: node%d\n    image: flvpc/debian:12\n    portMappings:\n    - containerPort: 22\n    ignite:\n      cpus: 1\n      memory: 512MB\n      diskSize: 4GB\n";
 
 /// Renders the machines section of `/namespaces/{ns}`.
-pub async fn section(state: &AppState, user: &PanelUser, headers: &HeaderMap, ns: &NamespaceName, role: Role) -> Markup {
+pub async fn section(
+    state: &AppState,
+    user: &PanelUser,
+    headers: &HeaderMap,
+    ns: &NamespaceName,
+    role: Role,
+) -> Markup {
     let principal = user.caller.principal();
     let base = format!("/namespaces/{}", seg(ns.as_str()));
     let host = server_host(headers);
@@ -151,8 +157,13 @@ pub struct SpecForm {
 }
 
 /// POST /namespaces/{ns}/cluster: saves the YAML.
-pub async fn save_yaml(State(state): State<AppState>, user: PanelUser, Path(ns): Path<String>, Form(form): Form<SpecForm>) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+pub async fn save_yaml(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Path(ns): Path<String>,
+    Form(form): Form<SpecForm>,
+) -> Response {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let result = ops::put_spec(&state, &user.caller, &ns, ops::parse(&form.spec, true)).await;
@@ -187,12 +198,19 @@ pub struct QuickForm {
 }
 
 /// POST /namespaces/{ns}/cluster/form: builds a one-group spec from the form, then validates it like any other.
-pub async fn save_form(State(state): State<AppState>, user: PanelUser, Path(ns): Path<String>, Form(form): Form<QuickForm>) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+pub async fn save_form(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Path(ns): Path<String>,
+    Form(form): Form<QuickForm>,
+) -> Response {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let number = |field: &str, value: &str| {
-        value.trim().parse::<u64>().map_err(|_| crate::error::ApiError::from(flvpc_model::Invalid::new("form", format!("{field} must be a whole number"))))
+        value.trim().parse::<u64>().map_err(|_| {
+            crate::error::ApiError::from(flvpc_model::Invalid::new("form", format!("{field} must be a whole number")))
+        })
     };
     let spec = (|| {
         let count = number("count", &form.count)?;
@@ -221,7 +239,7 @@ pub async fn cluster_action(
     Path((ns, action)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let result = match action.as_str() {
@@ -231,7 +249,9 @@ pub async fn cluster_action(
         "delete" => ops::set_cluster(&state, &user.caller, &ns, Desired::Deleted).await,
         _ => return redirect_with(&state, &format!("/namespaces/{}", seg(&ns)), Flash::error("unknown action")),
     };
-    finish(&state, &format!("/namespaces/{}#machines", seg(&ns)), result, |op| format!("{} started ({} machines).", op.kind, op.total))
+    finish(&state, &format!("/namespaces/{}#machines", seg(&ns)), result, |op| {
+        format!("{} started ({} machines).", op.kind, op.total)
+    })
 }
 
 /// POST /namespaces/{ns}/machines/{name}/{action}.
@@ -241,7 +261,7 @@ pub async fn machine_action(
     Path((ns, name, action)): Path<(String, String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let action = match action.as_str() {
@@ -251,5 +271,7 @@ pub async fn machine_action(
         _ => return redirect_with(&state, &format!("/namespaces/{}", seg(&ns)), Flash::error("unknown action")),
     };
     let result = ops::machine_action(&state, &user.caller, &ns, &name, action).await;
-    finish(&state, &format!("/namespaces/{}#machines", seg(&ns)), result, |op| format!("{} of {name} started.", op.kind))
+    finish(&state, &format!("/namespaces/{}#machines", seg(&ns)), result, |op| {
+        format!("{} of {name} started.", op.kind)
+    })
 }

@@ -123,7 +123,7 @@ pub async fn set_member(
     Path(ns): Path<String>,
     Form(form): Form<MemberForm>,
 ) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let result = ops::set_member(&state, &user.caller, &ns, &form.login, &form.role).await;
@@ -144,7 +144,7 @@ pub async fn remove_member(
     Path((ns, login)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     let result = ops::remove_member(&state, &user.caller, &ns, &login).await;
@@ -159,7 +159,7 @@ pub async fn delete(
     Path(ns): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     match ops::delete_namespace(&state, &user.caller, &ns).await {

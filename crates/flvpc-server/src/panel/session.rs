@@ -31,15 +31,17 @@ impl PanelUser {
         self.caller.session.csrf.as_deref().unwrap_or_default()
     }
 
-    /// Refuses a form whose CSRF token is not this session's.
-    pub fn check_csrf(&self, sent: &str) -> Result<(), Response> {
+    /// The refusal of a form whose CSRF token is not this session's; None when it is.
+    pub fn csrf_refusal(&self, sent: &str) -> Option<Response> {
         match self.caller.session.csrf.as_deref() {
-            Some(expected) if !sent.is_empty() && constant_time_eq(expected.as_bytes(), sent.as_bytes()) => Ok(()),
-            _ => Err((
-                StatusCode::FORBIDDEN,
-                "The form expired or came from another site. Go back, reload the page and try again.",
-            )
-                .into_response()),
+            Some(expected) if !sent.is_empty() && constant_time_eq(expected.as_bytes(), sent.as_bytes()) => None,
+            _ => Some(
+                (
+                    StatusCode::FORBIDDEN,
+                    "The form expired or came from another site. Go back, reload the page and try again.",
+                )
+                    .into_response(),
+            ),
         }
     }
 }
@@ -190,7 +192,7 @@ pub struct CsrfForm {
 
 /// POST /logout.
 pub async fn logout(State(state): State<AppState>, user: PanelUser, Form(form): Form<CsrfForm>) -> Response {
-    if let Err(refused) = user.check_csrf(&form._csrf) {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     if let Err(err) = ops::sign_out(&state, &user.caller).await {
