@@ -65,6 +65,25 @@ start_dockerd() {
     for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   fi
   docker info >/dev/null 2>&1 || die "dockerd did not start (see /var/log/dockerd.log)"
+  tune_host
+}
+
+# Every machine runs its own systemd, which needs inotify instances and kernel keys: Debian's
+# defaults (128 instances, 200 keys) stop machines from booting after about 30 of them.
+tune_host() {
+  local want
+  for want in fs.inotify.max_user_instances=8192 fs.inotify.max_user_watches=1048576 \
+              kernel.keys.maxkeys=20000 kernel.keys.maxbytes=2000000; do
+    local key=${want%%=*} value=${want#*=}
+    if [ "$(sysctl -n "$key")" -lt "$value" ]; then sysctl -qw "$key=$value"; fi
+  done
+  cat > /etc/sysctl.d/60-flvpc.conf <<'CONF'
+# flvpc: room for many systemd machine containers (written by scripts/dev.sh)
+fs.inotify.max_user_instances = 8192
+fs.inotify.max_user_watches = 1048576
+kernel.keys.maxkeys = 20000
+kernel.keys.maxbytes = 2000000
+CONF
 }
 
 # The default machine image, built once with debootstrap and kept by Docker afterwards.

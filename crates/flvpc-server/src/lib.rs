@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod gateway;
 pub mod metrics;
 pub mod ops;
 pub mod panel;

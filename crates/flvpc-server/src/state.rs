@@ -30,6 +30,8 @@ pub struct Config {
     pub port_range: PortRange,
     /// The SSH gateway's port, shown in SSH commands.
     pub ssh_port: u16,
+    /// The gateway's host key: fingerprint and public key line, shown to users.
+    pub ssh_host_key: Option<(String, String)>,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             publish_address: IpAddr::from([0, 0, 0, 0]),
             port_range: PortRange { first: 20000, last: 29999 },
             ssh_port: 2222,
+            ssh_host_key: None,
         }
     }
 }

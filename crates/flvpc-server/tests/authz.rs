@@ -584,6 +584,7 @@ fn api_rows() -> Vec<ApiRow> {
         // Operations are seen by who started them (alice) and the superadmin.
         row("GET", "/api/v1/operations/{id}", |_| "/api/v1/operations/op-fixture".into(), [401, 200, 200, 404, 404]),
         row("GET", "/api/v1/events", |_| "/api/v1/events".into(), ANY_USER).what("event stream (headers only)"),
+        row("GET", "/api/v1/ssh-config", |_| "/api/v1/ssh-config".into(), ANY_USER),
     ]
 }
 

@@ -2,7 +2,9 @@
 
 use crate::passwords::{dummy_hash, hash_password, verify_password};
 use crate::{now_ms, Store, StoreError};
-use flvpc_model::{password, KeyName, Login, NamespaceName, Principal, PublicKey, Role, SuperadminGrant, UserGrant};
+use flvpc_model::{
+    password, KeyName, Login, NamespaceName, Principal, PublicKey, Role, SuperadminGrant, SystemGrant, UserGrant,
+};
 use sqlx::Row;
 use std::collections::BTreeMap;
 
@@ -227,6 +229,25 @@ impl Store {
             );
         }
         Ok(Some(Principal::new(user_id, login, superadmin, memberships)))
+    }
+
+    /// The user `login` if `fingerprint` is one of their keys (the SSH gateway's check).
+    pub async fn user_with_key(
+        &self,
+        _: &SystemGrant,
+        login: &str,
+        fingerprint: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        if Login::parse(login).is_err() {
+            return Ok(None);
+        }
+        Ok(sqlx::query_scalar(
+            "SELECT u.id FROM users u JOIN ssh_keys k ON k.user_id = u.id WHERE u.login = $1 AND k.fingerprint = $2",
+        )
+        .bind(login)
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// The caller's own SSH keys, by name.

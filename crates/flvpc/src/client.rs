@@ -396,3 +396,42 @@ fn segment(value: &str) -> anyhow::Result<&str> {
     }
     Ok(value)
 }
+
+/// `flvpc ssh-config`.
+pub async fn ssh_config() -> anyhow::Result<()> {
+    let config = load()?;
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/ssh-config", config.server.trim_end_matches('/')))
+        .bearer_auth(&config.token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the flvpc server at {}", config.server))?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        bail!("{text} (HTTP {})", status.as_u16());
+    }
+    print!("{text}");
+    Ok(())
+}
+
+/// `flvpc ssh NS/MACHINE`: replaces this process with OpenSSH's client, jumping through the gateway.
+pub async fn ssh(target: &str, extra: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let (ns, name) = split_target(target)?;
+    let list = call(reqwest::Method::GET, &format!("/api/v1/namespaces/{ns}/machines"), None).await?;
+    let machine = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m.get("name").and_then(Value::as_str) == Some(name))
+        .with_context(|| format!("no machine {name} in {ns}"))?;
+    let jump = machine.pointer("/ssh/jump").and_then(Value::as_str).context("the server sent no SSH command")?;
+    // The server builds this command from validated names only: splitting on spaces is exact.
+    let mut words = jump.split_whitespace();
+    if words.next() != Some("ssh") {
+        bail!("unexpected SSH command from the server: {jump}");
+    }
+    let err = std::process::Command::new("ssh").args(words).args(extra).exec();
+    bail!("cannot run ssh (is openssh-client installed?): {err}")
+}

@@ -58,6 +58,16 @@ enum Command {
         #[command(subcommand)]
         command: client::MachinesCommand,
     },
+    /// Print ~/.ssh/config blocks that reach your machines through the flvpc SSH gateway.
+    SshConfig,
+    /// SSH into NAMESPACE/MACHINE through the gateway (runs OpenSSH's ssh).
+    Ssh {
+        /// NAMESPACE/MACHINE
+        target: String,
+        /// Extra arguments for ssh (after --), e.g. a command.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Your SSH keys.
     Keys {
         #[command(subcommand)]
@@ -117,6 +127,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ns { command } => client::ns(command).await,
         Command::Keys { command } => client::keys(command).await,
         Command::Cluster { command } => client::cluster(command).await,
+        Command::SshConfig => client::ssh_config().await,
+        Command::Ssh { target, args } => client::ssh(target, args).await,
         Command::Machines { command } => client::machines(command).await,
     }
 }

@@ -18,6 +18,21 @@ pub struct ServeArgs {
     /// Mark session cookies Secure (when flvpc is served behind TLS).
     #[arg(long, env = "FLVPC_SECURE_COOKIES")]
     secure_cookies: bool,
+    /// Address of the SSH gateway (the jump host to the machines).
+    #[arg(long, env = "FLVPC_SSH_LISTEN", default_value = "0.0.0.0:2222")]
+    ssh_listen: SocketAddr,
+    /// Seconds a gateway client has to authenticate.
+    #[arg(long, env = "FLVPC_SSH_AUTH_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    ssh_auth_timeout: u64,
+    /// Seconds without traffic after which a gateway connection is closed.
+    #[arg(long, env = "FLVPC_SSH_IDLE_TIMEOUT", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(10..=7 * 86400))]
+    ssh_idle_timeout: u64,
+    /// Gateway connections at once, all users together.
+    #[arg(long, env = "FLVPC_SSH_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    ssh_max_connections: u64,
+    /// Gateway connections at once per user.
+    #[arg(long, env = "FLVPC_SSH_MAX_CONNECTIONS_PER_USER", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    ssh_max_connections_per_user: u64,
     /// Host address that machines' ports are published on.
     #[arg(long, env = "FLVPC_PUBLISH_ADDRESS", default_value = "0.0.0.0")]
     publish_address: std::net::IpAddr,
@@ -49,6 +64,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
     if !store.superadmin_exists().await? {
         tracing::warn!("no superadmin yet: run `flvpc admin init --login admin --password-stdin` on this host");
     }
+    let host_key = flvpc_server::gateway::load_or_create_host_key(data_dir).map_err(anyhow::Error::msg)?;
     let config = Config {
         listen: args.listen,
         data_dir: data_dir.to_path_buf(),
@@ -56,6 +72,8 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         secure_cookies: args.secure_cookies,
         publish_address: args.publish_address,
         port_range: args.port_range,
+        ssh_port: args.ssh_listen.port(),
+        ssh_host_key: Some((host_key.fingerprint.clone(), host_key.public.clone())),
         ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -63,6 +81,19 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         .with_context(|| format!("cannot listen on {}: is another flvpc (or program) using it?", args.listen))?;
     tracing::info!("flvpc panel and API on http://{}", listener.local_addr()?);
     let state = AppState::new(store, config).await?;
+    let gateway = flvpc_server::gateway::GatewayConfig {
+        auth_timeout: std::time::Duration::from_secs(args.ssh_auth_timeout),
+        idle_timeout: std::time::Duration::from_secs(args.ssh_idle_timeout),
+        max_connections: usize::try_from(args.ssh_max_connections).unwrap_or(usize::MAX),
+        max_connections_per_user: usize::try_from(args.ssh_max_connections_per_user).unwrap_or(usize::MAX),
+        ..Default::default()
+    };
+    let fingerprint = host_key.fingerprint.clone();
+    let (ssh_addr, _gateway) =
+        flvpc_server::gateway::spawn(args.ssh_listen, state.clone(), gateway, host_key).await.with_context(|| {
+            format!("cannot listen on {} for the SSH gateway: is another program using it?", args.ssh_listen)
+        })?;
+    tracing::info!("SSH gateway on {ssh_addr}, host key {fingerprint}");
     flvpc_server::serve(listener, state, shutdown_signal()).await.context("the HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())

@@ -258,3 +258,28 @@ pub async fn events(
     let stream = stream.filter_map(|x| x);
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
+
+/// ~/.ssh/config blocks for the caller's machines through the SSH gateway (text).
+#[utoipa::path(get, path = "/api/v1/ssh-config", tag = "machines", security(("bearer" = [])),
+    responses((status = 200, description = "~/.ssh/config blocks", body = String, content_type = "text/plain"), (status = 401, body = ErrorBody)))]
+pub async fn ssh_config(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> ApiResult<Response> {
+    let text = ssh_config_for(&state, caller.principal(), &server_host(&headers)).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// The ssh-config text for `principal` (API and panel).
+pub async fn ssh_config_for(state: &AppState, principal: &flvpc_model::Principal, host: &str) -> ApiResult<String> {
+    let namespaces: Vec<String> = crate::ops::visible_namespaces(state, principal)
+        .await?
+        .into_iter()
+        .filter(|(ns, _)| principal.role_in(&ns.name).is_some())
+        .map(|(ns, _)| ns.name.to_string())
+        .collect();
+    Ok(crate::gateway::ssh_config_text(
+        principal.login().as_str(),
+        host,
+        state.config.ssh_port,
+        state.config.ssh_host_key.as_ref(),
+        &namespaces,
+    ))
+}

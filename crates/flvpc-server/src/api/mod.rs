@@ -7,7 +7,7 @@ mod machines;
 mod namespaces;
 pub mod wire;
 
-pub use machines::{machine_out, server_host};
+pub use machines::{machine_out, server_host, ssh_config_for};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -68,6 +68,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(machines::restart_machine))
         .routes(routes!(machines::get_operation))
         .routes(routes!(machines::events))
+        .routes(routes!(machines::ssh_config))
         .split_for_parts()
 }
 

@@ -24,12 +24,13 @@ pub fn finish<T>(
     }
 }
 
-async fn render(state: &AppState, user: &PanelUser, new_token: Option<(String, String)>) -> Response {
+async fn render(state: &AppState, user: &PanelUser, host: &str, new_token: Option<(String, String)>) -> Response {
     let principal = user.caller.principal();
     let (keys, tokens) = match (ops::list_keys(state, principal).await, ops::list_tokens(state, principal).await) {
         (Ok(k), Ok(t)) => (k, t),
         (Err(e), _) | (_, Err(e)) => return layout::error_page(e),
     };
+    let ssh_config = crate::api::ssh_config_for(state, principal, host).await.unwrap_or_default();
     let body = html! {
         h1 { "Account" }
         section #keys {
@@ -89,6 +90,14 @@ async fn render(state: &AppState, user: &PanelUser, new_token: Option<(String, S
                 button.primary type="submit" { "Create token" }
             }
         }
+        section #ssh {
+            h2 { "SSH access" }
+            p.muted { "The flvpc SSH gateway on port " (state.config.ssh_port) " takes you to your machines with your keys: "
+                code { "ssh -J " (principal.login().as_str()) "@" (host) ":" (state.config.ssh_port) " root@<machine>.<namespace>" } "." }
+            @if let Some((fingerprint, _)) = &state.config.ssh_host_key { p { "Gateway host key: " code.fingerprint { (fingerprint) } } }
+            p { "Or put this in " code { "~/.ssh/config" } " and run " code { "ssh <machine>.<namespace>" } " (also printed by " code { "flvpc ssh-config" } "):" }
+            pre.copy { (ssh_config) }
+        }
         section #password { h2 { "Password" } (password_form(user)) }
     };
     page(state, user, "Account", Nav::Account, body)
@@ -106,8 +115,8 @@ fn password_form(user: &PanelUser) -> Markup {
 }
 
 /// GET /account.
-pub async fn show(State(state): State<AppState>, user: PanelUser) -> Response {
-    render(&state, &user, None).await
+pub async fn show(State(state): State<AppState>, user: PanelUser, headers: axum::http::HeaderMap) -> Response {
+    render(&state, &user, &crate::api::server_host(&headers), None).await
 }
 
 /// The add-key form.
@@ -151,12 +160,19 @@ pub struct TokenForm {
 }
 
 /// POST /account/tokens: shows the new secret on the page itself, once.
-pub async fn create_token(State(state): State<AppState>, user: PanelUser, Form(form): Form<TokenForm>) -> Response {
+pub async fn create_token(
+    State(state): State<AppState>,
+    user: PanelUser,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
     match ops::create_token(&state, &user.caller, &form.name).await {
-        Ok((name, issued)) => render(&state, &user, Some((name.to_string(), issued.secret))).await,
+        Ok((name, issued)) => {
+            render(&state, &user, &crate::api::server_host(&headers), Some((name.to_string(), issued.secret))).await
+        }
         Err(err) => redirect_with(&state, "/account#tokens", Flash::error(err.message)),
     }
 }

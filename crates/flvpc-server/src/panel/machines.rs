@@ -90,6 +90,7 @@ pub async fn section(
                                 td { @for p in &out.ports { code { (p.host_port) "→" (p.container_port) "/" (p.protocol) } " " } }
                                 td.ssh {
                                     @if let Some(direct) = &out.ssh.direct { pre.copy.small { (direct) } }
+                                    pre.copy.small title="through the flvpc SSH gateway" { (out.ssh.jump) }
                                 }
                                 td.actions {
                                     @let mbase = format!("machines/{}", seg(&out.name));

@@ -3,6 +3,8 @@
 //! FLVPC_TEST_POSTGRES), with a known set of people.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use flvpc_server::throttle::{Limits, LoginThrottle};
 use flvpc_server::{AppState, Config};
 use flvpc_store::Store;
