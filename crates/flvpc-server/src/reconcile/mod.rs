@@ -53,7 +53,7 @@ impl Default for Settings {
         Self {
             instance: String::new(),
             publish_address: IpAddr::from([0, 0, 0, 0]),
-            concurrency: 16,
+            concurrency: 32,
             stop_timeout: Duration::from_secs(10),
             resync_every: Duration::from_secs(30),
         }
