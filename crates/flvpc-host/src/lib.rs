@@ -12,11 +12,13 @@
 
 #![warn(missing_docs)]
 
+pub mod capacity;
 pub mod docker;
 pub mod engine;
 pub mod fake;
 pub mod image;
 
+pub use capacity::{host_capacity, Capacity};
 pub use docker::{wait_ssh_ready, DockerEngine, ExecOutput};
 pub use engine::{
     container_name, network_name, Engine, EngineError, MachineDetails, MachineInfo, MachineSpec, MachineState,

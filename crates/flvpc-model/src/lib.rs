@@ -7,6 +7,7 @@
 pub mod names;
 pub mod password;
 pub mod policy;
+pub mod quota;
 pub mod role;
 pub mod spec;
 pub mod sshkey;

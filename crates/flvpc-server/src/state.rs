@@ -32,6 +32,10 @@ pub struct Config {
     pub ssh_port: u16,
     /// The gateway's host key: fingerprint and public key line, shown to users.
     pub ssh_host_key: Option<(String, String)>,
+    /// Cap on the CPUs of all running machines, as a multiple of the host's (None: no cap).
+    pub overcommit_cpu: Option<f64>,
+    /// Cap on the memory of all running machines, as a multiple of the host's (None: no cap).
+    pub overcommit_memory: Option<f64>,
 }
 
 impl Default for Config {
@@ -46,6 +50,8 @@ impl Default for Config {
             port_range: PortRange { first: 20000, last: 29999 },
             ssh_port: 2222,
             ssh_host_key: None,
+            overcommit_cpu: None,
+            overcommit_memory: None,
         }
     }
 }

@@ -585,6 +585,14 @@ fn api_rows() -> Vec<ApiRow> {
         row("GET", "/api/v1/operations/{id}", |_| "/api/v1/operations/op-fixture".into(), [401, 200, 200, 404, 404]),
         row("GET", "/api/v1/events", |_| "/api/v1/events".into(), ANY_USER).what("event stream (headers only)"),
         row("GET", "/api/v1/ssh-config", |_| "/api/v1/ssh-config".into(), ANY_USER),
+        row(
+            "PUT",
+            "/api/v1/namespaces/{ns}/quota",
+            |_| "/api/v1/namespaces/red/quota".into(),
+            [401, 200, 403, 403, 403],
+        )
+        .body(|_, _| Some(json!({"machines": 5, "memory_mb": 4096}))),
+        row("GET", "/api/v1/capacity", |_| "/api/v1/capacity".into(), SUPERADMIN),
     ]
 }
 

@@ -13,6 +13,7 @@ mod machines;
 mod migrations;
 mod namespaces;
 mod passwords;
+mod quotas;
 mod tokens;
 mod users;
 
@@ -20,6 +21,7 @@ pub use audit::{AuditEntry, AuditRecord, NewAudit};
 pub use error::StoreError;
 pub use machines::{Desired, MachinePlan, MachineRecord, Operation, PortRange, PortRecord, PortRequest, StoredSpec};
 pub use namespaces::{Member, Namespace};
+pub use quotas::NamespaceUsage;
 pub use tokens::{ApiToken, IssuedToken, Session, TokenKind};
 pub use users::{SshKey, User};
 

@@ -33,12 +33,26 @@ pub struct ServeArgs {
     /// Gateway connections at once per user.
     #[arg(long, env = "FLVPC_SSH_MAX_CONNECTIONS_PER_USER", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     ssh_max_connections_per_user: u64,
+    /// Cap the CPUs of all running machines at R × the host's CPUs (default: no cap, as in the original).
+    #[arg(long, env = "FLVPC_OVERCOMMIT_CPU", value_parser = parse_ratio)]
+    overcommit_cpu: Option<f64>,
+    /// Cap the memory of all running machines at R × the host's memory (default: no cap).
+    #[arg(long, env = "FLVPC_OVERCOMMIT_MEMORY", value_parser = parse_ratio)]
+    overcommit_memory: Option<f64>,
     /// Host address that machines' ports are published on.
     #[arg(long, env = "FLVPC_PUBLISH_ADDRESS", default_value = "0.0.0.0")]
     publish_address: std::net::IpAddr,
     /// Host ports handed out to machines whose spec gives no hostPort, as FIRST-LAST.
     #[arg(long, env = "FLVPC_PORT_RANGE", default_value = "20000-29999", value_parser = parse_port_range)]
     port_range: flvpc_store::PortRange,
+}
+
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    let ratio: f64 = value.trim().parse().map_err(|_| format!("{value:?} is not a number, e.g. 1.5"))?;
+    if !ratio.is_finite() || ratio <= 0.0 || ratio > 1000.0 {
+        return Err("the ratio must be a number above 0 and at most 1000, e.g. 1.5".into());
+    }
+    Ok(ratio)
 }
 
 fn parse_port_range(value: &str) -> Result<flvpc_store::PortRange, String> {
@@ -73,6 +87,8 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         publish_address: args.publish_address,
         port_range: args.port_range,
         ssh_port: args.ssh_listen.port(),
+        overcommit_cpu: args.overcommit_cpu,
+        overcommit_memory: args.overcommit_memory,
         ssh_host_key: Some((host_key.fingerprint.clone(), host_key.public.clone())),
         ..Config::default()
     };

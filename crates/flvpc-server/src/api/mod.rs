@@ -57,6 +57,8 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(namespaces::list_members))
         .routes(routes!(namespaces::set_member, namespaces::remove_member))
         .routes(routes!(namespaces::audit))
+        .routes(routes!(namespaces::set_quota))
+        .routes(routes!(namespaces::capacity))
         .routes(routes!(machines::get_cluster, machines::put_cluster))
         .routes(routes!(machines::create_cluster))
         .routes(routes!(machines::start_cluster))

@@ -28,7 +28,7 @@ pub async fn create_namespace(
     caller: Caller,
     ApiJson(body): ApiJson<NewNamespace>,
 ) -> ApiResult<(StatusCode, Json<NamespaceOut>)> {
-    let ns = ops::create_namespace(&state, &caller, &body.name).await?;
+    let ns = ops::create_namespace(&state, &caller, &body.name, body.quota.map(Into::into)).await?;
     Ok((StatusCode::CREATED, Json(NamespaceOut::new(ns, Role::Admin))))
 }
 
@@ -122,4 +122,58 @@ pub async fn audit(
     let entries =
         ops::audit_log(&state, caller.principal(), q.namespace.as_deref(), q.before, q.limit.unwrap_or(100)).await?;
     Ok(Json(entries.into_iter().map(AuditOut::from).collect()))
+}
+
+/// Set a namespace's quota (superadmin); null fields are unlimited. Machines already there
+/// stay; only growth beyond the quota is refused (422 quota_exceeded).
+#[utoipa::path(put, path = "/api/v1/namespaces/{ns}/quota", tag = "namespaces", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name")), request_body = QuotaBody,
+    responses((status = 200, body = QuotaBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn set_quota(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+    ApiJson(body): ApiJson<QuotaBody>,
+) -> ApiResult<Json<QuotaBody>> {
+    ops::set_quota(&state, &caller, &ns, body.into()).await?;
+    Ok(Json(body))
+}
+
+/// Host capacity, overcommit, and what every namespace has allocated and running (superadmin).
+#[utoipa::path(get, path = "/api/v1/capacity", tag = "namespaces", security(("bearer" = [])),
+    responses((status = 200, body = CapacityOut), (status = 403, body = ErrorBody)))]
+pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<CapacityOut>> {
+    let grant = caller.principal().superadmin()?;
+    let sys = flvpc_model::policy::system();
+    let usage = state.store.usage(&sys).await?;
+    let host = flvpc_host::host_capacity();
+    let mut namespaces = Vec::new();
+    let mut allocated = flvpc_model::quota::Resources::default();
+    let mut running = flvpc_model::quota::Resources::default();
+    for ns in state.store.list_namespaces(&grant).await? {
+        let u = usage.get(&ns.name).copied().unwrap_or_default();
+        allocated = allocated.plus(u.allocated);
+        running = running.plus(u.running);
+        let quota = state.store.quota_system(&sys, &ns.name).await?;
+        namespaces.push(NamespaceCapacity {
+            name: ns.name.to_string(),
+            quota: quota.into(),
+            allocated: u.allocated.into(),
+            running: u.running.into(),
+        });
+    }
+    let ratio = |used: u64, total: u64| if total == 0 { 0.0 } else { used as f64 / total as f64 };
+    Ok(Json(CapacityOut {
+        host: HostOut { cpus: host.cpus, memory_mb: host.memory_mb },
+        overcommit: OvercommitOut {
+            cpu: state.config.overcommit_cpu,
+            memory: state.config.overcommit_memory,
+            effective_cpu: ratio(running.cpus, host.cpus),
+            effective_memory: ratio(running.memory_mb, host.memory_mb),
+        },
+        allocated: allocated.into(),
+        running: running.into(),
+        disk_enforced: false,
+        namespaces,
+    }))
 }

@@ -107,6 +107,132 @@ pub struct PasswordChange {
 pub struct NewNamespace {
     /// `^[a-z][a-z0-9-]{0,30}$`.
     pub name: String,
+    /// Limits; absent or null fields are unlimited.
+    pub quota: Option<QuotaBody>,
+}
+
+/// A namespace's quota; null means unlimited (`PUT /api/v1/namespaces/{ns}/quota`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaBody {
+    /// Machines.
+    #[serde(default)]
+    pub machines: Option<u64>,
+    /// CPUs (CPU shares are a weight, so this bounds what is promised, not what is used).
+    #[serde(default)]
+    pub cpus: Option<u64>,
+    /// Memory in MB.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Disk in GB (recorded and counted; see capacity for whether the storage driver enforces it).
+    #[serde(default)]
+    pub disk_gb: Option<u64>,
+    /// Published host ports.
+    #[serde(default)]
+    pub host_ports: Option<u64>,
+}
+
+impl From<QuotaBody> for flvpc_model::quota::Quota {
+    fn from(q: QuotaBody) -> Self {
+        Self {
+            machines: q.machines,
+            cpus: q.cpus,
+            memory_mb: q.memory_mb,
+            disk_gb: q.disk_gb,
+            host_ports: q.host_ports,
+        }
+    }
+}
+
+impl From<flvpc_model::quota::Quota> for QuotaBody {
+    fn from(q: flvpc_model::quota::Quota) -> Self {
+        Self {
+            machines: q.machines,
+            cpus: q.cpus,
+            memory_mb: q.memory_mb,
+            disk_gb: q.disk_gb,
+            host_ports: q.host_ports,
+        }
+    }
+}
+
+/// Amounts of resources.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+pub struct ResourcesOut {
+    /// Machines.
+    pub machines: u64,
+    /// CPUs.
+    pub cpus: u64,
+    /// Memory in MB.
+    pub memory_mb: u64,
+    /// Disk in GB.
+    pub disk_gb: u64,
+    /// Host ports.
+    pub host_ports: u64,
+}
+
+impl From<flvpc_model::quota::Resources> for ResourcesOut {
+    fn from(r: flvpc_model::quota::Resources) -> Self {
+        Self {
+            machines: r.machines,
+            cpus: r.cpus,
+            memory_mb: r.memory_mb,
+            disk_gb: r.disk_gb,
+            host_ports: r.host_ports,
+        }
+    }
+}
+
+/// One namespace in the capacity report.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NamespaceCapacity {
+    /// Name.
+    pub name: String,
+    /// Its quota (null fields: unlimited).
+    pub quota: QuotaBody,
+    /// Every machine it has, running or not.
+    pub allocated: ResourcesOut,
+    /// Machines meant to run.
+    pub running: ResourcesOut,
+}
+
+/// The host's capacity.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HostOut {
+    /// CPUs.
+    pub cpus: u64,
+    /// Memory in MB.
+    pub memory_mb: u64,
+}
+
+/// Host-wide overcommit caps (null: no cap) and the effective ratios now.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OvercommitOut {
+    /// Cap on running CPUs as a multiple of the host's.
+    pub cpu: Option<f64>,
+    /// Cap on running memory as a multiple of the host's.
+    pub memory: Option<f64>,
+    /// Running CPUs / host CPUs.
+    pub effective_cpu: f64,
+    /// Running memory / host memory.
+    pub effective_memory: f64,
+}
+
+/// `GET /api/v1/capacity`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CapacityOut {
+    /// The host.
+    pub host: HostOut,
+    /// Caps and ratios.
+    pub overcommit: OvercommitOut,
+    /// All namespaces together: every machine.
+    pub allocated: ResourcesOut,
+    /// All namespaces together: machines meant to run.
+    pub running: ResourcesOut,
+    /// Whether disk sizes are enforced: Docker's overlay2 on this host cannot limit a container's disk.
+    pub disk_enforced: bool,
+    /// Per namespace.
+    pub namespaces: Vec<NamespaceCapacity>,
 }
 
 /// A namespace.

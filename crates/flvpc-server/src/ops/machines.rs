@@ -6,6 +6,8 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::http::StatusCode;
+use flvpc_model::policy::system;
+use flvpc_model::quota::{self, Resources};
 use flvpc_model::spec::{self, Backend, ClusterSpec, Validated};
 use flvpc_model::{Denied, NamespaceName, Principal};
 use flvpc_store::{Desired, MachinePlan, MachineRecord, Operation, PortRequest, StoreError, StoredSpec};
@@ -82,6 +84,62 @@ async fn validate(state: &AppState, spec: &ClusterSpec, ns: &NamespaceName) -> A
     Ok(validated)
 }
 
+/// What a set of desired machines adds up to.
+fn plan_resources(machines: &[spec::DesiredMachine]) -> Resources {
+    machines.iter().fold(Resources::default(), |sum, m| {
+        sum.plus(Resources {
+            machines: 1,
+            cpus: u64::from(m.cpus),
+            memory_mb: m.memory_mb,
+            disk_gb: m.disk_gb,
+            host_ports: m.ports.len() as u64,
+        })
+    })
+}
+
+fn growth(current: Resources, new: Resources) -> Resources {
+    Resources {
+        machines: new.machines.saturating_sub(current.machines),
+        cpus: new.cpus.saturating_sub(current.cpus),
+        memory_mb: new.memory_mb.saturating_sub(current.memory_mb),
+        disk_gb: new.disk_gb.saturating_sub(current.disk_gb),
+        host_ports: new.host_ports.saturating_sub(current.host_ports),
+    }
+}
+
+fn quota_exceeded(err: quota::Exceeded) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded", err.to_string())
+}
+
+/// Admits a namespace going from what it has allocated to `allocated` (its quota) and from
+/// what it runs to `running` (the host's overcommit caps). Only growth is checked, so a
+/// namespace over a lowered quota can still shrink.
+pub async fn admit(
+    state: &AppState,
+    ns: &NamespaceName,
+    allocated: Option<Resources>,
+    running: Option<Resources>,
+) -> ApiResult<()> {
+    let sys = system();
+    let usage = state.store.usage(&sys).await?;
+    let mine = usage.get(ns).copied().unwrap_or_default();
+    if let Some(allocated) = allocated {
+        let quota = state.store.quota_system(&sys, ns).await?;
+        quota::admit(ns.as_str(), &quota, mine.allocated, growth(mine.allocated, allocated)).map_err(quota_exceeded)?;
+    }
+    if let Some(running) = running {
+        let (cpu, memory) = (state.config.overcommit_cpu, state.config.overcommit_memory);
+        if cpu.is_some() || memory.is_some() {
+            let host = flvpc_host::host_capacity();
+            let capacity = quota::HostCapacity { cpus: host.cpus, memory_mb: host.memory_mb };
+            let all_running = usage.values().fold(Resources::default(), |sum, u| sum.plus(u.running));
+            quota::admit_host(capacity, cpu, memory, all_running, growth(mine.running, running))
+                .map_err(quota_exceeded)?;
+        }
+    }
+    Ok(())
+}
+
 fn engine_down(err: flvpc_host::EngineError) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", err.to_string())
 }
@@ -99,6 +157,8 @@ pub async fn put_spec(
         let grant = caller.principal().namespace_admin(&ns)?;
         let spec = spec?;
         let validated = validate(state, &spec, &ns).await?;
+        // Checked when saved too, so a spec that can never be created is refused early.
+        admit(state, &ns, Some(plan_resources(&validated.machines)), None).await?;
         let yaml = spec.to_yaml();
         state.store.save_cluster_spec(&grant, &yaml, caller.principal().login().as_str()).await?;
         Ok(SavedSpec {
@@ -148,6 +208,8 @@ pub async fn create(state: &AppState, caller: &Caller, ns: &str) -> ApiResult<Op
         })?;
         let spec = parse(&stored.spec, true)?;
         let validated = validate(state, &spec, &ns).await?;
+        let wanted = plan_resources(&validated.machines);
+        admit(state, &ns, Some(wanted), Some(wanted)).await?;
         let plans: Vec<MachinePlan> = validated
             .machines
             .iter()
@@ -199,6 +261,10 @@ pub async fn set_cluster(state: &AppState, caller: &Caller, ns: &str, desired: D
             caller.principal().namespace_admin(&ns)?;
         }
         state.store.get_namespace(&grant).await?;
+        if desired == Desired::Running {
+            let allocated = state.store.usage(&system()).await?.get(&ns).map(|u| u.allocated).unwrap_or_default();
+            admit(state, &ns, None, Some(allocated)).await?;
+        }
         let op = state.store.set_desired(&grant, None, desired, action, caller.principal().login().as_str()).await?;
         state.reconciler.enqueue_operation(&op);
         Ok(op)
@@ -239,6 +305,20 @@ pub async fn machine_action(
         let grant = caller.principal().namespace_member(&ns)?;
         flvpc_host::engine::check_machine_name(name).map_err(|_| ApiError::not_found(format!("machine {shown:?}")))?;
         let by = caller.principal().login().as_str();
+        if action == MachineAction::Start {
+            if let Some(m) = state.store.machine(&system(), &ns, name).await?.filter(|m| m.desired == Desired::Stopped)
+            {
+                let running = state.store.usage(&system()).await?.get(&ns).map(|u| u.running).unwrap_or_default();
+                let one = Resources {
+                    machines: 1,
+                    cpus: u64::from(m.cpus),
+                    memory_mb: m.memory_mb,
+                    disk_gb: m.disk_gb,
+                    host_ports: 0,
+                };
+                admit(state, &ns, None, Some(running.plus(one))).await?;
+            }
+        }
         let op = match action {
             MachineAction::Start => state.store.set_desired(&grant, Some(name), Desired::Running, kind, by).await?,
             MachineAction::Stop => state.store.set_desired(&grant, Some(name), Desired::Stopped, kind, by).await?,

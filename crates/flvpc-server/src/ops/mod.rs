@@ -188,15 +188,37 @@ pub async fn change_password(
     audited(state, caller, "user.password", &shown, None, None, result).await
 }
 
-/// Creates a namespace (superadmin).
-pub async fn create_namespace(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Namespace> {
+/// Creates a namespace (superadmin), with a quota when one is given.
+pub async fn create_namespace(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    quota: Option<flvpc_model::quota::Quota>,
+) -> ApiResult<Namespace> {
     let (shown, name) = parsed(name, NamespaceName::parse);
     let result = async {
         let grant = caller.principal().superadmin()?;
-        Ok(state.store.create_namespace(&grant, &name?).await?)
+        let name = name?;
+        let ns = state.store.create_namespace(&grant, &name).await?;
+        if let Some(quota) = quota {
+            state.store.set_quota(&grant, &name, &quota).await?;
+        }
+        Ok(ns)
     }
     .await;
     audited(state, caller, "namespace.create", &shown, Some(&shown), None, result).await
+}
+
+/// Sets a namespace's quota (superadmin). Machines already there stay, even over it.
+pub async fn set_quota(state: &AppState, caller: &Caller, ns: &str, quota: flvpc_model::quota::Quota) -> ApiResult<()> {
+    let (shown, name) = parsed(ns, NamespaceName::parse);
+    let result = async {
+        let grant = caller.principal().superadmin()?;
+        Ok(state.store.set_quota(&grant, &name?, &quota).await?)
+    }
+    .await;
+    let detail = Some(format!("{quota:?}"));
+    audited(state, caller, "namespace.quota", &shown, Some(&shown), detail, result).await
 }
 
 /// One namespace the caller is a member of, with the caller's role there.

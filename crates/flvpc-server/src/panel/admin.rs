@@ -181,7 +181,7 @@ pub async fn create_namespace(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    match ops::create_namespace(&state, &user.caller, &form.name).await {
+    match ops::create_namespace(&state, &user.caller, &form.name, None).await {
         Ok(ns) => super::session::redirect_with(
             &state,
             &format!("/namespaces/{}", seg(ns.name.as_str())),

@@ -94,6 +94,32 @@ pub async fn start(backend: Backend) -> TestServer {
     start_with_throttle(backend, LoginThrottle::default()).await
 }
 
+/// Starts a server with its own settings and engine.
+pub async fn start_with(
+    backend: Backend,
+    config: Config,
+    engine: std::sync::Arc<dyn flvpc_host::Engine>,
+) -> TestServer {
+    let db = fresh_db(backend).await;
+    let store = Store::open(&db.url).await.expect("open store");
+    let state = AppState::with_parts(store, config, LoginThrottle::default(), engine).await.expect("state");
+    serve_state(state, db).await
+}
+
+async fn serve_state(state: AppState, db: TestDb) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let serving = state.clone();
+    tokio::spawn(async move {
+        let _ = flvpc_server::serve(listener, serving, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    TestServer { base, state, db, shutdown: Some(tx) }
+}
+
 /// Starts a server with custom login throttling.
 pub async fn start_with_throttle(backend: Backend, throttle: LoginThrottle) -> TestServer {
     let db = fresh_db(backend).await;

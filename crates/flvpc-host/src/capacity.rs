@@ -1,0 +1,36 @@
+//! The host's capacity: CPUs and memory, read from the kernel.
+
+/// CPUs and memory of this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Online CPUs.
+    pub cpus: u64,
+    /// Total memory in MiB.
+    pub memory_mb: u64,
+}
+
+/// Reads the host's CPUs and memory (`/proc/meminfo`'s MemTotal).
+pub fn host_capacity() -> Capacity {
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+    let memory_mb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| mem_total_mb(&t)).unwrap_or(0);
+    Capacity { cpus, memory_mb }
+}
+
+fn mem_total_mb(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_meminfo() {
+        assert_eq!(mem_total_mb("MemTotal:       24600000 kB\nMemFree: 1 kB\n"), Some(24023));
+        assert_eq!(mem_total_mb("nothing"), None);
+        let host = host_capacity();
+        assert!(host.cpus >= 1 && host.memory_mb > 0, "{host:?}");
+    }
+}

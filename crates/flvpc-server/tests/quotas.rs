@@ -1,0 +1,129 @@
+//! Quotas and the host-wide overcommit cap: admission of spec updates, creates and
+//! starts, on SQLite and PostgreSQL. Machines live in the recording fake engine
+//! here; admission happens before any engine call (tests/machines.rs drives Docker).
+
+mod common;
+
+use common::{Backend, TestServer};
+use flvpc_server::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+async fn server(backend: Backend, config: Config) -> TestServer {
+    let engine = flvpc_host::FakeEngine::new();
+    engine.add_image("flvpc/debian:12");
+    common::start_with(backend, config, Arc::new(engine)).await
+}
+
+fn spec(count: u32, memory_mb: u32) -> Value {
+    json!({"machines": [{"count": count, "spec": {"name": "n%d", "portMappings": [{"containerPort": 22}],
+        "ignite": {"cpus": 1, "memory": format!("{memory_mb}MB")}}}]})
+}
+
+async fn put_spec(server: &TestServer, token: &str, ns: &str, spec: Value) -> common::Reply {
+    server.call(Method::PUT, &format!("/api/v1/namespaces/{ns}/cluster"), Some(token), Some(spec)).await
+}
+
+async fn wait(server: &TestServer, token: &str, reply: common::Reply) {
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    let id = reply.body["operation"].as_str().expect("op").to_owned();
+    for _ in 0..200 {
+        let op = server.get(&format!("/api/v1/operations/{id}"), token).await.body;
+        if op["state"] == "succeeded" {
+            return;
+        }
+        assert_ne!(op["state"], "failed", "{op}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("operation {id} did not finish");
+}
+
+fn assert_quota_error(reply: &common::Reply, words: &[&str]) {
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", reply.body);
+    assert_eq!(reply.body["error"]["code"], "quota_exceeded");
+    let message = reply.body["error"]["message"].as_str().expect("message");
+    for w in words {
+        assert!(message.contains(w), "{message:?} lacks {w:?}");
+    }
+}
+
+async fn namespace_quota_admission(backend: Backend) {
+    let server = server(backend, Config::default()).await;
+    let root = server.init_root().await;
+    let r = server
+        .post("/api/v1/namespaces", &root, json!({"name": "qa", "quota": {"machines": 2, "memory_mb": 1024}}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+
+    // Over the machine quota: refused when saved, naming resource, limit, use and request.
+    let r = put_spec(&server, &root, "qa", spec(3, 256)).await;
+    assert_quota_error(&r, &["machines", "namespace qa allows 2", "0 are in use", "3 more"]);
+    let r = put_spec(&server, &root, "qa", spec(2, 600)).await;
+    assert_quota_error(&r, &["memory", "allows 1024 MB", "1200 MB more"]);
+    // Exactly at the limit fits.
+    assert_eq!(put_spec(&server, &root, "qa", spec(2, 512)).await.status, StatusCode::OK);
+    let create = server.call(Method::POST, "/api/v1/namespaces/qa/cluster/create", Some(&root), None).await;
+    wait(&server, &root, create).await;
+
+    let capacity = server.get("/api/v1/capacity", &root).await;
+    assert_eq!(capacity.status, StatusCode::OK);
+    let qa =
+        capacity.body["namespaces"].as_array().expect("list").iter().find(|n| n["name"] == "qa").expect("qa").clone();
+    assert_eq!(qa["allocated"], json!({"machines": 2, "cpus": 2, "memory_mb": 1024, "disk_gb": 8, "host_ports": 2}));
+    assert_eq!(qa["quota"]["machines"], 2);
+    assert_eq!(qa["quota"]["cpus"], Value::Null);
+    assert_eq!(capacity.body["disk_enforced"], false);
+
+    // A lower quota keeps what exists; the same spec again asks for nothing more and passes;
+    // shrinking passes; growing is refused.
+    let r = server
+        .call(Method::PUT, "/api/v1/namespaces/qa/quota", Some(&root), Some(json!({"machines": 1, "memory_mb": 512})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let again = server.call(Method::POST, "/api/v1/namespaces/qa/cluster/create", Some(&root), None).await;
+    wait(&server, &root, again).await;
+    assert_eq!(put_spec(&server, &root, "qa", spec(1, 512)).await.status, StatusCode::OK);
+    let shrink = server.call(Method::POST, "/api/v1/namespaces/qa/cluster/create", Some(&root), None).await;
+    wait(&server, &root, shrink).await;
+    let r = put_spec(&server, &root, "qa", spec(2, 256)).await;
+    assert_quota_error(&r, &["machines", "allows 1", "1 are in use", "1 more"]);
+
+    // Bad quotas are refused; only the superadmin sets them.
+    for bad in [json!({"machines": -1}), json!({"cpus": "2"}), json!({"gpus": 1}), json!({"memory_mb": 1.5})] {
+        let r = server.call(Method::PUT, "/api/v1/namespaces/qa/quota", Some(&root), Some(bad.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
+    }
+    let r = server.post("/api/v1/users", &root, json!({"login": "ann", "password": "ann-password"})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = server
+        .call(Method::PUT, "/api/v1/namespaces/qa/members/ann", Some(&root), Some(json!({"role": "admin"})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let ann = server.login("ann", "ann-password").await;
+    let r = server.call(Method::PUT, "/api/v1/namespaces/qa/quota", Some(&ann), Some(json!({"machines": 100}))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(server.get("/api/v1/capacity", &ann).await.status, StatusCode::FORBIDDEN);
+}
+
+async fn host_overcommit_cap(backend: Backend) {
+    // A memory cap of a hundredth of the host: a 2-machine cluster of 1 GB each cannot fit anywhere.
+    let config = Config { overcommit_memory: Some(0.01), overcommit_cpu: Some(100.0), ..Config::default() };
+    let server = server(backend, config).await;
+    let root = server.init_root().await;
+    assert_eq!(server.post("/api/v1/namespaces", &root, json!({"name": "big"})).await.status, StatusCode::CREATED);
+    assert_eq!(
+        put_spec(&server, &root, "big", spec(2, 1024)).await.status,
+        StatusCode::OK,
+        "no quota on the namespace"
+    );
+    let r = server.call(Method::POST, "/api/v1/namespaces/big/cluster/create", Some(&root), None).await;
+    assert_quota_error(&r, &["memory", "the host's overcommit cap", "2048 MB more"]);
+    let machines = server.get("/api/v1/namespaces/big/machines", &root).await;
+    assert_eq!(machines.body, json!([]), "nothing is half-created");
+    let capacity = server.get("/api/v1/capacity", &root).await.body;
+    assert_eq!(capacity["overcommit"]["memory"], 0.01);
+    assert!(capacity["host"]["cpus"].as_u64().is_some_and(|c| c >= 1));
+}
+
+on_both_backends!(namespace_quota_admission, host_overcommit_cap);
