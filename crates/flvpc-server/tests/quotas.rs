@@ -126,4 +126,27 @@ async fn host_overcommit_cap(backend: Backend) {
     assert!(capacity["host"]["cpus"].as_u64().is_some_and(|c| c >= 1));
 }
 
-on_both_backends!(namespace_quota_admission, host_overcommit_cap);
+
+/// A Docker engine that is down: a clear 503 naming dockerd, nothing recorded, and the same
+/// request works once the engine is back.
+async fn engine_down_is_clear_and_retryable(backend: Backend) {
+    let engine = Arc::new(flvpc_host::FakeEngine::new());
+    engine.add_image("flvpc/debian:12");
+    let server = common::start_with(backend, Config::default(), engine.clone()).await;
+    let root = server.init_root().await;
+    assert_eq!(server.post("/api/v1/namespaces", &root, json!({"name": "down"})).await.status, StatusCode::CREATED);
+    engine.set_unreachable(true);
+    let r = put_spec(&server, &root, "down", spec(1, 256)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "engine_unavailable");
+    assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.contains("dockerd")), "{:?}", r.body);
+    let stored = server.get("/api/v1/namespaces/down/cluster", &root).await;
+    assert_eq!(stored.status, StatusCode::NOT_FOUND, "nothing was saved");
+    engine.set_unreachable(false);
+    assert_eq!(put_spec(&server, &root, "down", spec(1, 256)).await.status, StatusCode::OK);
+    let create = server.call(Method::POST, "/api/v1/namespaces/down/cluster/create", Some(&root), None).await;
+    wait(&server, &root, create).await;
+    assert_eq!(server.get("/api/v1/namespaces/down/machines", &root).await.body[0]["state"], "running");
+}
+
+on_both_backends!(namespace_quota_admission, host_overcommit_cap, engine_down_is_clear_and_retryable);
