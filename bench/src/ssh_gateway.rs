@@ -237,6 +237,8 @@ async fn main() -> Result<()> {
             data.join("sshd.pid").display()
         ),
     )?;
+    // sshd's privilege separation directory; Debian makes it at boot only when sshd runs as a service.
+    std::fs::create_dir_all("/run/sshd").context("create /run/sshd")?;
     let _sshd = Killed(
         Command::new("/usr/sbin/sshd")
             .arg("-D")
