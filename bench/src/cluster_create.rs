@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "flvpc/debian:12";
-const PORT_BASE: u16 = 34000;
-const FLOOR_PORT_BASE: u16 = 35000;
+const PORT_BASE: u16 = 25000;
+const FLOOR_PORT_BASE: u16 = 26000;
 
 struct Options {
     runs: usize,

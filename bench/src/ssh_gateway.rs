@@ -130,7 +130,7 @@ async fn main() -> Result<()> {
     let _server = Killed(
         Command::new(&flvpc)
             .args(["serve", "--listen", &format!("127.0.0.1:{http}"), "--ssh-listen", &format!("127.0.0.1:{gw}")])
-            .args(["--publish-address", "127.0.0.1", "--port-range", "37000-37099"])
+            .args(["--publish-address", "127.0.0.1", "--port-range", "27000-27099"])
             .env("FLVPC_DATA_DIR", data)
             .env("FLVPC_LOG", "warn")
             .stdout(Stdio::null())

@@ -49,7 +49,7 @@ fn serve(data: &Path, port: u16) -> Server {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--port-range",
-                "31200-31299",
+                "24200-24299",
                 "--publish-address",
                 "127.0.0.1",
             ])
@@ -190,7 +190,7 @@ async fn a_create_interrupted_by_a_crash_is_finished_after_restart() {
     assert_eq!(op["progress"], serde_json::json!({"done": 4, "total": 4}));
     let containers = docker(&["ps", "-aq", "--filter", &format!("label=flvpc.namespace={ns}")]);
     assert_eq!(containers.split_whitespace().count(), 4, "exactly one container per machine");
-    for port in 31200..31204 {
+    for port in 24200..24204 {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ssh_banner(port) {
             assert!(Instant::now() < deadline, "no sshd on {port}");
