@@ -131,6 +131,7 @@ async fn main() -> Result<()> {
         Command::new(&flvpc)
             .args(["serve", "--listen", &format!("127.0.0.1:{http}"), "--ssh-listen", &format!("127.0.0.1:{gw}")])
             .args(["--publish-address", "127.0.0.1", "--port-range", "27000-27099"])
+            .args(["--ssh-max-connections-per-user", "1000"])
             .env("FLVPC_DATA_DIR", data)
             .env("FLVPC_LOG", "warn")
             .stdout(Stdio::null())
@@ -312,6 +313,41 @@ async fn main() -> Result<()> {
         med_speed[2] / med_speed[0],
         med_setup[2] / med_setup[0]
     );
+
+    // Memory with many idle, authenticated connections: the server's resident set before and after.
+    let idle = 300usize;
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let pid = _server.0.id();
+    let before = rss(pid);
+    let mut held = Vec::new();
+    for _ in 0..idle {
+        held.push(Killed(
+            Command::new("ssh")
+                .arg("-F")
+                .arg(&client_config)
+                .args(["-N", "-p", &gw.to_string(), "bench@127.0.0.1"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let alive = held.iter_mut().map(|c| c.0.try_wait()).filter(|w| matches!(w, Ok(None))).count();
+    let after = rss(pid);
+    println!(
+        "idle connections: {alive} of {idle} held open; flvpc RSS {} MiB -> {} MiB ({:.0} KiB per connection)",
+        before / 1024,
+        after / 1024,
+        after.saturating_sub(before) as f64 / alive.max(1) as f64
+    );
+    drop(held);
     api(&client, &base, &user, Method::POST, "/api/v1/namespaces/gwbench/cluster/delete", None).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     Ok(())
