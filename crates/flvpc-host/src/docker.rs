@@ -656,6 +656,7 @@ fn details_from_inspect(namespace: &str, name: &str, c: bollard::models::Contain
         memory_mb: u64::try_from(host.memory.unwrap_or(0) / (1024 * 1024)).unwrap_or(0),
         configured_ports,
         exit_code: if machine_state == MachineState::Stopped { state.exit_code } else { None },
+        pid: state.pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0),
         error: non_empty(state.error),
     }
 }

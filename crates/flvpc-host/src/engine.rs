@@ -299,6 +299,8 @@ pub struct MachineDetails {
     pub configured_ports: Vec<PortMapping>,
     /// The exit code of PID 1 when stopped.
     pub exit_code: Option<i64>,
+    /// The host PID of the machine's PID 1 while it runs (for its network counters).
+    pub pid: Option<u32>,
     /// Docker's own error for the last start, e.g. a port already allocated.
     pub error: Option<String>,
 }

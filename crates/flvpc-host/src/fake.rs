@@ -368,6 +368,7 @@ impl Engine for FakeEngine {
             memory_mb: m.spec.memory_mb,
             configured_ports: m.spec.ports.clone(),
             exit_code: (m.state == MachineState::Stopped).then_some(0),
+            pid: None,
             error: None,
         }))
     }

@@ -17,6 +17,7 @@ pub mod docker;
 pub mod engine;
 pub mod fake;
 pub mod image;
+pub mod usage;
 
 pub use capacity::{host_capacity, Capacity};
 pub use docker::{wait_ssh_ready, DockerEngine, ExecOutput};
@@ -26,3 +27,4 @@ pub use engine::{
 };
 pub use fake::FakeEngine;
 pub use image::{build_debian12, image_exists, list_images, BuildOptions, ImageError, ImageInfo, Phase, Progress};
+pub use usage::{read_usage, RawUsage};

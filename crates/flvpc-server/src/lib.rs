@@ -16,6 +16,7 @@ pub mod panel;
 pub mod reconcile;
 pub mod state;
 pub mod throttle;
+pub mod usage;
 
 pub use state::{AppState, Config};
 
@@ -58,7 +59,12 @@ async fn healthz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let uptime = state.started.elapsed().as_secs();
-    let body = state.metrics.render(&[("flvpc_uptime_seconds", "Seconds since the server started.", uptime)]);
+    let round_us = u64::try_from(state.usage.last_round().as_micros()).unwrap_or(u64::MAX);
+    let mut body = state.metrics.render(&[
+        ("flvpc_uptime_seconds", "Seconds since the server started.", uptime),
+        ("flvpc_usage_sampler_round_microseconds", "How long the last round of the usage sampler took.", round_us),
+    ]);
+    body.push_str(&metrics::render_machines(&state.usage.all_latest()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -120,6 +126,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let resync = state.reconciler.start();
+    let sampler = tokio::spawn(state.usage.clone().run());
+    let _stop_sampler = AbortOnDrop(sampler);
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let _stop_resync = AbortOnDrop(resync);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await

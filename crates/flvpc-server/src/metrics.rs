@@ -47,3 +47,35 @@ impl Metrics {
         out
     }
 }
+
+/// One exported machine series: name, Prometheus type, help, and how to read it from a sample.
+type MachineSeries = (&'static str, &'static str, &'static str, fn(&crate::usage::UsagePoint, u64) -> f64);
+
+/// The `flvpc_machine_*` series: each running machine's latest sample.
+pub fn render_machines(latest: &[((String, String), crate::usage::UsagePoint, u64)]) -> String {
+    let mut out = String::new();
+    let series: [MachineSeries; 5] = [
+        ("flvpc_machine_cpu_percent", "gauge", "CPU use of a machine, percent of one CPU.", |p, _| p.cpu_percent),
+        ("flvpc_machine_memory_bytes", "gauge", "Memory a machine uses.", |p, _| p.memory_mb * 1_048_576.0),
+        ("flvpc_machine_network_receive_bytes_total", "counter", "Bytes a machine received.", |p, _| {
+            p.net_rx_bytes as f64
+        }),
+        ("flvpc_machine_network_transmit_bytes_total", "counter", "Bytes a machine sent.", |p, _| {
+            p.net_tx_bytes as f64
+        }),
+        (
+            "flvpc_machine_oom_kills_total",
+            "counter",
+            "Processes of a machine killed for exceeding its memory limit.",
+            |_, o| o as f64,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for ((ns, machine), point, ooms) in latest {
+            // Names are validated (a-z 0-9 -), so they need no escaping in label values.
+            let _ = writeln!(out, "{name}{{namespace=\"{ns}\",machine=\"{machine}\"}} {}", value(point, *ooms));
+        }
+    }
+    out
+}

@@ -36,6 +36,8 @@ pub struct Config {
     pub overcommit_cpu: Option<f64>,
     /// Cap on the memory of all running machines, as a multiple of the host's (None: no cap).
     pub overcommit_memory: Option<f64>,
+    /// How often machine usage is sampled.
+    pub sample_every: Duration,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             ssh_host_key: None,
             overcommit_cpu: None,
             overcommit_memory: None,
+            sample_every: Duration::from_secs(5),
         }
     }
 }
@@ -72,6 +75,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Makes the machines match the database.
     pub reconciler: Reconciler,
+    /// What running machines use, for the last hour.
+    pub usage: Arc<crate::usage::UsageSampler>,
     /// When the server started.
     pub started: std::time::Instant,
 }
@@ -100,6 +105,8 @@ impl AppState {
             publish_address: config.publish_address,
             ..reconcile::Settings::default()
         };
+        let usage =
+            Arc::new(crate::usage::UsageSampler::new(engine.clone(), settings.instance.clone(), config.sample_every));
         let reconciler = Reconciler::new(store.clone(), engine, settings);
         Ok(Self(Arc::new(Inner {
             store,
@@ -107,6 +114,7 @@ impl AppState {
             throttle,
             metrics: Metrics::default(),
             reconciler,
+            usage,
             started: std::time::Instant::now(),
         })))
     }

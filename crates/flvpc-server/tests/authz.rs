@@ -593,6 +593,12 @@ fn api_rows() -> Vec<ApiRow> {
         )
         .body(|_, _| Some(json!({"machines": 5, "memory_mb": 4096}))),
         row("GET", "/api/v1/capacity", |_| "/api/v1/capacity".into(), SUPERADMIN),
+        row(
+            "GET",
+            "/api/v1/namespaces/{ns}/machines/{name}/metrics",
+            |_| "/api/v1/namespaces/red/machines/n0/metrics".into(),
+            MEMBERS,
+        ),
     ]
 }
 

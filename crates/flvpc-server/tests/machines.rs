@@ -73,6 +73,30 @@ async fn cluster_lifecycle_keys_and_isolation() {
     let resolved = ssh(&alice_key.private, node0_port, "getent hosts node1").expect("getent");
     assert!(resolved.contains("node1"), "{resolved}");
     assert!(ssh(&alice_key.private, node0_port, "ping -c1 -W2 node2").is_ok());
+    // Live usage: after a few samples each machine has points, and /metrics exports them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let metrics = server.get(&format!("/api/v1/namespaces/{a}/machines/node0/metrics"), &bob).await;
+        assert_eq!(metrics.status, StatusCode::OK, "{:?}", metrics.body);
+        let points = metrics.body["points"].as_array().cloned().unwrap_or_default();
+        if points.len() >= 2 {
+            let last = points.last().expect("point");
+            assert!(last["memory_mb"].as_f64().is_some_and(|m| m > 1.0 && m <= 256.0), "{last}");
+            assert!(last["cpu_percent"].as_f64().is_some_and(|c| c >= 0.0), "{last}");
+            assert!(last["t"].as_i64().is_some(), "{last}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no usage samples: {:?}", metrics.body);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let exported = reqwest::get(format!("{}/metrics", server.base)).await.expect("metrics").text().await.expect("text");
+    assert!(
+        exported.contains(&format!("flvpc_machine_memory_bytes{{namespace=\"{a}\",machine=\"node0\"}}")),
+        "{exported}"
+    );
+    let listed = machines(&server, &bob, &a).await;
+    assert!(listed[0]["memory_used_mb"].as_f64().is_some(), "{}", listed[0]);
+
     // Every machine has its own machine-id.
     let ids: std::collections::HashSet<String> =
         list.iter().map(|m| ssh(&alice_key.private, ssh_port(m), "cat /etc/machine-id").expect("machine-id")).collect();
@@ -165,4 +189,51 @@ async fn cluster_lifecycle_keys_and_isolation() {
         .output()
         .expect("docker ps");
     assert!(left.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_over_its_memory_limit_is_killed_by_the_kernel_and_shown_as_such() {
+    require_docker();
+    let ns = unique("oom");
+    let _cleanup = DockerCleanup(vec![ns.clone()]);
+    let server = common::start(Backend::Sqlite).await;
+    let root = server.init_root().await;
+    assert_eq!(server.post("/api/v1/namespaces", &root, json!({"name": ns})).await.status, StatusCode::CREATED);
+    let key = keypair("ann");
+    let ann = user(&server, &root, "ann", &ns, "admin", &key).await;
+    let spec = "machines:\n- count: 1\n  spec:\n    name: small%d\n    portMappings:\n    - containerPort: 22\n    ignite: {cpus: 1, memory: 96MB}\n";
+    assert_eq!(put_spec(&server, &ann, &ns, spec).await.status(), StatusCode::OK);
+    act(&server, &ann, &format!("/api/v1/namespaces/{ns}/cluster/create")).await;
+    let machine = machines(&server, &ann, &ns).await.remove(0);
+    let port = ssh_port(&machine);
+    eventually(Duration::from_secs(60), "sshd in small0", || ssh(&key.private, port, "true").is_ok()).await;
+    // `tail` of an endless line keeps it all in memory until the kernel kills it.
+    let killed = ssh(&key.private, port, "tail /dev/zero");
+    assert!(killed.is_err(), "tail must not finish: {killed:?}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let m = machines(&server, &ann, &ns).await.remove(0);
+        if m["oom_kills"].as_u64().is_some_and(|k| k >= 1) {
+            assert_eq!(m["state"], "running", "the machine itself survives: only the process was killed");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no OOM kill shown: {m}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // /metrics shows it once the sampler has two samples of the machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let exported =
+            reqwest::get(format!("{}/metrics", server.base)).await.expect("metrics").text().await.expect("text");
+        if let Some(line) = exported.lines().find(|l| l.starts_with("flvpc_machine_oom_kills_total") && l.contains(&ns))
+        {
+            break line.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no oom series for {ns} in:\n{exported}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(!line.ends_with(" 0"), "{line}");
+    assert!(ssh(&key.private, port, "true").is_ok(), "still reachable after the kill");
+    act(&server, &ann, &format!("/api/v1/namespaces/{ns}/cluster/delete")).await;
 }

@@ -126,7 +126,6 @@ async fn host_overcommit_cap(backend: Backend) {
     assert!(capacity["host"]["cpus"].as_u64().is_some_and(|c| c >= 1));
 }
 
-
 /// A Docker engine that is down: a clear 503 naming dockerd, nothing recorded, and the same
 /// request works once the engine is back.
 async fn engine_down_is_clear_and_retryable(backend: Backend) {

@@ -38,8 +38,16 @@ pub fn server_host(headers: &HeaderMap) -> String {
     }
 }
 
-/// The machine object of CONTRACT.md.
-pub fn machine_out(m: MachineRecord, login: &str, host: &str, ssh_port: u16) -> MachineOut {
+/// The machine object of CONTRACT.md, with its latest usage.
+pub fn machine_out(
+    m: MachineRecord,
+    login: &str,
+    host: &str,
+    ssh_port: u16,
+    usage: &crate::usage::UsageSampler,
+) -> MachineOut {
+    let (latest, oom_kills) = usage.latest(m.namespace.as_str(), &m.name);
+    let running = m.observed == "running";
     let ssh_port_host = m.ports.iter().find(|p| p.container_port == 22 && p.protocol == "tcp").map(|p| p.host_port);
     let state = if m.desired == Desired::Deleted { "deleting".to_owned() } else { m.observed.clone() };
     MachineOut {
@@ -64,6 +72,9 @@ pub fn machine_out(m: MachineRecord, login: &str, host: &str, ssh_port: u16) -> 
             .into_iter()
             .map(|p| PortOut { container_port: p.container_port, host_port: p.host_port, protocol: p.protocol })
             .collect(),
+        cpu_percent: latest.filter(|_| running).map(|p| p.cpu_percent),
+        memory_used_mb: latest.filter(|_| running).map(|p| p.memory_mb),
+        oom_kills,
     }
 }
 
@@ -172,7 +183,7 @@ pub async fn list_machines(
     let host = server_host(&headers);
     let login = caller.principal().login().to_string();
     let machines = ops::list(&state, caller.principal(), &ns).await?;
-    Ok(Json(machines.into_iter().map(|m| machine_out(m, &login, &host, state.config.ssh_port)).collect()))
+    Ok(Json(machines.into_iter().map(|m| machine_out(m, &login, &host, state.config.ssh_port, &state.usage)).collect()))
 }
 
 async fn machine_action(
@@ -282,4 +293,19 @@ pub async fn ssh_config_for(state: &AppState, principal: &flvpc_model::Principal
         state.config.ssh_host_key.as_ref(),
         &namespaces,
     ))
+}
+
+/// CPU, memory and network samples of one machine for the last hour (members).
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/machines/{name}/metrics", tag = "machines", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace name"), ("name" = String, Path, description = "Machine name")),
+    responses((status = 200, body = MetricsOut), (status = 404, body = ErrorBody)))]
+pub async fn machine_metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<Json<MetricsOut>> {
+    let machines = ops::list(&state, caller.principal(), &ns).await?;
+    let machine =
+        machines.iter().find(|m| m.name == name).ok_or_else(|| ApiError::not_found(format!("machine {name:?}")))?;
+    Ok(Json(MetricsOut { points: state.usage.points(machine.namespace.as_str(), &machine.name) }))
 }

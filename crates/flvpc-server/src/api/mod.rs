@@ -71,6 +71,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(machines::get_operation))
         .routes(routes!(machines::events))
         .routes(routes!(machines::ssh_config))
+        .routes(routes!(machines::machine_metrics))
         .split_for_parts()
 }
 

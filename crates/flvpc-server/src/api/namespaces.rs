@@ -147,6 +147,13 @@ pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResul
     let sys = flvpc_model::policy::system();
     let usage = state.store.usage(&sys).await?;
     let host = flvpc_host::host_capacity();
+    let mut used_by: std::collections::HashMap<String, UsedOut> = std::collections::HashMap::new();
+    for ((ns, _), point, _) in state.usage.all_latest() {
+        let u = used_by.entry(ns).or_default();
+        u.cpus += point.cpu_percent / 100.0;
+        u.memory_mb += point.memory_mb;
+    }
+    let mut used = UsedOut::default();
     let mut namespaces = Vec::new();
     let mut allocated = flvpc_model::quota::Resources::default();
     let mut running = flvpc_model::quota::Resources::default();
@@ -155,11 +162,15 @@ pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResul
         allocated = allocated.plus(u.allocated);
         running = running.plus(u.running);
         let quota = state.store.quota_system(&sys, &ns.name).await?;
+        let ns_used = used_by.get(ns.name.as_str()).copied().unwrap_or_default();
+        used.cpus += ns_used.cpus;
+        used.memory_mb += ns_used.memory_mb;
         namespaces.push(NamespaceCapacity {
             name: ns.name.to_string(),
             quota: quota.into(),
             allocated: u.allocated.into(),
             running: u.running.into(),
+            used: ns_used,
         });
     }
     let ratio = |used: u64, total: u64| if total == 0 { 0.0 } else { used as f64 / total as f64 };
@@ -173,6 +184,7 @@ pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResul
         },
         allocated: allocated.into(),
         running: running.into(),
+        used,
         disk_enforced: false,
         namespaces,
     }))

@@ -194,6 +194,17 @@ pub struct NamespaceCapacity {
     pub allocated: ResourcesOut,
     /// Machines meant to run.
     pub running: ResourcesOut,
+    /// Used right now (latest samples).
+    pub used: UsedOut,
+}
+
+/// What running machines use right now (the latest samples).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+pub struct UsedOut {
+    /// CPUs busy (sum of CPU percent / 100).
+    pub cpus: f64,
+    /// Memory in MB.
+    pub memory_mb: f64,
 }
 
 /// The host's capacity.
@@ -229,6 +240,8 @@ pub struct CapacityOut {
     pub allocated: ResourcesOut,
     /// All namespaces together: machines meant to run.
     pub running: ResourcesOut,
+    /// All namespaces together: used right now.
+    pub used: UsedOut,
     /// Whether disk sizes are enforced: Docker's overlay2 on this host cannot limit a container's disk.
     pub disk_enforced: bool,
     /// Per namespace.
@@ -527,4 +540,17 @@ pub struct MachineOut {
     pub ports: Vec<PortOut>,
     /// SSH commands.
     pub ssh: MachineSsh,
+    /// Latest CPU use in percent of one CPU, while running.
+    pub cpu_percent: Option<f64>,
+    /// Latest memory use in MB, while running.
+    pub memory_used_mb: Option<f64>,
+    /// Processes the kernel killed because the machine hit its memory limit (this container's life).
+    pub oom_kills: u64,
+}
+
+/// `GET /api/v1/namespaces/{ns}/machines/{name}/metrics`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricsOut {
+    /// Samples of the last hour, oldest first.
+    pub points: Vec<crate::usage::UsagePoint>,
 }

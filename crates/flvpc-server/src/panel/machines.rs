@@ -81,7 +81,7 @@ pub async fn section(
                     thead { tr { th { "Machine" } th { "State" } th { "IP" } th { "Resources" } th { "Ports" } th { "SSH" } th {} } }
                     tbody {
                         @for m in machines {
-                            @let out = machine_out(m, &login, &host, state.config.ssh_port);
+                            @let out = machine_out(m, &login, &host, state.config.ssh_port, &state.usage);
                             tr data-machine=(out.name) {
                                 td { strong { (out.name) } br; span.muted { (out.image) } }
                                 td { span class={ "state " (out.state) } data-state { (out.state) } @if let Some(e) = &out.error { br; span.error-text { (e) } } }

@@ -94,6 +94,14 @@ pub async fn start(backend: Backend) -> TestServer {
     start_with_throttle(backend, LoginThrottle::default()).await
 }
 
+/// A block of 100 host ports of its own for one test server: servers in one test process do
+/// not see each other's allocations, and the kernel's ephemeral range (32768+) is avoided.
+pub fn own_port_range() -> flvpc_store::PortRange {
+    let block = u16::from(rand::random::<u8>() % 120);
+    let first = 20000 + block * 100;
+    flvpc_store::PortRange { first, last: first + 99 }
+}
+
 /// Starts a server with its own settings and engine.
 pub async fn start_with(
     backend: Backend,
@@ -125,7 +133,7 @@ pub async fn start_with_throttle(backend: Backend, throttle: LoginThrottle) -> T
     let db = fresh_db(backend).await;
     let store = Store::open(&db.url).await.expect("open store");
     let dir = std::env::temp_dir();
-    let config = Config { data_dir: dir, max_body_bytes: 64 * 1024, ..Config::default() };
+    let config = Config { data_dir: dir, max_body_bytes: 64 * 1024, port_range: own_port_range(), ..Config::default() };
     let state = AppState::with_throttle(store, config, throttle).await.expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));

@@ -1,0 +1,132 @@
+//! What a running machine uses, read straight from the kernel: the container's
+//! cgroup v1 counters (CPU time, memory, OOM kills) and its network namespace's
+//! interface counters. Cheap enough to read every few seconds for every machine.
+
+use std::path::{Path, PathBuf};
+
+/// Counters of one machine at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawUsage {
+    /// CPU time used since the container started, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory in use (without reclaimable page cache), in bytes.
+    pub memory_bytes: u64,
+    /// Bytes received on the machine's interfaces (loopback excluded).
+    pub net_rx_bytes: u64,
+    /// Bytes sent.
+    pub net_tx_bytes: u64,
+    /// Processes the kernel killed for exceeding the memory limit.
+    pub oom_kills: u64,
+}
+
+/// Where a container's cgroup directory is in one controller's hierarchy: Docker's
+/// cgroupfs driver (`docker/<id>`) or its systemd driver (`system.slice/docker-<id>.scope`).
+fn cgroup_dir(root: &Path, controller: &str, container_id: &str) -> Option<PathBuf> {
+    [format!("docker/{container_id}"), format!("system.slice/docker-{container_id}.scope")]
+        .into_iter()
+        .map(|rel| root.join(controller).join(rel))
+        .find(|p| p.is_dir())
+}
+
+fn read_u64(path: PathBuf) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn stat_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Sums received and sent bytes over the interfaces of `/proc/<pid>/net/dev`, loopback excluded.
+pub fn parse_net_dev(text: &str) -> (u64, u64) {
+    text.lines().skip(2).fold((0, 0), |(rx, tx), line| {
+        let Some((name, counters)) = line.split_once(':') else { return (rx, tx) };
+        if name.trim() == "lo" {
+            return (rx, tx);
+        }
+        let fields: Vec<u64> = counters.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        match (fields.first(), fields.get(8)) {
+            (Some(r), Some(t)) => (rx + r, tx + t),
+            _ => (rx, tx),
+        }
+    })
+}
+
+/// OOM kills in a memory cgroup and every cgroup below it. cgroup v1 counts a kill only in
+/// the cgroup of the killed process, and the machine's systemd puts processes in child
+/// cgroups (`system.slice`, `user.slice`), so the whole subtree is summed (depth-bounded).
+fn oom_kills_under(dir: &Path, depth: usize) -> u64 {
+    let own = std::fs::read_to_string(dir.join("memory.oom_control"))
+        .ok()
+        .and_then(|s| stat_value(&s, "oom_kill"))
+        .unwrap_or(0);
+    if depth >= 6 {
+        return own;
+    }
+    let children = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| oom_kills_under(&e.path(), depth + 1))
+                .sum::<u64>()
+        })
+        .unwrap_or(0);
+    own + children
+}
+
+/// Reads the counters of the container `container_id` whose PID 1 is `pid` on the host,
+/// under the cgroup root `root` (normally `/sys/fs/cgroup`). None when the container is gone.
+pub fn read_usage(root: &Path, container_id: &str, pid: Option<u32>) -> Option<RawUsage> {
+    let cpu = cgroup_dir(root, "cpuacct", container_id)?;
+    let memory = cgroup_dir(root, "memory", container_id)?;
+    let cpu_ns = read_u64(cpu.join("cpuacct.usage"))?;
+    let usage = read_u64(memory.join("memory.usage_in_bytes")).unwrap_or(0);
+    // As `docker stats` does: page cache that can be dropped is not "used".
+    let inactive = std::fs::read_to_string(memory.join("memory.stat"))
+        .ok()
+        .and_then(|s| stat_value(&s, "total_inactive_file"))
+        .unwrap_or(0);
+    let oom_kills = oom_kills_under(&memory, 0);
+    let (net_rx_bytes, net_tx_bytes) = pid
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/net/dev")).ok())
+        .map(|t| parse_net_dev(&t))
+        .unwrap_or((0, 0));
+    Some(RawUsage { cpu_ns, memory_bytes: usage.saturating_sub(inactive), net_rx_bytes, net_tx_bytes, oom_kills })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_dev_skips_loopback() {
+        let text = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes\n    \
+                    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  \
+                    eth0:    5000      10    0    0    0     0          0         0     7000      12    0    0    0     0       0          0\n";
+        assert_eq!(parse_net_dev(text), (5000, 7000));
+        assert_eq!(parse_net_dev(""), (0, 0));
+    }
+
+    #[test]
+    fn reads_a_fake_cgroup_tree() {
+        let root = tempfile::tempdir().expect("dir");
+        let id = "abc123";
+        let cpu = root.path().join("cpuacct/docker").join(id);
+        let mem = root.path().join("memory/docker").join(id);
+        std::fs::create_dir_all(&cpu).expect("mkdir");
+        std::fs::create_dir_all(&mem).expect("mkdir");
+        std::fs::write(cpu.join("cpuacct.usage"), "123456789\n").expect("write");
+        std::fs::write(mem.join("memory.usage_in_bytes"), "10000000\n").expect("write");
+        std::fs::write(mem.join("memory.stat"), "cache 5\ntotal_inactive_file 2000000\n").expect("write");
+        std::fs::write(mem.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n").expect("write");
+        let session = mem.join("user.slice/session-1.scope");
+        std::fs::create_dir_all(&session).expect("mkdir");
+        std::fs::write(session.join("memory.oom_control"), "oom_kill_disable 0\noom_kill 2\n").expect("write");
+        let usage = read_usage(root.path(), id, None).expect("usage");
+        assert_eq!(
+            usage,
+            RawUsage { cpu_ns: 123_456_789, memory_bytes: 8_000_000, net_rx_bytes: 0, net_tx_bytes: 0, oom_kills: 5 }
+        );
+        assert_eq!(read_usage(root.path(), "missing", None), None);
+    }
+}
