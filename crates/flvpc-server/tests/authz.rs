@@ -918,6 +918,7 @@ fn panel_pages() -> Vec<PanelRow> {
         page("/admin/users", "/admin/users", ADMIN_ONLY),
         page("/admin/namespaces", "/admin/namespaces", ADMIN_ONLY),
         page("/admin/audit", "/admin/audit", ADMIN_ONLY),
+        page("/admin/capacity", "/admin/capacity", ADMIN_ONLY),
         page("/namespaces/{ns}", "/namespaces/red", [TO_LOGIN, OK, OK, OK, Status(404)]),
         page("/static/app.css", "/static/app.css", [OK; 5]),
         page("/static/app.js", "/static/app.js", [OK; 5]),
@@ -1044,6 +1045,12 @@ fn panel_forms() -> Vec<PanelRow> {
                 .collect()
             },
             ns_admin_ok("/namespaces/red#spec"),
+        ),
+        form(
+            "/namespaces/{ns}/quota",
+            "/namespaces/red/quota",
+            |_, _| vec![("machines", "5".into()), ("memory_mb", "4096".into()), ("cpus", "".into())],
+            admin_ok("/namespaces/red#resources", "/namespaces/red#resources"),
         ),
         form(
             "/namespaces/{ns}/cluster/{action}",

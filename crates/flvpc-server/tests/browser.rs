@@ -169,7 +169,7 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let text = body_text(&client).await;
-    assert!(text.contains("ssh -p 20") && text.contains("root@127.0.0.1"), "ready-to-copy SSH command: {text}");
+    assert!(text.contains("ssh -p ") && text.contains("root@127.0.0.1"), "ready-to-copy SSH command: {text}");
     screenshot(&client, "08-machines-running").await;
 
     // Stop one machine from its row; the state follows.
@@ -270,7 +270,18 @@ async fn superadmin_sets_up_a_team_and_the_user_sees_only_their_role() {
     submit(&client, "form.card[action='/namespaces/team1/members']").await;
     let text = body_text(&client).await;
     assert!(text.contains("eve added as user"), "{text}");
+    assert!(text.contains("Resources") && text.contains("unlimited"), "quota table: {text}");
     screenshot(&client, "04-namespace-superadmin").await;
+
+    // Quotas are set on the namespace page; the capacity page shows bars.
+    fill(&client, "form[action='/namespaces/team1/quota'] input[name=machines]", "4").await;
+    submit(&client, "form[action='/namespaces/team1/quota']").await;
+    assert!(body_text(&client).await.contains("Quota set."));
+    client.goto(&format!("{base}/admin/capacity")).await.expect("open");
+    let text = body_text(&client).await;
+    assert!(text.contains("Whole host") && text.contains("CPUs promised to running machines"), "{text}");
+    assert!(client.find(Locator::Css(".meter progress")).await.is_ok(), "bars are drawn");
+    screenshot(&client, "04b-capacity").await;
 
     // Sign out, sign in as eve.
     submit(&client, "form[action='/logout']").await;

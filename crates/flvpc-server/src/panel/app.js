@@ -37,7 +37,7 @@ document.addEventListener("DOMContentLoaded", () => {
       const card = section.querySelector(`[data-operation="${CSS.escape(event.id)}"]`);
       if (card) {
         const pct = event.total > 0 ? Math.floor(event.done * 100 / event.total) : 100;
-        card.querySelector(".fill").style.width = pct + "%";
+        card.querySelector("progress").value = pct;
         card.querySelector("[data-done]").textContent = event.done;
       }
       if (event.state === "succeeded" || event.state === "failed") setTimeout(() => location.reload(), 400);

@@ -75,6 +75,8 @@ pub enum Nav {
     Namespaces,
     /// Admin: audit log.
     Audit,
+    /// Admin: capacity.
+    Capacity,
 }
 
 /// A full page for a signed-in person: navigation fitted to their role, the flash message, the body.
@@ -93,6 +95,7 @@ pub fn page(state: &AppState, user: &PanelUser, title: &str, nav: Nav, body: Mar
                     @if principal.is_superadmin() {
                         (item(Nav::Namespaces, "/admin/namespaces", "Namespaces"))
                         (item(Nav::Users, "/admin/users", "Users"))
+                        (item(Nav::Capacity, "/admin/capacity", "Capacity"))
                         (item(Nav::Audit, "/admin/audit", "Audit log"))
                     }
                     (item(Nav::Account, "/account", "Account"))

@@ -86,7 +86,11 @@ pub async fn section(
                                 td { strong { (out.name) } br; span.muted { (out.image) } }
                                 td { span class={ "state " (out.state) } data-state { (out.state) } @if let Some(e) = &out.error { br; span.error-text { (e) } } }
                                 td data-ip { (out.ip.clone().unwrap_or_else(|| "—".into())) }
-                                td.muted { (out.cpus) " CPU · " (out.memory_mb) " MB" }
+                                td.muted {
+                                    (out.cpus) " CPU · " (out.memory_mb) " MB"
+                                    @if out.oom_kills > 0 { br; span.error-text title="processes killed for exceeding the memory limit" { (out.oom_kills) " OOM kill(s)" } }
+                                    (super::capacity::machine_graphs(&state.usage.points(ns.as_str(), &out.name)))
+                                }
                                 td { @for p in &out.ports { code { (p.host_port) "→" (p.container_port) "/" (p.protocol) } " " } }
                                 td.ssh {
                                     @if let Some(direct) = &out.ssh.direct { pre.copy.small { (direct) } }
@@ -144,7 +148,7 @@ fn progress(op: &Operation) -> Markup {
     html! {
         div.card.progress data-operation=(op.id) {
             span { (op.kind) " — " span data-done { (op.done) } " of " (op.total) " machines" }
-            div.bar { div.fill style={ "width:" (percent) "%" } {} }
+            progress max="100" value=(percent) { (percent) "%" }
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod account;
 mod admin;
+mod capacity;
 mod home;
 mod layout;
 mod machines;
@@ -37,6 +38,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{login}/password", post(admin::reset_password))
         .route("/admin/namespaces", get(admin::namespaces).post(admin::create_namespace))
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/capacity", get(capacity::capacity_page))
+        .route("/namespaces/{ns}/quota", post(capacity::set_quota))
         .route("/namespaces/{ns}", get(namespace::show))
         .route("/namespaces/{ns}/delete", post(namespace::delete))
         .route("/namespaces/{ns}/cluster", post(machines::save_yaml))

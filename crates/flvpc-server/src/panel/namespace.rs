@@ -39,6 +39,7 @@ pub async fn show(
     let users = if superadmin { ops::list_users(&state, &user.caller).await.unwrap_or_default() } else { Vec::new() };
     let base = format!("/namespaces/{}", seg(ns.name.as_str()));
     let machines_section = super::machines::section(&state, &user, &headers, &ns.name, role).await;
+    let resources_section = super::capacity::namespace_section(&state, &user, &ns.name).await;
     let body = html! {
         div.title-row {
             h1 { (ns.name.as_str()) }
@@ -46,6 +47,7 @@ pub async fn show(
             span.muted { "created " (time(ns.created_at)) }
         }
         (machines_section)
+        (resources_section)
         section {
             h2 { "Members" }
             @if members.is_empty() { p.empty { "No members yet." } } @else {

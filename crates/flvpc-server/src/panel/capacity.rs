@@ -1,0 +1,225 @@
+//! Capacity and quotas in the panel: the superadmin's capacity page (bars a person reads
+//! at a glance), a namespace's quota vs allocated vs used, and small usage graphs.
+
+use super::account::finish;
+use super::layout::{self, csrf_field, page, seg, Nav};
+use super::PanelUser;
+use crate::state::AppState;
+use crate::usage::UsagePoint;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::Form;
+use flvpc_model::policy::system;
+use flvpc_model::quota::{Quota, Resources};
+use flvpc_model::NamespaceName;
+use maud::{html, Markup, PreEscaped};
+use serde::Deserialize;
+
+/// A horizontal bar: `value` of `max`, with a label; red when over.
+fn bar(label: &str, value: f64, max: f64, unit: &str) -> Markup {
+    let percent = if max > 0.0 { (value / max * 100.0).min(100.0) } else { 0.0 };
+    let over = max > 0.0 && value > max;
+    html! {
+        div.meter {
+            div.meter-label { span { (label) } span.muted { (format!("{value:.1}")) " / " (format!("{max:.0}")) (unit) } }
+            // A native <progress>: no inline style, which the panel's CSP forbids.
+            progress class=[over.then_some("over")] max="100" value=(format!("{percent:.1}")) { (format!("{percent:.0}")) "%" }
+        }
+    }
+}
+
+/// A sparkline of `values` (oldest first) as inline SVG; no script needed.
+pub fn sparkline(values: &[f64], title: &str) -> Markup {
+    if values.len() < 2 {
+        return html! { span.muted { "—" } };
+    }
+    let max = values.iter().copied().fold(0.0f64, f64::max).max(1.0);
+    let (w, h) = (120.0, 28.0);
+    let step = w / (values.len() - 1) as f64;
+    let points: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, h - v / max * (h - 2.0) - 1.0))
+        .collect();
+    let svg = format!(
+        "<svg class=\"spark\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\"><title>{}</title>\
+         <polyline fill=\"none\" stroke=\"currentColor\" stroke-width=\"1.5\" points=\"{}\"/></svg>",
+        maud::html! { (title) }.into_string(),
+        points.join(" ")
+    );
+    html! { (PreEscaped(svg)) }
+}
+
+/// The usage graphs of one machine (memory and CPU over the last hour).
+pub fn machine_graphs(points: &[UsagePoint]) -> Markup {
+    let memory: Vec<f64> = points.iter().map(|p| p.memory_mb).collect();
+    let cpu: Vec<f64> = points.iter().map(|p| p.cpu_percent).collect();
+    html! {
+        div.graphs {
+            div { span.muted { "mem" } (sparkline(&memory, "memory (MB), last hour")) }
+            div { span.muted { "cpu" } (sparkline(&cpu, "CPU (%), last hour")) }
+        }
+    }
+}
+
+fn limit(v: Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "unlimited".into())
+}
+
+/// A namespace's quota vs allocated vs used, and (superadmin) the form to change the quota.
+pub async fn namespace_section(state: &AppState, user: &PanelUser, ns: &NamespaceName) -> Markup {
+    let sys = system();
+    let quota = state.store.quota_system(&sys, ns).await.unwrap_or_default();
+    let usage = state.store.usage(&sys).await.ok().and_then(|u| u.get(ns).copied()).unwrap_or_default();
+    let (mut cpu_used, mut mem_used) = (0.0, 0.0);
+    for ((n, _), p, _) in state.usage.all_latest() {
+        if n == ns.as_str() {
+            cpu_used += p.cpu_percent / 100.0;
+            mem_used += p.memory_mb;
+        }
+    }
+    let a: Resources = usage.allocated;
+    let rows = [
+        ("Machines", quota.machines, a.machines, None),
+        ("CPUs", quota.cpus, a.cpus, Some(format!("{cpu_used:.2} busy"))),
+        ("Memory (MB)", quota.memory_mb, a.memory_mb, Some(format!("{mem_used:.0} MB"))),
+        ("Disk (GB)", quota.disk_gb, a.disk_gb, Some("not enforced by this host's storage driver".into())),
+        ("Host ports", quota.host_ports, a.host_ports, None),
+    ];
+    let base = format!("/namespaces/{}", seg(ns.as_str()));
+    html! {
+        section #resources {
+            h2 { "Resources" }
+            table {
+                thead { tr { th { "Resource" } th { "Quota" } th { "Allocated" } th { "Used now" } } }
+                tbody {
+                    @for (name, q, alloc, used) in rows {
+                        tr class=[q.is_some_and(|q| alloc > q).then_some("over")] {
+                            td { (name) } td { (limit(q)) } td { (alloc) } td.muted { (used.unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+            @if user.caller.principal().is_superadmin() {
+                form.card.row method="post" action={ (base) "/quota" } {
+                    (csrf_field(user))
+                    @for (field, label, value) in [("machines", "Machines", quota.machines), ("cpus", "CPUs", quota.cpus),
+                        ("memory_mb", "Memory (MB)", quota.memory_mb), ("disk_gb", "Disk (GB)", quota.disk_gb), ("host_ports", "Host ports", quota.host_ports)] {
+                        label { (label) input name=(field) type="number" min="0" placeholder="unlimited" value=[value]; }
+                    }
+                    button.primary type="submit" { "Set quota" }
+                }
+            }
+        }
+    }
+}
+
+/// The quota form; empty fields are unlimited.
+#[derive(Deserialize)]
+pub struct QuotaForm {
+    #[serde(default)]
+    _csrf: String,
+    #[serde(default)]
+    machines: String,
+    #[serde(default)]
+    cpus: String,
+    #[serde(default)]
+    memory_mb: String,
+    #[serde(default)]
+    disk_gb: String,
+    #[serde(default)]
+    host_ports: String,
+}
+
+/// POST /namespaces/{ns}/quota.
+pub async fn set_quota(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Path(ns): Path<String>,
+    Form(form): Form<QuotaForm>,
+) -> Response {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
+        return refused;
+    }
+    let field = |name: &'static str, v: &str| -> Result<Option<u64>, crate::error::ApiError> {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse::<u64>()
+            .map(Some)
+            .map_err(|_| flvpc_model::Invalid::new(name, "must be a whole number, or empty for unlimited").into())
+    };
+    let quota = (|| {
+        Ok(Quota {
+            machines: field("machines", &form.machines)?,
+            cpus: field("cpus", &form.cpus)?,
+            memory_mb: field("memory_mb", &form.memory_mb)?,
+            disk_gb: field("disk_gb", &form.disk_gb)?,
+            host_ports: field("host_ports", &form.host_ports)?,
+        })
+    })();
+    let result = match quota {
+        Ok(quota) => crate::ops::set_quota(&state, &user.caller, &ns, quota).await,
+        Err(err) => Err(err),
+    };
+    finish(&state, &format!("/namespaces/{}#resources", seg(&ns)), result, |()| "Quota set.".into())
+}
+
+/// GET /admin/capacity.
+pub async fn capacity_page(State(state): State<AppState>, user: PanelUser) -> Response {
+    let Ok(grant) = user.caller.principal().superadmin() else {
+        return layout::error_page(flvpc_model::Denied::Forbidden.into());
+    };
+    let sys = system();
+    let host = flvpc_host::host_capacity();
+    let usage = state.store.usage(&sys).await.unwrap_or_default();
+    let namespaces = state.store.list_namespaces(&grant).await.unwrap_or_default();
+    let latest = state.usage.all_latest();
+    let used = |ns: Option<&str>| {
+        latest
+            .iter()
+            .filter(|((n, _), _, _)| ns.is_none_or(|x| x == n))
+            .fold((0.0, 0.0), |(c, m), (_, p, _)| (c + p.cpu_percent / 100.0, m + p.memory_mb))
+    };
+    let running = usage.values().fold(Resources::default(), |s, u| s.plus(u.running));
+    let allocated = usage.values().fold(Resources::default(), |s, u| s.plus(u.allocated));
+    let (cpu_used, mem_used) = used(None);
+    let cap = |ratio: Option<f64>, base: u64| ratio.map(|r| r * base as f64).unwrap_or(base as f64);
+    let body = html! {
+        h1 { "Capacity" }
+        p.muted { "Host: " (host.cpus) " CPUs, " (host.memory_mb) " MB memory. "
+            "CPUs are shares (a weight when busy), so they can be promised many times over; memory limits are hard. "
+            @match (state.config.overcommit_cpu, state.config.overcommit_memory) {
+                (None, None) => { "No overcommit cap is set (--overcommit-cpu / --overcommit-memory)." }
+                (c, m) => { "Caps: CPUs × " (c.map(|c| c.to_string()).unwrap_or("∞".into())) ", memory × " (m.map(|m| m.to_string()).unwrap_or("∞".into())) "." }
+            }
+        }
+        div.card {
+            h2 { "Whole host" }
+            (bar("CPUs promised to running machines", running.cpus as f64, cap(state.config.overcommit_cpu, host.cpus), ""))
+            (bar("CPUs busy now", cpu_used, host.cpus as f64, ""))
+            (bar("Memory promised to running machines", running.memory_mb as f64, cap(state.config.overcommit_memory, host.memory_mb), " MB"))
+            (bar("Memory used now", mem_used, host.memory_mb as f64, " MB"))
+            p.muted { (allocated.machines) " machines in all, " (running.machines) " meant to run. Disk sizes are recorded and counted against quotas, but this host's storage driver (overlay2) cannot enforce them." }
+        }
+        h2 { "Namespaces" }
+        @if namespaces.is_empty() { p.empty { "No namespaces yet." } }
+        div.grid {
+            @for ns in &namespaces {
+                @let u = usage.get(&ns.name).copied().unwrap_or_default();
+                @let q = state.store.quota_system(&sys, &ns.name).await.unwrap_or_default();
+                @let (c, m) = used(Some(ns.name.as_str()));
+                div.card {
+                    h3 { a href={ "/namespaces/" (seg(ns.name.as_str())) "#resources" } { (ns.name.as_str()) } }
+                    (bar("Machines", u.allocated.machines as f64, q.machines.map_or(u.allocated.machines.max(1) as f64, |v| v as f64), ""))
+                    (bar("CPUs allocated", u.allocated.cpus as f64, q.cpus.map_or(host.cpus as f64, |v| v as f64), ""))
+                    (bar("Memory allocated", u.allocated.memory_mb as f64, q.memory_mb.map_or(host.memory_mb as f64, |v| v as f64), " MB"))
+                    p.muted { "Now: " (format!("{c:.2}")) " CPUs busy, " (format!("{m:.0}")) " MB used. "
+                        @if q == Quota::default() { "No quota." } }
+                }
+            }
+        }
+    };
+    page(&state, &user, "Capacity", Nav::Capacity, body)
+}
