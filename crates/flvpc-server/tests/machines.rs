@@ -201,10 +201,22 @@ async fn a_machine_over_its_memory_limit_is_killed_by_the_kernel_and_shown_as_su
     assert_eq!(server.post("/api/v1/namespaces", &root, json!({"name": ns})).await.status, StatusCode::CREATED);
     let key = keypair("ann");
     let ann = user(&server, &root, "ann", &ns, "admin", &key).await;
-    let spec = "machines:\n- count: 1\n  spec:\n    name: small%d\n    portMappings:\n    - containerPort: 22\n    ignite: {cpus: 1, memory: 96MB}\n";
+    let spec = "machines:\n- count: 1\n  spec:\n    name: small%d\n    portMappings:\n    - containerPort: 22\n    ignite: {cpus: 1, cpuCap: 0.5, memory: 96MB}\n";
     assert_eq!(put_spec(&server, &ann, &ns, spec).await.status(), StatusCode::OK);
     act(&server, &ann, &format!("/api/v1/namespaces/{ns}/cluster/create")).await;
     let machine = machines(&server, &ann, &ns).await.remove(0);
+    assert_eq!(machine["cpu_cap"], 0.5);
+    // The caps are the kernel's, set by the engine: a hard CPU cap and a memory limit without extra swap.
+    let inspect = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}",
+            &format!("{ns}-small0"),
+        ])
+        .output()
+        .expect("docker inspect");
+    assert_eq!(String::from_utf8_lossy(&inspect.stdout).trim(), "500000000 100663296 100663296");
     let port = ssh_port(&machine);
     eventually(Duration::from_secs(60), "sshd in small0", || ssh(&key.private, port, "true").is_ok()).await;
     // `tail` of an endless line keeps it all in memory until the kernel kills it.

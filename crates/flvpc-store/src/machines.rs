@@ -61,6 +61,8 @@ pub struct MachinePlan {
     pub backend: String,
     /// CPUs.
     pub cpus: u32,
+    /// Hard CPU cap in thousandths of a CPU, if any.
+    pub cpu_cap_milli: Option<u32>,
     /// Memory limit in MiB.
     pub memory_mb: u64,
     /// Disk size in GiB.
@@ -95,6 +97,8 @@ pub struct MachineRecord {
     pub backend: String,
     /// CPUs.
     pub cpus: u32,
+    /// Hard CPU cap in thousandths of a CPU, if any.
+    pub cpu_cap_milli: Option<u32>,
     /// Memory limit in MiB.
     pub memory_mb: u64,
     /// Disk size in GiB.
@@ -182,7 +186,7 @@ macro_rules! select_machines {
     ($tail:literal) => {
         concat!(
             "SELECT m.id, n.name, m.name, m.image, m.backend, m.cpus, m.memory_mb, m.disk_gb, m.spec_hash, m.desired, \
-             m.observed, m.ip, m.error, m.observed_at FROM machines m JOIN namespaces n ON n.id = m.namespace_id ",
+             m.observed, m.ip, m.error, m.observed_at, m.cpu_cap_milli FROM machines m JOIN namespaces n ON n.id = m.namespace_id ",
             $tail
         )
     };
@@ -205,6 +209,7 @@ fn machine_from(row: &sqlx::any::AnyRow) -> Result<(i64, MachineRecord), StoreEr
             ip: row.try_get(11)?,
             error: row.try_get(12)?,
             observed_at: row.try_get(13)?,
+            cpu_cap_milli: row.try_get::<Option<i64>, _>(14)?.and_then(|v| u32::try_from(v).ok()),
             ports: Vec::new(),
         },
     ))
@@ -397,7 +402,7 @@ impl Store {
                     if hash != &plan.spec_hash {
                         sqlx::query(
                             "UPDATE machines SET image = $1, backend = $2, cpus = $3, memory_mb = $4, disk_gb = $5, \
-                             spec_hash = $6, desired = 'running', updated_at = $7 WHERE id = $8",
+                             spec_hash = $6, desired = 'running', updated_at = $7, cpu_cap_milli = $9 WHERE id = $8",
                         )
                         .bind(&plan.image)
                         .bind(&plan.backend)
@@ -407,6 +412,7 @@ impl Store {
                         .bind(&plan.spec_hash)
                         .bind(now)
                         .bind(id)
+                        .bind(plan.cpu_cap_milli.map(i64::from))
                         .execute(&mut *tx.tx)
                         .await?;
                     } else {
@@ -420,7 +426,8 @@ impl Store {
                 }
                 None => sqlx::query_scalar(
                     "INSERT INTO machines (namespace_id, name, image, backend, cpus, memory_mb, disk_gb, spec_hash, desired, \
-                     observed, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', 'not_created', $9, $9) RETURNING id",
+                     observed, created_at, updated_at, cpu_cap_milli) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', 'not_created', $9, $9, $10) RETURNING id",
                 )
                 .bind(ns_id)
                 .bind(&plan.name)
@@ -431,6 +438,7 @@ impl Store {
                 .bind(i64::try_from(plan.disk_gb).unwrap_or(i64::MAX))
                 .bind(&plan.spec_hash)
                 .bind(now)
+                .bind(plan.cpu_cap_milli.map(i64::from))
                 .fetch_one(&mut *tx.tx)
                 .await?,
             };

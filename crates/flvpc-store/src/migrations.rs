@@ -105,6 +105,9 @@ const QUOTAS_V3: [&str; 1] =
     ["CREATE TABLE namespace_quotas (namespace_id BIGINT PRIMARY KEY REFERENCES namespaces(id) ON DELETE CASCADE, \
      machines BIGINT, cpus BIGINT, memory_mb BIGINT, disk_gb BIGINT, host_ports BIGINT)"];
 
+/// A hard CPU cap per machine, in thousandths of a CPU; NULL means none.
+const CPU_CAP_V4: [&str; 1] = ["ALTER TABLE machines ADD COLUMN cpu_cap_milli BIGINT"];
+
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -120,4 +123,5 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         postgres: &POSTGRES_V2,
     },
     Migration { version: 3, description: "namespace quotas", sqlite: &QUOTAS_V3, postgres: &QUOTAS_V3 },
+    Migration { version: 4, description: "hard CPU caps", sqlite: &CPU_CAP_V4, postgres: &CPU_CAP_V4 },
 ];

@@ -171,6 +171,10 @@ pub struct IgniteSpec {
     /// Virtual CPUs; absent or 0 means [`DEFAULT_CPUS`] (footloose treats 0 as unset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpus: Option<u64>,
+    /// flvpc's own key: a hard CPU cap (fractions allowed, e.g. 1.5), on top of `cpus`, which are
+    /// shares (a weight under contention). Absent: no cap, the original's competition mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_cap: Option<f64>,
     /// Memory such as `1GB` or `512MB` (binary units; a bare number counts bytes, as in ignite).
     /// Absent means [`DEFAULT_MEMORY_MB`].
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -120,6 +120,22 @@ fn unsigned(p: &mut Problems, path: &str, value: &Value, max: u64) -> Option<u64
     None
 }
 
+/// A positive number, fractions allowed (flvpc's `cpuCap`).
+fn positive_number(p: &mut Problems, path: &str, value: &Value) -> Option<f64> {
+    match value.as_f64() {
+        Some(n) if n.is_finite() && n > 0.0 => Some(n),
+        Some(n) => {
+            p.error(path, format!("must be a number above 0 (it is {n})"));
+            None
+        }
+        None => {
+            let hint = if value.is_string() { " (write it without quotes)" } else { "" };
+            p.error(path, format!("must be a number such as 1.5, not {}{hint}", kind(value)));
+            None
+        }
+    }
+}
+
 fn boolean(p: &mut Problems, path: &str, value: &Value) -> bool {
     match value {
         Value::Bool(b) => *b,
@@ -252,6 +268,7 @@ fn read_port_mapping(p: &mut Problems, path: &str, value: &Value) -> Option<Port
 fn read_ignite(p: &mut Problems, path: &str, value: &Value) -> Option<IgniteSpec> {
     let mut f = Fields::of(p, path, value)?;
     let cpus = f.take(p, "cpus").and_then(|(path, v)| unsigned(p, &path, v, u64::MAX));
+    let cpu_cap = f.take(p, "cpuCap").and_then(|(path, v)| positive_number(p, &path, v));
     let memory = f.take(p, "memory").and_then(|(path, v)| size(p, &path, v));
     let disk_size = f.take(p, "diskSize").and_then(|(path, v)| size(p, &path, v));
     let kernel = f.take(p, "kernel").and_then(|(path, v)| string(p, &path, v));
@@ -266,7 +283,7 @@ fn read_ignite(p: &mut Problems, path: &str, value: &Value) -> Option<IgniteSpec
         },
         None => BTreeMap::new(),
     };
-    Some(IgniteSpec { cpus, memory, disk_size, kernel, copy_files, unknown: f.rest() })
+    Some(IgniteSpec { cpus, cpu_cap, memory, disk_size, kernel, copy_files, unknown: f.rest() })
 }
 
 fn read_volume(p: &mut Problems, path: &str, value: &Value) -> Option<VolumeSpec> {

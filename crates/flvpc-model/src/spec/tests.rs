@@ -189,6 +189,7 @@ fn footloose_config_create_output_is_accepted() {
                 image: "quay.io/footloose/centos7".into(),
                 backend: Backend::Docker,
                 cpus: 2,
+                cpu_cap_milli: None,
                 memory_mb: 1024,
                 disk_gb: 4,
                 kernel: None,
@@ -302,6 +303,7 @@ fn minimal_spec_takes_the_defaults() {
             image: DEFAULT_IMAGE.into(),
             backend: Backend::Docker,
             cpus: DEFAULT_CPUS,
+            cpu_cap_milli: None,
             memory_mb: DEFAULT_MEMORY_MB,
             disk_gb: DEFAULT_DISK_GB,
             kernel: None,
@@ -1004,4 +1006,28 @@ fn field_error_display() {
     let error = FieldError { path: "machines[0].spec.name".into(), message: "must contain %d".into(), position: None };
     assert_eq!(error.to_string(), "machines[0].spec.name: must contain %d");
     assert_eq!(SpecError::single("", "whole document").to_string(), "whole document");
+}
+
+#[test]
+fn cpu_cap_is_flvpcs_own_hard_limit() {
+    let ns = crate::NamespaceName::parse("team1").expect("ns");
+    let spec = parse_yaml("machines:\n- count: 1\n  spec:\n    name: n%d\n    ignite: {cpus: 2, cpuCap: 1.5}\n")
+        .expect("parse");
+    let validated = spec.validate(&ns).expect("valid");
+    assert_eq!(validated.machines[0].cpu_cap_milli, Some(1500));
+    assert!(spec.to_yaml().contains("cpuCap: 1.5"), "{}", spec.to_yaml());
+    let none =
+        parse_yaml("machines:\n- count: 1\n  spec:\n    name: n%d\n").expect("parse").validate(&ns).expect("valid");
+    assert_eq!(none.machines[0].cpu_cap_milli, None);
+    for bad in ["0", "-1", "1000", "0.0001"] {
+        let text = format!("machines:\n- count: 1\n  spec:\n    name: n%d\n    ignite: {{cpuCap: {bad}}}\n");
+        let refused = match parse_yaml(&text) {
+            Err(e) => e,
+            Ok(spec) => spec.validate(&ns).expect_err(bad),
+        };
+        assert!(refused.has_path("machines[0].spec.ignite.cpuCap"), "{bad}: {refused}");
+    }
+    let quoted =
+        parse_yaml("machines:\n- count: 1\n  spec:\n    name: n%d\n    ignite: {cpuCap: \"1\"}\n").expect_err("string");
+    assert!(quoted.to_string().contains("without quotes"), "{quoted}");
 }

@@ -115,8 +115,11 @@ pub struct DesiredMachine {
     pub image: String,
     /// How the machine runs.
     pub backend: Backend,
-    /// Virtual CPUs, 1..=256 (whole CPUs, as ignite takes them).
+    /// Virtual CPUs, 1..=256 (whole CPUs, as ignite takes them). Docker machines get them as
+    /// CPU shares: a weight under contention, not a limit.
     pub cpus: u32,
+    /// A hard CPU cap in thousandths of a CPU (`ignite.cpuCap: 1.5` is 1500); `None`: no cap.
+    pub cpu_cap_milli: Option<u32>,
     /// Memory in MiB (the spec's `MB` and `GB` are binary units, as in ignite and Docker).
     pub memory_mb: u64,
     /// Disk size in GiB.
@@ -187,6 +190,7 @@ struct GroupPlan {
     image: String,
     backend: Backend,
     cpus: u32,
+    cpu_cap_milli: Option<u32>,
     memory_mb: u64,
     disk_gb: u64,
     kernel: Option<String>,
@@ -260,10 +264,11 @@ impl Validator<'_> {
         let image = self.check_image(&path, machine.image.as_deref());
         let backend = self.check_backend(&path, machine.backend.as_deref());
         let (cpus, memory_mb, disk_gb, kernel) = self.check_resources(&path, machine.ignite.as_ref(), backend);
+        let cpu_cap_milli = self.check_cpu_cap(&path, machine.ignite.as_ref());
         let ports = self.check_ports(&path, &machine.port_mappings);
         self.check_unhonoured(&path, machine);
         self.unknown_keys(&path, &machine.unknown);
-        GroupPlan { count, template, image, backend, cpus, memory_mb, disk_gb, kernel, ports }
+        GroupPlan { count, template, image, backend, cpus, cpu_cap_milli, memory_mb, disk_gb, kernel, ports }
     }
 
     fn check_name(&mut self, path: &str, name: &str, count: Option<usize>) -> Option<Template> {
@@ -332,6 +337,20 @@ impl Validator<'_> {
                 Backend::Docker
             }
         }
+    }
+
+    /// `ignite.cpuCap`: a hard cap of at least a thousandth of a CPU and at most [`MAX_CPUS`].
+    fn check_cpu_cap(&mut self, path: &str, ignite: Option<&IgniteSpec>) -> Option<u32> {
+        let cap = ignite?.cpu_cap?;
+        let milli = (cap * 1000.0).round();
+        if milli < 1.0 || milli > f64::from(MAX_CPUS) * 1000.0 {
+            self.problems.error(
+                &join(&join(path, "ignite"), "cpuCap"),
+                format!("must be between 0.001 and {MAX_CPUS} CPUs (it is {cap})"),
+            );
+            return None;
+        }
+        Some(milli as u32)
     }
 
     /// The `ignite:` block: cpus, memory in MiB, disk in GiB, kernel.
@@ -592,6 +611,7 @@ impl Validator<'_> {
                         image: plan.image.clone(),
                         backend: plan.backend,
                         cpus: plan.cpus,
+                        cpu_cap_milli: plan.cpu_cap_milli,
                         memory_mb: plan.memory_mb,
                         disk_gb: plan.disk_gb,
                         kernel: plan.kernel.clone(),

@@ -65,6 +65,7 @@ pub fn machine_out(
         image: m.image,
         backend: m.backend,
         cpus: m.cpus,
+        cpu_cap: m.cpu_cap_milli.map(|c| f64::from(c) / 1000.0),
         memory_mb: m.memory_mb,
         disk_gb: m.disk_gb,
         ports: m

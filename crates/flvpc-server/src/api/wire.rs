@@ -532,6 +532,8 @@ pub struct MachineOut {
     pub backend: String,
     /// CPUs (CPU shares: a weight, overcommit allowed).
     pub cpus: u32,
+    /// Hard CPU cap (`ignite.cpuCap`), if any.
+    pub cpu_cap: Option<f64>,
     /// Memory limit.
     pub memory_mb: u64,
     /// Disk size asked for.

@@ -174,7 +174,8 @@ pub async fn put_spec(
 
 /// A digest of what a container is created with; a change means a new container.
 fn spec_hash(m: &spec::DesiredMachine) -> String {
-    let mut text = format!("{}|{}|{}|{}|{}", m.image, m.backend.as_str(), m.cpus, m.memory_mb, m.disk_gb);
+    let mut text =
+        format!("{}|{}|{}|{:?}|{}|{}", m.image, m.backend.as_str(), m.cpus, m.cpu_cap_milli, m.memory_mb, m.disk_gb);
     for p in &m.ports {
         text.push_str(&format!("|{}:{:?}/{}", p.container_port, p.host_port, p.protocol.as_str()));
     }
@@ -218,6 +219,7 @@ pub async fn create(state: &AppState, caller: &Caller, ns: &str) -> ApiResult<Op
                 image: m.image.clone(),
                 backend: m.backend.as_str().to_owned(),
                 cpus: m.cpus,
+                cpu_cap_milli: m.cpu_cap_milli,
                 memory_mb: m.memory_mb,
                 disk_gb: m.disk_gb,
                 spec_hash: spec_hash(m),

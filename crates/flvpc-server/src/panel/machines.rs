@@ -87,7 +87,7 @@ pub async fn section(
                                 td { span class={ "state " (out.state) } data-state { (out.state) } @if let Some(e) = &out.error { br; span.error-text { (e) } } }
                                 td data-ip { (out.ip.clone().unwrap_or_else(|| "—".into())) }
                                 td.muted {
-                                    (out.cpus) " CPU · " (out.memory_mb) " MB"
+                                    (out.cpus) " CPU" @if let Some(cap) = out.cpu_cap { " (cap " (cap) ")" } " · " (out.memory_mb) " MB"
                                     @if out.oom_kills > 0 { br; span.error-text title="processes killed for exceeding the memory limit" { (out.oom_kills) " OOM kill(s)" } }
                                     (super::capacity::machine_graphs(&state.usage.points(ns.as_str(), &out.name)))
                                 }

@@ -299,6 +299,7 @@ impl Reconciler {
     fn machine_spec(&self, record: &MachineRecord) -> MachineSpec {
         let mut spec = MachineSpec::new(record.namespace.as_str(), record.name.as_str(), record.image.as_str());
         spec.cpus = record.cpus.max(1);
+        spec.cpu_cap = record.cpu_cap_milli.map(|m| f64::from(m) / 1000.0);
         spec.memory_mb = record.memory_mb;
         spec.ports = record
             .ports
