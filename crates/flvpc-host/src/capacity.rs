@@ -7,13 +7,25 @@ pub struct Capacity {
     pub cpus: u64,
     /// Total memory in MiB.
     pub memory_mb: u64,
+    /// Size of the file system holding Docker's data (`/var/lib/docker`, else `/`), in GiB.
+    pub disk_gb: u64,
 }
 
 /// Reads the host's CPUs and memory (`/proc/meminfo`'s MemTotal).
 pub fn host_capacity() -> Capacity {
     let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
     let memory_mb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| mem_total_mb(&t)).unwrap_or(0);
-    Capacity { cpus, memory_mb }
+    let disk_gb = ["/var/lib/docker", "/"].into_iter().find_map(disk_size_gb).unwrap_or(0);
+    Capacity { cpus, memory_mb, disk_gb }
+}
+
+/// The size of the file system at `path`, from coreutils' `df` (argv, no shell).
+fn disk_size_gb(path: &str) -> Option<u64> {
+    let out = std::process::Command::new("df").args(["--output=size", "-B1G", path]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).lines().nth(1)?.trim().parse().ok()
 }
 
 fn mem_total_mb(meminfo: &str) -> Option<u64> {
@@ -31,6 +43,6 @@ mod tests {
         assert_eq!(mem_total_mb("MemTotal:       24600000 kB\nMemFree: 1 kB\n"), Some(24023));
         assert_eq!(mem_total_mb("nothing"), None);
         let host = host_capacity();
-        assert!(host.cpus >= 1 && host.memory_mb > 0, "{host:?}");
+        assert!(host.cpus >= 1 && host.memory_mb > 0 && host.disk_gb > 0, "{host:?}");
     }
 }

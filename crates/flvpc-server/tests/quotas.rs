@@ -124,6 +124,7 @@ async fn host_overcommit_cap(backend: Backend) {
     let capacity = server.get("/api/v1/capacity", &root).await.body;
     assert_eq!(capacity["overcommit"]["memory"], 0.01);
     assert!(capacity["host"]["cpus"].as_u64().is_some_and(|c| c >= 1));
+    assert!(capacity["host"]["disk_gb"].as_u64().is_some_and(|d| d >= 1), "{capacity}");
 }
 
 /// A Docker engine that is down: a clear 503 naming dockerd, nothing recorded, and the same

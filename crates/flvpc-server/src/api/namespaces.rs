@@ -175,7 +175,7 @@ pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResul
     }
     let ratio = |used: u64, total: u64| if total == 0 { 0.0 } else { used as f64 / total as f64 };
     Ok(Json(CapacityOut {
-        host: HostOut { cpus: host.cpus, memory_mb: host.memory_mb },
+        host: HostOut { cpus: host.cpus, memory_mb: host.memory_mb, disk_gb: host.disk_gb },
         overcommit: OvercommitOut {
             cpu: state.config.overcommit_cpu,
             memory: state.config.overcommit_memory,

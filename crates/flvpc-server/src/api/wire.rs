@@ -214,6 +214,8 @@ pub struct HostOut {
     pub cpus: u64,
     /// Memory in MB.
     pub memory_mb: u64,
+    /// Size of the file system holding Docker's data, in GB.
+    pub disk_gb: u64,
 }
 
 /// Host-wide overcommit caps (null: no cap) and the effective ratios now.

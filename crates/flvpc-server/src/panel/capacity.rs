@@ -188,7 +188,7 @@ pub async fn capacity_page(State(state): State<AppState>, user: PanelUser) -> Re
     let cap = |ratio: Option<f64>, base: u64| ratio.map(|r| r * base as f64).unwrap_or(base as f64);
     let body = html! {
         h1 { "Capacity" }
-        p.muted { "Host: " (host.cpus) " CPUs, " (host.memory_mb) " MB memory. "
+        p.muted { "Host: " (host.cpus) " CPUs, " (host.memory_mb) " MB memory, " (host.disk_gb) " GB disk for Docker. "
             "CPUs are shares (a weight when busy), so they can be promised many times over; memory limits are hard. "
             @match (state.config.overcommit_cpu, state.config.overcommit_memory) {
                 (None, None) => { "No overcommit cap is set (--overcommit-cpu / --overcommit-memory)." }
