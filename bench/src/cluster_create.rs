@@ -9,9 +9,10 @@
 //! Traffic goes only to 127.0.0.1 and to the containers the benchmark creates.
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use flvpc_bench::{login, run, Flvpc};
+use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "flvpc/debian:12";
@@ -45,23 +46,6 @@ fn options() -> Result<Options> {
         );
     }
     Ok(opts)
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn ssh_ok(key: &Path, port: u16) -> bool {
@@ -115,74 +99,20 @@ async fn wait_all_ssh(key: &Path, ports: &[u16], timeout: Duration) -> Result<()
     Ok(())
 }
 
-struct Api {
-    base: String,
-    token: String,
-    client: reqwest::Client,
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let mut req = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        if !status.is_success() {
-            bail!("{path}: HTTP {status}: {text}");
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn wait_op(&self, id: &str) -> Result<()> {
-        loop {
-            let op = self.call(reqwest::Method::GET, &format!("/api/v1/operations/{id}"), None).await?;
-            match op["state"].as_str() {
-                Some("succeeded") => return Ok(()),
-                Some("failed") => bail!("operation failed: {op}"),
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    }
-}
-
-async fn login(client: &reqwest::Client, base: &str, login: &str, password: &str) -> Result<String> {
-    let resp: Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"login": login, "password": password}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(resp["token"].as_str().context("no token")?.to_owned())
-}
-
 /// flvpc: from POST create until every machine answers SSH.
-async fn flvpc_once(api: &Api, ns: &str, n: usize, key: &Path) -> Result<Duration> {
+async fn flvpc_once(server: &Flvpc, token: &str, ns: &str, n: usize, key: &Path) -> Result<Duration> {
     let spec = format!(
         "machines:\n- count: {n}\n  spec:\n    name: m%d\n    image: {IMAGE}\n    portMappings:\n    - containerPort: 22\n      hostPort: {PORT_BASE}\n    ignite: {{cpus: 1, memory: 256MB}}\n"
     );
-    let resp = api
-        .client
-        .put(format!("{}/api/v1/namespaces/{ns}/cluster", api.base))
-        .bearer_auth(&api.token)
-        .header("content-type", "application/yaml")
-        .body(spec)
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        bail!("saving the spec failed: {}", resp.text().await?);
-    }
+    server.put_spec(token, ns, spec).await?;
     let started = Instant::now();
-    let op = api.call(reqwest::Method::POST, &format!("/api/v1/namespaces/{ns}/cluster/create"), None).await?;
+    let op =
+        server.call(token, reqwest::Method::POST, &format!("/api/v1/namespaces/{ns}/cluster/create"), None).await?;
     let ports: Vec<u16> = (0..n).map(|i| PORT_BASE + i as u16).collect();
     wait_all_ssh(key, &ports, Duration::from_secs(300)).await?;
     let elapsed = started.elapsed();
-    api.wait_op(op["operation"].as_str().context("operation id")?).await?;
-    let op = api.call(reqwest::Method::POST, &format!("/api/v1/namespaces/{ns}/cluster/delete"), None).await?;
-    api.wait_op(op["operation"].as_str().context("operation id")?).await?;
+    server.wait_op(token, op["operation"].as_str().context("operation id")?).await?;
+    server.act(token, &format!("/api/v1/namespaces/{ns}/cluster/delete")).await?;
     Ok(elapsed)
 }
 
@@ -266,45 +196,15 @@ async fn main() -> Result<()> {
     let authorized_keys = data.join("authorized_keys");
     std::fs::write(&authorized_keys, &public)?;
 
-    let mut init = Command::new(&opts.flvpc)
-        .args(["admin", "init", "--login", "admin", "--password-stdin"])
-        .env("FLVPC_DATA_DIR", data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    use std::io::Write;
-    init.stdin.take().context("stdin")?.write_all(b"admin-password\n")?;
-    init.wait()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let _server = Server(
-        Command::new(&opts.flvpc)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--publish-address", "127.0.0.1"])
-            .env("FLVPC_DATA_DIR", data)
-            .env("FLVPC_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        if Instant::now() > deadline {
-            bail!("flvpc serve did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let admin = Api {
-        base: base.clone(),
-        token: login(&client, &base, "admin", "admin-password").await?,
-        client: client.clone(),
-    };
-    admin
-        .call(reqwest::Method::POST, "/api/v1/users", Some(json!({"login": "bench", "password": "bench-password"})))
+    let server = Flvpc::start(&opts.flvpc, data, &["--publish-address", "127.0.0.1"]).await?;
+    let admin = server.admin.clone();
+    use reqwest::Method;
+    server
+        .call(&admin, Method::POST, "/api/v1/users", Some(json!({"login": "bench", "password": "bench-password"})))
         .await?;
-    let user_token = login(&client, &base, "bench", "bench-password").await?;
-    let user = Api { base: base.clone(), token: user_token, client: client.clone() };
-    user.call(reqwest::Method::POST, "/api/v1/keys", Some(json!({"name": "bench", "public_key": public.trim()})))
+    let user = login(&server.client, &server.base, "bench", "bench-password").await?;
+    server
+        .call(&user, Method::POST, "/api/v1/keys", Some(json!({"name": "bench", "public_key": public.trim()})))
         .await?;
 
     println!("cluster-create: API call until every machine answers `ssh root@… true`; runs per size: {}", opts.runs);
@@ -315,19 +215,14 @@ async fn main() -> Result<()> {
     );
     for &n in &opts.sizes {
         let ns = format!("bench{n}");
-        admin.call(reqwest::Method::POST, "/api/v1/namespaces", Some(json!({"name": ns}))).await?;
-        admin
-            .call(
-                reqwest::Method::PUT,
-                &format!("/api/v1/namespaces/{ns}/members/bench"),
-                Some(json!({"role": "admin"})),
-            )
-            .await?;
+        server.call(&admin, Method::POST, "/api/v1/namespaces", Some(json!({"name": ns}))).await?;
+        let member = format!("/api/v1/namespaces/{ns}/members/bench");
+        server.call(&admin, Method::PUT, &member, Some(json!({"role": "admin"}))).await?;
         let mut ours = Vec::new();
         let mut floor = Vec::new();
         for _ in 0..opts.runs {
             // Interleaved, so both see the same machine noise.
-            ours.push(flvpc_once(&user, &ns, n, &key).await?);
+            ours.push(flvpc_once(&server, &user, &ns, n, &key).await?);
             floor.push(floor_once(n, &key, &authorized_keys).await?);
         }
         let (m_ours, m_floor) = (median(ours.clone()), median(floor.clone()));
@@ -340,7 +235,7 @@ async fn main() -> Result<()> {
             fmt(&ours),
             fmt(&floor)
         );
-        admin.call(reqwest::Method::DELETE, &format!("/api/v1/namespaces/{ns}"), None).await?;
+        server.call(&admin, Method::DELETE, &format!("/api/v1/namespaces/{ns}"), None).await?;
     }
     Ok(())
 }

@@ -9,32 +9,12 @@
 //!   cargo run --release -p flvpc-bench --bin ssh-gateway -- [--runs 5] [--mib 256] [--flvpc target/release/flvpc]
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use flvpc_bench::{free_port, login, run, Flvpc, Killed};
+use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// One way to reach the machine: the ssh arguments before the remote command.
 struct Path3 {
@@ -76,27 +56,6 @@ fn median_f(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn api(
-    client: &reqwest::Client,
-    base: &str,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<Value> {
-    let mut req = client.request(method, format!("{base}{path}")).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    if !status.is_success() {
-        bail!("{path}: HTTP {status}: {text}");
-    }
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut runs = 5usize;
@@ -118,104 +77,40 @@ async fn main() -> Result<()> {
     let public = std::fs::read_to_string(key.with_extension("pub"))?;
 
     // flvpc with its gateway, a user, a namespace and one machine.
-    let mut init = Command::new(&flvpc)
-        .args(["admin", "init", "--login", "admin", "--password-stdin"])
-        .env("FLVPC_DATA_DIR", data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    init.stdin.take().context("stdin")?.write_all(b"admin-password\n")?;
-    init.wait()?;
-    let (http, gw) = (free_port()?, free_port()?);
-    let _server = Killed(
-        Command::new(&flvpc)
-            .args(["serve", "--listen", &format!("127.0.0.1:{http}"), "--ssh-listen", &format!("127.0.0.1:{gw}")])
-            .args(["--publish-address", "127.0.0.1", "--port-range", "27000-27099"])
-            .args(["--ssh-max-connections-per-user", "1000"])
-            .env("FLVPC_DATA_DIR", data)
-            .env("FLVPC_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let base = format!("http://127.0.0.1:{http}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        if Instant::now() > deadline {
-            bail!("flvpc serve did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let login = |l: &'static str, p: &'static str| {
-        let client = client.clone();
-        let base = base.clone();
-        async move {
-            let v: Value = client
-                .post(format!("{base}/api/v1/auth/login"))
-                .json(&json!({"login": l, "password": p}))
-                .send()
-                .await?
-                .json()
-                .await?;
-            Ok::<String, anyhow::Error>(v["token"].as_str().context("token")?.to_owned())
-        }
-    };
+    let gw = free_port()?;
+    let gw_listen = format!("127.0.0.1:{gw}");
+    let server = Flvpc::start(
+        &flvpc,
+        data,
+        &[
+            "--ssh-listen",
+            &gw_listen,
+            "--publish-address",
+            "127.0.0.1",
+            "--port-range",
+            "27000-27099",
+            "--ssh-max-connections-per-user",
+            "1000",
+        ],
+    )
+    .await?;
     use reqwest::Method;
-    let admin = login("admin", "admin-password").await?;
-    api(
-        &client,
-        &base,
-        &admin,
-        Method::POST,
-        "/api/v1/users",
-        Some(json!({"login": "bench", "password": "bench-password"})),
-    )
-    .await?;
-    api(&client, &base, &admin, Method::POST, "/api/v1/namespaces", Some(json!({"name": "gwbench"}))).await?;
-    api(
-        &client,
-        &base,
-        &admin,
-        Method::PUT,
-        "/api/v1/namespaces/gwbench/members/bench",
-        Some(json!({"role": "admin"})),
-    )
-    .await?;
-    let user = login("bench", "bench-password").await?;
-    api(
-        &client,
-        &base,
-        &user,
-        Method::POST,
-        "/api/v1/keys",
-        Some(json!({"name": "bench", "public_key": public.trim()})),
-    )
-    .await?;
-    let spec = "machines:\n- count: 1\n  spec:\n    name: m%d\n    portMappings:\n    - containerPort: 22\n    ignite: {cpus: 2, memory: 1GB}\n";
-    let resp = client
-        .put(format!("{base}/api/v1/namespaces/gwbench/cluster"))
-        .bearer_auth(&user)
-        .header("content-type", "application/yaml")
-        .body(spec)
-        .send()
+    let admin = server.admin.clone();
+    server
+        .call(&admin, Method::POST, "/api/v1/users", Some(json!({"login": "bench", "password": "bench-password"})))
         .await?;
-    if !resp.status().is_success() {
-        bail!("spec: {}", resp.text().await?);
-    }
-    let op = api(&client, &base, &user, Method::POST, "/api/v1/namespaces/gwbench/cluster/create", None).await?;
-    let op_id = op["operation"].as_str().context("op")?.to_owned();
-    loop {
-        let op = api(&client, &base, &user, Method::GET, &format!("/api/v1/operations/{op_id}"), None).await?;
-        if op["state"] == "succeeded" {
-            break;
-        }
-        if op["state"] == "failed" {
-            bail!("create failed: {op}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let machines = api(&client, &base, &user, Method::GET, "/api/v1/namespaces/gwbench/machines", None).await?;
+    server.call(&admin, Method::POST, "/api/v1/namespaces", Some(json!({"name": "gwbench"}))).await?;
+    server
+        .call(&admin, Method::PUT, "/api/v1/namespaces/gwbench/members/bench", Some(json!({"role": "admin"})))
+        .await?;
+    let user = login(&server.client, &server.base, "bench", "bench-password").await?;
+    server
+        .call(&user, Method::POST, "/api/v1/keys", Some(json!({"name": "bench", "public_key": public.trim()})))
+        .await?;
+    let spec = "machines:\n- count: 1\n  spec:\n    name: m%d\n    portMappings:\n    - containerPort: 22\n    ignite: {cpus: 2, memory: 1GB}\n";
+    server.put_spec(&user, "gwbench", spec.to_owned()).await?;
+    server.act(&user, "/api/v1/namespaces/gwbench/cluster/create").await?;
+    let machines = server.call(&user, Method::GET, "/api/v1/namespaces/gwbench/machines", None).await?;
     let machine = &machines[0];
     let ip = machine["ip"].as_str().context("ip")?.to_owned();
     let host_port = machine["ports"][0]["host_port"].as_u64().context("port")?;
@@ -324,7 +219,7 @@ async fn main() -> Result<()> {
             })
             .unwrap_or(0)
     };
-    let pid = _server.0.id();
+    let pid = server.process.0.id();
     let before = rss(pid);
     let mut held = Vec::new();
     for _ in 0..idle {
@@ -348,7 +243,7 @@ async fn main() -> Result<()> {
         after.saturating_sub(before) as f64 / alive.max(1) as f64
     );
     drop(held);
-    api(&client, &base, &user, Method::POST, "/api/v1/namespaces/gwbench/cluster/delete", None).await?;
+    server.act(&user, "/api/v1/namespaces/gwbench/cluster/delete").await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     Ok(())
 }

@@ -7,20 +7,10 @@
 //!   cargo run --release -p flvpc-bench --bin usage-sampler -- [--machines 30] [--window 60] [--flvpc target/release/flvpc]
 
 use anyhow::{bail, Context, Result};
+use flvpc_bench::Flvpc;
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> Result<f64> {
@@ -73,43 +63,10 @@ async fn main() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let data = dir.path();
-    let mut init = Command::new(&flvpc)
-        .args(["admin", "init", "--login", "admin", "--password-stdin"])
-        .env("FLVPC_DATA_DIR", data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    init.stdin.take().context("stdin")?.write_all(b"admin-password\n")?;
-    init.wait()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let ssh = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let server = Killed(
-        Command::new(&flvpc)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--ssh-listen", &format!("127.0.0.1:{ssh}")])
-            .env("FLVPC_DATA_DIR", data)
-            .env("FLVPC_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let pid = server.0.id();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        if Instant::now() > deadline {
-            bail!("flvpc serve did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let login: Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"login": "admin", "password": "admin-password"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = login["token"].as_str().context("token")?.to_owned();
+    let ssh_listen = format!("127.0.0.1:{}", flvpc_bench::free_port()?);
+    let server = Flvpc::start(&flvpc, data, &["--ssh-listen", &ssh_listen]).await?;
+    let pid = server.process.0.id();
+    let (client, base, token) = (server.client.clone(), server.base.clone(), server.admin.clone());
     let call =
         |method: reqwest::Method, path: &str| client.request(method, format!("{base}{path}")).bearer_auth(&token);
 
