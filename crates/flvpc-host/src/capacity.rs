@@ -19,6 +19,32 @@ pub fn host_capacity() -> Capacity {
     Capacity { cpus, memory_mb, disk_gb }
 }
 
+/// Kernel limits that systemd machines run into, with the value each needs (`scripts/dev.sh` sets them).
+const MACHINE_LIMITS: [(&str, u64); 3] = [
+    ("fs/inotify/max_user_instances", 8192),
+    ("fs/inotify/max_user_watches", 1_048_576),
+    ("kernel/keys/maxkeys", 20_000),
+];
+
+/// Warnings for kernel limits too low for many systemd machines: Debian's defaults stop
+/// machines from booting at about 30 of them.
+pub fn host_limit_warnings() -> Vec<String> {
+    limit_warnings(|key| std::fs::read_to_string(format!("/proc/sys/{key}")).ok()?.trim().parse().ok())
+}
+
+fn limit_warnings(read: impl Fn(&str) -> Option<u64>) -> Vec<String> {
+    MACHINE_LIMITS
+        .iter()
+        .filter_map(|(key, want)| {
+            let have = read(key)?;
+            (have < *want).then(|| {
+                let name = key.replace('/', ".");
+                format!("{name} is {have}: systemd machines need more (about 30 machines at most); run `sysctl -w {name}={want}` (scripts/dev.sh does)")
+            })
+        })
+        .collect()
+}
+
 /// The size of the file system at `path`, from coreutils' `df` (argv, no shell).
 fn disk_size_gb(path: &str) -> Option<u64> {
     let out = std::process::Command::new("df").args(["--output=size", "-B1G", path]).output().ok()?;
@@ -37,6 +63,17 @@ fn mem_total_mb(meminfo: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn low_limits_are_named_with_the_fix() {
+        let warnings = limit_warnings(|key| Some(if key.ends_with("max_user_instances") { 128 } else { 10_000_000 }));
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("fs.inotify.max_user_instances is 128") && warnings[0].contains("sysctl -w"),
+            "{warnings:?}"
+        );
+        assert!(limit_warnings(|_| None).is_empty(), "unreadable limits are not guessed at");
+    }
 
     #[test]
     fn reads_meminfo() {

@@ -19,7 +19,7 @@ pub mod fake;
 pub mod image;
 pub mod usage;
 
-pub use capacity::{host_capacity, Capacity};
+pub use capacity::{host_capacity, host_limit_warnings, Capacity};
 pub use docker::{wait_ssh_ready, DockerEngine, ExecOutput};
 pub use engine::{
     container_name, network_name, Engine, EngineError, MachineDetails, MachineInfo, MachineSpec, MachineState,

@@ -75,6 +75,9 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         .init();
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
     let store = flvpc_store::Store::open(database_url).await?;
+    for warning in flvpc_host::host_limit_warnings() {
+        tracing::warn!("{warning}");
+    }
     if !store.superadmin_exists().await? {
         tracing::warn!("no superadmin yet: run `flvpc admin init --login admin --password-stdin` on this host");
     }
