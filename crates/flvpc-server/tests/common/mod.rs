@@ -97,7 +97,11 @@ pub async fn start(backend: Backend) -> TestServer {
 /// A block of 100 host ports of its own for one test server: servers in one test process do
 /// not see each other's allocations, and the kernel's ephemeral range (32768+) is avoided.
 pub fn own_port_range() -> flvpc_store::PortRange {
-    let block = u16::from(rand::random::<u8>() % 120);
+    // A counter, not a random pick: two servers of one test process must never share a block
+    // (a random pick collided once in 120). The process id spreads different test binaries.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let block = u16::try_from((std::process::id().wrapping_mul(7).wrapping_add(n)) % 120).unwrap_or(0);
     let first = 20000 + block * 100;
     flvpc_store::PortRange { first, last: first + 99 }
 }
