@@ -160,7 +160,17 @@ async fn gateway_forwards_members_to_their_machines_and_refuses_everything_else(
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert!(jump(&bob_cfg, "bob", gw, &target, "true").is_err(), "bob was removed from {a}");
 
-    // At most 3 connections per user.
+    // At most 3 connections per user. The held connections count once the audit log has their logins.
+    let logins = |log: &Value| {
+        log.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["action"] == "gateway.login" && e["outcome"] == "ok" && e["actor"] == "alice")
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = logins(&server.get("/api/v1/audit?limit=1000", &root).await.body);
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(
@@ -173,7 +183,11 @@ async fn gateway_forwards_members_to_their_machines_and_refuses_everything_else(
                 .expect("ssh -N"),
         );
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while logins(&server.get("/api/v1/audit?limit=1000", &root).await.body) < before + 3 {
+        assert!(std::time::Instant::now() < deadline, "the 3 held connections did not sign in");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(jump(&alice_cfg, "alice", gw, &target, "true").is_err(), "a 4th connection is refused");
     for mut child in held {
         let _ = child.kill();
