@@ -136,27 +136,16 @@ async fn call(method: reqwest::Method, path: &str, body: Option<Value>) -> anyho
 
 async fn call_text(method: reqwest::Method, path: &str, content_type: &str, body: String) -> anyhow::Result<Value> {
     let config = load()?;
-    let url = format!("{}{path}", config.server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(&config.token)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the flvpc server at {}", config.server))?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    if !status.is_success() {
-        let message = value
-            .pointer("/error/message")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| value.to_string());
-        bail!("{message} (HTTP {})", status.as_u16());
-    }
-    Ok(value)
+    let req =
+        client_for(&config.server, Some(&config.token), method, path).header("content-type", content_type).body(body);
+    Ok(json_of(send(&config.server, req).await?))
+}
+
+/// GETs a text resource (YAML, ssh-config) with the stored token.
+async fn get_text(path: &str, accept: &str) -> anyhow::Result<String> {
+    let config = load()?;
+    let req = client_for(&config.server, Some(&config.token), reqwest::Method::GET, path).header("accept", accept);
+    send(&config.server, req).await
 }
 
 /// Follows an operation until it ends, drawing its progress on stderr.
@@ -221,22 +210,8 @@ pub async fn cluster(command: &ClusterCommand) -> anyhow::Result<()> {
             follow(&id).await
         }
         ClusterCommand::Show { namespace } => {
-            let config = load()?;
-            let url =
-                format!("{}/api/v1/namespaces/{}/cluster", config.server.trim_end_matches('/'), segment(namespace)?);
-            let response = reqwest::Client::new()
-                .get(url)
-                .bearer_auth(&config.token)
-                .header("accept", "application/yaml")
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the flvpc server at {}", config.server))?;
-            let status = response.status();
-            let text = response.text().await?;
-            if !status.is_success() {
-                bail!("{text} (HTTP {})", status.as_u16());
-            }
-            print!("{text}");
+            let path = format!("/api/v1/namespaces/{}/cluster", segment(namespace)?);
+            print!("{}", get_text(&path, "application/yaml").await?);
             Ok(())
         }
         ClusterCommand::Start { namespace } => follow(&start_operation(&simple(namespace, "start")?).await?).await,
@@ -286,28 +261,42 @@ async fn request(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let url = format!("{}{path}", server.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().request(method, &url);
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
+    let mut req = client_for(server, token, method, path);
     if let Some(body) = body {
         req = req.json(&body);
     }
+    Ok(json_of(send(server, req).await?))
+}
+
+fn client_for(server: &str, token: Option<&str>, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    let req = reqwest::Client::new().request(method, format!("{}{path}", server.trim_end_matches('/')));
+    match token {
+        Some(token) => req.bearer_auth(token),
+        None => req,
+    }
+}
+
+/// Sends a request; the body text, or one line with the server's error message and status.
+async fn send(server: &str, req: reqwest::RequestBuilder) -> anyhow::Result<String> {
     let response = req.send().await.with_context(|| format!("cannot reach the flvpc server at {server}"))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    let value: Value =
-        if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
     if !status.is_success() {
-        let message = value
-            .pointer("/error/message")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| value.to_string());
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or(text);
         bail!("{message} (HTTP {})", status.as_u16());
     }
-    Ok(value)
+    Ok(text)
+}
+
+fn json_of(text: String) -> Value {
+    if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    }
 }
 
 fn print(value: &Value) {
@@ -399,19 +388,7 @@ fn segment(value: &str) -> anyhow::Result<&str> {
 
 /// `flvpc ssh-config`.
 pub async fn ssh_config() -> anyhow::Result<()> {
-    let config = load()?;
-    let response = reqwest::Client::new()
-        .get(format!("{}/api/v1/ssh-config", config.server.trim_end_matches('/')))
-        .bearer_auth(&config.token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the flvpc server at {}", config.server))?;
-    let status = response.status();
-    let text = response.text().await?;
-    if !status.is_success() {
-        bail!("{text} (HTTP {})", status.as_u16());
-    }
-    print!("{text}");
+    print!("{}", get_text("/api/v1/ssh-config", "text/plain").await?);
     Ok(())
 }
 
