@@ -2,8 +2,12 @@
 //!
 //! Everything goes through the Docker API (bollard) on the local unix socket; nothing here
 //! runs the `docker` CLI or a shell. Container settings follow ENVIRONMENT.md: no
-//! `--privileged`, default capabilities, tmpfs on /run, /run/lock and /tmp and a read-only
-//! bind of /sys/fs/cgroup (cgroup v1), which is what systemd needs to boot as PID 1.
+//! `--privileged`, default capabilities, tmpfs on /run, /run/lock and /tmp, a PID limit, and
+//! the cgroup view of [`crate::cgroup`] (read-only everywhere but the machine's own systemd
+//! subtrees), which is what systemd needs to boot as PID 1 without reaching the host.
+//!
+//! An engine handle acts for one flvpc instance: every machine call checks the container's
+//! `flvpc.instance` label as well as its namespace and machine labels.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,10 +29,12 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
+use crate::cgroup::CgroupLayout;
 use crate::engine::{
-    check_machine_name, check_namespace, container_name, network_name, Engine, EngineError, MachineDetails,
-    MachineInfo, MachineSpec, MachineState, PortMapping, Protocol, PublishedPort, LABEL_MACHINE, LABEL_NAMESPACE,
+    container_name, network_name, Engine, EngineError, MachineDetails, MachineInfo, MachineSpec, MachineState,
+    PortMapping, Protocol, PublishedPort, LABEL_INSTANCE, LABEL_MACHINE, LABEL_NAMESPACE,
 };
+use flvpc_model::{MachineKey, NamespaceName};
 
 /// Where dockerd listens by default.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -59,11 +65,18 @@ pub struct DockerEngine {
     /// which then makes `flvpc-<ns>` ambiguous; serialising `ensure_network` in the process
     /// prevents that (there is one flvpc server per host).
     network_lock: Arc<Mutex<()>>,
+    /// The flvpc instance whose machines this handle manages (`None`: images only).
+    instance: Option<String>,
+    /// How machines see the host's cgroups.
+    cgroups: Arc<CgroupLayout>,
 }
 
 impl std::fmt::Debug for DockerEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerEngine").field("socket", &self.socket).finish_non_exhaustive()
+        f.debug_struct("DockerEngine")
+            .field("socket", &self.socket)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,7 +96,27 @@ impl DockerEngine {
             .negotiate_version()
             .await
             .map_err(unreachable)?;
-        Ok(Self { docker, socket: socket.to_owned(), network_lock: Arc::new(Mutex::new(())) })
+        Ok(Self {
+            docker,
+            socket: socket.to_owned(),
+            network_lock: Arc::new(Mutex::new(())),
+            instance: None,
+            cgroups: Arc::new(CgroupLayout::detect()),
+        })
+    }
+
+    /// The same connection, acting for the flvpc instance `instance`: it creates machines with
+    /// that instance's label and touches no container without it.
+    pub fn for_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+
+    /// The instance this handle acts for; machine calls need one.
+    fn instance(&self) -> Result<&str, EngineError> {
+        self.instance.as_deref().filter(|i| !i.is_empty()).ok_or_else(|| {
+            EngineError::InvalidSpec("this Docker engine handle has no flvpc instance id: use for_instance()".into())
+        })
     }
 
     /// The bollard client, for the image module of this crate.
@@ -140,8 +173,7 @@ impl DockerEngine {
     /// Docker isolates user-defined bridges from each other, which is what keeps namespaces
     /// apart; its embedded DNS resolves the network aliases, which is how machines of one
     /// namespace find each other by name.
-    pub async fn ensure_network(&self, namespace: &str) -> Result<(), EngineError> {
-        check_namespace(namespace)?;
+    pub async fn ensure_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
         let name = network_name(namespace);
         let _serialised = self.network_lock.lock().await;
         if self.network_labels(&name).await?.is_some() {
@@ -150,7 +182,7 @@ impl DockerEngine {
         let request = NetworkCreateRequest {
             name: name.clone(),
             driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(LABEL_NAMESPACE.to_owned(), namespace.to_owned())])),
+            labels: Some(HashMap::from([(LABEL_NAMESPACE.to_owned(), namespace.to_string())])),
             ..Default::default()
         };
         match self.docker.create_network(request).await {
@@ -171,9 +203,9 @@ impl DockerEngine {
         }
     }
 
-    async fn check_network_owner(&self, name: &str, namespace: &str) -> Result<(), EngineError> {
+    async fn check_network_owner(&self, name: &str, namespace: &NamespaceName) -> Result<(), EngineError> {
         match self.network_labels(name).await? {
-            Some(labels) if labels.get(LABEL_NAMESPACE).map(String::as_str) == Some(namespace) => Ok(()),
+            Some(labels) if labels.get(LABEL_NAMESPACE).map(String::as_str) == Some(namespace.as_str()) => Ok(()),
             Some(_) => Err(EngineError::NotOurs { object: name.to_owned() }),
             None => Err(EngineError::NetworkNotFound { network: name.to_owned() }),
         }
@@ -181,8 +213,7 @@ impl DockerEngine {
 
     /// Removes the namespace network. Already gone is fine; refused while any container
     /// (flvpc's or not) is still attached, so that nothing is cut off silently.
-    pub async fn remove_network(&self, namespace: &str) -> Result<(), EngineError> {
-        check_namespace(namespace)?;
+    pub async fn remove_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
         let name = network_name(namespace);
         let _serialised = self.network_lock.lock().await;
         let inspected =
@@ -192,7 +223,7 @@ impl DockerEngine {
                 Err(e) => return Err(self.error(format!("inspect network {name:?}"), e)),
             };
         let labels = inspected.labels.unwrap_or_default();
-        if labels.get(LABEL_NAMESPACE).map(String::as_str) != Some(namespace) {
+        if labels.get(LABEL_NAMESPACE).map(String::as_str) != Some(namespace.as_str()) {
             return Err(EngineError::NotOurs { object: name });
         }
         // Stopped machines have no endpoint on the network, so Docker would let the network
@@ -221,12 +252,17 @@ impl DockerEngine {
     /// The namespace network must exist ([`Self::ensure_network`]) and the image must be local.
     pub async fn create_machine(&self, spec: &MachineSpec) -> Result<String, EngineError> {
         spec.validate()?;
+        let instance = self.instance()?;
         let container = spec.container_name();
-        let network = network_name(&spec.namespace);
+        let network = network_name(&spec.key.namespace);
         // Docker 20.10 accepts a missing network at create time and only fails at start:
         // check now, so the error comes from the call that can be fixed.
-        self.check_network_owner(&network, &spec.namespace).await?;
-        let body = container_body(spec, &network);
+        self.check_network_owner(&network, &spec.key.namespace).await?;
+        self.cgroups.prepare(&spec.key).map_err(|e| EngineError::Docker {
+            action: format!("prepare the cgroups of {container:?}"),
+            detail: format!("{e} (flvpc must run as root on a host with cgroups mounted under /sys/fs/cgroup)"),
+        })?;
+        let body = container_body(spec, &network, instance, &self.cgroups);
         let options = CreateContainerOptionsBuilder::new().name(&container).build();
         match self.docker.create_container(Some(options), body).await {
             Ok(created) => {
@@ -253,42 +289,74 @@ impl DockerEngine {
 
     /// Inspects the machine's container and checks that it carries this machine's labels:
     /// a container that merely has the right name is not ours to start, stop or remove.
-    async fn owned(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<bollard::models::ContainerInspectResponse>, EngineError> {
-        check_namespace(namespace)?;
-        check_machine_name(name)?;
-        let container = container_name(namespace, name);
-        let inspected = match self
-            .docker
-            .inspect_container(&container, None::<bollard::query_parameters::InspectContainerOptions>)
-            .await
-        {
-            Ok(c) => c,
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
-            Err(e) => return Err(self.error(format!("inspect container {container:?}"), e)),
+    ///
+    /// The container is looked up by its name and, failing that, by its labels (machines made
+    /// before container names became `<name>.<ns>` are found and adopted that way).
+    async fn owned(&self, key: &MachineKey) -> Result<Option<bollard::models::ContainerInspectResponse>, EngineError> {
+        let instance = self.instance()?;
+        let container = container_name(key);
+        let inspected = match self.inspect_container(&container).await? {
+            Some(c) => c,
+            None => match self.find_by_labels(key, instance).await? {
+                Some(id) => match self.inspect_container(&id).await? {
+                    Some(c) => c,
+                    None => return Ok(None),
+                },
+                None => return Ok(None),
+            },
         };
         let labels = inspected.config.as_ref().and_then(|c| c.labels.as_ref());
-        let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
-        if label(LABEL_NAMESPACE) != Some(namespace) || label(LABEL_MACHINE) != Some(name) {
+        let label = |name: &str| labels.and_then(|l| l.get(name)).map(String::as_str);
+        if label(LABEL_NAMESPACE) != Some(key.namespace.as_str())
+            || label(LABEL_MACHINE) != Some(key.name.as_str())
+            || label(LABEL_INSTANCE) != Some(instance)
+        {
             return Err(EngineError::NotOurs { object: container });
         }
         Ok(Some(inspected))
     }
 
-    async fn require(&self, namespace: &str, name: &str) -> Result<String, EngineError> {
-        match self.owned(namespace, name).await? {
-            Some(c) => Ok(c.id.unwrap_or_else(|| container_name(namespace, name))),
-            None => Err(EngineError::MachineNotFound { container: container_name(namespace, name) }),
+    async fn inspect_container(
+        &self,
+        container: &str,
+    ) -> Result<Option<bollard::models::ContainerInspectResponse>, EngineError> {
+        match self.docker.inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>).await
+        {
+            Ok(c) => Ok(Some(c)),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(self.error(format!("inspect container {container:?}"), e)),
+        }
+    }
+
+    /// The ID of this instance's container labelled as machine `key`, whatever its name.
+    async fn find_by_labels(&self, key: &MachineKey, instance: &str) -> Result<Option<String>, EngineError> {
+        let wanted = [
+            format!("{LABEL_NAMESPACE}={}", key.namespace),
+            format!("{LABEL_MACHINE}={}", key.name),
+            format!("{LABEL_INSTANCE}={instance}"),
+        ];
+        let filters = HashMap::from([("label", wanted.iter().map(String::as_str).collect::<Vec<_>>())]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let found = self.docker.list_containers(Some(options)).await.map_err(|e| self.error("list containers", e))?;
+        Ok(found.into_iter().find_map(|c| c.id))
+    }
+
+    async fn require(&self, key: &MachineKey) -> Result<String, EngineError> {
+        match self.owned(key).await? {
+            Some(c) => Ok(c.id.unwrap_or_else(|| container_name(key))),
+            None => Err(EngineError::MachineNotFound { container: container_name(key) }),
         }
     }
 
     /// Starts the machine; a running machine is left alone.
-    pub async fn start_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
-        let id = self.require(namespace, name).await?;
-        let container = container_name(namespace, name);
+    pub async fn start_machine(&self, key: &MachineKey) -> Result<(), EngineError> {
+        let id = self.require(key).await?;
+        let container = container_name(key);
+        // After a host reboot the machine's delegated cgroups are gone; Docker would make them
+        // too, but without the cap on descendants.
+        if let Err(err) = self.cgroups.prepare(key) {
+            tracing::warn!(container, "cannot prepare the machine's cgroups: {err}");
+        }
         match self.docker.start_container(&id, None::<bollard::query_parameters::StartContainerOptions>).await {
             Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
             Err(BollardError::DockerResponseServerError { message, .. }) if is_port_conflict(&message) => {
@@ -300,22 +368,22 @@ impl DockerEngine {
 
     /// Stops the machine: SIGRTMIN+3 (systemd's clean shutdown), SIGKILL after `timeout`.
     /// A stopped machine is left alone.
-    pub async fn stop_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
-        let id = self.require(namespace, name).await?;
+    pub async fn stop_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError> {
+        let id = self.require(key).await?;
         let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::new().t(secs).build();
         // The HTTP call lasts as long as the shutdown: give it the stop timeout plus slack.
         let docker = self.docker.clone().with_timeout(timeout + Duration::from_secs(API_TIMEOUT_SECS));
         match docker.stop_container(&id, Some(options)).await {
             Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
-            Err(e) => Err(self.error(format!("stop container {:?}", container_name(namespace, name)), e)),
+            Err(e) => Err(self.error(format!("stop container {:?}", container_name(key)), e)),
         }
     }
 
     /// Restarts the machine (a stopped machine is started).
-    pub async fn restart_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
-        let id = self.require(namespace, name).await?;
-        let container = container_name(namespace, name);
+    pub async fn restart_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError> {
+        let id = self.require(key).await?;
+        let container = container_name(key);
         let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
         let options = RestartContainerOptionsBuilder::new().t(secs).build();
         let docker = self.docker.clone().with_timeout(timeout + Duration::from_secs(API_TIMEOUT_SECS));
@@ -330,55 +398,53 @@ impl DockerEngine {
 
     /// Removes the machine (killing it if running) with its anonymous volumes. A machine
     /// that does not exist is fine: removal is what the caller wanted.
-    pub async fn remove_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
-        let Some(inspected) = self.owned(namespace, name).await? else {
+    pub async fn remove_machine(&self, key: &MachineKey) -> Result<(), EngineError> {
+        let Some(inspected) = self.owned(key).await? else {
+            self.cgroups.cleanup_soon(key);
             return Ok(());
         };
-        let id = inspected.id.unwrap_or_else(|| container_name(namespace, name));
+        let id = inspected.id.unwrap_or_else(|| container_name(key));
         let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
         match self.docker.remove_container(&id, Some(options)).await {
-            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {}
             // "removal already in progress" from a concurrent remove: same outcome.
             Err(BollardError::DockerResponseServerError { status_code: 409, message })
-                if message.contains("already in progress") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(self.error(format!("remove container {:?}", container_name(namespace, name)), e)),
+                if message.contains("already in progress") => {}
+            Err(e) => return Err(self.error(format!("remove container {:?}", container_name(key)), e)),
         }
+        self.cgroups.cleanup_soon(key);
+        Ok(())
     }
 
     /// Lists machine containers (those with both flvpc labels), of one namespace or all.
     /// Containers without the labels are never returned, whatever their name.
-    pub async fn list_machines(&self, namespace: Option<&str>) -> Result<Vec<MachineInfo>, EngineError> {
+    pub async fn list_machines(&self, namespace: Option<&NamespaceName>) -> Result<Vec<MachineInfo>, EngineError> {
+        let instance = format!("{LABEL_INSTANCE}={}", self.instance()?);
         let filter = match namespace {
-            Some(ns) => {
-                check_namespace(ns)?;
-                format!("{LABEL_NAMESPACE}={ns}")
-            }
+            Some(ns) => format!("{LABEL_NAMESPACE}={ns}"),
             None => LABEL_NAMESPACE.to_owned(),
         };
-        let filters = HashMap::from([("label", vec![filter.as_str()])]);
+        let filters = HashMap::from([("label", vec![filter.as_str(), instance.as_str()])]);
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
         let summaries =
             self.docker.list_containers(Some(options)).await.map_err(|e| self.error("list containers", e))?;
         let mut machines: Vec<MachineInfo> = summaries.into_iter().filter_map(machine_from_summary).collect();
-        machines.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        machines.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(machines)
     }
 
     /// One machine with its configured resources and ports, or `None` if it does not exist.
-    pub async fn inspect_machine(&self, namespace: &str, name: &str) -> Result<Option<MachineDetails>, EngineError> {
-        Ok(self.owned(namespace, name).await?.map(|c| details_from_inspect(namespace, name, c)))
+    pub async fn inspect_machine(&self, key: &MachineKey) -> Result<Option<MachineDetails>, EngineError> {
+        Ok(self.owned(key).await?.map(|c| details_from_inspect(key, c)))
     }
 
     /// Replaces `/root/.ssh/authorized_keys` with `content`, whole, through the Docker archive
     /// API: a tar built in memory with `.ssh/` (0700) and `authorized_keys` (0600), both owned
     /// by root, extracted into `/root`. No process runs in the machine, so it works on created,
     /// running and stopped machines alike, and no key text ever passes through a shell.
-    pub async fn write_authorized_keys(&self, namespace: &str, name: &str, content: &str) -> Result<(), EngineError> {
-        let id = self.require(namespace, name).await?;
-        let container = container_name(namespace, name);
+    pub async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError> {
+        let id = self.require(key).await?;
+        let container = container_name(key);
         let archive = authorized_keys_tar(content).map_err(|e| EngineError::Docker {
             action: format!("build the authorized_keys archive for {container:?}"),
             detail: e.to_string(),
@@ -392,9 +458,9 @@ impl DockerEngine {
 
     /// Runs `argv` (no shell) as root inside the running machine and collects its output.
     /// Meant for readiness checks and tests (`systemctl is-system-running --wait`).
-    pub async fn exec_machine(&self, namespace: &str, name: &str, argv: &[&str]) -> Result<ExecOutput, EngineError> {
-        let id = self.require(namespace, name).await?;
-        let container = container_name(namespace, name);
+    pub async fn exec_machine(&self, key: &MachineKey, argv: &[&str]) -> Result<ExecOutput, EngineError> {
+        let id = self.require(key).await?;
+        let container = container_name(key);
         if argv.is_empty() {
             return Err(EngineError::InvalidSpec("exec needs a program to run".into()));
         }
@@ -445,10 +511,11 @@ fn is_port_conflict(message: &str) -> bool {
 }
 
 /// The container definition of a machine (CONTRACT.md "Machines on the host").
-fn container_body(spec: &MachineSpec, network: &str) -> ContainerCreateBody {
+fn container_body(spec: &MachineSpec, network: &str, instance: &str, cgroups: &CgroupLayout) -> ContainerCreateBody {
     let mut labels: HashMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    labels.insert(LABEL_NAMESPACE.into(), spec.namespace.clone());
-    labels.insert(LABEL_MACHINE.into(), spec.name.clone());
+    labels.insert(LABEL_NAMESPACE.into(), spec.key.namespace.to_string());
+    labels.insert(LABEL_MACHINE.into(), spec.key.name.to_string());
+    labels.insert(LABEL_INSTANCE.into(), instance.to_owned());
 
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
@@ -483,17 +550,20 @@ fn container_body(spec: &MachineSpec, network: &str) -> ContainerCreateBody {
             ("/run/lock".to_owned(), String::new()),
             ("/tmp".to_owned(), "rw,exec,nosuid,nodev,mode=1777".to_owned()),
         ])),
-        // cgroup v1 host: systemd only needs to see the hierarchy; it writes in its own
-        // sub-cgroup that Docker delegated. Read-only keeps it from touching the host's.
-        binds: Some(vec!["/sys/fs/cgroup:/sys/fs/cgroup:ro".to_owned()]),
+        // A fork bomb in one machine must not take the host's PIDs (none by default in Docker).
+        pids_limit: spec.pids_limit.map(i64::from),
+        // systemd sees the cgroup tree read-only and writes only below the machine's own
+        // parent (see crate::cgroup): no write reaches the host's or another machine's cgroups.
+        cgroup_parent: cgroups.parent(&spec.key),
+        binds: Some(cgroups.binds(&spec.key)),
         network_mode: Some(network.to_owned()),
         privileged: Some(false),
         ..Default::default()
     };
-    let endpoint = EndpointSettings { aliases: Some(vec![spec.name.clone()]), ..Default::default() };
+    let endpoint = EndpointSettings { aliases: Some(vec![spec.key.name.to_string()]), ..Default::default() };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        hostname: Some(spec.name.clone()),
+        hostname: Some(spec.key.name.to_string()),
         cmd: Some(vec!["/sbin/init".to_owned()]),
         // systemd reads $container to know it runs in a container (and skips what needs a kernel).
         env: Some(vec!["container=docker".to_owned()]),
@@ -543,9 +613,10 @@ fn non_empty(s: Option<String>) -> Option<String> {
 
 fn machine_from_summary(c: ContainerSummary) -> Option<MachineInfo> {
     let labels: BTreeMap<String, String> = c.labels.unwrap_or_default().into_iter().collect();
-    let namespace = labels.get(LABEL_NAMESPACE)?.clone();
-    let name = labels.get(LABEL_MACHINE)?.clone();
-    let network = network_name(&namespace);
+    // Labels of a container someone else labelled by hand may be anything: only a valid key
+    // makes a machine.
+    let key = MachineKey::parse(labels.get(LABEL_NAMESPACE)?, labels.get(LABEL_MACHINE)?).ok()?;
+    let network = network_name(&key.namespace);
     let ip = c
         .network_settings
         .and_then(|n| n.networks)
@@ -574,10 +645,9 @@ fn machine_from_summary(c: ContainerSummary) -> Option<MachineInfo> {
         .into_iter()
         .next()
         .map(|n| n.trim_start_matches('/').to_owned())
-        .unwrap_or_else(|| container_name(&namespace, &name));
+        .unwrap_or_else(|| container_name(&key));
     Some(MachineInfo {
-        namespace,
-        name,
+        key,
         container,
         id: c.id.unwrap_or_default(),
         image: c.image.unwrap_or_default(),
@@ -598,11 +668,11 @@ fn parse_port_key(key: &str) -> Option<(u16, Protocol)> {
     Some((port.parse().ok()?, protocol))
 }
 
-fn details_from_inspect(namespace: &str, name: &str, c: bollard::models::ContainerInspectResponse) -> MachineDetails {
+fn details_from_inspect(key: &MachineKey, c: bollard::models::ContainerInspectResponse) -> MachineDetails {
     let config = c.config.unwrap_or_default();
     let host = c.host_config.unwrap_or_default();
     let state = c.state.unwrap_or_default();
-    let network = network_name(namespace);
+    let network = network_name(&key.namespace);
     let settings = c.network_settings.unwrap_or_default();
     let ip = settings.networks.as_ref().and_then(|n| n.get(&network)).and_then(|e| non_empty(e.ip_address.clone()));
 
@@ -639,8 +709,7 @@ fn details_from_inspect(namespace: &str, name: &str, c: bollard::models::Contain
     let machine_state = inspect_state(state.status);
     MachineDetails {
         info: MachineInfo {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
+            key: key.clone(),
             container: c.name.map(|n| n.trim_start_matches('/').to_owned()).unwrap_or_default(),
             id: c.id.unwrap_or_default(),
             image: config.image.unwrap_or_default(),
@@ -657,6 +726,7 @@ fn details_from_inspect(namespace: &str, name: &str, c: bollard::models::Contain
         configured_ports,
         exit_code: if machine_state == MachineState::Stopped { state.exit_code } else { None },
         pid: state.pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0),
+        pids_limit: host.pids_limit.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0),
         error: non_empty(state.error),
     }
 }
@@ -741,35 +811,35 @@ impl Engine for DockerEngine {
     async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
         DockerEngine::image_exists(self, image).await
     }
-    async fn ensure_network(&self, namespace: &str) -> Result<(), EngineError> {
+    async fn ensure_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
         DockerEngine::ensure_network(self, namespace).await
     }
-    async fn remove_network(&self, namespace: &str) -> Result<(), EngineError> {
+    async fn remove_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
         DockerEngine::remove_network(self, namespace).await
     }
     async fn create_machine(&self, spec: &MachineSpec) -> Result<String, EngineError> {
         DockerEngine::create_machine(self, spec).await
     }
-    async fn start_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
-        DockerEngine::start_machine(self, namespace, name).await
+    async fn start_machine(&self, key: &MachineKey) -> Result<(), EngineError> {
+        DockerEngine::start_machine(self, key).await
     }
-    async fn stop_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
-        DockerEngine::stop_machine(self, namespace, name, timeout).await
+    async fn stop_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError> {
+        DockerEngine::stop_machine(self, key, timeout).await
     }
-    async fn restart_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
-        DockerEngine::restart_machine(self, namespace, name, timeout).await
+    async fn restart_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError> {
+        DockerEngine::restart_machine(self, key, timeout).await
     }
-    async fn remove_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
-        DockerEngine::remove_machine(self, namespace, name).await
+    async fn remove_machine(&self, key: &MachineKey) -> Result<(), EngineError> {
+        DockerEngine::remove_machine(self, key).await
     }
-    async fn list_machines(&self, namespace: Option<&str>) -> Result<Vec<MachineInfo>, EngineError> {
+    async fn list_machines(&self, namespace: Option<&NamespaceName>) -> Result<Vec<MachineInfo>, EngineError> {
         DockerEngine::list_machines(self, namespace).await
     }
-    async fn inspect_machine(&self, namespace: &str, name: &str) -> Result<Option<MachineDetails>, EngineError> {
-        DockerEngine::inspect_machine(self, namespace, name).await
+    async fn inspect_machine(&self, key: &MachineKey) -> Result<Option<MachineDetails>, EngineError> {
+        DockerEngine::inspect_machine(self, key).await
     }
-    async fn write_authorized_keys(&self, namespace: &str, name: &str, content: &str) -> Result<(), EngineError> {
-        DockerEngine::write_authorized_keys(self, namespace, name, content).await
+    async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError> {
+        DockerEngine::write_authorized_keys(self, key, content).await
     }
 }
 
@@ -781,17 +851,26 @@ mod tests {
 
     #[test]
     fn container_body_follows_the_contract() {
-        let mut spec = MachineSpec::new("team1", "node0", "flvpc/debian:12");
+        let key = MachineKey::parse("team1", "node0").expect("key");
+        let mut spec = MachineSpec::new(key.clone(), "flvpc/debian:12");
+        spec.pids_limit = Some(512);
         spec.cpus = 2;
         spec.cpu_cap = Some(1.5);
         spec.memory_mb = 512;
         spec.ports = vec![PortMapping::tcp(22, 2222).on(IpAddr::V4(Ipv4Addr::LOCALHOST)), PortMapping::tcp(80, 0)];
-        let body = container_body(&spec, "flvpc-team1");
+        let cgroups = CgroupLayout::V1 {
+            mounts: vec![
+                crate::cgroup::CgroupMount { path: "/sys/fs/cgroup/memory".into(), delegated: false },
+                crate::cgroup::CgroupMount { path: "/sys/fs/cgroup/systemd".into(), delegated: true },
+            ],
+        };
+        let body = container_body(&spec, "flvpc-team1", "inst-1", &cgroups);
         assert_eq!(body.hostname.as_deref(), Some("node0"));
         assert_eq!(body.cmd, Some(vec!["/sbin/init".to_owned()]));
         let labels = body.labels.as_ref().expect("labels");
         assert_eq!(labels.get(LABEL_NAMESPACE).map(String::as_str), Some("team1"));
         assert_eq!(labels.get(LABEL_MACHINE).map(String::as_str), Some("node0"));
+        assert_eq!(labels.get(LABEL_INSTANCE).map(String::as_str), Some("inst-1"));
         let host = body.host_config.as_ref().expect("host config");
         assert_eq!(host.privileged, Some(false));
         assert_eq!(host.cpu_shares, Some(2048));
@@ -799,6 +878,10 @@ mod tests {
         assert_eq!(host.memory, Some(512 * 1024 * 1024));
         assert_eq!(host.memory_swap, host.memory);
         assert_eq!(host.network_mode.as_deref(), Some("flvpc-team1"));
+        assert_eq!(host.pids_limit, Some(512));
+        assert_eq!(host.cgroup_parent, cgroups.parent(&key));
+        assert_eq!(host.binds.as_ref(), Some(&cgroups.binds(&key)));
+        assert!(host.cap_add.is_none(), "no capability beyond Docker's defaults");
         assert_eq!(host.restart_policy.as_ref().and_then(|r| r.name), Some(RestartPolicyNameEnum::UNLESS_STOPPED));
         let tmpfs = host.tmpfs.as_ref().expect("tmpfs");
         for path in ["/run", "/run/lock", "/tmp"] {
@@ -837,16 +920,18 @@ mod tests {
     fn summaries_without_both_labels_are_not_machines() {
         let labelled = |labels: &[(&str, &str)]| ContainerSummary {
             id: Some("abc".into()),
-            names: Some(vec!["/team1-node0".into()]),
+            names: Some(vec!["/node0.team1".into()]),
             labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
             state: Some(ContainerSummaryStateEnum::EXITED),
             ..Default::default()
         };
         assert!(machine_from_summary(labelled(&[])).is_none());
         assert!(machine_from_summary(labelled(&[(LABEL_NAMESPACE, "team1")])).is_none());
+        assert!(machine_from_summary(labelled(&[(LABEL_NAMESPACE, "Bad NS"), (LABEL_MACHINE, "node0")])).is_none());
         let m =
             machine_from_summary(labelled(&[(LABEL_NAMESPACE, "team1"), (LABEL_MACHINE, "node0")])).expect("a machine");
-        assert_eq!((m.namespace.as_str(), m.name.as_str(), m.container.as_str()), ("team1", "node0", "team1-node0"));
+        assert_eq!(m.key, MachineKey::parse("team1", "node0").expect("key"));
+        assert_eq!(m.container, "node0.team1");
         assert_eq!(m.state, MachineState::Stopped);
         assert!(m.ip.is_none() && m.ports.is_empty());
     }

@@ -2,8 +2,8 @@
 //!
 //! The reconciler in another crate is written against [`Engine`] so that its unit tests can
 //! run on [`crate::fake::FakeEngine`] while production uses [`crate::docker::DockerEngine`].
-//! Machines are always addressed by `(namespace, name)`; the container name `<ns>-<name>` is
-//! an implementation detail of the Docker backend (see [`container_name`]).
+//! Machines are always addressed by their [`MachineKey`]; the container name is an
+//! implementation detail of the Docker backend (see [`container_name`]), and injective.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,23 +11,30 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flvpc_model::{MachineKey, NamespaceName};
 
 /// Label carrying the namespace of a machine container and of a namespace network.
 pub const LABEL_NAMESPACE: &str = "flvpc.namespace";
 /// Label carrying the machine name (the host name) of a machine container.
 pub const LABEL_MACHINE: &str = "flvpc.machine";
+/// Label naming the flvpc instance (database) that made a container: an engine handle acts
+/// only on containers carrying its own instance, so two flvpc servers can share one engine.
+pub const LABEL_INSTANCE: &str = "flvpc.instance";
 /// Label set on images built by flvpc (value: which recipe, e.g. `debian-12`).
 pub const LABEL_IMAGE: &str = "flvpc.image";
 /// The machine image built by `flvpc image build`.
 pub const DEFAULT_IMAGE: &str = "flvpc/debian:12";
 
-/// The Docker container name of a machine: `<ns>-<name>` (CONTRACT.md).
-pub fn container_name(namespace: &str, name: &str) -> String {
-    format!("{namespace}-{name}")
+/// The Docker container name of a machine: `<name>.<ns>`, injective (see
+/// [`MachineKey::object_name`]) and the same as its address through the SSH gateway.
+/// (CONTRACT.md's `<ns>-<name>` let two namespaces' machines collide.)
+pub fn container_name(key: &MachineKey) -> String {
+    key.object_name()
 }
 
-/// The Docker network of a namespace: `flvpc-<ns>` (CONTRACT.md).
-pub fn network_name(namespace: &str) -> String {
+/// The Docker network of a namespace: `flvpc-<ns>` (CONTRACT.md); injective, since the
+/// prefix is fixed.
+pub fn network_name(namespace: &NamespaceName) -> String {
     format!("flvpc-{namespace}")
 }
 
@@ -86,10 +93,9 @@ impl PortMapping {
 /// Everything needed to create one machine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MachineSpec {
-    /// The namespace (`^[a-z][a-z0-9-]{0,30}$`); also selects the network `flvpc-<ns>`.
-    pub namespace: String,
-    /// The machine name, used as host name and network alias (1–63 of `a-z 0-9 -`).
-    pub name: String,
+    /// Which machine: its namespace also selects the network `flvpc-<ns>`; its name is the
+    /// host name and network alias.
+    pub key: MachineKey,
     /// A local image with systemd as `/sbin/init` and sshd (e.g. [`DEFAULT_IMAGE`]).
     pub image: String,
     /// CPUs promised to the machine. Becomes CPU shares (1024 per CPU): a weight under
@@ -99,38 +105,39 @@ pub struct MachineSpec {
     pub cpu_cap: Option<f64>,
     /// Hard memory limit in MiB; swap is limited to the same value (no extra swap).
     pub memory_mb: u64,
+    /// Most processes (and threads) the machine may have at once; `None` means no limit,
+    /// which lets one machine's fork bomb exhaust the host's PIDs.
+    pub pids_limit: Option<u32>,
     /// Ports published on the host.
     pub ports: Vec<PortMapping>,
-    /// Extra labels; keys starting with `flvpc.namespace`/`flvpc.machine` are refused.
+    /// Extra labels; the keys flvpc sets itself (namespace, machine, instance) are refused.
     pub labels: BTreeMap<String, String>,
 }
 
 impl MachineSpec {
-    /// A spec with 1 CPU, 1024 MiB, no cap, no ports and no extra labels.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>, image: impl Into<String>) -> Self {
+    /// A spec with 1 CPU, 1024 MiB, no cap, no PID limit, no ports and no extra labels.
+    pub fn new(key: MachineKey, image: impl Into<String>) -> Self {
         Self {
-            namespace: namespace.into(),
-            name: name.into(),
+            key,
             image: image.into(),
             cpus: 1,
             cpu_cap: None,
             memory_mb: 1024,
+            pids_limit: None,
             ports: Vec::new(),
             labels: BTreeMap::new(),
         }
     }
 
-    /// The container name `<ns>-<name>`.
+    /// The container name (see [`container_name`]).
     pub fn container_name(&self) -> String {
-        container_name(&self.namespace, &self.name)
+        container_name(&self.key)
     }
 
     /// Checks the names, resources and labels before anything reaches Docker. The domain
     /// crate validates what users type; this is the last line of defence because these
     /// strings become Docker object names and host names.
     pub fn validate(&self) -> Result<(), EngineError> {
-        check_namespace(&self.namespace)?;
-        check_machine_name(&self.name)?;
         if self.image.trim().is_empty() || self.image.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(EngineError::InvalidSpec(format!(
                 "image {:?} is not a valid image reference (no spaces, not empty)",
@@ -153,6 +160,12 @@ impl MachineSpec {
                 self.memory_mb
             )));
         }
+        if self.pids_limit.is_some_and(|n| n < 16) {
+            return Err(EngineError::InvalidSpec(format!(
+                "pids_limit must be at least 16 (systemd and sshd need a few dozen), not {:?}",
+                self.pids_limit
+            )));
+        }
         for (i, port) in self.ports.iter().enumerate() {
             if port.container_port == 0 {
                 return Err(EngineError::InvalidSpec(format!("ports[{i}].container_port must not be 0")));
@@ -167,7 +180,7 @@ impl MachineSpec {
             }
         }
         for key in self.labels.keys() {
-            if key == LABEL_NAMESPACE || key == LABEL_MACHINE {
+            if key == LABEL_NAMESPACE || key == LABEL_MACHINE || key == LABEL_INSTANCE {
                 return Err(EngineError::InvalidSpec(format!("label {key:?} is set by flvpc itself")));
             }
             if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control() || c == '=') {
@@ -178,28 +191,14 @@ impl MachineSpec {
     }
 }
 
-/// Checks a namespace against the contract's rule (`^[a-z][a-z0-9-]{0,30}$`).
-pub fn check_namespace(namespace: &str) -> Result<(), EngineError> {
-    flvpc_model::NamespaceName::parse(namespace)
-        .map(|_| ())
-        .map_err(|e| EngineError::InvalidSpec(format!("namespace {namespace:?}: {}", e.message)))
-}
-
 /// Checks a machine name: it becomes a host name (RFC 1123 label) and a DNS alias, so
 /// 1–63 of `a-z 0-9 -`, starting with a letter or digit and not ending with `-`.
 pub fn check_machine_name(name: &str) -> Result<(), EngineError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(EngineError::InvalidSpec(format!(
+    flvpc_model::MachineName::parse(name).map(|_| ()).map_err(|_| {
+        EngineError::InvalidSpec(format!(
             "machine name {name:?} must be 1-63 of a-z 0-9 -, not starting or ending with -"
-        )))
-    }
+        ))
+    })
 }
 
 /// The state of a machine container as Docker reports it.
@@ -261,10 +260,8 @@ pub struct PublishedPort {
 /// A machine as found on the engine (read from labels and container state).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MachineInfo {
-    /// From the `flvpc.namespace` label.
-    pub namespace: String,
-    /// From the `flvpc.machine` label.
-    pub name: String,
+    /// From the `flvpc.namespace` and `flvpc.machine` labels.
+    pub key: MachineKey,
     /// The container name (without Docker's leading `/`).
     pub container: String,
     /// The container ID.
@@ -301,6 +298,8 @@ pub struct MachineDetails {
     pub exit_code: Option<i64>,
     /// The host PID of the machine's PID 1 while it runs (for its network counters).
     pub pid: Option<u32>,
+    /// The PID limit the machine was created with, if any.
+    pub pids_limit: Option<u32>,
     /// Docker's own error for the last start, e.g. a port already allocated.
     pub error: Option<String>,
 }
@@ -423,26 +422,27 @@ pub trait Engine: Send + Sync {
     /// Whether an image with this reference exists locally.
     async fn image_exists(&self, image: &str) -> Result<bool, EngineError>;
     /// Creates the namespace's network `flvpc-<ns>` if missing.
-    async fn ensure_network(&self, namespace: &str) -> Result<(), EngineError>;
+    async fn ensure_network(&self, namespace: &NamespaceName) -> Result<(), EngineError>;
     /// Removes the namespace's network; fine if it is already gone; refused while machines remain.
-    async fn remove_network(&self, namespace: &str) -> Result<(), EngineError>;
+    async fn remove_network(&self, namespace: &NamespaceName) -> Result<(), EngineError>;
     /// Creates (does not start) a machine; returns the container ID.
     async fn create_machine(&self, spec: &MachineSpec) -> Result<String, EngineError>;
     /// Starts a machine (no-op when running).
-    async fn start_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError>;
+    async fn start_machine(&self, key: &MachineKey) -> Result<(), EngineError>;
     /// Stops a machine, killing it after `timeout` (no-op when stopped).
-    async fn stop_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError>;
+    async fn stop_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError>;
     /// Restarts a machine (starts it when stopped).
-    async fn restart_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError>;
+    async fn restart_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError>;
     /// Removes a machine and its anonymous volumes, killing it if running; fine if missing.
-    async fn remove_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError>;
-    /// Machines carrying flvpc labels, optionally of one namespace. Never other containers.
-    async fn list_machines(&self, namespace: Option<&str>) -> Result<Vec<MachineInfo>, EngineError>;
-    /// One machine with its resources, or `None` when there is no such machine.
-    async fn inspect_machine(&self, namespace: &str, name: &str) -> Result<Option<MachineDetails>, EngineError>;
+    async fn remove_machine(&self, key: &MachineKey) -> Result<(), EngineError>;
+    /// This instance's machines, optionally of one namespace. Never other containers, and
+    /// never another flvpc instance's machines.
+    async fn list_machines(&self, namespace: Option<&NamespaceName>) -> Result<Vec<MachineInfo>, EngineError>;
+    /// One machine with its resources, or `None` when this instance has no such machine.
+    async fn inspect_machine(&self, key: &MachineKey) -> Result<Option<MachineDetails>, EngineError>;
     /// Replaces `/root/.ssh/authorized_keys` with `content` (whole file, 0600, root).
     /// Works on created, running and stopped machines.
-    async fn write_authorized_keys(&self, namespace: &str, name: &str, content: &str) -> Result<(), EngineError>;
+    async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError>;
 }
 
 #[cfg(test)]
@@ -451,20 +451,21 @@ mod tests {
 
     #[test]
     fn names_follow_the_contract() {
-        assert_eq!(container_name("team1", "node0"), "team1-node0");
-        assert_eq!(network_name("team1"), "flvpc-team1");
+        let key = MachineKey::parse("team1", "node0").expect("key");
+        assert_eq!(container_name(&key), "node0.team1");
+        assert_eq!(network_name(&key.namespace), "flvpc-team1");
     }
 
     #[test]
     fn spec_validation_names_the_problem() {
-        let ok = MachineSpec::new("team1", "node0", DEFAULT_IMAGE);
+        let ok = MachineSpec::new(MachineKey::parse("team1", "node0").expect("key"), DEFAULT_IMAGE);
         assert_eq!(ok.validate(), Ok(()));
         let mut bad = ok.clone();
-        bad.name = "Node_0".into();
-        assert!(bad.validate().expect_err("bad name").to_string().contains("machine name"));
+        bad.pids_limit = Some(3);
+        assert!(bad.validate().expect_err("pids").to_string().contains("pids_limit"));
         let mut bad = ok.clone();
-        bad.namespace = "1x".into();
-        assert!(bad.validate().expect_err("bad ns").to_string().contains("namespace"));
+        bad.labels.insert(LABEL_INSTANCE.into(), "x".into());
+        assert!(bad.validate().is_err());
         let mut bad = ok.clone();
         bad.cpus = 0;
         assert!(bad.validate().is_err());

@@ -13,9 +13,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::engine::{
-    check_machine_name, check_namespace, container_name, network_name, Engine, EngineError, MachineDetails,
-    MachineInfo, MachineSpec, MachineState, PublishedPort, DEFAULT_IMAGE, LABEL_MACHINE, LABEL_NAMESPACE,
+    container_name, network_name, Engine, EngineError, MachineDetails, MachineInfo, MachineSpec, MachineState,
+    PublishedPort, DEFAULT_IMAGE, LABEL_INSTANCE, LABEL_MACHINE, LABEL_NAMESPACE,
 };
+use flvpc_model::{MachineKey, NamespaceName};
+
+/// The instance label the fake engine gives its machines.
+pub const FAKE_INSTANCE: &str = "fake";
 
 /// The operations of [`Engine`], to pick which one an injected failure hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,25 +58,25 @@ pub enum Call {
     /// `image_exists(image)`
     ImageExists(String),
     /// `ensure_network(namespace)`
-    EnsureNetwork(String),
+    EnsureNetwork(NamespaceName),
     /// `remove_network(namespace)`
-    RemoveNetwork(String),
+    RemoveNetwork(NamespaceName),
     /// `create_machine(spec)`
     CreateMachine(MachineSpec),
-    /// `start_machine(namespace, name)`
-    StartMachine(String, String),
-    /// `stop_machine(namespace, name, timeout)`
-    StopMachine(String, String, Duration),
-    /// `restart_machine(namespace, name, timeout)`
-    RestartMachine(String, String, Duration),
-    /// `remove_machine(namespace, name)`
-    RemoveMachine(String, String),
+    /// `start_machine(key)`
+    StartMachine(MachineKey),
+    /// `stop_machine(key, timeout)`
+    StopMachine(MachineKey, Duration),
+    /// `restart_machine(key, timeout)`
+    RestartMachine(MachineKey, Duration),
+    /// `remove_machine(key)`
+    RemoveMachine(MachineKey),
     /// `list_machines(namespace)`
-    ListMachines(Option<String>),
-    /// `inspect_machine(namespace, name)`
-    InspectMachine(String, String),
-    /// `write_authorized_keys(namespace, name, content)`
-    WriteAuthorizedKeys(String, String, String),
+    ListMachines(Option<NamespaceName>),
+    /// `inspect_machine(key)`
+    InspectMachine(MachineKey),
+    /// `write_authorized_keys(key, content)`
+    WriteAuthorizedKeys(MachineKey, String),
 }
 
 impl Call {
@@ -109,8 +113,8 @@ struct FakeMachine {
 #[derive(Debug, Default)]
 struct State {
     images: BTreeSet<String>,
-    networks: BTreeSet<String>,
-    machines: BTreeMap<(String, String), FakeMachine>,
+    networks: BTreeSet<NamespaceName>,
+    machines: BTreeMap<MachineKey, FakeMachine>,
     calls: Vec<Call>,
     failures: VecDeque<(Op, EngineError)>,
     unreachable: bool,
@@ -171,30 +175,37 @@ impl FakeEngine {
     }
 
     /// The namespaces whose network exists.
-    pub fn networks(&self) -> Vec<String> {
+    pub fn networks(&self) -> Vec<NamespaceName> {
         self.lock().networks.iter().cloned().collect()
     }
 
     /// The current `authorized_keys` of a machine (`None`: never written or no machine).
-    pub fn authorized_keys(&self, namespace: &str, name: &str) -> Option<String> {
-        self.lock().machines.get(&key(namespace, name)).and_then(|m| m.authorized_keys.clone())
+    pub fn authorized_keys(&self, key: &MachineKey) -> Option<String> {
+        self.lock().machines.get(key).and_then(|m| m.authorized_keys.clone())
+    }
+
+    /// Overwrites a machine's `authorized_keys` behind flvpc's back (a member planting a key).
+    pub fn plant_authorized_keys(&self, key: &MachineKey, content: &str) {
+        if let Some(m) = self.lock().machines.get_mut(key) {
+            m.authorized_keys = Some(content.to_owned());
+        }
     }
 
     /// The spec a machine was created with.
-    pub fn spec(&self, namespace: &str, name: &str) -> Option<MachineSpec> {
-        self.lock().machines.get(&key(namespace, name)).map(|m| m.spec.clone())
+    pub fn spec(&self, key: &MachineKey) -> Option<MachineSpec> {
+        self.lock().machines.get(key).map(|m| m.spec.clone())
     }
 
     /// Changes a machine's state behind flvpc's back (a crash, `docker stop` by hand, a reboot).
-    pub fn set_state(&self, namespace: &str, name: &str, state: MachineState) {
-        if let Some(m) = self.lock().machines.get_mut(&key(namespace, name)) {
+    pub fn set_state(&self, key: &MachineKey, state: MachineState) {
+        if let Some(m) = self.lock().machines.get_mut(key) {
             m.state = state;
         }
     }
 
     /// Deletes a machine behind flvpc's back (`docker rm -f` by hand).
-    pub fn forget_machine(&self, namespace: &str, name: &str) {
-        self.lock().machines.remove(&key(namespace, name));
+    pub fn forget_machine(&self, key: &MachineKey) {
+        self.lock().machines.remove(key);
     }
 
     /// Records the call, then applies an injected failure or the unreachable switch.
@@ -217,18 +228,14 @@ impl FakeEngine {
     }
 }
 
-fn key(namespace: &str, name: &str) -> (String, String) {
-    (namespace.to_owned(), name.to_owned())
-}
-
 fn info(m: &FakeMachine) -> MachineInfo {
     let running = m.state == MachineState::Running;
     let mut labels = m.spec.labels.clone();
-    labels.insert(LABEL_NAMESPACE.into(), m.spec.namespace.clone());
-    labels.insert(LABEL_MACHINE.into(), m.spec.name.clone());
+    labels.insert(LABEL_NAMESPACE.into(), m.spec.key.namespace.to_string());
+    labels.insert(LABEL_MACHINE.into(), m.spec.key.name.to_string());
+    labels.insert(LABEL_INSTANCE.into(), FAKE_INSTANCE.into());
     MachineInfo {
-        namespace: m.spec.namespace.clone(),
-        name: m.spec.name.clone(),
+        key: m.spec.key.clone(),
         container: m.spec.container_name(),
         id: m.id.clone(),
         image: m.spec.image.clone(),
@@ -240,8 +247,8 @@ fn info(m: &FakeMachine) -> MachineInfo {
     }
 }
 
-fn missing(namespace: &str, name: &str) -> EngineError {
-    EngineError::MachineNotFound { container: container_name(namespace, name) }
+fn missing(key: &MachineKey) -> EngineError {
+    EngineError::MachineNotFound { container: container_name(key) }
 }
 
 #[async_trait]
@@ -255,20 +262,18 @@ impl Engine for FakeEngine {
         Ok(state.images.contains(image))
     }
 
-    async fn ensure_network(&self, namespace: &str) -> Result<(), EngineError> {
-        let mut state = self.enter(Call::EnsureNetwork(namespace.to_owned()))?;
-        check_namespace(namespace)?;
-        state.networks.insert(namespace.to_owned());
+    async fn ensure_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
+        let mut state = self.enter(Call::EnsureNetwork(namespace.clone()))?;
+        state.networks.insert(namespace.clone());
         Ok(())
     }
 
-    async fn remove_network(&self, namespace: &str) -> Result<(), EngineError> {
-        let mut state = self.enter(Call::RemoveNetwork(namespace.to_owned()))?;
-        check_namespace(namespace)?;
+    async fn remove_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
+        let mut state = self.enter(Call::RemoveNetwork(namespace.clone()))?;
         let users: Vec<String> = state
             .machines
             .values()
-            .filter(|m| m.spec.namespace == namespace)
+            .filter(|m| &m.spec.key.namespace == namespace)
             .map(|m| m.spec.container_name())
             .collect();
         if !users.is_empty() {
@@ -281,8 +286,8 @@ impl Engine for FakeEngine {
     async fn create_machine(&self, spec: &MachineSpec) -> Result<String, EngineError> {
         let mut state = self.enter(Call::CreateMachine(spec.clone()))?;
         spec.validate()?;
-        let k = key(&spec.namespace, &spec.name);
-        // Docker names are global: `<ns>-<name>` may collide across namespaces too.
+        let k = spec.key.clone();
+        // Docker names are global, so a container name must never be shared by two keys.
         let container = spec.container_name();
         if state.machines.contains_key(&k) || state.machines.values().any(|m| m.spec.container_name() == container) {
             return Err(EngineError::MachineExists { container });
@@ -290,8 +295,8 @@ impl Engine for FakeEngine {
         if !state.images.contains(&spec.image) {
             return Err(EngineError::ImageNotFound { image: spec.image.clone() });
         }
-        if !state.networks.contains(&spec.namespace) {
-            return Err(EngineError::NetworkNotFound { network: network_name(&spec.namespace) });
+        if !state.networks.contains(&spec.key.namespace) {
+            return Err(EngineError::NetworkNotFound { network: network_name(&spec.key.namespace) });
         }
         state.next_id += 1;
         let n = state.next_id;
@@ -323,60 +328,64 @@ impl Engine for FakeEngine {
         Ok(id)
     }
 
-    async fn start_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
-        let mut state = self.enter(Call::StartMachine(namespace.to_owned(), name.to_owned()))?;
-        check_machine_name(name)?;
-        let m = state.machines.get_mut(&key(namespace, name)).ok_or_else(|| missing(namespace, name))?;
+    async fn start_machine(&self, key: &MachineKey) -> Result<(), EngineError> {
+        let mut state = self.enter(Call::StartMachine(key.clone()))?;
+        let m = state.machines.get_mut(key).ok_or_else(|| missing(key))?;
         m.state = MachineState::Running;
         Ok(())
     }
 
-    async fn stop_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
-        let mut state = self.enter(Call::StopMachine(namespace.to_owned(), name.to_owned(), timeout))?;
-        let m = state.machines.get_mut(&key(namespace, name)).ok_or_else(|| missing(namespace, name))?;
+    async fn stop_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError> {
+        let mut state = self.enter(Call::StopMachine(key.clone(), timeout))?;
+        let m = state.machines.get_mut(key).ok_or_else(|| missing(key))?;
         if m.state != MachineState::Created {
             m.state = MachineState::Stopped;
         }
         Ok(())
     }
 
-    async fn restart_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
-        let mut state = self.enter(Call::RestartMachine(namespace.to_owned(), name.to_owned(), timeout))?;
-        let m = state.machines.get_mut(&key(namespace, name)).ok_or_else(|| missing(namespace, name))?;
+    async fn restart_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError> {
+        let mut state = self.enter(Call::RestartMachine(key.clone(), timeout))?;
+        let m = state.machines.get_mut(key).ok_or_else(|| missing(key))?;
         m.state = MachineState::Running;
         Ok(())
     }
 
-    async fn remove_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
-        let mut state = self.enter(Call::RemoveMachine(namespace.to_owned(), name.to_owned()))?;
-        state.machines.remove(&key(namespace, name));
+    async fn remove_machine(&self, key: &MachineKey) -> Result<(), EngineError> {
+        let mut state = self.enter(Call::RemoveMachine(key.clone()))?;
+        state.machines.remove(key);
         Ok(())
     }
 
-    async fn list_machines(&self, namespace: Option<&str>) -> Result<Vec<MachineInfo>, EngineError> {
-        let state = self.enter(Call::ListMachines(namespace.map(str::to_owned)))?;
-        Ok(state.machines.values().filter(|m| namespace.is_none_or(|ns| m.spec.namespace == ns)).map(info).collect())
+    async fn list_machines(&self, namespace: Option<&NamespaceName>) -> Result<Vec<MachineInfo>, EngineError> {
+        let state = self.enter(Call::ListMachines(namespace.cloned()))?;
+        Ok(state
+            .machines
+            .values()
+            .filter(|m| namespace.is_none_or(|ns| &m.spec.key.namespace == ns))
+            .map(info)
+            .collect())
     }
 
-    async fn inspect_machine(&self, namespace: &str, name: &str) -> Result<Option<MachineDetails>, EngineError> {
-        let state = self.enter(Call::InspectMachine(namespace.to_owned(), name.to_owned()))?;
-        Ok(state.machines.get(&key(namespace, name)).map(|m| MachineDetails {
+    async fn inspect_machine(&self, key: &MachineKey) -> Result<Option<MachineDetails>, EngineError> {
+        let state = self.enter(Call::InspectMachine(key.clone()))?;
+        Ok(state.machines.get(key).map(|m| MachineDetails {
             info: info(m),
-            hostname: m.spec.name.clone(),
+            hostname: m.spec.key.name.to_string(),
             cpus: m.spec.cpus,
             cpu_cap: m.spec.cpu_cap,
             memory_mb: m.spec.memory_mb,
             configured_ports: m.spec.ports.clone(),
             exit_code: (m.state == MachineState::Stopped).then_some(0),
             pid: None,
+            pids_limit: m.spec.pids_limit,
             error: None,
         }))
     }
 
-    async fn write_authorized_keys(&self, namespace: &str, name: &str, content: &str) -> Result<(), EngineError> {
-        let mut state =
-            self.enter(Call::WriteAuthorizedKeys(namespace.to_owned(), name.to_owned(), content.to_owned()))?;
-        let m = state.machines.get_mut(&key(namespace, name)).ok_or_else(|| missing(namespace, name))?;
+    async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError> {
+        let mut state = self.enter(Call::WriteAuthorizedKeys(key.clone(), content.to_owned()))?;
+        let m = state.machines.get_mut(key).ok_or_else(|| missing(key))?;
         m.authorized_keys = Some(content.to_owned());
         Ok(())
     }
@@ -388,8 +397,16 @@ mod tests {
     use crate::engine::PortMapping;
     use std::sync::Arc;
 
+    fn k(ns: &str, name: &str) -> MachineKey {
+        MachineKey::parse(ns, name).expect("key")
+    }
+
+    fn n(ns: &str) -> NamespaceName {
+        NamespaceName::parse(ns).expect("namespace")
+    }
+
     fn spec(ns: &str, name: &str) -> MachineSpec {
-        let mut s = MachineSpec::new(ns, name, DEFAULT_IMAGE);
+        let mut s = MachineSpec::new(k(ns, name), DEFAULT_IMAGE);
         s.ports = vec![PortMapping::tcp(22, 0)];
         s
     }
@@ -399,8 +416,8 @@ mod tests {
         let engine = FakeEngine::new();
         let err = engine.create_machine(&spec("team1", "node0")).await.expect_err("no network yet");
         assert!(matches!(err, EngineError::NetworkNotFound { .. }));
-        engine.ensure_network("team1").await.expect("network");
-        engine.ensure_network("team1").await.expect("idempotent");
+        engine.ensure_network(&n("team1")).await.expect("network");
+        engine.ensure_network(&n("team1")).await.expect("idempotent");
         engine.create_machine(&spec("team1", "node0")).await.expect("create");
         let err = engine.create_machine(&spec("team1", "node0")).await.expect_err("duplicate");
         assert!(matches!(err, EngineError::MachineExists { .. }));
@@ -408,25 +425,28 @@ mod tests {
         other.image = "nope:1".into();
         assert!(matches!(engine.create_machine(&other).await.expect_err("image"), EngineError::ImageNotFound { .. }));
 
-        let listed = engine.list_machines(Some("team1")).await.expect("list");
+        let listed = engine.list_machines(Some(&n("team1"))).await.expect("list");
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].state, MachineState::Created);
         assert!(listed[0].ports.is_empty(), "no ports before start");
-        engine.start_machine("team1", "node0").await.expect("start");
+        engine.start_machine(&k("team1", "node0")).await.expect("start");
         let listed = engine.list_machines(None).await.expect("list");
         assert_eq!(listed[0].state, MachineState::Running);
         assert_eq!(listed[0].ports[0].container_port, 22);
         assert!(listed[0].ip.is_some());
 
-        engine.write_authorized_keys("team1", "node0", "ssh-ed25519 AAAA a\n").await.expect("keys");
-        assert_eq!(engine.authorized_keys("team1", "node0").as_deref(), Some("ssh-ed25519 AAAA a\n"));
+        engine.write_authorized_keys(&k("team1", "node0"), "ssh-ed25519 AAAA a\n").await.expect("keys");
+        assert_eq!(engine.authorized_keys(&k("team1", "node0")).as_deref(), Some("ssh-ed25519 AAAA a\n"));
 
-        assert!(matches!(engine.remove_network("team1").await.expect_err("in use"), EngineError::NetworkInUse { .. }));
-        engine.stop_machine("team1", "node0", Duration::from_secs(1)).await.expect("stop");
-        engine.stop_machine("team1", "node0", Duration::from_secs(1)).await.expect("stop again");
-        engine.remove_machine("team1", "node0").await.expect("remove");
-        engine.remove_machine("team1", "node0").await.expect("remove again");
-        engine.remove_network("team1").await.expect("network gone");
+        assert!(matches!(
+            engine.remove_network(&n("team1")).await.expect_err("in use"),
+            EngineError::NetworkInUse { .. }
+        ));
+        engine.stop_machine(&k("team1", "node0"), Duration::from_secs(1)).await.expect("stop");
+        engine.stop_machine(&k("team1", "node0"), Duration::from_secs(1)).await.expect("stop again");
+        engine.remove_machine(&k("team1", "node0")).await.expect("remove");
+        engine.remove_machine(&k("team1", "node0")).await.expect("remove again");
+        engine.remove_network(&n("team1")).await.expect("network gone");
         assert!(engine.networks().is_empty());
         assert!(engine.list_machines(None).await.expect("list").is_empty());
     }
@@ -436,10 +456,10 @@ mod tests {
         let engine: Arc<dyn Engine> = Arc::new(FakeEngine::new());
         let fake = FakeEngine::new();
         fake.fail_next(Op::StartMachine, EngineError::PortUnavailable { container: "x".into(), detail: "y".into() });
-        fake.ensure_network("a").await.expect("network");
+        fake.ensure_network(&n("a")).await.expect("network");
         fake.create_machine(&spec("a", "m")).await.expect("create");
-        assert!(fake.start_machine("a", "m").await.is_err());
-        fake.start_machine("a", "m").await.expect("second start works");
+        assert!(fake.start_machine(&k("a", "m")).await.is_err());
+        fake.start_machine(&k("a", "m")).await.expect("second start works");
         fake.set_unreachable(true);
         assert!(fake.ping().await.expect_err("down").is_transient());
         fake.set_unreachable(false);

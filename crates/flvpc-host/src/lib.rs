@@ -8,11 +8,13 @@
 //! - [`engine`]: the [`Engine`] trait a reconciler is written against, and its types.
 //! - [`docker`]: [`DockerEngine`], the real implementation (bollard, local unix socket).
 //! - [`image`]: building `flvpc/debian:12` and listing local images.
+//! - [`cgroup`]: how a machine sees the host's cgroups (read-only but its own subtrees).
 //! - [`fake`]: [`FakeEngine`], an in-memory recording engine for other crates' unit tests.
 
 #![warn(missing_docs)]
 
 pub mod capacity;
+pub mod cgroup;
 pub mod docker;
 pub mod engine;
 pub mod fake;
@@ -23,7 +25,7 @@ pub use capacity::{host_capacity, host_limit_warnings, Capacity};
 pub use docker::{wait_ssh_ready, DockerEngine, ExecOutput};
 pub use engine::{
     container_name, network_name, Engine, EngineError, MachineDetails, MachineInfo, MachineSpec, MachineState,
-    PortMapping, Protocol, PublishedPort, DEFAULT_IMAGE, LABEL_IMAGE, LABEL_MACHINE, LABEL_NAMESPACE,
+    PortMapping, Protocol, PublishedPort, DEFAULT_IMAGE, LABEL_IMAGE, LABEL_INSTANCE, LABEL_MACHINE, LABEL_NAMESPACE,
 };
 pub use fake::FakeEngine;
 pub use image::{build_debian12, image_exists, list_images, BuildOptions, ImageError, ImageInfo, Phase, Progress};

@@ -19,13 +19,29 @@ pub struct RawUsage {
     pub oom_kills: u64,
 }
 
-/// Where a container's cgroup directory is in one controller's hierarchy: Docker's
-/// cgroupfs driver (`docker/<id>`) or its systemd driver (`system.slice/docker-<id>.scope`).
-fn cgroup_dir(root: &Path, controller: &str, container_id: &str) -> Option<PathBuf> {
-    [format!("docker/{container_id}"), format!("system.slice/docker-{container_id}.scope")]
+/// Where a container's cgroup directory is in one controller's hierarchy: where the kernel
+/// says its PID 1 is (`/proc/<pid>/cgroup`; machines live under flvpc's own parent), else
+/// Docker's default places for the cgroupfs driver (`docker/<id>`) or its systemd driver
+/// (`system.slice/docker-<id>.scope`).
+fn cgroup_dir(root: &Path, controller: &str, container_id: &str, pid: Option<u32>) -> Option<PathBuf> {
+    let from_proc = pid
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok())
+        .and_then(|text| controller_path(&text, controller))
+        .filter(|rel| rel.contains(container_id));
+    from_proc
         .into_iter()
-        .map(|rel| root.join(controller).join(rel))
+        .chain([format!("docker/{container_id}"), format!("system.slice/docker-{container_id}.scope")])
+        .map(|rel| root.join(controller).join(rel.trim_start_matches('/')))
         .find(|p| p.is_dir())
+}
+
+/// The path of `controller` in a `/proc/<pid>/cgroup` text (`4:memory:/flvpc/m-1/abc`).
+fn controller_path(text: &str, controller: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers.split(',').any(|c| c == controller).then(|| path.to_owned())
+    })
 }
 
 fn read_u64(path: PathBuf) -> Option<u64> {
@@ -77,8 +93,8 @@ fn oom_kills_under(dir: &Path, depth: usize) -> u64 {
 /// Reads the counters of the container `container_id` whose PID 1 is `pid` on the host,
 /// under the cgroup root `root` (normally `/sys/fs/cgroup`). None when the container is gone.
 pub fn read_usage(root: &Path, container_id: &str, pid: Option<u32>) -> Option<RawUsage> {
-    let cpu = cgroup_dir(root, "cpuacct", container_id)?;
-    let memory = cgroup_dir(root, "memory", container_id)?;
+    let cpu = cgroup_dir(root, "cpuacct", container_id, pid)?;
+    let memory = cgroup_dir(root, "memory", container_id, pid)?;
     let cpu_ns = read_u64(cpu.join("cpuacct.usage"))?;
     let usage = read_u64(memory.join("memory.usage_in_bytes")).unwrap_or(0);
     // As `docker stats` does: page cache that can be dropped is not "used".
@@ -105,6 +121,15 @@ mod tests {
                     eth0:    5000      10    0    0    0     0          0         0     7000      12    0    0    0     0       0          0\n";
         assert_eq!(parse_net_dev(text), (5000, 7000));
         assert_eq!(parse_net_dev(""), (0, 0));
+    }
+
+    #[test]
+    fn finds_a_controller_in_proc_cgroup() {
+        let text =
+            "9:name=systemd:/flvpc/m-1/abc/init.scope\n4:memory:/flvpc/m-1/abc\n2:cpu,cpuacct:/flvpc/m-1/abc\n0::/x\n";
+        assert_eq!(controller_path(text, "memory").as_deref(), Some("/flvpc/m-1/abc"));
+        assert_eq!(controller_path(text, "cpuacct").as_deref(), Some("/flvpc/m-1/abc"));
+        assert_eq!(controller_path(text, "pids"), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use flvpc_host::{
     build_debian12, wait_ssh_ready, BuildOptions, DockerEngine, EngineError, MachineSpec, MachineState, Phase,
     PortMapping, DEFAULT_IMAGE,
 };
+use flvpc_model::{MachineKey, NamespaceName};
 use tokio::process::Command;
 use tokio::sync::{OnceCell, RwLock};
 
@@ -29,7 +30,7 @@ const BOOT: Duration = Duration::from_secs(90);
 
 async fn engine() -> DockerEngine {
     match DockerEngine::connect().await {
-        Ok(e) => e,
+        Ok(e) => e.for_instance(TEST_INSTANCE),
         Err(e) => panic!("these tests need the Docker engine: {e}"),
     }
 }
@@ -103,6 +104,7 @@ impl Drop for TestNs {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async {
                 let Ok(engine) = DockerEngine::connect().await else { return };
+                let engine = engine.for_instance(TEST_INSTANCE);
                 let docker = bollard::Docker::connect_with_unix_defaults().ok();
                 for container in extra {
                     if let Some(d) = &docker {
@@ -110,12 +112,12 @@ impl Drop for TestNs {
                         let _ = d.remove_container(&container, Some(opts)).await;
                     }
                 }
-                if let Ok(machines) = engine.list_machines(Some(&ns)).await {
+                if let Ok(machines) = engine.list_machines(Some(&n(&ns))).await {
                     for m in machines {
-                        let _ = engine.remove_machine(&m.namespace, &m.name).await;
+                        let _ = engine.remove_machine(&m.key).await;
                     }
                 }
-                if let Err(e) = engine.remove_network(&ns).await {
+                if let Err(e) = engine.remove_network(&n(&ns)).await {
                     eprintln!("cleanup of namespace {ns}: {e}");
                 }
             });
@@ -130,15 +132,26 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// The flvpc instance these tests act as (the engine only touches containers labelled with it).
+const TEST_INSTANCE: &str = "flvpc-host-tests";
+
+fn k(ns: &str, name: &str) -> MachineKey {
+    MachineKey::parse(ns, name).expect("valid machine key")
+}
+
+fn n(ns: &str) -> NamespaceName {
+    NamespaceName::parse(ns).expect("valid namespace")
+}
+
 fn machine(ns: &str, name: &str, ssh_port: u16) -> MachineSpec {
-    let mut spec = MachineSpec::new(ns, name, DEFAULT_IMAGE);
+    let mut spec = MachineSpec::new(k(ns, name), DEFAULT_IMAGE);
     spec.memory_mb = 512;
     spec.ports = vec![PortMapping::tcp(22, ssh_port).on(IpAddr::V4(Ipv4Addr::LOCALHOST))];
     spec
 }
 
 async fn exec(engine: &DockerEngine, ns: &str, name: &str, argv: &[&str]) -> flvpc_host::ExecOutput {
-    match tokio::time::timeout(BOOT, engine.exec_machine(ns, name, argv)).await {
+    match tokio::time::timeout(BOOT, engine.exec_machine(&k(ns, name), argv)).await {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => panic!("exec {argv:?} in {ns}/{name}: {e}"),
         Err(_) => panic!("exec {argv:?} in {ns}/{name} did not finish within {BOOT:?}"),
@@ -233,16 +246,16 @@ async fn two_machines_boot_with_own_identity_and_real_ssh() {
     let (key, public) = keypair(keys.path(), "alice").await;
     let (other_key, other_public) = keypair(keys.path(), "bob").await;
 
-    engine.ensure_network(&ns.name).await.expect("network");
-    engine.ensure_network(&ns.name).await.expect("ensure_network is idempotent");
+    engine.ensure_network(&n(&ns.name)).await.expect("network");
+    engine.ensure_network(&n(&ns.name)).await.expect("ensure_network is idempotent");
     let (port_a, port_b) = (free_port(), free_port());
     let start = Instant::now();
     engine.create_machine(&machine(&ns.name, "node0", port_a)).await.expect("create node0");
     engine.create_machine(&machine(&ns.name, "node1", port_b)).await.expect("create node1");
     // Keys written before the first start: new machines get their keys at creation.
-    engine.write_authorized_keys(&ns.name, "node0", &public).await.expect("keys before start");
-    engine.start_machine(&ns.name, "node0").await.expect("start node0");
-    engine.start_machine(&ns.name, "node1").await.expect("start node1");
+    engine.write_authorized_keys(&k(&ns.name, "node0"), &public).await.expect("keys before start");
+    engine.start_machine(&k(&ns.name, "node0")).await.expect("start node0");
+    engine.start_machine(&k(&ns.name, "node1")).await.expect("start node1");
     let banner = wait_ssh_ready(port_a, BOOT).await.expect("sshd of node0");
     eprintln!("TIMING 2 machines created, first SSH banner: {:.2} s", start.elapsed().as_secs_f64());
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner}");
@@ -279,19 +292,19 @@ async fn two_machines_boot_with_own_identity_and_real_ssh() {
     assert_eq!(out, "node0");
     let (ok, _, _) = ssh(&other_key, port_a, "hostname").await;
     assert!(!ok, "bob's key is not authorized yet");
-    engine.write_authorized_keys(&ns.name, "node0", &other_public).await.expect("rewrite keys");
+    engine.write_authorized_keys(&k(&ns.name, "node0"), &other_public).await.expect("rewrite keys");
     let (ok, _, _) = ssh(&key, port_a, "hostname").await;
     assert!(!ok, "alice's key was removed: login must fail");
     let (ok, out, err) = ssh(&other_key, port_a, "hostname").await;
     assert!(ok && out == "node0", "bob's key now works: {err}");
     // Running machine, keys added afterwards: no restart needed.
-    engine.write_authorized_keys(&ns.name, "node1", &public).await.expect("keys on a running machine");
+    engine.write_authorized_keys(&k(&ns.name, "node1"), &public).await.expect("keys on a running machine");
     let (ok, out, err) = ssh(&key, port_b, "hostname").await;
     assert!(ok && out == "node1", "ssh into node1: {err}");
 
     // Machines of one namespace reach each other by name.
-    let listed = engine.list_machines(Some(&ns.name)).await.expect("list");
-    assert_eq!(listed.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["node0", "node1"]);
+    let listed = engine.list_machines(Some(&n(&ns.name))).await.expect("list");
+    assert_eq!(listed.iter().map(|m| m.key.name.as_str()).collect::<Vec<_>>(), vec!["node0", "node1"]);
     assert!(listed.iter().all(|m| m.state == MachineState::Running));
     let ip1 = listed[1].ip.clone().expect("node1 has an IP on its network");
     assert_eq!(listed[0].ports.first().map(|p| (p.container_port, p.host_port)), Some((22, port_a)));
@@ -303,7 +316,7 @@ async fn two_machines_boot_with_own_identity_and_real_ssh() {
     // Machines come back after a host reboot (unless stopped on purpose), never privileged.
     let docker = bollard::Docker::connect_with_unix_defaults().expect("docker");
     let raw = docker
-        .inspect_container(&format!("{}-node0", ns.name), None::<bollard::query_parameters::InspectContainerOptions>)
+        .inspect_container(&format!("node0.{}", ns.name), None::<bollard::query_parameters::InspectContainerOptions>)
         .await
         .expect("inspect container");
     let host = raw.host_config.expect("host config");
@@ -311,7 +324,7 @@ async fn two_machines_boot_with_own_identity_and_real_ssh() {
     assert_eq!(host.privileged, Some(false));
     assert_eq!(raw.config.and_then(|c| c.stop_signal).as_deref(), Some("SIGRTMIN+3"));
 
-    let details = engine.inspect_machine(&ns.name, "node0").await.expect("inspect").expect("exists");
+    let details = engine.inspect_machine(&k(&ns.name, "node0")).await.expect("inspect").expect("exists");
     assert_eq!(details.hostname, "node0");
     assert_eq!(details.memory_mb, 512);
     assert_eq!(details.cpus, 1);
@@ -325,21 +338,21 @@ async fn namespaces_cannot_reach_each_other() {
     let engine = engine().await;
     let (ns1, ns2) = (TestNs::new(), TestNs::new());
     for ns in [&ns1, &ns2] {
-        engine.ensure_network(&ns.name).await.expect("network");
+        engine.ensure_network(&n(&ns.name)).await.expect("network");
     }
     for (ns, name) in [(&ns1.name, "a1"), (&ns1.name, "a2"), (&ns2.name, "b1")] {
         engine.create_machine(&machine(ns, name, free_port())).await.expect("create");
-        engine.start_machine(ns, name).await.expect("start");
+        engine.start_machine(&k(ns, name)).await.expect("start");
     }
     // Wait for the network inside the machines to be up (systemd done booting).
     for (ns, name) in [(&ns1.name, "a1"), (&ns1.name, "a2"), (&ns2.name, "b1")] {
         system_state(&engine, ns, name).await;
     }
     let ip_of = |list: &[flvpc_host::MachineInfo], name: &str| {
-        list.iter().find(|m| m.name == name).and_then(|m| m.ip.clone()).expect("machine has an IP")
+        list.iter().find(|m| m.key.name.as_str() == name).and_then(|m| m.ip.clone()).expect("machine has an IP")
     };
-    let a = engine.list_machines(Some(&ns1.name)).await.expect("list ns1");
-    let b = engine.list_machines(Some(&ns2.name)).await.expect("list ns2");
+    let a = engine.list_machines(Some(&n(&ns1.name))).await.expect("list ns1");
+    let b = engine.list_machines(Some(&n(&ns2.name))).await.expect("list ns2");
     let (a1_ip, b1_ip) = (ip_of(&a, "a1"), ip_of(&b, "b1"));
 
     // Control: inside one namespace the same probe works, so a failure below means isolation.
@@ -360,50 +373,50 @@ async fn stop_start_restart_remove_leave_nothing_behind() {
     let _shared = MACHINE_LOAD.read().await;
     let engine = engine().await;
     let ns = TestNs::new();
-    engine.ensure_network(&ns.name).await.expect("network");
+    engine.ensure_network(&n(&ns.name)).await.expect("network");
     let port = free_port();
     let created = Instant::now();
     engine.create_machine(&machine(&ns.name, "solo", port)).await.expect("create");
     let err = engine.create_machine(&machine(&ns.name, "solo", free_port())).await.expect_err("duplicate");
     assert!(matches!(err, EngineError::MachineExists { .. }), "{err}");
-    assert_eq!(engine.list_machines(Some(&ns.name)).await.expect("list")[0].state, MachineState::Created);
+    assert_eq!(engine.list_machines(Some(&n(&ns.name))).await.expect("list")[0].state, MachineState::Created);
 
-    engine.start_machine(&ns.name, "solo").await.expect("start");
+    engine.start_machine(&k(&ns.name, "solo")).await.expect("start");
     wait_ssh_ready(port, BOOT).await.expect("ssh after start");
     eprintln!("TIMING 1 machine, create+start to SSH banner: {:.2} s", created.elapsed().as_secs_f64());
-    engine.start_machine(&ns.name, "solo").await.expect("start of a running machine is a no-op");
+    engine.start_machine(&k(&ns.name, "solo")).await.expect("start of a running machine is a no-op");
     system_state(&engine, &ns.name, "solo").await;
     let machine_id = exec(&engine, &ns.name, "solo", &["cat", "/etc/machine-id"]).await.stdout;
 
     let stop = Instant::now();
-    engine.stop_machine(&ns.name, "solo", Duration::from_secs(20)).await.expect("stop");
+    engine.stop_machine(&k(&ns.name, "solo"), Duration::from_secs(20)).await.expect("stop");
     eprintln!("TIMING clean stop (SIGRTMIN+3): {:.2} s", stop.elapsed().as_secs_f64());
-    engine.stop_machine(&ns.name, "solo", Duration::from_secs(20)).await.expect("stop is idempotent");
-    let stopped = engine.list_machines(Some(&ns.name)).await.expect("list");
+    engine.stop_machine(&k(&ns.name, "solo"), Duration::from_secs(20)).await.expect("stop is idempotent");
+    let stopped = engine.list_machines(Some(&n(&ns.name))).await.expect("list");
     assert_eq!(stopped[0].state, MachineState::Stopped);
     assert!(stopped[0].ports.is_empty() && stopped[0].ip.is_none());
-    let details = engine.inspect_machine(&ns.name, "solo").await.expect("inspect").expect("exists");
+    let details = engine.inspect_machine(&k(&ns.name, "solo")).await.expect("inspect").expect("exists");
     assert_eq!(details.configured_ports[0].host_port, port, "the configured port survives a stop");
     assert!(matches!(
-        engine.exec_machine(&ns.name, "solo", &["true"]).await.expect_err("stopped"),
+        engine.exec_machine(&k(&ns.name, "solo"), &["true"]).await.expect_err("stopped"),
         EngineError::NotRunning { .. }
     ));
 
-    engine.start_machine(&ns.name, "solo").await.expect("start again");
+    engine.start_machine(&k(&ns.name, "solo")).await.expect("start again");
     wait_ssh_ready(port, BOOT).await.expect("ssh after restart from stopped");
     let again = exec(&engine, &ns.name, "solo", &["cat", "/etc/machine-id"]).await.stdout;
     assert_eq!(again, machine_id, "the machine keeps its identity across stop/start");
-    engine.restart_machine(&ns.name, "solo", Duration::from_secs(20)).await.expect("restart");
+    engine.restart_machine(&k(&ns.name, "solo"), Duration::from_secs(20)).await.expect("restart");
     wait_ssh_ready(port, BOOT).await.expect("ssh after restart");
 
-    let err = engine.remove_network(&ns.name).await.expect_err("network still used");
+    let err = engine.remove_network(&n(&ns.name)).await.expect_err("network still used");
     assert!(matches!(err, EngineError::NetworkInUse { .. }), "{err}");
-    engine.remove_machine(&ns.name, "solo").await.expect("remove");
-    engine.remove_machine(&ns.name, "solo").await.expect("remove is idempotent");
-    engine.remove_network(&ns.name).await.expect("remove network");
-    engine.remove_network(&ns.name).await.expect("remove network is idempotent");
+    engine.remove_machine(&k(&ns.name, "solo")).await.expect("remove");
+    engine.remove_machine(&k(&ns.name, "solo")).await.expect("remove is idempotent");
+    engine.remove_network(&n(&ns.name)).await.expect("remove network");
+    engine.remove_network(&n(&ns.name)).await.expect("remove network is idempotent");
 
-    assert!(engine.list_machines(Some(&ns.name)).await.expect("list").is_empty());
+    assert!(engine.list_machines(Some(&n(&ns.name))).await.expect("list").is_empty());
     let docker = bollard::Docker::connect_with_unix_defaults().expect("docker");
     let filters = HashMap::from([("name", vec![ns.name.as_str()])]);
     let opts = bollard::query_parameters::ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
@@ -421,31 +434,46 @@ async fn foreign_containers_are_never_listed_or_touched() {
     let engine = engine().await;
     let mut ns = TestNs::new();
     let docker = bollard::Docker::connect_with_unix_defaults().expect("docker");
-    // One plain container and one that merely has a machine's name: neither has labels.
-    let plain = format!("{}-plain", ns.name);
-    let lookalike = format!("{}-node9", ns.name);
-    for name in [&plain, &lookalike] {
+    // One plain container and one that merely has a machine's name: neither has labels. A
+    // third carries a machine's labels, but another flvpc instance's.
+    let plain = format!("plain.{}", ns.name);
+    let lookalike = format!("node9.{}", ns.name);
+    let other_instance = format!("node8.{}", ns.name);
+    for name in [&plain, &lookalike, &other_instance] {
         ns.extra_containers.push(name.clone());
+        let labels = (name == &other_instance).then(|| {
+            HashMap::from([
+                (flvpc_host::LABEL_NAMESPACE.to_owned(), ns.name.clone()),
+                (flvpc_host::LABEL_MACHINE.to_owned(), "node8".to_owned()),
+                (flvpc_host::LABEL_INSTANCE.to_owned(), "another-flvpc".to_owned()),
+            ])
+        });
         let body = ContainerCreateBody {
             image: Some(DEFAULT_IMAGE.to_owned()),
             cmd: Some(vec!["/sbin/init".to_owned()]),
+            labels,
             ..Default::default()
         };
         let opts = CreateContainerOptionsBuilder::new().name(name).build();
         docker.create_container(Some(opts), body).await.expect("create a plain container");
     }
-    engine.ensure_network(&ns.name).await.expect("network");
+    engine.ensure_network(&n(&ns.name)).await.expect("network");
     engine.create_machine(&machine(&ns.name, "node0", free_port())).await.expect("create");
 
     let all: BTreeSet<String> =
         engine.list_machines(None).await.expect("list").into_iter().map(|m| m.container).collect();
-    assert!(all.contains(&format!("{}-node0", ns.name)));
+    assert!(all.contains(&format!("node0.{}", ns.name)));
     assert!(!all.contains(&plain) && !all.contains(&lookalike), "unlabelled containers are not machines");
-
-    let err = engine.remove_machine(&ns.name, "node9").await.expect_err("not ours");
+    assert!(!all.contains(&other_instance), "another instance's machines are not listed");
+    let err = engine.stop_machine(&k(&ns.name, "node8"), Duration::from_secs(1)).await.expect_err("other instance");
     assert!(matches!(err, EngineError::NotOurs { .. }), "{err}");
-    assert!(matches!(engine.start_machine(&ns.name, "node9").await, Err(EngineError::NotOurs { .. })));
-    assert!(matches!(engine.write_authorized_keys(&ns.name, "node9", "x").await, Err(EngineError::NotOurs { .. })));
+    assert!(matches!(engine.remove_machine(&k(&ns.name, "node8")).await, Err(EngineError::NotOurs { .. })));
+    assert!(matches!(engine.exec_machine(&k(&ns.name, "node8"), &["true"]).await, Err(EngineError::NotOurs { .. })));
+
+    let err = engine.remove_machine(&k(&ns.name, "node9")).await.expect_err("not ours");
+    assert!(matches!(err, EngineError::NotOurs { .. }), "{err}");
+    assert!(matches!(engine.start_machine(&k(&ns.name, "node9")).await, Err(EngineError::NotOurs { .. })));
+    assert!(matches!(engine.write_authorized_keys(&k(&ns.name, "node9"), "x").await, Err(EngineError::NotOurs { .. })));
     let still = docker.inspect_container(&lookalike, None::<bollard::query_parameters::InspectContainerOptions>).await;
     assert!(still.is_ok(), "the look-alike container is left alone");
 
@@ -467,7 +495,7 @@ async fn ten_machines_created_concurrently_all_answer_ssh() {
     let _exclusive = MACHINE_LOAD.write().await;
     let engine = engine().await;
     let ns = TestNs::new();
-    engine.ensure_network(&ns.name).await.expect("network");
+    engine.ensure_network(&n(&ns.name)).await.expect("network");
     let ports: Vec<u16> = (0..10).map(|_| free_port()).collect();
     let start = Instant::now();
     let tasks = ports.iter().enumerate().map(|(i, port)| {
@@ -476,7 +504,7 @@ async fn ten_machines_created_concurrently_all_answer_ssh() {
         let port = *port;
         async move {
             engine.create_machine(&spec).await.expect("create");
-            engine.start_machine(&spec.namespace, &spec.name).await.expect("start");
+            engine.start_machine(&spec.key).await.expect("start");
             wait_ssh_ready(port, BOOT).await.expect("ssh");
             start.elapsed()
         }
@@ -489,14 +517,89 @@ async fn ten_machines_created_concurrently_all_answer_ssh() {
         first.as_secs_f64(),
         all.as_secs_f64()
     );
-    assert_eq!(engine.list_machines(Some(&ns.name)).await.expect("list").len(), 10);
+    assert_eq!(engine.list_machines(Some(&n(&ns.name))).await.expect("list").len(), 10);
 
     let removal = Instant::now();
     let removals = (0..10).map(|i| {
         let engine = engine.clone();
         let ns = ns.name.clone();
-        async move { engine.remove_machine(&ns, &format!("node{i}")).await.expect("remove") }
+        async move { engine.remove_machine(&k(&ns, &format!("node{i}"))).await.expect("remove") }
     });
     futures::future::join_all(removals).await;
     eprintln!("TIMING remove 10 running machines concurrently: {:.2} s", removal.elapsed().as_secs_f64());
+}
+
+/// Root in a machine cannot write the host's cgroups (its own limits, another container's
+/// freezer, the devices controller), cannot open host devices, and has a PID limit; systemd
+/// still boots with sshd running. The server's hostile-tenant suite attacks the same over SSH.
+#[tokio::test]
+async fn root_in_a_machine_cannot_reach_the_hosts_cgroups() {
+    ensure_image().await;
+    let _shared = MACHINE_LOAD.read().await;
+    let engine = engine().await;
+    let ns = TestNs::new();
+    engine.ensure_network(&n(&ns.name)).await.expect("network");
+    let port = free_port();
+    let mut spec = machine(&ns.name, "box", port);
+    spec.pids_limit = Some(300);
+    engine.create_machine(&spec).await.expect("create");
+    engine.start_machine(&spec.key).await.expect("start");
+    wait_ssh_ready(port, BOOT).await.expect("sshd answers");
+    let state = system_state(&engine, &ns.name, "box").await;
+    assert_eq!(state.trim(), "running", "systemd boots with the hardened cgroup view");
+    let sshd = exec(&engine, &ns.name, "box", &["systemctl", "is-active", "ssh"]).await;
+    assert_eq!(sshd.stdout.trim(), "active");
+
+    let details = engine.inspect_machine(&spec.key).await.expect("inspect").expect("exists");
+    assert_eq!(details.pids_limit, Some(300));
+    // Each write is tried by root in the machine; every one must fail.
+    let attempts: [(&str, &str); 6] = [
+        ("join the host's devices root", "echo $$ > /sys/fs/cgroup/devices/tasks"),
+        (
+            "raise its own memory limit",
+            "for f in /sys/fs/cgroup/memory/flvpc/*/*/memory.limit_in_bytes; do echo -1 > $f || exit 1; done",
+        ),
+        ("freeze the host's containers", "echo FROZEN > /sys/fs/cgroup/freezer/docker/freezer.state"),
+        (
+            "raise its own PID limit",
+            "for f in /sys/fs/cgroup/pids/flvpc/*/*/pids.max; do echo max > $f || exit 1; done",
+        ),
+        ("make a cgroup at the host's systemd root", "mkdir /sys/fs/cgroup/systemd/escape"),
+        ("move itself to the host's unified root", "echo $$ > /sys/fs/cgroup/unified/cgroup.procs"),
+    ];
+    for (what, script) in attempts {
+        let out = exec(&engine, &ns.name, "box", &["bash", "-c", script]).await;
+        assert_ne!(out.exit_code, 0, "root in a machine could {what}: {out:?}");
+    }
+    let out =
+        exec(&engine, &ns.name, "box", &["bash", "-c", "mknod /tmp/hostdisk b 8 0 && head -c1 /tmp/hostdisk"]).await;
+    assert_ne!(out.exit_code, 0, "a host block device must not be readable: {out:?}");
+    // Bounded: at most 400 background sleeps, far over the limit of 300.
+    let out = exec(
+        &engine,
+        &ns.name,
+        "box",
+        &["bash", "-c", "n=0; for i in $(seq 400); do sleep 30 & n=$((n+1)); done 2>/dev/null; echo $n"],
+    )
+    .await;
+    let pids = exec(&engine, &ns.name, "box", &["bash", "-c", "ls /proc | grep -c '^[0-9]'"]).await;
+    let running: u32 = pids.stdout.trim().parse().unwrap_or(u32::MAX);
+    assert!(running <= 300, "the PID limit holds: {running} processes ({out:?})");
+    engine.remove_machine(&spec.key).await.expect("remove");
+    // The machine's own cgroups go with it (bounded wait: the kernel frees them asynchronously).
+    let dir = flvpc_host::cgroup::machine_dir(&spec.key);
+    let left = || {
+        ["systemd", "unified", "memory", "pids"]
+            .iter()
+            .map(|h| PathBuf::from(format!("/sys/fs/cgroup/{h}/flvpc/{dir}")))
+            .filter(|p| p.exists())
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..100 {
+        if left().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left().is_empty(), "cgroups left behind: {:?}", left());
 }

@@ -4,6 +4,7 @@
 //! Architecture Invariant: this crate does no IO. It knows nothing of SQL,
 //! HTTP, SSH transports or Docker; it only says what is valid and what is allowed.
 
+pub mod machine;
 pub mod names;
 pub mod password;
 pub mod policy;
@@ -12,6 +13,7 @@ pub mod role;
 pub mod spec;
 pub mod sshkey;
 
+pub use machine::{MachineKey, MachineName};
 pub use names::{KeyName, Login, NamespaceName, TokenName};
 pub use policy::{Denied, NamespaceAdminGrant, NamespaceGrant, Principal, SuperadminGrant, SystemGrant, UserGrant};
 pub use role::Role;

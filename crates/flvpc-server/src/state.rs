@@ -38,6 +38,8 @@ pub struct Config {
     pub overcommit_memory: Option<f64>,
     /// How often machine usage is sampled.
     pub sample_every: Duration,
+    /// Most processes one machine may run at once (`None`: no limit).
+    pub machine_pids_limit: Option<u32>,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             overcommit_cpu: None,
             overcommit_memory: None,
             sample_every: Duration::from_secs(5),
+            machine_pids_limit: Some(reconcile::DEFAULT_PIDS_LIMIT),
         }
     }
 }
@@ -84,12 +87,14 @@ pub struct Inner {
 impl AppState {
     /// State around an open store, driving the local Docker engine.
     pub async fn new(store: Store, config: Config) -> Result<Self, StoreError> {
-        Self::with_parts(store, config, LoginThrottle::default(), Arc::new(ReconnectingDocker::default())).await
+        Self::with_throttle(store, config, LoginThrottle::default()).await
     }
 
     /// State with a custom throttle (tests use small limits).
     pub async fn with_throttle(store: Store, config: Config, throttle: LoginThrottle) -> Result<Self, StoreError> {
-        Self::with_parts(store, config, throttle, Arc::new(ReconnectingDocker::default())).await
+        // The engine acts only on this database's machines (their instance label).
+        let engine = Arc::new(ReconnectingDocker::new(store.instance_id().await?));
+        Self::with_parts(store, config, throttle, engine).await
     }
 
     /// State from all its parts.
@@ -103,10 +108,10 @@ impl AppState {
         let settings = reconcile::Settings {
             instance: store.instance_id().await?,
             publish_address: config.publish_address,
+            pids_limit: config.machine_pids_limit,
             ..reconcile::Settings::default()
         };
-        let usage =
-            Arc::new(crate::usage::UsageSampler::new(engine.clone(), settings.instance.clone(), config.sample_every));
+        let usage = Arc::new(crate::usage::UsageSampler::new(engine.clone(), config.sample_every));
         let reconciler = Reconciler::new(store.clone(), engine, settings);
         Ok(Self(Arc::new(Inner {
             store,

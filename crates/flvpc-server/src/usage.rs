@@ -36,7 +36,6 @@ struct Series {
 /// The sampler and what it has seen.
 pub struct UsageSampler {
     engine: Arc<dyn Engine>,
-    instance: String,
     interval: Duration,
     keep: usize,
     cgroup_root: PathBuf,
@@ -51,11 +50,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl UsageSampler {
     /// A sampler every `interval`, keeping an hour of points.
-    pub fn new(engine: Arc<dyn Engine>, instance: String, interval: Duration) -> Self {
+    pub fn new(engine: Arc<dyn Engine>, interval: Duration) -> Self {
         let keep = (3600 / interval.as_secs().max(1)) as usize;
         Self {
             engine,
-            instance,
             interval,
             keep,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
@@ -79,18 +77,17 @@ impl UsageSampler {
         let Ok(machines) = self.engine.list_machines(None).await else { return };
         let mut seen = Vec::new();
         for m in machines {
-            if m.state != MachineState::Running
-                || m.labels.get(crate::reconcile::LABEL_INSTANCE) != Some(&self.instance)
-            {
+            // The engine lists only this instance's machines.
+            if m.state != MachineState::Running {
                 continue;
             }
-            let Ok(Some(details)) = self.engine.inspect_machine(&m.namespace, &m.name).await else { continue };
+            let Ok(Some(details)) = self.engine.inspect_machine(&m.key).await else { continue };
             let (root, id, pid) = (self.cgroup_root.clone(), m.id.clone(), details.pid);
             let Ok(Some(raw)) = tokio::task::spawn_blocking(move || flvpc_host::read_usage(&root, &id, pid)).await
             else {
                 continue;
             };
-            let key = (m.namespace.clone(), m.name.clone());
+            let key = (m.key.namespace.to_string(), m.key.name.to_string());
             self.record(key.clone(), &m.id, raw);
             seen.push(key);
         }

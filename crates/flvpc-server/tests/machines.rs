@@ -212,7 +212,7 @@ async fn a_machine_over_its_memory_limit_is_killed_by_the_kernel_and_shown_as_su
             "inspect",
             "--format",
             "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}",
-            &format!("{ns}-small0"),
+            &format!("small0.{ns}"),
         ])
         .output()
         .expect("docker inspect");

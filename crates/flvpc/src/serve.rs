@@ -45,6 +45,18 @@ pub struct ServeArgs {
     /// Host ports handed out to machines whose spec gives no hostPort, as FIRST-LAST.
     #[arg(long, env = "FLVPC_PORT_RANGE", default_value = "20000-29999", value_parser = parse_port_range)]
     port_range: flvpc_store::PortRange,
+    /// Most processes (and threads) one machine may run at once; 0 for no limit (then one
+    /// machine's fork bomb can exhaust the host's PIDs).
+    #[arg(long, env = "FLVPC_MACHINE_PIDS_LIMIT", default_value_t = 4096, value_parser = parse_pids_limit)]
+    machine_pids_limit: u32,
+}
+
+fn parse_pids_limit(value: &str) -> Result<u32, String> {
+    let limit: u32 = value.trim().parse().map_err(|_| format!("{value:?} is not a number, e.g. 4096"))?;
+    if limit != 0 && !(64..=4_194_304).contains(&limit) {
+        return Err("the PID limit must be 0 (no limit) or between 64 and 4194304 (systemd alone needs dozens)".into());
+    }
+    Ok(limit)
 }
 
 fn parse_ratio(value: &str) -> Result<f64, String> {
@@ -93,6 +105,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         overcommit_cpu: args.overcommit_cpu,
         overcommit_memory: args.overcommit_memory,
         ssh_host_key: Some((host_key.fingerprint.clone(), host_key.public.clone())),
+        machine_pids_limit: (args.machine_pids_limit > 0).then_some(args.machine_pids_limit),
         ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -4,23 +4,29 @@
 
 use async_trait::async_trait;
 use flvpc_host::{DockerEngine, Engine, EngineError, MachineDetails, MachineInfo, MachineSpec};
+use flvpc_model::{MachineKey, NamespaceName};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// The Docker engine, connected lazily.
-#[derive(Default)]
+/// The Docker engine, connected lazily, acting for one flvpc instance.
 pub struct ReconnectingDocker {
+    instance: String,
     current: Mutex<Option<Arc<DockerEngine>>>,
 }
 
 impl ReconnectingDocker {
+    /// An engine for the flvpc instance `instance` (its machines only).
+    pub fn new(instance: impl Into<String>) -> Self {
+        Self { instance: instance.into(), current: Mutex::new(None) }
+    }
+
     async fn get(&self) -> Result<Arc<DockerEngine>, EngineError> {
         let mut current = self.current.lock().await;
         if let Some(engine) = current.as_ref() {
             return Ok(engine.clone());
         }
-        let engine = Arc::new(DockerEngine::connect().await?);
+        let engine = Arc::new(DockerEngine::connect().await?.for_instance(self.instance.clone()));
         *current = Some(engine.clone());
         Ok(engine)
     }
@@ -46,11 +52,11 @@ impl Engine for ReconnectingDocker {
         let r = self.get().await?.image_exists(image).await;
         self.check(r).await
     }
-    async fn ensure_network(&self, namespace: &str) -> Result<(), EngineError> {
+    async fn ensure_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
         let r = self.get().await?.ensure_network(namespace).await;
         self.check(r).await
     }
-    async fn remove_network(&self, namespace: &str) -> Result<(), EngineError> {
+    async fn remove_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
         let r = self.get().await?.remove_network(namespace).await;
         self.check(r).await
     }
@@ -58,32 +64,32 @@ impl Engine for ReconnectingDocker {
         let r = self.get().await?.create_machine(spec).await;
         self.check(r).await
     }
-    async fn start_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
-        let r = self.get().await?.start_machine(namespace, name).await;
+    async fn start_machine(&self, key: &MachineKey) -> Result<(), EngineError> {
+        let r = self.get().await?.start_machine(key).await;
         self.check(r).await
     }
-    async fn stop_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
-        let r = self.get().await?.stop_machine(namespace, name, timeout).await;
+    async fn stop_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError> {
+        let r = self.get().await?.stop_machine(key, timeout).await;
         self.check(r).await
     }
-    async fn restart_machine(&self, namespace: &str, name: &str, timeout: Duration) -> Result<(), EngineError> {
-        let r = self.get().await?.restart_machine(namespace, name, timeout).await;
+    async fn restart_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError> {
+        let r = self.get().await?.restart_machine(key, timeout).await;
         self.check(r).await
     }
-    async fn remove_machine(&self, namespace: &str, name: &str) -> Result<(), EngineError> {
-        let r = self.get().await?.remove_machine(namespace, name).await;
+    async fn remove_machine(&self, key: &MachineKey) -> Result<(), EngineError> {
+        let r = self.get().await?.remove_machine(key).await;
         self.check(r).await
     }
-    async fn list_machines(&self, namespace: Option<&str>) -> Result<Vec<MachineInfo>, EngineError> {
+    async fn list_machines(&self, namespace: Option<&NamespaceName>) -> Result<Vec<MachineInfo>, EngineError> {
         let r = self.get().await?.list_machines(namespace).await;
         self.check(r).await
     }
-    async fn inspect_machine(&self, namespace: &str, name: &str) -> Result<Option<MachineDetails>, EngineError> {
-        let r = self.get().await?.inspect_machine(namespace, name).await;
+    async fn inspect_machine(&self, key: &MachineKey) -> Result<Option<MachineDetails>, EngineError> {
+        let r = self.get().await?.inspect_machine(key).await;
         self.check(r).await
     }
-    async fn write_authorized_keys(&self, namespace: &str, name: &str, content: &str) -> Result<(), EngineError> {
-        let r = self.get().await?.write_authorized_keys(namespace, name, content).await;
+    async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError> {
+        let r = self.get().await?.write_authorized_keys(key, content).await;
         self.check(r).await
     }
 }

@@ -19,7 +19,7 @@ pub mod engine;
 use crate::events::Event;
 use flvpc_host::{Engine, EngineError, MachineDetails, MachineSpec, MachineState, PortMapping, Protocol};
 use flvpc_model::policy::system;
-use flvpc_model::NamespaceName;
+use flvpc_model::{MachineKey, MachineName, NamespaceName};
 use flvpc_store::{Desired, MachineRecord, Operation, Store};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -30,8 +30,9 @@ use tokio::sync::{broadcast, Semaphore};
 /// The label holding the digest of a machine's creation settings: a change means a new container.
 pub const LABEL_SPEC: &str = "flvpc.spec";
 
-/// The label naming the flvpc instance (database) that made a container.
-pub const LABEL_INSTANCE: &str = "flvpc.instance";
+/// The label naming the flvpc instance (database) that made a container; the engine sets it
+/// and acts only on containers carrying its own.
+pub use flvpc_host::LABEL_INSTANCE;
 
 /// Settings of the reconciler.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct Settings {
     pub stop_timeout: Duration,
     /// How often everything is looked at again.
     pub resync_every: Duration,
+    /// Most processes a machine may run at once (`None`: no limit).
+    pub pids_limit: Option<u32>,
 }
 
 impl Default for Settings {
@@ -56,11 +59,28 @@ impl Default for Settings {
             concurrency: 32,
             stop_timeout: Duration::from_secs(10),
             resync_every: Duration::from_secs(30),
+            pids_limit: Some(DEFAULT_PIDS_LIMIT),
         }
     }
 }
 
-type Key = (NamespaceName, String);
+/// The default PID limit per machine: systemd, sshd and a user's work need a few hundred; a
+/// fork bomb stops here instead of at the host's limit.
+pub const DEFAULT_PIDS_LIMIT: u32 = 4096;
+
+type Key = MachineKey;
+
+/// The key of a machine record. Names were validated when the spec was saved; a record that
+/// does not parse (edited by hand) is skipped with an error in the log.
+fn record_key(namespace: &NamespaceName, name: &str) -> Option<Key> {
+    match MachineName::parse(name) {
+        Ok(name) => Some(MachineKey::new(namespace.clone(), name)),
+        Err(err) => {
+            tracing::error!("machine record {namespace}/{name:?} has an invalid name ({err}); skipped");
+            None
+        }
+    }
+}
 
 #[derive(Default)]
 struct Queue {
@@ -131,7 +151,9 @@ impl Reconciler {
             if let Ok(open) = this.inner.store.open_operations(&system()).await {
                 for op in open.iter().filter(|o| o.goal == "restart") {
                     if let (Ok(ns), Some(machine)) = (NamespaceName::parse(&op.namespace), &op.machine) {
-                        lock(&this.inner.restarts).insert((ns, machine.clone()), op.id.clone());
+                        if let Some(key) = record_key(&ns, machine) {
+                            lock(&this.inner.restarts).insert(key, op.id.clone());
+                        }
                     }
                 }
             }
@@ -143,23 +165,23 @@ impl Reconciler {
     }
 
     /// Enqueues every machine with a record and every labelled container.
+    ///
+    /// Also forgets which authorized_keys were written: a resync rewrites every machine's file
+    /// from the database, so a key a member planted in it lasts until the next resync at most.
     pub async fn resync(&self) {
         let mut keys: HashSet<Key> = HashSet::new();
         match self.inner.store.all_machines(&system()).await {
-            Ok(machines) => keys.extend(machines.into_iter().map(|m| (m.namespace, m.name))),
+            Ok(machines) => keys.extend(machines.iter().filter_map(|m| record_key(&m.namespace, &m.name))),
             Err(err) => tracing::error!("resync: cannot read machines: {err}"),
         }
+        // The engine lists only this instance's machines.
         match self.inner.engine.list_machines(None).await {
-            Ok(found) => keys.extend(
-                found
-                    .into_iter()
-                    .filter(|m| m.labels.get(LABEL_INSTANCE) == Some(&self.inner.settings.instance))
-                    .filter_map(|m| NamespaceName::parse(&m.namespace).ok().map(|ns| (ns, m.name))),
-            ),
+            Ok(found) => keys.extend(found.into_iter().map(|m| m.key)),
             Err(err) => tracing::warn!("resync: cannot list machines on the engine: {err}"),
         }
+        lock(&self.inner.keys_written).clear();
         for key in keys {
-            self.enqueue(key.0, key.1);
+            self.enqueue(key);
         }
         self.progress_operations().await;
     }
@@ -167,8 +189,10 @@ impl Reconciler {
     /// Enqueues every machine of a namespace (after its keys or members changed).
     pub async fn resync_namespace(&self, ns: &NamespaceName) {
         if let Ok(machines) = self.inner.store.all_machines(&system()).await {
-            for m in machines.into_iter().filter(|m| &m.namespace == ns) {
-                self.enqueue(m.namespace, m.name);
+            for m in machines.iter().filter(|m| &m.namespace == ns) {
+                if let Some(key) = record_key(&m.namespace, &m.name) {
+                    self.enqueue(key);
+                }
             }
         }
     }
@@ -177,12 +201,14 @@ impl Reconciler {
     pub fn enqueue_operation(&self, op: &Operation) {
         let Ok(ns) = NamespaceName::parse(&op.namespace) else { return };
         if op.goal == "restart" {
-            if let Some(machine) = &op.machine {
-                lock(&self.inner.restarts).insert((ns.clone(), machine.clone()), op.id.clone());
+            if let Some(key) = op.machine.as_deref().and_then(|m| record_key(&ns, m)) {
+                lock(&self.inner.restarts).insert(key, op.id.clone());
             }
         }
         for target in &op.targets {
-            self.enqueue(ns.clone(), target.clone());
+            if let Some(key) = record_key(&ns, target) {
+                self.enqueue(key);
+            }
         }
         if op.targets.is_empty() {
             let this = self.clone();
@@ -191,8 +217,7 @@ impl Reconciler {
     }
 
     /// Asks for one machine to be reconciled.
-    pub fn enqueue(&self, ns: NamespaceName, name: String) {
-        let key = (ns, name);
+    pub fn enqueue(&self, key: Key) {
         {
             let mut queue = lock(&self.inner.queue);
             if queue.in_flight.contains(&key) {
@@ -225,80 +250,81 @@ impl Reconciler {
         !lock(&self.inner.queue).in_flight.is_empty()
     }
 
-    fn emit_machine(&self, ns: &NamespaceName, name: &str, state: &str, ip: Option<String>, error: Option<String>) {
+    fn emit_machine(&self, key: &Key, state: &str, ip: Option<String>, error: Option<String>) {
         let _ = self.inner.events.send(Event::Machine {
-            namespace: ns.to_string(),
-            name: name.to_owned(),
+            namespace: key.namespace.to_string(),
+            name: key.name.to_string(),
             state: state.to_owned(),
             ip,
             error,
         });
     }
 
-    async fn observe(&self, ns: &NamespaceName, name: &str, state: &str, ip: Option<String>, error: Option<String>) {
+    async fn observe(&self, key: &Key, state: &str, ip: Option<String>, error: Option<String>) {
+        let (ns, name) = (&key.namespace, key.name.as_str());
         if let Err(err) =
             self.inner.store.set_observed(&system(), ns, name, state, ip.as_deref(), error.as_deref()).await
         {
-            tracing::error!("cannot record the state of {ns}/{name}: {err}");
+            tracing::error!("cannot record the state of {key}: {err}");
         }
-        self.emit_machine(ns, name, state, ip, error);
+        self.emit_machine(key, state, ip, error);
     }
 
     async fn reconcile_one(&self, key: &Key) {
-        let (ns, name) = key;
-        let record = match self.inner.store.machine(&system(), ns, name).await {
+        let record = match self.inner.store.machine(&system(), &key.namespace, key.name.as_str()).await {
             Ok(record) => record,
             Err(err) => {
-                tracing::error!("reconcile {ns}/{name}: cannot read the database: {err}");
+                tracing::error!("reconcile {key}: cannot read the database: {err}");
                 return;
             }
         };
         let result = match record {
-            None => self.remove_orphan(ns, name).await,
-            Some(record) if record.desired == Desired::Deleted => self.delete(&record).await,
-            Some(record) => self.converge(&record).await,
+            None => self.remove_orphan(key).await,
+            Some(record) if record.desired == Desired::Deleted => self.delete(key).await,
+            Some(record) => self.converge(key, &record).await,
         };
         if let Err(err) = result {
-            tracing::warn!("reconcile {ns}/{name}: {err}");
+            tracing::warn!("reconcile {key}: {err}");
             let message = err.to_string();
             // The record may be gone (an orphan); then there is nothing to write.
-            self.observe(ns, name, "error", None, Some(message)).await;
+            self.observe(key, "error", None, Some(message)).await;
         }
     }
 
-    /// A labelled container with no record: flvpc made it, nobody wants it (any more).
-    async fn remove_orphan(&self, ns: &NamespaceName, name: &str) -> Result<(), EngineError> {
-        let found = self.inner.engine.inspect_machine(ns.as_str(), name).await?;
-        if found.is_some_and(|m| m.info.labels.get(LABEL_INSTANCE) == Some(&self.inner.settings.instance)) {
-            tracing::info!("removing {ns}/{name}: a labelled container without a record");
-            self.inner.engine.remove_machine(ns.as_str(), name).await?;
+    /// A container of this instance with no record: flvpc made it, nobody wants it (any more).
+    /// The engine finds only this instance's containers, so another server's are never touched.
+    async fn remove_orphan(&self, key: &Key) -> Result<(), EngineError> {
+        if self.inner.engine.inspect_machine(key).await?.is_some() {
+            tracing::info!("removing {key}: a labelled container without a record");
+            self.inner.engine.remove_machine(key).await?;
         }
         Ok(())
     }
 
-    async fn delete(&self, record: &MachineRecord) -> Result<(), EngineError> {
-        let (ns, name) = (&record.namespace, record.name.as_str());
-        self.inner.engine.remove_machine(ns.as_str(), name).await?;
-        lock(&self.inner.keys_written).remove(&(ns.clone(), name.to_owned()));
-        if let Err(err) = self.inner.store.forget_deleted_machine(&system(), ns, name).await {
-            tracing::error!("cannot forget {ns}/{name}: {err}");
+    async fn delete(&self, key: &Key) -> Result<(), EngineError> {
+        let ns = &key.namespace;
+        self.inner.engine.remove_machine(key).await?;
+        lock(&self.inner.keys_written).remove(key);
+        if let Err(err) = self.inner.store.forget_deleted_machine(&system(), ns, key.name.as_str()).await {
+            tracing::error!("cannot forget {key}: {err}");
             return Ok(());
         }
-        self.emit_machine(ns, name, "deleted", None, None);
+        self.emit_machine(key, "deleted", None, None);
         // The namespace network goes with its last machine.
         let remaining =
             self.inner.store.all_machines(&system()).await.map(|all| all.iter().any(|m| &m.namespace == ns));
-        if remaining.is_ok_and(|any| !any) && self.inner.engine.list_machines(Some(ns.as_str())).await?.is_empty() {
-            if let Err(err) = self.inner.engine.remove_network(ns.as_str()).await {
+        if remaining.is_ok_and(|any| !any) && self.inner.engine.list_machines(Some(ns)).await?.is_empty() {
+            if let Err(err) = self.inner.engine.remove_network(ns).await {
                 tracing::warn!("cannot remove the network of {ns} yet: {err}");
             }
         }
         Ok(())
     }
 
-    fn machine_spec(&self, record: &MachineRecord) -> MachineSpec {
-        let mut spec = MachineSpec::new(record.namespace.as_str(), record.name.as_str(), record.image.as_str());
+    fn machine_spec(&self, key: &Key, record: &MachineRecord) -> MachineSpec {
+        let mut spec = MachineSpec::new(key.clone(), record.image.as_str());
         spec.cpus = record.cpus.max(1);
+        spec.pids_limit = self.inner.settings.pids_limit;
         spec.cpu_cap = record.cpu_cap_milli.map(|m| f64::from(m) / 1000.0);
         spec.memory_mb = record.memory_mb;
         spec.ports = record
@@ -312,54 +338,54 @@ impl Reconciler {
             })
             .collect();
         spec.labels.insert(LABEL_SPEC.into(), record.spec_hash.clone());
-        spec.labels.insert(LABEL_INSTANCE.into(), self.inner.settings.instance.clone());
         spec
     }
 
-    async fn converge(&self, record: &MachineRecord) -> Result<(), EngineError> {
+    async fn converge(&self, key: &Key, record: &MachineRecord) -> Result<(), EngineError> {
         let engine = &self.inner.engine;
-        let (ns, name) = (&record.namespace, record.name.as_str());
-        let key = (ns.clone(), name.to_owned());
-        let mut actual = engine.inspect_machine(ns.as_str(), name).await?;
+        let mut actual = engine.inspect_machine(key).await?;
         if actual.as_ref().is_some_and(|a| a.info.labels.get(LABEL_SPEC) != Some(&record.spec_hash)) {
-            tracing::info!("recreating {ns}/{name}: its settings changed");
-            engine.remove_machine(ns.as_str(), name).await?;
-            lock(&self.inner.keys_written).remove(&key);
+            tracing::info!("recreating {key}: its settings changed");
+            engine.remove_machine(key).await?;
+            lock(&self.inner.keys_written).remove(key);
             actual = None;
         }
         if actual.is_none() {
             if record.desired == Desired::Stopped {
-                self.observe(ns, name, "not_created", None, None).await;
+                self.observe(key, "not_created", None, None).await;
                 return Ok(());
             }
-            self.observe(ns, name, "creating", None, None).await;
-            engine.ensure_network(ns.as_str()).await?;
-            engine.create_machine(&self.machine_spec(record)).await?;
+            self.observe(key, "creating", None, None).await;
+            engine.ensure_network(&key.namespace).await?;
+            engine.create_machine(&self.machine_spec(key, record)).await?;
         }
-        self.write_keys(ns, name).await?;
-        let restart = lock(&self.inner.restarts).get(&key).cloned();
+        self.write_keys(key).await?;
+        let restart = lock(&self.inner.restarts).get(key).cloned();
         let state = actual.as_ref().map(|a| a.info.state);
+        let stop_timeout = self.inner.settings.stop_timeout;
         match record.desired {
             Desired::Running if restart.is_some() && state == Some(MachineState::Running) => {
-                engine.restart_machine(ns.as_str(), name, self.inner.settings.stop_timeout).await?;
+                engine.restart_machine(key, stop_timeout).await?;
             }
-            Desired::Running if state != Some(MachineState::Running) => engine.start_machine(ns.as_str(), name).await?,
+            Desired::Running if state != Some(MachineState::Running) => engine.start_machine(key).await?,
             Desired::Stopped if state.is_some_and(|s| s != MachineState::Stopped && s != MachineState::Created) => {
-                engine.stop_machine(ns.as_str(), name, self.inner.settings.stop_timeout).await?
+                engine.stop_machine(key, stop_timeout).await?
             }
             _ => {}
         }
         if restart.is_some() {
-            lock(&self.inner.restarts).remove(&key);
+            lock(&self.inner.restarts).remove(key);
         }
-        let details = engine.inspect_machine(ns.as_str(), name).await?;
+        let details = engine.inspect_machine(key).await?;
         let (observed, ip, error) = describe(details.as_ref());
-        self.observe(ns, name, observed, ip, error).await;
+        self.observe(key, observed, ip, error).await;
         Ok(())
     }
 
-    /// Writes the namespace members' keys to the machine when they differ from what was last written.
-    async fn write_keys(&self, ns: &NamespaceName, name: &str) -> Result<(), EngineError> {
+    /// Writes the namespace members' keys to the machine, whole, unless the same content was
+    /// written since the last resync (which forgets what was written, see [`Self::resync`]).
+    async fn write_keys(&self, machine: &Key) -> Result<(), EngineError> {
+        let ns = &machine.namespace;
         let keys = match self.inner.store.namespace_keys(&system(), ns).await {
             Ok(keys) => keys,
             Err(err) => {
@@ -375,12 +401,11 @@ impl Reconciler {
             content.push_str(key);
             content.push('\n');
         }
-        let key = (ns.clone(), name.to_owned());
-        if lock(&self.inner.keys_written).get(&key) == Some(&content) {
+        if lock(&self.inner.keys_written).get(machine) == Some(&content) {
             return Ok(());
         }
-        self.inner.engine.write_authorized_keys(ns.as_str(), name, &content).await?;
-        lock(&self.inner.keys_written).insert(key, content);
+        self.inner.engine.write_authorized_keys(machine, &content).await?;
+        lock(&self.inner.keys_written).insert(machine.clone(), content);
         Ok(())
     }
 
