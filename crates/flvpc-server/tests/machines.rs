@@ -49,7 +49,7 @@ async fn cluster_lifecycle_keys_and_isolation() {
     assert_eq!(list.len(), 3);
     for m in &list {
         assert_eq!(m["state"], "running", "{m}");
-        assert_eq!(m["container"], format!("{a}-{}", m["name"].as_str().expect("name")));
+        assert_eq!(m["container"], format!("{}.{a}", m["name"].as_str().expect("name")));
         let port = ssh_port(m);
         let name = m["name"].as_str().expect("name").to_owned();
         let mut last = String::new();

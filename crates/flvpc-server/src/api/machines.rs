@@ -55,7 +55,10 @@ pub fn machine_out(
             jump: format!("ssh -J {login}@{host}:{ssh_port} root@{}.{}", m.name, m.namespace),
             direct: ssh_port_host.map(|p| format!("ssh -p {p} root@{host}")),
         },
-        container: format!("{}-{}", m.namespace, m.name),
+        // The engine's own naming (injective: `<name>.<ns>`); a record's name was validated on save.
+        container: flvpc_model::MachineName::parse(&m.name)
+            .map(|name| flvpc_host::container_name(&flvpc_model::MachineKey::new(m.namespace.clone(), name)))
+            .unwrap_or_default(),
         namespace: m.namespace.to_string(),
         name: m.name,
         state,
