@@ -254,26 +254,43 @@ async fn concurrent_applies_cannot_together_pass_the_host_cap(backend: Backend) 
         })
     });
     let mut passed = Vec::new();
-    let mut refused = 0;
-    for handle in requests.collect::<Vec<_>>() {
+    let mut refused = Vec::new();
+    for (ns, handle) in names.iter().zip(requests.collect::<Vec<_>>()) {
         let (status, body) = handle.await.expect("request task");
         match status {
-            StatusCode::ACCEPTED => passed.push(body["operation"].as_str().expect("operation").to_owned()),
+            StatusCode::ACCEPTED => passed.push((ns.clone(), body["operation"].as_str().expect("op").to_owned())),
             StatusCode::UNPROCESSABLE_ENTITY => {
                 assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
                 assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("overcommit cap")), "{body}");
-                refused += 1;
+                refused.push(ns.clone());
             }
             other => panic!("unexpected {other}: {body}"),
         }
     }
-    assert_eq!((passed.len(), refused), (FITS, N - FITS), "exactly {FITS} of {N} concurrent applies fit");
+    assert_eq!((passed.len(), refused.len()), (FITS, N - FITS), "exactly {FITS} of {N} concurrent applies fit");
+    let running =
+        |capacity: &Value| (capacity["running"]["machines"].clone(), capacity["running"]["memory_mb"].clone());
     let capacity = server.get("/api/v1/capacity", &root).await.body;
-    assert_eq!(capacity["running"]["memory_mb"], FITS as u64 * MEMORY_MB, "{capacity}");
-    assert_eq!(capacity["running"]["machines"], FITS, "{capacity}");
-    for id in passed {
-        wait_operation(&server, &root, &id).await;
+    assert_eq!(running(&capacity), (json!(FITS), json!(FITS as u64 * MEMORY_MB)), "{capacity}");
+    for (_, id) in &passed {
+        wait_operation(&server, &root, id).await;
     }
+
+    // Stopping frees room that a refused namespace may now take; starting or restarting the
+    // stopped machine is then refused, and leaves it stopped.
+    let (stopped, open) = (&passed[0].0, &refused[0]);
+    act(&server, &root, &format!("/api/v1/namespaces/{stopped}/cluster/stop")).await;
+    act(&server, &root, &format!("/api/v1/namespaces/{open}/cluster/create")).await;
+    for action in ["start", "restart"] {
+        let path = format!("/api/v1/namespaces/{stopped}/machines/m0/{action}");
+        let r = server.call(Method::POST, &path, Some(&root), None).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{action}: {:?}", r.body);
+        assert_eq!(r.body["error"]["code"], "quota_exceeded", "{:?}", r.body);
+    }
+    let listed = server.get(&format!("/api/v1/namespaces/{stopped}/machines"), &root).await.body;
+    assert_eq!(listed[0]["desired"], "stopped", "{listed}");
+    let capacity = server.get("/api/v1/capacity", &root).await.body;
+    assert_eq!(running(&capacity), (json!(FITS), json!(FITS as u64 * MEMORY_MB)), "{capacity}");
     for ns in &names {
         delete_machines(&server, &root, ns).await;
     }

@@ -310,9 +310,10 @@ pub async fn machine_action(
             MachineAction::Start => set(Desired::Running, kind).await.map_err(store_error)?,
             MachineAction::Stop => set(Desired::Stopped, kind).await.map_err(store_error)?,
             MachineAction::Restart => {
-                let op = state.store.create_operation(&grant, kind, name, "restart", by).await?;
+                // Admitted first: restarting a stopped machine starts it, and a refused restart
+                // must leave no operation behind for the reconciler to carry out.
                 set(Desired::Running, "machine.start").await.map_err(store_error)?;
-                op
+                state.store.create_operation(&grant, kind, name, "restart", by).await?
             }
         };
         state.reconciler.enqueue_operation(&op);
