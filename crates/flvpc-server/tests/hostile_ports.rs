@@ -1,11 +1,12 @@
 //! A hostile namespace admin and the host's ports (issue 8): host ports below 1024 and the
 //! server's own ports are refused, addresses follow the superadmin's rules and are honoured,
 //! a port clash names no other tenant, and concurrent applies cannot together pass the host's
-//! cap. Real server (SQLite and PostgreSQL), real Docker engine.
+//! cap. Real server (SQLite and PostgreSQL), real Docker engine. And the SSH gateway decides by
+//! the API's policy, with the real OpenSSH client.
 
 mod common;
 
-use common::docker::{act, require_docker, unique, wait_operation, DockerCleanup};
+use common::docker::{act, eventually, keypair, require_docker, unique, user, wait_operation, DockerCleanup};
 use common::{Backend, Reply, TestServer};
 use flvpc_model::spec::PortList;
 use flvpc_server::reconcile::engine::ReconnectingDocker;
@@ -13,8 +14,10 @@ use flvpc_server::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::net::{IpAddr, TcpListener};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
@@ -302,3 +305,72 @@ on_both_backends!(
     port_clash_names_no_other_tenant,
     concurrent_applies_cannot_together_pass_the_host_cap,
 );
+
+/// `ssh -J login@127.0.0.1:gw root@target command` with only `key`, trusting throwaway host keys.
+fn jump(key: &Path, login: &str, gw: u16, target: &str, command: &str) -> Result<String, String> {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("config");
+    let text = format!(
+        "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  \
+         LogLevel ERROR\n  BatchMode yes\n  ConnectTimeout 5\n",
+        key.display()
+    );
+    std::fs::write(&config, text).expect("write ssh config");
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(&config)
+        .args(["-J", &format!("{login}@127.0.0.1:{gw}"), &format!("root@{target}"), command])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// The gateway asks the same policy as the API: a member's channel is forwarded, a member of
+/// another namespace's is refused by the gateway, the superadmin's is forwarded (as the API lets
+/// the superadmin into every namespace) but sshd in the machine still refuses a key that is not
+/// a member's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_decides_by_the_apis_policy() {
+    use flvpc_server::gateway::{self, GatewayConfig};
+    require_docker();
+    let server = common::start(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let host_key = gateway::load_or_create_host_key(dir.path()).expect("host key");
+    let listen = "127.0.0.1:0".parse().expect("addr");
+    let (addr, _gateway) =
+        gateway::spawn(listen, server.state.clone(), GatewayConfig::default(), host_key).await.expect("gateway");
+    let gw = addr.port();
+    let root = server.init_root().await;
+    let (ns, other_ns) = (unique("hg"), unique("hg"));
+    let _cleanup = DockerCleanup(vec![ns.clone(), other_ns.clone()]);
+    for name in [&ns, &other_ns] {
+        assert_eq!(server.post("/api/v1/namespaces", &root, json!({"name": name})).await.status, StatusCode::CREATED);
+    }
+    let (member_key, other_key, root_key) = (keypair("member"), keypair("other"), keypair("root"));
+    let member = user(&server, &root, "member", &ns, "admin", &member_key).await;
+    let _other = user(&server, &root, "other", &other_ns, "admin", &other_key).await;
+    let r = server.post("/api/v1/keys", &root, json!({"name": "laptop", "public_key": root_key.public})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let one = json!({"machines": [{"count": 1, "spec": {"name": "n%d", "ignite": {"cpus": 1, "memory": "256MB"}}}]});
+    assert_eq!(put_spec(&server, &member, &ns, one).await.status, StatusCode::OK);
+    act(&server, &member, &format!("/api/v1/namespaces/{ns}/cluster/create")).await;
+    let target = format!("n0.{ns}");
+
+    eventually(Duration::from_secs(90), "the member reaches n0 through the gateway", || {
+        jump(&member_key.private, "member", gw, &target, "hostname").is_ok_and(|h| h == "n0")
+    })
+    .await;
+    let refused = jump(&other_key.private, "other", gw, &target, "true").expect_err("not a member");
+    // OpenSSH reports a refused jump channel as a failed stdio forward.
+    assert!(refused.contains("stdio forwarding failed"), "the gateway refuses: {refused}");
+    let denied = jump(&root_key.private, "root", gw, &target, "true").expect_err("sshd refuses root's key");
+    assert!(
+        !denied.contains("stdio forwarding failed") && denied.contains("Permission denied"),
+        "the gateway forwards the superadmin, the machine's sshd refuses the key: {denied}"
+    );
+    delete_machines(&server, &member, &ns).await;
+}
