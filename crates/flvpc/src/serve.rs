@@ -51,8 +51,8 @@ pub struct ServeArgs {
     #[arg(long, env = "FLVPC_PORT_RANGE", default_value = "20000-29999", value_parser = parse_port_range)]
     port_range: flvpc_store::PortRange,
     /// Further host ports a spec may name, e.g. 80,443,8000-8099 (ports below 1024 only this way).
-    #[arg(long, env = "FLVPC_ALLOW_HOST_PORTS", default_value = "", value_parser = parse_port_list)]
-    allow_host_ports: PortList,
+    #[arg(long, env = "FLVPC_ALLOW_HOST_PORTS", value_parser = parse_port_list)]
+    allow_host_ports: Option<PortList>,
 }
 
 fn parse_address(value: &str) -> Result<std::net::IpAddr, String> {
@@ -106,7 +106,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         publish_address: args.publish_address,
         allow_publish_addresses: args.allow_publish_addresses.clone(),
         port_range: args.port_range,
-        allow_host_ports: args.allow_host_ports.clone(),
+        allow_host_ports: args.allow_host_ports.clone().unwrap_or_default(),
         ssh_port: args.ssh_listen.port(),
         overcommit_cpu: args.overcommit_cpu,
         overcommit_memory: args.overcommit_memory,
