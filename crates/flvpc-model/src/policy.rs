@@ -12,6 +12,14 @@
 //! | [`NamespaceGrant`]        | members of the namespace (any role), superadmin|
 //! | [`NamespaceAdminGrant`]   | namespace admins, superadmin                   |
 //! | [`UserGrant`]             | the user themself, superadmin                  |
+//! | [`SystemGrant`]           | flvpc's own background work, never a request   |
+//!
+//! Every request path (API, panel, SSH gateway) gets its grant from the caller's
+//! [`Principal`]: the gateway asks [`Principal::namespace_member`] for each forwarded channel,
+//! as the API does for each request. Admission (quotas, the host's overcommit caps) is part of
+//! the store's change under the namespace's grant: it reads the host-wide totals, never
+//! another namespace's names. Authentication lookups (password, token, SSH key) need no grant:
+//! they find out who the caller is, before there is a principal to ask.
 //!
 //! Denials come in two kinds: a person who is not a member of a namespace is told
 //! it does not exist ([`Denied::NotFound`]), so namespace names do not leak; a
@@ -110,14 +118,19 @@ impl Principal {
     }
 }
 
-/// Proof that flvpc itself acts (the reconciler, the SSH gateway), not a person.
-/// Made only by [`system`]; request handlers never call it.
+/// Proof that flvpc itself acts (the reconciler, the usage sampler), not a person.
+/// Made only by [`system`].
 #[derive(Debug)]
 pub struct SystemGrant {
     _sealed: (),
 }
 
 /// The grant of flvpc's own background work: reading every machine and writing observed state.
+///
+/// Only `flvpc serve`'s background work may call this (the reconciler, the usage sampler, the
+/// construction of the server state). Request handlers never do: a request's rights come from
+/// its caller's [`Principal`]. A test of the server crate (`tests/tidy.rs`) fails when this is
+/// called anywhere else there.
 pub fn system() -> SystemGrant {
     SystemGrant { _sealed: () }
 }

@@ -29,6 +29,18 @@ impl Resources {
             host_ports: self.host_ports.saturating_add(other.host_ports),
         }
     }
+
+    /// What `after` has more than `self`, field by field (nothing for what shrinks): the growth
+    /// admission checks, so that a namespace over a lowered limit may still shrink.
+    pub fn growth_to(self, after: Resources) -> Resources {
+        Resources {
+            machines: after.machines.saturating_sub(self.machines),
+            cpus: after.cpus.saturating_sub(self.cpus),
+            memory_mb: after.memory_mb.saturating_sub(self.memory_mb),
+            disk_gb: after.disk_gb.saturating_sub(self.disk_gb),
+            host_ports: after.host_ports.saturating_sub(self.host_ports),
+        }
+    }
 }
 
 /// A namespace's limits; `None` means unlimited.
@@ -142,6 +154,25 @@ pub struct HostCapacity {
     pub memory_mb: u64,
 }
 
+/// The host-wide overcommit caps: `ratio × capacity` of what all running machines together are
+/// promised. The default has no cap (as in the original).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HostCaps {
+    /// The host's capacity.
+    pub capacity: HostCapacity,
+    /// CPU cap as a multiple of the host's CPUs; `None`: no cap.
+    pub cpu_ratio: Option<f64>,
+    /// Memory cap as a multiple of the host's memory; `None`: no cap.
+    pub memory_ratio: Option<f64>,
+}
+
+impl HostCaps {
+    /// Admits `asked` more running resources on top of `running` (all namespaces together).
+    pub fn admit(&self, running: Resources, asked: Resources) -> Result<(), Exceeded> {
+        admit_host(self.capacity, self.cpu_ratio, self.memory_ratio, running, asked)
+    }
+}
+
 /// Admits `asked` running resources on top of `running` under the host-wide caps
 /// `ratio × capacity` (`None`: no cap, as in the original).
 pub fn admit_host(
@@ -200,6 +231,16 @@ mod tests {
         let err = admit_host(host, Some(4.0), None, r(0, 6, 0), r(0, 3, 0)).expect_err("9 > 8");
         assert_eq!((err.resource, err.limit), (Resource::Cpus, 8));
         assert!(err.to_string().contains("the host's overcommit cap allows 8"));
+    }
+
+    #[test]
+    fn growth_counts_only_what_grows() {
+        assert_eq!(r(2, 4, 100).growth_to(r(3, 2, 100)), r(1, 0, 0));
+        let caps =
+            HostCaps { capacity: HostCapacity { cpus: 2, memory_mb: 0 }, cpu_ratio: Some(1.0), memory_ratio: None };
+        assert!(caps.admit(r(0, 1, 0), r(0, 1, 0)).is_ok());
+        assert!(caps.admit(r(0, 1, 0), r(0, 2, 0)).is_err());
+        assert!(HostCaps::default().admit(r(0, 1000, 1000), r(0, 1000, 1000)).is_ok());
     }
 
     #[test]

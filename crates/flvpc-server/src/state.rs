@@ -5,6 +5,8 @@ use crate::reconcile::engine::ReconnectingDocker;
 use crate::reconcile::{self, Reconciler};
 use crate::throttle::LoginThrottle;
 use flvpc_host::Engine;
+use flvpc_model::quota::{HostCapacity, HostCaps};
+use flvpc_model::spec::{PortList, PublishRules, ReservedPort};
 use flvpc_store::{PortRange, Store, StoreError};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -24,10 +26,14 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Mark cookies `Secure` (set when flvpc sits behind TLS).
     pub secure_cookies: bool,
-    /// Host address machine ports are published on.
+    /// Host address machine ports are published on when a mapping names none.
     pub publish_address: IpAddr,
-    /// Host ports handed out when a spec gives none.
+    /// Further addresses a mapping's `address:` may name (`--allow-publish-addresses`).
+    pub allow_publish_addresses: Vec<IpAddr>,
+    /// Host ports handed out when a spec gives none; explicit ones inside it are allowed too.
     pub port_range: PortRange,
+    /// Further host ports a spec may name (`--allow-host-ports`), below 1024 included.
+    pub allow_host_ports: PortList,
     /// The SSH gateway's port, shown in SSH commands.
     pub ssh_port: u16,
     /// The gateway's host key: fingerprint and public key line, shown to users.
@@ -51,7 +57,9 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             secure_cookies: false,
             publish_address: IpAddr::from([0, 0, 0, 0]),
+            allow_publish_addresses: Vec::new(),
             port_range: PortRange { first: 20000, last: 29999 },
+            allow_host_ports: PortList::default(),
             ssh_port: 2222,
             ssh_host_key: None,
             overcommit_cpu: None,
@@ -59,6 +67,33 @@ impl Default for Config {
             sample_every: Duration::from_secs(5),
             machine_pids_limit: Some(reconcile::DEFAULT_PIDS_LIMIT),
         }
+    }
+}
+
+impl Config {
+    /// Where machines may publish host ports: the range, the allow-lists, and the server's own
+    /// ports, which are never allowed.
+    pub fn publish_rules(&self) -> PublishRules {
+        PublishRules {
+            range: (self.port_range.first, self.port_range.last),
+            allowed: self.allow_host_ports.clone(),
+            reserved: vec![
+                ReservedPort { port: self.listen.port(), what: "flvpc's own panel and API port (--listen)".into() },
+                ReservedPort { port: self.ssh_port, what: "flvpc's own SSH gateway port (--ssh-listen)".into() },
+            ],
+            default_address: self.publish_address,
+            addresses: self.allow_publish_addresses.clone(),
+        }
+    }
+
+    /// The host-wide overcommit caps (the host's capacity is read only when a cap is set).
+    pub fn host_caps(&self) -> HostCaps {
+        let (cpu_ratio, memory_ratio) = (self.overcommit_cpu, self.overcommit_memory);
+        if cpu_ratio.is_none() && memory_ratio.is_none() {
+            return HostCaps::default();
+        }
+        let host = flvpc_host::host_capacity();
+        HostCaps { capacity: HostCapacity { cpus: host.cpus, memory_mb: host.memory_mb }, cpu_ratio, memory_ratio }
     }
 }
 

@@ -116,7 +116,8 @@ async fn cluster_lifecycle_keys_and_isolation() {
     );
     assert!(ssh(&carol_key.private, web0_port, "getent hosts node0").is_err());
 
-    // A host port held by another namespace is refused, naming the port and its holder.
+    // A host port held by another namespace is refused, naming the port but not the other
+    // namespace or its machine (carol is a namespace admin, not the superadmin).
     let clash = format!(
         "machines:\n- count: 1\n  spec:\n    name: x%d\n    portMappings:\n    - containerPort: 22\n      hostPort: {node0_port}\n"
     );
@@ -124,7 +125,9 @@ async fn cluster_lifecycle_keys_and_isolation() {
     let r = server.call(Method::POST, &format!("/api/v1/namespaces/{b}/cluster/create"), Some(&carol), None).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
     let message = r.body["error"]["message"].as_str().expect("message");
-    assert!(message.contains(&node0_port.to_string()) && message.contains(&a), "{message}");
+    assert!(message.contains(&node0_port.to_string()), "{message}");
+    assert!(message.contains("another namespace's machine"), "{message}");
+    assert!(!message.contains(&a) && !message.contains("node0"), "names another tenant: {message}");
     assert_eq!(machines(&server, &carol, &b).await.len(), 1, "nothing half-created");
 
     // Keys: removing bob's key locks him out within seconds; a new member gets in; removal locks them out.

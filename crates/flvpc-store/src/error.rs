@@ -14,6 +14,9 @@ pub enum StoreError {
     /// The input broke a rule.
     #[error(transparent)]
     Invalid(#[from] Invalid),
+    /// The change does not fit a namespace's quota or the host's overcommit cap.
+    #[error(transparent)]
+    Exceeded(#[from] flvpc_model::quota::Exceeded),
     /// A password did not match.
     #[error("the current password is wrong")]
     WrongPassword,

@@ -4,10 +4,13 @@
 //! engine match it and writes back what it observed. Host ports live in their
 //! own table whose primary key makes handing out one port twice impossible.
 
+use crate::quotas::admit_in;
 use crate::{now_ms, Store, StoreError};
-use flvpc_model::{NamespaceAdminGrant, NamespaceGrant, NamespaceName, Principal, SystemGrant};
+use flvpc_model::quota::{HostCaps, Resources};
+use flvpc_model::{NamespaceAdminGrant, NamespaceGrant, NamespaceName, Principal, SuperadminGrant, SystemGrant};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 
 /// What a machine should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,9 @@ pub struct PortRequest {
     pub host_port: Option<u16>,
     /// `tcp` or `udp`.
     pub protocol: &'static str,
+    /// The host address to publish on (already allowed by the server's rules); `None`: the
+    /// server's `--publish-address`.
+    pub address: Option<IpAddr>,
 }
 
 /// A machine as the cluster spec wants it.
@@ -82,6 +88,9 @@ pub struct PortRecord {
     pub host_port: u16,
     /// `tcp` or `udp`.
     pub protocol: String,
+    /// The host address it is published on, when the spec named one; `None`: the server's
+    /// `--publish-address`.
+    pub address: Option<IpAddr>,
 }
 
 /// A machine's desired and observed state.
@@ -275,16 +284,20 @@ impl Store {
     }
 
     async fn attach_ports(&self, mut machines: Vec<(i64, MachineRecord)>) -> Result<Vec<MachineRecord>, StoreError> {
-        let rows =
-            sqlx::query("SELECT machine_id, container_port, host_port, protocol FROM host_ports ORDER BY host_port")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT machine_id, container_port, host_port, protocol, address FROM host_ports ORDER BY host_port",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut by_machine: BTreeMap<i64, Vec<PortRecord>> = BTreeMap::new();
         for row in rows {
             by_machine.entry(row.try_get(0)?).or_default().push(PortRecord {
                 container_port: u16::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
                 host_port: u16::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
                 protocol: row.try_get(3)?,
+                // Written only from a parsed address; anything else would be a hand edit, and
+                // publishing on the default address is the safe reading of it.
+                address: row.try_get::<Option<String>, _>(4)?.and_then(|a| a.parse().ok()),
             });
         }
         for (id, machine) in &mut machines {
@@ -349,13 +362,26 @@ impl Store {
         self.attach_ports(machines).await
     }
 
-    /// One machine, if it has a record.
+    /// One machine of the grant's namespace, if it has a record (the SSH gateway's lookup).
+    pub async fn namespace_machine(
+        &self,
+        grant: &NamespaceGrant,
+        name: &str,
+    ) -> Result<Option<MachineRecord>, StoreError> {
+        self.machine_record(grant.namespace(), name).await
+    }
+
+    /// One machine, if it has a record (the reconciler).
     pub async fn machine(
         &self,
         _: &SystemGrant,
         ns: &NamespaceName,
         name: &str,
     ) -> Result<Option<MachineRecord>, StoreError> {
+        self.machine_record(ns, name).await
+    }
+
+    async fn machine_record(&self, ns: &NamespaceName, name: &str) -> Result<Option<MachineRecord>, StoreError> {
         let row = sqlx::query(select_machines!("WHERE n.name = $1 AND m.name = $2"))
             .bind(ns.as_str())
             .bind(name)
@@ -367,19 +393,29 @@ impl Store {
 
     /// Makes the namespace's machines match `plans`: new ones are added, changed ones
     /// updated, missing ones marked for deletion, host ports reserved (explicit ones
-    /// checked against every other holder and `is_free`, the rest allocated from
-    /// `range`). All or nothing. Returns the operation that tracks the work.
+    /// checked against every other holder and `is_free(address, port, protocol)`, the rest
+    /// allocated from `range`). All or nothing, and admitted in the same transaction: the
+    /// namespace's quota and the host's `caps` are checked against what is recorded when the
+    /// change commits ([`StoreError::Exceeded`]). Returns the operation that tracks the work.
+    ///
+    /// A port clash names the holder only to the superadmin (`holders`); others learn only
+    /// that another namespace holds the port.
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply_cluster(
         &self,
         grant: &NamespaceAdminGrant,
         plans: &[MachinePlan],
+        caps: &HostCaps,
         range: PortRange,
-        is_free: &(dyn Fn(u16, &str) -> bool + Sync),
+        is_free: &(dyn Fn(Option<IpAddr>, u16, &str) -> bool + Sync),
+        holders: Option<&SuperadminGrant>,
         by: &str,
     ) -> Result<Operation, StoreError> {
         let ns = grant.namespace();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admission().await?;
         let ns_id = namespace_id(&mut tx.tx, ns).await?;
+        let wanted = plan_resources(plans);
+        admit_in(&mut tx.tx, ns, caps, Some(wanted), Some(wanted)).await?;
         let now = now_ms();
         let existing: BTreeMap<String, (i64, String)> =
             sqlx::query("SELECT name, id, spec_hash FROM machines WHERE namespace_id = $1")
@@ -467,27 +503,17 @@ impl Store {
                     Some(port) => {
                         let ours = held.iter().any(|(p, pr, _)| *p == port && *pr == proto);
                         if taken.contains(&(port, proto.clone())) {
-                            let holder: Option<(String, String)> = sqlx::query(
-                                "SELECT n.name, m.name FROM host_ports h JOIN machines m ON m.id = h.machine_id \
-                                 JOIN namespaces n ON n.id = m.namespace_id WHERE h.host_port = $1 AND h.protocol = $2",
-                            )
-                            .bind(i64::from(port))
-                            .bind(&proto)
-                            .fetch_optional(&mut *tx.tx)
-                            .await?
-                            .map(|r| Ok::<_, StoreError>((r.try_get(0)?, r.try_get(1)?)))
-                            .transpose()?;
-                            let holder = holder
-                                .map(|(n, m)| format!("machine {m} of namespace {n}"))
-                                .unwrap_or_else(|| "another machine".into());
+                            let holder = port_holder(&mut tx.tx, port, &proto, ns, holders).await?;
                             return Err(StoreError::Conflict(format!(
-                                "host port {port}/{proto} for {} is already held by {holder}",
+                                "host port {port}/{proto} for {} is already taken ({holder}); pick another, or leave \
+                                 hostPort out to get a free one",
                                 plan.name
                             )));
                         }
-                        if !ours && !is_free(port, &proto) {
+                        if !ours && !is_free(request.address, port, &proto) {
                             return Err(StoreError::Conflict(format!(
-                                "host port {port}/{proto} for {} is already in use on the host by another program",
+                                "host port {port}/{proto} for {} is already taken (by a program on the host); pick \
+                                 another, or leave hostPort out to get a free one",
                                 plan.name
                             )));
                         }
@@ -503,7 +529,7 @@ impl Store {
                         match previous {
                             Some(port) => port,
                             None => (range.first..=range.last)
-                                .find(|p| !taken.contains(&(*p, proto.clone())) && is_free(*p, &proto))
+                                .find(|p| !taken.contains(&(*p, proto.clone())) && is_free(request.address, *p, &proto))
                                 .ok_or_else(|| {
                                     StoreError::Conflict(format!(
                                         "no free host port left in {}-{} for {}",
@@ -515,12 +541,14 @@ impl Store {
                 };
                 taken.insert((port, proto.clone()));
                 sqlx::query(
-                    "INSERT INTO host_ports (host_port, protocol, machine_id, container_port) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO host_ports (host_port, protocol, machine_id, container_port, address) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(i64::from(port))
                 .bind(&proto)
                 .bind(machine_id)
                 .bind(i64::from(request.container_port))
+                .bind(request.address.map(|a| a.to_string()))
                 .execute(&mut *tx.tx)
                 .await
                 .map_err(|e| {
@@ -547,16 +575,20 @@ impl Store {
 
     /// Sets the desired state of one machine or (machine None) all machines of a namespace, and
     /// returns the operation tracking it. Deleting a machine happens only through the spec or `delete`.
+    /// Starting is admitted in the same transaction: the machines that go from stopped to
+    /// running must fit the host's `caps` ([`StoreError::Exceeded`]).
     pub async fn set_desired(
         &self,
         grant: &NamespaceGrant,
         machine: Option<&str>,
         desired: Desired,
+        caps: &HostCaps,
         kind: &str,
         by: &str,
     ) -> Result<Operation, StoreError> {
         let ns = grant.namespace();
-        let mut tx = self.begin_write().await?;
+        let mut tx =
+            if desired == Desired::Running { self.begin_admission().await? } else { self.begin_write().await? };
         let ns_id = namespace_id(&mut tx.tx, ns).await?;
         let names: Vec<String> = match machine {
             Some(name) => {
@@ -578,6 +610,11 @@ impl Store {
                 .await?
             }
         };
+        if desired == Desired::Running {
+            let starting = starting_resources(&mut tx.tx, ns_id, &names).await?;
+            let running = admitted_running(&mut tx.tx, ns).await?;
+            admit_in(&mut tx.tx, ns, caps, None, Some(running.plus(starting))).await?;
+        }
         for name in &names {
             sqlx::query("UPDATE machines SET desired = $1, updated_at = $2 WHERE namespace_id = $3 AND name = $4")
                 .bind(desired.as_str())
@@ -736,6 +773,78 @@ impl Store {
             .await?;
         tx.commit().await
     }
+}
+
+/// What a set of planned machines adds up to (what the namespace has after the apply: all of
+/// them allocated and running).
+fn plan_resources(plans: &[MachinePlan]) -> Resources {
+    plans.iter().fold(Resources::default(), |sum, p| {
+        sum.plus(Resources {
+            machines: 1,
+            cpus: u64::from(p.cpus),
+            memory_mb: p.memory_mb,
+            disk_gb: p.disk_gb,
+            host_ports: p.ports.len() as u64,
+        })
+    })
+}
+
+/// What the machines `names` add to the namespace's running total when started: those not
+/// meant to run yet.
+async fn starting_resources(
+    tx: &mut sqlx::AnyConnection,
+    ns_id: i64,
+    names: &[String],
+) -> Result<Resources, StoreError> {
+    let rows = sqlx::query(
+        "SELECT name, cpus, memory_mb, disk_gb FROM machines WHERE namespace_id = $1 AND desired = 'stopped'",
+    )
+    .bind(ns_id)
+    .fetch_all(tx)
+    .await?;
+    let mut sum = Resources::default();
+    for row in rows {
+        if !names.contains(&row.try_get::<String, _>(0)?) {
+            continue;
+        }
+        let get = |i: usize| row.try_get::<i64, _>(i).map(|v| u64::try_from(v).unwrap_or(0));
+        sum = sum.plus(Resources { machines: 1, cpus: get(1)?, memory_mb: get(2)?, disk_gb: get(3)?, host_ports: 0 });
+    }
+    Ok(sum)
+}
+
+/// What the namespace runs now, read in the admission transaction.
+async fn admitted_running(tx: &mut sqlx::AnyConnection, ns: &NamespaceName) -> Result<Resources, StoreError> {
+    Ok(crate::quotas::usage_in(tx).await?.get(ns).map(|u| u.running).unwrap_or_default())
+}
+
+/// Who holds a host port, as the caller may be told: the machine when it is the caller's own
+/// namespace or the caller is the superadmin; otherwise only that another namespace holds it,
+/// so that a refusal never names another tenant's resources.
+async fn port_holder(
+    tx: &mut sqlx::AnyConnection,
+    port: u16,
+    proto: &str,
+    ns: &NamespaceName,
+    holders: Option<&SuperadminGrant>,
+) -> Result<String, StoreError> {
+    let row = sqlx::query(
+        "SELECT n.name, m.name FROM host_ports h JOIN machines m ON m.id = h.machine_id \
+         JOIN namespaces n ON n.id = m.namespace_id WHERE h.host_port = $1 AND h.protocol = $2",
+    )
+    .bind(i64::from(port))
+    .bind(proto)
+    .fetch_optional(tx)
+    .await?;
+    let Some(row) = row else { return Ok("by another namespace's machine".into()) };
+    let (namespace, machine): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+    Ok(if namespace == ns.as_str() {
+        format!("by machine {machine} of this namespace")
+    } else if holders.is_some() {
+        format!("by machine {machine} of namespace {namespace}")
+    } else {
+        "by another namespace's machine".into()
+    })
 }
 
 async fn insert_operation(

@@ -108,6 +108,10 @@ const QUOTAS_V3: [&str; 1] =
 /// A hard CPU cap per machine, in thousandths of a CPU; NULL means none.
 const CPU_CAP_V4: [&str; 1] = ["ALTER TABLE machines ADD COLUMN cpu_cap_milli BIGINT"];
 
+/// The host address a port is published on, when the spec's `address:` names one; NULL means
+/// the server's `--publish-address`.
+const PORT_ADDRESS_V5: [&str; 1] = ["ALTER TABLE host_ports ADD COLUMN address TEXT"];
+
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -124,4 +128,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 3, description: "namespace quotas", sqlite: &QUOTAS_V3, postgres: &QUOTAS_V3 },
     Migration { version: 4, description: "hard CPU caps", sqlite: &CPU_CAP_V4, postgres: &CPU_CAP_V4 },
+    Migration {
+        version: 5,
+        description: "publish addresses of host ports",
+        sqlite: &PORT_ADDRESS_V5,
+        postgres: &PORT_ADDRESS_V5,
+    },
 ];

@@ -2,9 +2,7 @@
 
 use crate::passwords::{dummy_hash, hash_password, verify_password};
 use crate::{now_ms, Store, StoreError};
-use flvpc_model::{
-    password, KeyName, Login, NamespaceName, Principal, PublicKey, Role, SuperadminGrant, SystemGrant, UserGrant,
-};
+use flvpc_model::{password, KeyName, Login, NamespaceName, Principal, PublicKey, Role, SuperadminGrant, UserGrant};
 use sqlx::Row;
 use std::collections::BTreeMap;
 
@@ -231,13 +229,9 @@ impl Store {
         Ok(Some(Principal::new(user_id, login, superadmin, memberships)))
     }
 
-    /// The user `login` if `fingerprint` is one of their keys (the SSH gateway's check).
-    pub async fn user_with_key(
-        &self,
-        _: &SystemGrant,
-        login: &str,
-        fingerprint: &str,
-    ) -> Result<Option<i64>, StoreError> {
+    /// The user `login` if `fingerprint` is one of their keys (the SSH gateway's check). Like
+    /// [`Store::check_password`], authentication needs no grant: it finds out who the caller is.
+    pub async fn user_with_key(&self, login: &str, fingerprint: &str) -> Result<Option<i64>, StoreError> {
         if Login::parse(login).is_err() {
             return Ok(None);
         }

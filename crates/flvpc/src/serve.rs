@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
+use flvpc_model::spec::PortList;
 use flvpc_server::{AppState, Config};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -39,16 +40,23 @@ pub struct ServeArgs {
     /// Cap the memory of all running machines at R × the host's memory (default: no cap).
     #[arg(long, env = "FLVPC_OVERCOMMIT_MEMORY", value_parser = parse_ratio)]
     overcommit_memory: Option<f64>,
-    /// Host address that machines' ports are published on.
+    /// Host address that machines' ports are published on when a mapping names no address.
     #[arg(long, env = "FLVPC_PUBLISH_ADDRESS", default_value = "0.0.0.0")]
     publish_address: std::net::IpAddr,
-    /// Host ports handed out to machines whose spec gives no hostPort, as FIRST-LAST.
+    /// Further host addresses a spec's `address:` may name, comma-separated (e.g. 127.0.0.1,10.0.0.5).
+    #[arg(long, env = "FLVPC_ALLOW_PUBLISH_ADDRESSES", value_delimiter = ',', value_parser = parse_address)]
+    allow_publish_addresses: Vec<std::net::IpAddr>,
+    /// Host ports handed out to machines whose spec gives no hostPort, as FIRST-LAST; a spec may
+    /// also name ports inside it.
     #[arg(long, env = "FLVPC_PORT_RANGE", default_value = "20000-29999", value_parser = parse_port_range)]
     port_range: flvpc_store::PortRange,
     /// Most processes (and threads) one machine may run at once; 0 for no limit (then one
     /// machine's fork bomb can exhaust the host's PIDs).
     #[arg(long, env = "FLVPC_MACHINE_PIDS_LIMIT", default_value_t = 4096, value_parser = parse_pids_limit)]
     machine_pids_limit: u32,
+    /// Further host ports a spec may name, e.g. 80,443,8000-8099 (ports below 1024 only this way).
+    #[arg(long, env = "FLVPC_ALLOW_HOST_PORTS", value_parser = parse_port_list)]
+    allow_host_ports: Option<PortList>,
 }
 
 fn parse_pids_limit(value: &str) -> Result<u32, String> {
@@ -57,6 +65,14 @@ fn parse_pids_limit(value: &str) -> Result<u32, String> {
         return Err("the PID limit must be 0 (no limit) or between 64 and 4194304 (systemd alone needs dozens)".into());
     }
     Ok(limit)
+}
+
+fn parse_address(value: &str) -> Result<std::net::IpAddr, String> {
+    value.trim().parse().map_err(|_| format!("{value:?} is not an IP address, e.g. 127.0.0.1"))
+}
+
+fn parse_port_list(value: &str) -> Result<PortList, String> {
+    PortList::parse(value).map_err(|e| format!("{e}; expected e.g. 80,443,8000-8099"))
 }
 
 fn parse_ratio(value: &str) -> Result<f64, String> {
@@ -100,7 +116,9 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         session_ttl: std::time::Duration::from_secs(args.session_hours * 3600),
         secure_cookies: args.secure_cookies,
         publish_address: args.publish_address,
+        allow_publish_addresses: args.allow_publish_addresses.clone(),
         port_range: args.port_range,
+        allow_host_ports: args.allow_host_ports.clone().unwrap_or_default(),
         ssh_port: args.ssh_listen.port(),
         overcommit_cpu: args.overcommit_cpu,
         overcommit_memory: args.overcommit_memory,

@@ -28,10 +28,12 @@
 //! keeps them (they survive [`ClusterSpec::to_yaml`]) and names each one in a warning.
 //!
 //! Architecture Invariant: no IO here. Whether a host port is free or an image exists is for the
-//! reconciler to find out; this module only says what the file asks for.
+//! reconciler to find out; this module only says what the file asks for, and ([`PublishRules`])
+//! whether the server's rules allow the host ports and addresses it asks for.
 
 mod error;
 mod image;
+mod publish;
 mod read;
 mod size;
 mod validate;
@@ -40,6 +42,7 @@ mod validate;
 mod tests;
 
 pub use error::{FieldError, SpecError, TextPosition};
+pub use publish::{PortList, PublishRules, ReservedPort};
 pub use validate::{
     Backend, DesiredMachine, PortMapping, Protocol, Validated, DEFAULT_CPUS, DEFAULT_DISK_GB, DEFAULT_IMAGE,
     DEFAULT_MEMORY_MB, MAX_CPUS, MAX_DISK_GB, MAX_MACHINES, MAX_MACHINES_PER_GROUP, MAX_MEMORY_MB, MAX_PORT_MAPPINGS,
@@ -156,7 +159,8 @@ pub struct PortMappingSpec {
     /// `tcp` or `udp`; absent or empty means `tcp`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
-    /// footloose's host bind address. Accepted, not honoured (warning unless `0.0.0.0`).
+    /// footloose's host bind address: the port is published on this address only. The server
+    /// allows `--publish-address` and the addresses of `--allow-publish-addresses`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Keys flvpc does not know, kept as written.

@@ -193,7 +193,12 @@ fn footloose_config_create_output_is_accepted() {
                 memory_mb: 1024,
                 disk_gb: 4,
                 kernel: None,
-                ports: vec![PortMapping { container_port: 22, host_port: None, protocol: Protocol::Tcp }],
+                ports: vec![PortMapping {
+                    container_port: 22,
+                    host_port: None,
+                    protocol: Protocol::Tcp,
+                    address: None
+                }],
             }
         );
     }
@@ -242,21 +247,28 @@ fn footloose_complete_example_is_accepted() {
     assert_eq!(
         node1.ports,
         vec![
-            PortMapping { container_port: 22, host_port: Some(2223), protocol: Protocol::Tcp },
-            PortMapping { container_port: 53, host_port: Some(5301), protocol: Protocol::Udp },
+            PortMapping { container_port: 22, host_port: Some(2223), protocol: Protocol::Tcp, address: None },
+            PortMapping {
+                container_port: 53,
+                host_port: Some(5301),
+                protocol: Protocol::Udp,
+                address: Some(std::net::IpAddr::from([127, 0, 0, 1]))
+            },
         ]
     );
     let vm = &v.machines[2];
     assert_eq!((vm.backend, vm.cpus, vm.memory_mb, vm.disk_gb), (Backend::MicroVm, 2, 1024, 5));
     assert_eq!((vm.group, vm.index), (1, 0));
-    assert_eq!(vm.ports, vec![PortMapping { container_port: 22, host_port: None, protocol: Protocol::Tcp }]);
+    assert_eq!(
+        vm.ports,
+        vec![PortMapping { container_port: 22, host_port: None, protocol: Protocol::Tcp, address: None }]
+    );
     for (path, needle) in [
         ("cluster.privateKey", "ignored"),
         ("machines[0].spec.privileged", "privileged"),
         ("machines[0].spec.networks", "own network"),
         ("machines[0].spec.volumes", "ignored"),
         ("machines[0].spec.extraArgs", "ignored"),
-        ("machines[0].spec.portMappings[1].address", "ignored"),
         ("machines[1].spec.ignite.copyFiles", "ignored"),
     ] {
         assert_warning(&v, path, needle);
@@ -455,6 +467,11 @@ fn protocol_and_address_are_checked() {
     assert_error(&err, "machines[0].spec.portMappings[0].address", "is not an IP address");
     let v = valid(&one_group(1, "    name: n%d\n    portMappings: [{containerPort: 22, address: 0.0.0.0}]\n"), "team1");
     assert!(v.warnings.is_empty(), "{:#?}", v.warnings);
+    // Honoured, not ignored: the address reaches the machine's mapping (the server's rules decide).
+    let v =
+        valid(&one_group(1, "    name: n%d\n    portMappings: [{containerPort: 22, address: 127.0.0.1}]\n"), "team1");
+    assert!(v.warnings.is_empty(), "{:#?}", v.warnings);
+    assert_eq!(v.machines[0].ports[0].address, Some(std::net::IpAddr::from([127, 0, 0, 1])));
 }
 
 #[test]

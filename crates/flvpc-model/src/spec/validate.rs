@@ -99,6 +99,9 @@ pub struct PortMapping {
     pub host_port: Option<u16>,
     /// `tcp` or `udp`.
     pub protocol: Protocol,
+    /// The host address to publish on, as the spec's `address:` asks; `None`: the server's
+    /// `--publish-address`. Whether the server allows it is [`super::PublishRules`]' decision.
+    pub address: Option<IpAddr>,
 }
 
 /// One concrete machine the spec asks for.
@@ -178,6 +181,7 @@ struct PortPlan {
     container_port: u16,
     base: Option<u16>,
     protocol: Protocol,
+    address: Option<IpAddr>,
 }
 
 /// What a group expands to. Fields hold defaults where the spec was invalid; the machines are
@@ -463,18 +467,25 @@ impl Validator<'_> {
                     }
                 }
             }
-            if let Some(address) = spec.address.as_deref().filter(|a| !a.is_empty()) {
-                let address_path = join(&path, "address");
-                if address.parse::<IpAddr>().is_err() {
-                    self.problems.error(&address_path, format!("{} is not an IP address", shown(address)));
-                } else if address != "0.0.0.0" && address != "::" {
-                    self.warnings.warn(&address_path, "ignored: flvpc publishes host ports on the server's address");
-                }
-            }
+            // Honoured: the port is published on this address (if the server allows it, which
+            // only the server knows; see PublishRules).
+            let address = match spec.address.as_deref().filter(|a| !a.is_empty()) {
+                None => None,
+                Some(address) => match address.parse::<IpAddr>() {
+                    Ok(ip) => Some(ip),
+                    Err(_) => {
+                        self.problems.error(
+                            &join(&path, "address"),
+                            format!("{} is not an IP address (e.g. 127.0.0.1)", shown(address)),
+                        );
+                        None
+                    }
+                },
+            };
             self.unknown_keys(&path, &spec.unknown);
             // footloose: hostPort 0 means "any free port".
             let base = spec.host_port.filter(|p| *p != 0);
-            plans.push(PortPlan { mapping, container_port, base, protocol });
+            plans.push(PortPlan { mapping, container_port, base, protocol, address });
         }
         plans
     }
@@ -601,6 +612,7 @@ impl Validator<'_> {
                         container_port: port.container_port,
                         host_port,
                         protocol: port.protocol,
+                        address: port.address,
                     });
                 }
                 if let Some(name) = name {

@@ -144,8 +144,7 @@ pub async fn set_quota(
     responses((status = 200, body = CapacityOut), (status = 403, body = ErrorBody)))]
 pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<CapacityOut>> {
     let grant = caller.principal().superadmin()?;
-    let sys = flvpc_model::policy::system();
-    let usage = state.store.usage(&sys).await?;
+    let usage = state.store.usage(&grant).await?;
     let host = flvpc_host::host_capacity();
     let mut used_by: std::collections::HashMap<String, UsedOut> = std::collections::HashMap::new();
     for ((ns, _), point, _) in state.usage.all_latest() {
@@ -161,7 +160,7 @@ pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResul
         let u = usage.get(&ns.name).copied().unwrap_or_default();
         allocated = allocated.plus(u.allocated);
         running = running.plus(u.running);
-        let quota = state.store.quota_system(&sys, &ns.name).await?;
+        let quota = state.store.namespace_quota(&grant, &ns.name).await?;
         let ns_used = used_by.get(ns.name.as_str()).copied().unwrap_or_default();
         used.cpus += ns_used.cpus;
         used.memory_mb += ns_used.memory_mb;

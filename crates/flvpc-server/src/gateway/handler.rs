@@ -1,7 +1,6 @@
 //! One gateway connection: authentication, the help session, forwarded channels.
 
 use super::Shared;
-use flvpc_model::policy::system;
 use flvpc_model::NamespaceName;
 use flvpc_store::NewAudit;
 use russh::keys::ssh_key::HashAlg;
@@ -60,7 +59,7 @@ impl Connection {
 
     /// The user whose key this is, if `login` names them.
     async fn owner(&self, login: &str, fingerprint: &str) -> Option<i64> {
-        match self.shared.state.store.user_with_key(&system(), login, fingerprint).await {
+        match self.shared.state.store.user_with_key(login, fingerprint).await {
             Ok(found) => found,
             Err(err) => {
                 tracing::error!("gateway: cannot check a key: {err}");
@@ -84,14 +83,14 @@ impl Connection {
         }
         let principal =
             self.shared.state.store.principal(user.user_id).await.ok().flatten().ok_or("your account was removed")?;
-        if principal.role_in(&ns).is_none() {
-            return Err("no such machine, or you are not a member of its namespace");
-        }
+        // The API's policy: members of the namespace, and the superadmin (see README, SSH gateway).
+        let grant =
+            principal.namespace_member(&ns).map_err(|_| "no such machine, or you are not a member of its namespace")?;
         let record = self
             .shared
             .state
             .store
-            .machine(&system(), &ns, machine)
+            .namespace_machine(&grant, machine)
             .await
             .ok()
             .flatten()

@@ -6,13 +6,12 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::http::StatusCode;
-use flvpc_model::policy::system;
-use flvpc_model::quota::{self, Resources};
+use flvpc_model::quota::{self, HostCaps, Resources};
 use flvpc_model::spec::{self, Backend, ClusterSpec, Validated};
-use flvpc_model::{Denied, NamespaceName, Principal};
+use flvpc_model::{Denied, NamespaceGrant, NamespaceName, Principal};
 use flvpc_store::{Desired, MachinePlan, MachineRecord, Operation, PortRequest, StoreError, StoredSpec};
 use sha2::{Digest, Sha256};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
 fn namespace(raw: &str) -> ApiResult<NamespaceName> {
@@ -52,9 +51,11 @@ pub fn parse(text: &str, yaml: bool) -> ApiResult<ClusterSpec> {
     }
 }
 
-/// Validates `spec` for `ns`, including what only the host knows: images and backends.
+/// Validates `spec` for `ns`, including what only the server knows: the host ports and addresses
+/// the superadmin allows (before anything reaches the database or Docker), images and backends.
 async fn validate(state: &AppState, spec: &ClusterSpec, ns: &NamespaceName) -> ApiResult<Validated> {
     let validated = spec.validate(ns).map_err(spec_error)?;
+    state.config.publish_rules().check(&validated).map_err(spec_error)?;
     let mut images: Vec<&str> = validated.machines.iter().map(|m| m.image.as_str()).collect();
     images.sort_unstable();
     images.dedup();
@@ -97,47 +98,25 @@ fn plan_resources(machines: &[spec::DesiredMachine]) -> Resources {
     })
 }
 
-fn growth(current: Resources, new: Resources) -> Resources {
-    Resources {
-        machines: new.machines.saturating_sub(current.machines),
-        cpus: new.cpus.saturating_sub(current.cpus),
-        memory_mb: new.memory_mb.saturating_sub(current.memory_mb),
-        disk_gb: new.disk_gb.saturating_sub(current.disk_gb),
-        host_ports: new.host_ports.saturating_sub(current.host_ports),
-    }
-}
-
 fn quota_exceeded(err: quota::Exceeded) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded", err.to_string())
 }
 
-/// Admits a namespace going from what it has allocated to `allocated` (its quota) and from
-/// what it runs to `running` (the host's overcommit caps). Only growth is checked, so a
-/// namespace over a lowered quota can still shrink.
-pub async fn admit(
-    state: &AppState,
-    ns: &NamespaceName,
-    allocated: Option<Resources>,
-    running: Option<Resources>,
-) -> ApiResult<()> {
-    let sys = system();
-    let usage = state.store.usage(&sys).await?;
-    let mine = usage.get(ns).copied().unwrap_or_default();
-    if let Some(allocated) = allocated {
-        let quota = state.store.quota_system(&sys, ns).await?;
-        quota::admit(ns.as_str(), &quota, mine.allocated, growth(mine.allocated, allocated)).map_err(quota_exceeded)?;
+/// A store error as the caller sees it; a refused admission is a 422 like any quota refusal.
+fn store_error(err: StoreError) -> ApiError {
+    match err {
+        StoreError::Exceeded(exceeded) => quota_exceeded(exceeded),
+        other => other.into(),
     }
-    if let Some(running) = running {
-        let (cpu, memory) = (state.config.overcommit_cpu, state.config.overcommit_memory);
-        if cpu.is_some() || memory.is_some() {
-            let host = flvpc_host::host_capacity();
-            let capacity = quota::HostCapacity { cpus: host.cpus, memory_mb: host.memory_mb };
-            let all_running = usage.values().fold(Resources::default(), |sum, u| sum.plus(u.running));
-            quota::admit_host(capacity, cpu, memory, all_running, growth(mine.running, running))
-                .map_err(quota_exceeded)?;
-        }
-    }
-    Ok(())
+}
+
+/// Refuses, when a spec is saved, one that can never fit the namespace's quota. Only a early
+/// answer: the binding check is at create, in the transaction that records the machines.
+async fn fits_quota(state: &AppState, grant: &NamespaceGrant, wanted: Resources) -> ApiResult<()> {
+    let quota = state.store.quota(grant).await?;
+    let mine = state.store.namespace_usage(grant).await?;
+    quota::admit(grant.namespace().as_str(), &quota, mine.allocated, mine.allocated.growth_to(wanted))
+        .map_err(quota_exceeded)
 }
 
 fn engine_down(err: flvpc_host::EngineError) -> ApiError {
@@ -155,10 +134,11 @@ pub async fn put_spec(
     let result = async {
         let ns = namespace(ns)?;
         let grant = caller.principal().namespace_admin(&ns)?;
+        let member = caller.principal().namespace_member(&ns)?;
         let spec = spec?;
         let validated = validate(state, &spec, &ns).await?;
         // Checked when saved too, so a spec that can never be created is refused early.
-        admit(state, &ns, Some(plan_resources(&validated.machines)), None).await?;
+        fits_quota(state, &member, plan_resources(&validated.machines)).await?;
         let yaml = spec.to_yaml();
         state.store.save_cluster_spec(&grant, &yaml, caller.principal().login().as_str()).await?;
         Ok(SavedSpec {
@@ -178,6 +158,11 @@ fn spec_hash(m: &spec::DesiredMachine) -> String {
         format!("{}|{}|{}|{:?}|{}|{}", m.image, m.backend.as_str(), m.cpus, m.cpu_cap_milli, m.memory_mb, m.disk_gb);
     for p in &m.ports {
         text.push_str(&format!("|{}:{:?}/{}", p.container_port, p.host_port, p.protocol.as_str()));
+        // Only when named, so that the digest of every machine made before addresses were
+        // honoured stays the same (no needless re-creation on upgrade).
+        if let Some(address) = p.address {
+            text.push_str(&format!("@{address}"));
+        }
     }
     hex::encode(&Sha256::digest(text.as_bytes())[..8])
 }
@@ -209,8 +194,6 @@ pub async fn create(state: &AppState, caller: &Caller, ns: &str) -> ApiResult<Op
         })?;
         let spec = parse(&stored.spec, true)?;
         let validated = validate(state, &spec, &ns).await?;
-        let wanted = plan_resources(&validated.machines);
-        admit(state, &ns, Some(wanted), Some(wanted)).await?;
         let plans: Vec<MachinePlan> = validated
             .machines
             .iter()
@@ -230,16 +213,31 @@ pub async fn create(state: &AppState, caller: &Caller, ns: &str) -> ApiResult<Op
                         container_port: p.container_port,
                         host_port: p.host_port,
                         protocol: if p.protocol.as_str() == "udp" { "udp" } else { "tcp" },
+                        address: p.address,
                     })
                     .collect(),
             })
             .collect();
-        let address = state.config.publish_address;
-        let is_free = move |port: u16, protocol: &str| port_is_free(address, port, protocol);
+        let default_address = state.config.publish_address;
+        let rules = state.config.publish_rules();
+        // The server's own ports are never handed out, even when the range covers them.
+        let is_free = move |address: Option<IpAddr>, port: u16, protocol: &str| {
+            rules.reserved_for(port).is_none() && port_is_free(address.unwrap_or(default_address), port, protocol)
+        };
+        let holders = caller.principal().superadmin().ok();
         let op = state
             .store
-            .apply_cluster(&grant, &plans, state.config.port_range, &is_free, caller.principal().login().as_str())
-            .await?;
+            .apply_cluster(
+                &grant,
+                &plans,
+                &state.config.host_caps(),
+                state.config.port_range,
+                &is_free,
+                holders.as_ref(),
+                caller.principal().login().as_str(),
+            )
+            .await
+            .map_err(store_error)?;
         state.reconciler.enqueue_operation(&op);
         Ok(op)
     }
@@ -263,11 +261,9 @@ pub async fn set_cluster(state: &AppState, caller: &Caller, ns: &str, desired: D
             caller.principal().namespace_admin(&ns)?;
         }
         state.store.get_namespace(&grant).await?;
-        if desired == Desired::Running {
-            let allocated = state.store.usage(&system()).await?.get(&ns).map(|u| u.allocated).unwrap_or_default();
-            admit(state, &ns, None, Some(allocated)).await?;
-        }
-        let op = state.store.set_desired(&grant, None, desired, action, caller.principal().login().as_str()).await?;
+        let by = caller.principal().login().as_str();
+        let caps = state.config.host_caps();
+        let op = state.store.set_desired(&grant, None, desired, &caps, action, by).await.map_err(store_error)?;
         state.reconciler.enqueue_operation(&op);
         Ok(op)
     }
@@ -307,27 +303,17 @@ pub async fn machine_action(
         let grant = caller.principal().namespace_member(&ns)?;
         flvpc_host::engine::check_machine_name(name).map_err(|_| ApiError::not_found(format!("machine {shown:?}")))?;
         let by = caller.principal().login().as_str();
-        if action == MachineAction::Start {
-            if let Some(m) = state.store.machine(&system(), &ns, name).await?.filter(|m| m.desired == Desired::Stopped)
-            {
-                let running = state.store.usage(&system()).await?.get(&ns).map(|u| u.running).unwrap_or_default();
-                let one = Resources {
-                    machines: 1,
-                    cpus: u64::from(m.cpus),
-                    memory_mb: m.memory_mb,
-                    disk_gb: m.disk_gb,
-                    host_ports: 0,
-                };
-                admit(state, &ns, None, Some(running.plus(one))).await?;
-            }
-        }
+        // Starting is admitted against the host's caps inside the store's transaction.
+        let caps = state.config.host_caps();
+        let set = |desired, kind| state.store.set_desired(&grant, Some(name), desired, &caps, kind, by);
         let op = match action {
-            MachineAction::Start => state.store.set_desired(&grant, Some(name), Desired::Running, kind, by).await?,
-            MachineAction::Stop => state.store.set_desired(&grant, Some(name), Desired::Stopped, kind, by).await?,
+            MachineAction::Start => set(Desired::Running, kind).await.map_err(store_error)?,
+            MachineAction::Stop => set(Desired::Stopped, kind).await.map_err(store_error)?,
             MachineAction::Restart => {
-                let op = state.store.create_operation(&grant, kind, name, "restart", by).await?;
-                state.store.set_desired(&grant, Some(name), Desired::Running, "machine.start", by).await?;
-                op
+                // Admitted first: restarting a stopped machine starts it, and a refused restart
+                // must leave no operation behind for the reconciler to carry out.
+                set(Desired::Running, "machine.start").await.map_err(store_error)?;
+                state.store.create_operation(&grant, kind, name, "restart", by).await?
             }
         };
         state.reconciler.enqueue_operation(&op);
@@ -371,7 +357,14 @@ pub async fn drain_namespace(state: &AppState, caller: &Caller, ns: &NamespaceNa
     }
     let op = state
         .store
-        .set_desired(&grant, None, Desired::Deleted, "cluster.delete", caller.principal().login().as_str())
+        .set_desired(
+            &grant,
+            None,
+            Desired::Deleted,
+            &HostCaps::default(),
+            "cluster.delete",
+            caller.principal().login().as_str(),
+        )
         .await?;
     state.reconciler.enqueue_operation(&op);
     for _ in 0..600 {

@@ -9,7 +9,6 @@ use crate::usage::UsagePoint;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Form;
-use flvpc_model::policy::system;
 use flvpc_model::quota::{Quota, Resources};
 use flvpc_model::NamespaceName;
 use maud::{html, Markup, PreEscaped};
@@ -68,9 +67,15 @@ fn limit(v: Option<u64>) -> String {
 
 /// A namespace's quota vs allocated vs used, and (superadmin) the form to change the quota.
 pub async fn namespace_section(state: &AppState, user: &PanelUser, ns: &NamespaceName) -> Markup {
-    let sys = system();
-    let quota = state.store.quota_system(&sys, ns).await.unwrap_or_default();
-    let usage = state.store.usage(&sys).await.ok().and_then(|u| u.get(ns).copied()).unwrap_or_default();
+    // The page around this section already refused non-members; a grant that fails here shows
+    // an empty section rather than anything of a namespace the caller may not see.
+    let (quota, usage) = match user.caller.principal().namespace_member(ns) {
+        Ok(grant) => (
+            state.store.quota(&grant).await.unwrap_or_default(),
+            state.store.namespace_usage(&grant).await.unwrap_or_default(),
+        ),
+        Err(_) => Default::default(),
+    };
     let (mut cpu_used, mut mem_used) = (0.0, 0.0);
     for ((n, _), p, _) in state.usage.all_latest() {
         if n == ns.as_str() {
@@ -171,9 +176,8 @@ pub async fn capacity_page(State(state): State<AppState>, user: PanelUser) -> Re
     let Ok(grant) = user.caller.principal().superadmin() else {
         return layout::error_page(flvpc_model::Denied::Forbidden.into());
     };
-    let sys = system();
     let host = flvpc_host::host_capacity();
-    let usage = state.store.usage(&sys).await.unwrap_or_default();
+    let usage = state.store.usage(&grant).await.unwrap_or_default();
     let namespaces = state.store.list_namespaces(&grant).await.unwrap_or_default();
     let latest = state.usage.all_latest();
     let used = |ns: Option<&str>| {
@@ -208,7 +212,7 @@ pub async fn capacity_page(State(state): State<AppState>, user: PanelUser) -> Re
         div.grid {
             @for ns in &namespaces {
                 @let u = usage.get(&ns.name).copied().unwrap_or_default();
-                @let q = state.store.quota_system(&sys, &ns.name).await.unwrap_or_default();
+                @let q = state.store.namespace_quota(&grant, &ns.name).await.unwrap_or_default();
                 @let (c, m) = used(Some(ns.name.as_str()));
                 div.card {
                     h3 { a href={ "/namespaces/" (seg(ns.name.as_str())) "#resources" } { (ns.name.as_str()) } }

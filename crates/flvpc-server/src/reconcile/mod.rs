@@ -334,7 +334,7 @@ impl Reconciler {
                 container_port: p.container_port,
                 host_port: p.host_port,
                 protocol: if p.protocol == "udp" { Protocol::Udp } else { Protocol::Tcp },
-                publish_address: Some(self.inner.settings.publish_address),
+                publish_address: Some(p.address.unwrap_or(self.inner.settings.publish_address)),
             })
             .collect();
         spec.labels.insert(LABEL_SPEC.into(), record.spec_hash.clone());

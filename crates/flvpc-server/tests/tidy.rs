@@ -1,0 +1,65 @@
+//! Tidy rules checked on the server crate's own sources.
+
+use std::path::{Path, PathBuf};
+
+/// Where flvpc's background work lives: the only places that may mint the system grant.
+const SYSTEM_GRANT_ALLOWED: &[&str] = &["src/reconcile/", "src/usage.rs", "src/state.rs"];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The code of a line, without a trailing `//` comment (a doc comment may name `system()`).
+fn code_of(line: &str) -> &str {
+    line.find("//").map_or(line, |at| &line[..at])
+}
+
+/// Request handlers never mint the system grant: a request's rights come from its caller's
+/// principal (issue 8). Only the reconciler, the usage sampler and state construction may.
+#[test]
+fn system_grant_is_minted_only_by_background_work() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    assert!(files.len() > 10, "the scan found too few sources under {}", root.display());
+    let mut offenders = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(root).expect("under the crate").to_string_lossy().replace('\\', "/");
+        if SYSTEM_GRANT_ALLOWED.iter().any(|allowed| relative.starts_with(allowed)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("read source");
+        for (number, line) in text.lines().enumerate() {
+            let code = code_of(line);
+            // A call, or an import under any name (`use …::policy::system as s` or `{system, …}`).
+            let minted = code.contains("system()")
+                || code.contains("policy::system")
+                || (code.trim_start().starts_with("use ") && code.contains("policy::{") && code.contains("system"));
+            if minted {
+                offenders.push(format!("{relative}:{}: {}", number + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "the system grant is minted outside flvpc's background work ({SYSTEM_GRANT_ALLOWED:?}); use a grant from \
+         the caller's Principal instead:\n{}",
+        offenders.join("\n")
+    );
+}
+
+/// The scan itself finds what it must: the reconciler does mint the grant.
+#[test]
+fn the_scan_sees_the_reconciler() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/reconcile/mod.rs"))
+        .expect("read the reconciler");
+    assert!(text.lines().any(|l| code_of(l).contains("system()")));
+}
