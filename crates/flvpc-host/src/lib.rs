@@ -9,6 +9,7 @@
 //! - [`docker`]: [`DockerEngine`], the real implementation (bollard, local unix socket).
 //! - [`image`]: building `flvpc/debian:12` and listing local images.
 //! - [`fake`]: [`FakeEngine`], an in-memory recording engine for other crates' unit tests.
+//! - [`limits`]: this process's open-file limit (raised at start for the SSH gateway).
 
 #![warn(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod docker;
 pub mod engine;
 pub mod fake;
 pub mod image;
+pub mod limits;
 pub mod usage;
 
 pub use capacity::{host_capacity, host_limit_warnings, Capacity};
@@ -27,4 +29,5 @@ pub use engine::{
 };
 pub use fake::FakeEngine;
 pub use image::{build_debian12, image_exists, list_images, BuildOptions, ImageError, ImageInfo, Phase, Progress};
+pub use limits::{fd_limit, raise_fd_limit, FdLimit, LimitError};
 pub use usage::{read_usage, RawUsage};
