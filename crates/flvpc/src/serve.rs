@@ -134,8 +134,12 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         .init();
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
     let gateway = gateway_config(args)?;
+    let soft_before = flvpc_host::fd_limit().map(|l| l.soft).ok();
     match flvpc_host::raise_fd_limit() {
         Ok(limit) => {
+            if soft_before.is_some_and(|before| before < limit.soft) {
+                tracing::info!("open-file limit raised to {} (the hard limit)", limit.soft);
+            }
             if let Some(warning) = fd_limit_warning(&gateway, limit.soft) {
                 tracing::warn!("{warning}");
             }
