@@ -157,6 +157,8 @@ async fn a_channel_flood_is_capped_per_connection_and_per_user_and_released_when
     for _ in 0..100 {
         assert!(is_refused_for_resources(&first.forward(&target, HOLD).await));
     }
+    // Sessions count toward the same cap.
+    assert!(is_refused_for_resources(&first.handle.channel_open_session().await), "a session over the cap");
     // The connection stays usable: closing a channel makes room for the next one.
     let closed = held.pop().expect("a channel");
     closed.close().await.expect("close a channel");
