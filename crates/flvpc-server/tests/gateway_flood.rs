@@ -335,14 +335,11 @@ async fn connections_that_never_sign_in_cannot_lock_others_out() {
     user(&server, &root, "alice", "team", "user", &alice).await;
     let dir = tempfile::tempdir().expect("dir");
     let host_key = gateway::load_or_create_host_key(dir.path()).expect("host key");
-    // Small caps: without the per-address cap, 12 idle connections would fill the gateway.
-    let config = GatewayConfig {
-        max_connections: 12,
-        max_unauthenticated: 8,
-        max_unauthenticated_per_address: 5,
-        auth_timeout: Duration::from_secs(120),
-        ..GatewayConfig::default()
-    };
+    // The default caps (1000 connections, 200 still signing in, 10 per address), and a long
+    // auth timeout so that the flood is held by the caps, not ended by the timeout.
+    let config = GatewayConfig { auth_timeout: Duration::from_secs(120), ..GatewayConfig::default() };
+    let (per_address, unauthenticated) = (config.max_unauthenticated_per_address, config.max_unauthenticated);
+    assert_eq!((per_address, unauthenticated, config.max_connections), (10, 200, 1000));
     let (gw, _task) = gateway::spawn("127.0.0.1:0".parse().expect("addr"), server.state.clone(), config, host_key)
         .await
         .expect("gateway");
@@ -354,38 +351,47 @@ async fn connections_that_never_sign_in_cannot_lock_others_out() {
     futures::future::join_all((0..8).map(|_| server.get("/api/v1/audit?limit=100", &root))).await;
     let before = usage();
 
-    // 40 idle connections from one address: 5 are kept, the rest are closed before any byte.
+    // 1000 idle connections from one address (what filled the gateway before): 10 are kept,
+    // the rest are closed before any byte. The test lets go of its ends of the refused ones,
+    // so the count below is the gateway's held sockets and the test's ends of them.
     let mut flood = Vec::new();
-    for _ in 0..40 {
-        flood.push(idle_connection(from(1), gw).await);
+    let mut refused = 0;
+    for _ in 0..1000 {
+        match idle_connection(from(1), gw).await {
+            (stream, true) => flood.push(stream),
+            (_, false) => refused += 1,
+        }
     }
-    let kept = flood.iter().filter(|(_, kept)| *kept).count();
-    assert_eq!(kept, 5, "the per-address cap");
-    // The refused ones are closed by the gateway; the test lets go of its ends too, so the
-    // count below is the gateway's 5 held sockets and the test's 5 client ends.
-    flood.retain(|(_, kept)| *kept);
+    assert_eq!((flood.len(), refused), (per_address, 1000 - per_address), "the per-address cap");
     let during = usage();
-    eprintln!("unauthenticated flood (40 from 127.0.0.1, 5 kept): before {before}; during {during}");
+    eprintln!("unauthenticated flood (1000 from 127.0.0.1, {} kept): before {before}; during {during}", flood.len());
 
     // Someone from another address signs in meanwhile.
     let seen = login(&alice_from(2), "alice", gw.port());
     eprintln!("unauthenticated flood: alice's login from 127.0.0.2 took {:?}, ok: {}", seen.took, seen.result.is_ok());
     assert!(seen.result.as_ref().is_ok_and(|help| help.contains("Hello alice")), "{:?}", seen.result);
 
-    // Flooding from more addresses stops at the cap for all unauthenticated connections.
+    // Flooding from 20 more addresses stops at the cap for all unauthenticated connections.
     let mut more = Vec::new();
-    for last in [3, 4] {
-        for _ in 0..5 {
-            more.push(idle_connection(from(last), gw).await);
+    for last in 3..23 {
+        for _ in 0..per_address {
+            match idle_connection(from(last), gw).await {
+                (stream, true) => more.push(stream),
+                (_, false) => refused += 1,
+            }
         }
     }
-    assert_eq!(more.iter().filter(|(_, kept)| *kept).count(), 3, "8 unauthenticated at most, 5 were held");
+    assert_eq!(more.len(), unauthenticated - per_address, "{unauthenticated} unauthenticated at most");
+    let during = usage();
+    eprintln!(
+        "unauthenticated flood from 21 addresses ({} held in all, {refused} refused at accept): {during}",
+        flood.len() + more.len()
+    );
 
     // A connection that signs in gives its unauthenticated place back at once: with
     // 127.0.0.1 full, one of its flood connections closing lets alice in from there, and her
     // signed-in connection leaves the place to the next one.
-    let (closed, _) = flood.remove(flood.iter().position(|(_, kept)| *kept).expect("a kept one"));
-    drop(closed);
+    drop(flood.pop());
     // The server notices the close on its own time: until then alice is refused and retries.
     let spawn_alice = || {
         std::process::Command::new("ssh")
