@@ -433,6 +433,28 @@ async fn connections_that_never_sign_in_cannot_lock_others_out() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("unauthenticated flood: after it ended {}", usage());
+
+    // A client that starts the handshake, then neither reads nor closes: told to go at the
+    // auth timeout, it is cut off soon after and its place is free (one place per address here).
+    let host_key = gateway::load_or_create_host_key(dir.path()).expect("host key");
+    let strict = GatewayConfig {
+        auth_timeout: Duration::from_secs(1),
+        max_unauthenticated_per_address: 1,
+        ..GatewayConfig::default()
+    };
+    let (strict_gw, _task) =
+        gateway::spawn("127.0.0.1:0".parse().expect("addr"), server.state.clone(), strict, host_key)
+            .await
+            .expect("gateway");
+    let (mut stalled, kept) = idle_connection(from(40), strict_gw).await;
+    assert!(kept);
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, b"SSH-2.0-stalled\r\n").await.expect("send an SSH id");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !idle_connection(from(40), strict_gw).await.1 {
+        assert!(std::time::Instant::now() < deadline, "a stalled client kept its place");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(stalled);
 }
 
 /// A child process killed when the test ends, even by a failed assertion.
