@@ -152,12 +152,15 @@ pub async fn serve(
     let russh_config = Arc::new(russh_config(&host_key, &config));
     let shared = Arc::new(Shared { state, config, counters: Arc::new(Counters::default()) });
     let refusals = QuietLog::new(Duration::from_secs(10));
+    let accept_errors = QuietLog::new(Duration::from_secs(10));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
                 // Out of descriptors, most likely: waiting lets connections end and give some back.
-                tracing::warn!("gateway: accept failed: {err}");
+                if let Some(quiet) = accept_errors.allow() {
+                    tracing::warn!("gateway: accept failed: {err} ({quiet} more failures not logged)");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
