@@ -10,6 +10,7 @@
 //! - [`image`]: building `flvpc/debian:12` and listing local images.
 //! - [`cgroup`]: how a machine sees the host's cgroups (read-only but its own subtrees).
 //! - [`fake`]: [`FakeEngine`], an in-memory recording engine for other crates' unit tests.
+//! - [`limits`]: this process's open-file limit (raised at start for the SSH gateway).
 
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod docker;
 pub mod engine;
 pub mod fake;
 pub mod image;
+pub mod limits;
 pub mod usage;
 
 pub use capacity::{host_capacity, host_limit_warnings, Capacity};
@@ -29,4 +31,5 @@ pub use engine::{
 };
 pub use fake::FakeEngine;
 pub use image::{build_debian12, image_exists, list_images, BuildOptions, ImageError, ImageInfo, Phase, Progress};
+pub use limits::{fd_limit, raise_fd_limit, FdLimit, LimitError};
 pub use usage::{read_usage, RawUsage};

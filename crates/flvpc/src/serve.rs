@@ -3,9 +3,11 @@
 use anyhow::Context;
 use clap::Args;
 use flvpc_model::spec::PortList;
+use flvpc_server::gateway::GatewayConfig;
 use flvpc_server::{AppState, Config};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 /// Flags of `flvpc serve`.
 #[derive(Debug, Args)]
@@ -25,7 +27,7 @@ pub struct ServeArgs {
     /// Seconds a gateway client has to authenticate.
     #[arg(long, env = "FLVPC_SSH_AUTH_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     ssh_auth_timeout: u64,
-    /// Seconds without traffic after which a gateway connection is closed.
+    /// Seconds without traffic after which a gateway connection, or a forwarded channel, is closed.
     #[arg(long, env = "FLVPC_SSH_IDLE_TIMEOUT", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(10..=7 * 86400))]
     ssh_idle_timeout: u64,
     /// Gateway connections at once, all users together.
@@ -34,6 +36,19 @@ pub struct ServeArgs {
     /// Gateway connections at once per user.
     #[arg(long, env = "FLVPC_SSH_MAX_CONNECTIONS_PER_USER", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     ssh_max_connections_per_user: u64,
+    /// Gateway connections still authenticating, all addresses together (default: a fifth of
+    /// --ssh-max-connections), so that signed-in users always have room.
+    #[arg(long, env = "FLVPC_SSH_MAX_UNAUTHENTICATED", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    ssh_max_unauthenticated: Option<u64>,
+    /// Gateway connections still authenticating from one address (an IPv6 /64).
+    #[arg(long, env = "FLVPC_SSH_MAX_UNAUTHENTICATED_PER_ADDRESS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    ssh_max_unauthenticated_per_address: u64,
+    /// Channels (forwarded and sessions) open at once on one gateway connection.
+    #[arg(long, env = "FLVPC_SSH_MAX_CHANNELS_PER_CONNECTION", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    ssh_max_channels_per_connection: u64,
+    /// Forwarded channels open at once per user, over all their gateway connections.
+    #[arg(long, env = "FLVPC_SSH_MAX_FORWARDS_PER_USER", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    ssh_max_forwards_per_user: u64,
     /// Cap the CPUs of all running machines at R × the host's CPUs (default: no cap, as in the original).
     #[arg(long, env = "FLVPC_OVERCOMMIT_CPU", value_parser = parse_ratio)]
     overcommit_cpu: Option<f64>,
@@ -93,6 +108,50 @@ fn parse_port_range(value: &str) -> Result<flvpc_store::PortRange, String> {
     Ok(flvpc_store::PortRange { first, last })
 }
 
+/// The gateway's limits from the flags.
+fn gateway_config(args: &ServeArgs) -> anyhow::Result<GatewayConfig> {
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let max_connections = size(args.ssh_max_connections);
+    let max_unauthenticated = match args.ssh_max_unauthenticated {
+        Some(n) if size(n) > max_connections => anyhow::bail!(
+            "--ssh-max-unauthenticated ({n}) is more than --ssh-max-connections ({max_connections}): \
+             lower it, ideally well below, so that signed-in users always have room"
+        ),
+        Some(n) => size(n),
+        None => (max_connections / 5).max(1),
+    };
+    Ok(GatewayConfig {
+        auth_timeout: Duration::from_secs(args.ssh_auth_timeout),
+        idle_timeout: Duration::from_secs(args.ssh_idle_timeout),
+        max_connections,
+        max_connections_per_user: size(args.ssh_max_connections_per_user),
+        max_unauthenticated,
+        max_unauthenticated_per_address: size(args.ssh_max_unauthenticated_per_address),
+        max_channels_per_connection: size(args.ssh_max_channels_per_connection),
+        max_forwards_per_user: size(args.ssh_max_forwards_per_user),
+        ..GatewayConfig::default()
+    })
+}
+
+/// Open files kept for everything but the gateway: the API's connections, the database,
+/// the Docker socket, logs.
+const FD_MARGIN: u64 = 1024;
+
+/// A warning when the gateway's caps allow more open files than the process may have:
+/// past that, accept() fails and the API and logins go down with the gateway.
+fn fd_limit_warning(gateway: &GatewayConfig, soft_limit: u64) -> Option<String> {
+    let need = gateway.max_descriptors().saturating_add(FD_MARGIN);
+    (need > soft_limit).then(|| {
+        format!(
+            "the SSH gateway's caps allow {need} open files (--ssh-max-connections {} x (1 + \
+             --ssh-max-channels-per-connection {}) + {FD_MARGIN} for the rest) but this process may open only \
+             {soft_limit}: lower those flags, or raise the hard limit (LimitNOFILE= in the systemd unit, \
+             `ulimit -Hn` in the shell that starts flvpc)",
+            gateway.max_connections, gateway.max_channels_per_connection
+        )
+    })
+}
+
 /// Opens the database, binds the listener and serves until SIGINT/SIGTERM.
 pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -102,6 +161,19 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         )
         .init();
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let gateway = gateway_config(args)?;
+    let soft_before = flvpc_host::fd_limit().map(|l| l.soft).ok();
+    match flvpc_host::raise_fd_limit() {
+        Ok(limit) => {
+            if soft_before.is_some_and(|before| before < limit.soft) {
+                tracing::info!("open-file limit raised to {} (the hard limit)", limit.soft);
+            }
+            if let Some(warning) = fd_limit_warning(&gateway, limit.soft) {
+                tracing::warn!("{warning}");
+            }
+        }
+        Err(err) => tracing::warn!("{err}; the SSH gateway may run out of open files under load"),
+    }
     let store = flvpc_store::Store::open(database_url).await?;
     for warning in flvpc_host::host_limit_warnings() {
         tracing::warn!("{warning}");
@@ -113,7 +185,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
     let config = Config {
         listen: args.listen,
         data_dir: data_dir.to_path_buf(),
-        session_ttl: std::time::Duration::from_secs(args.session_hours * 3600),
+        session_ttl: Duration::from_secs(args.session_hours * 3600),
         secure_cookies: args.secure_cookies,
         publish_address: args.publish_address,
         allow_publish_addresses: args.allow_publish_addresses.clone(),
@@ -131,13 +203,6 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         .with_context(|| format!("cannot listen on {}: is another flvpc (or program) using it?", args.listen))?;
     tracing::info!("flvpc panel and API on http://{}", listener.local_addr()?);
     let state = AppState::new(store, config).await?;
-    let gateway = flvpc_server::gateway::GatewayConfig {
-        auth_timeout: std::time::Duration::from_secs(args.ssh_auth_timeout),
-        idle_timeout: std::time::Duration::from_secs(args.ssh_idle_timeout),
-        max_connections: usize::try_from(args.ssh_max_connections).unwrap_or(usize::MAX),
-        max_connections_per_user: usize::try_from(args.ssh_max_connections_per_user).unwrap_or(usize::MAX),
-        ..Default::default()
-    };
     let fingerprint = host_key.fingerprint.clone();
     let (ssh_addr, _gateway) =
         flvpc_server::gateway::spawn(args.ssh_listen, state.clone(), gateway, host_key).await.with_context(|| {
@@ -165,4 +230,70 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).expect("flags parse").serve
+    }
+
+    #[test]
+    fn gateway_flags_reach_the_config_with_their_defaults() {
+        let config = gateway_config(&parse(&[])).expect("defaults are valid");
+        assert_eq!(config.max_connections, 1000);
+        assert_eq!(config.max_unauthenticated, 200, "a fifth of the connections");
+        assert_eq!(config.max_unauthenticated_per_address, 10);
+        assert_eq!(config.max_channels_per_connection, 64);
+        assert_eq!(config.max_forwards_per_user, 256);
+        let config = gateway_config(&parse(&[
+            "--ssh-max-connections",
+            "50",
+            "--ssh-max-unauthenticated",
+            "20",
+            "--ssh-max-unauthenticated-per-address",
+            "3",
+            "--ssh-max-channels-per-connection",
+            "8",
+            "--ssh-max-forwards-per-user",
+            "16",
+            "--ssh-idle-timeout",
+            "60",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            (config.max_unauthenticated, config.max_unauthenticated_per_address, config.max_channels_per_connection),
+            (20, 3, 8)
+        );
+        assert_eq!((config.max_forwards_per_user, config.idle_timeout), (16, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn more_unauthenticated_than_connections_is_refused_with_the_fix() {
+        let args = parse(&["--ssh-max-connections", "10", "--ssh-max-unauthenticated", "11"]);
+        let err = gateway_config(&args).expect_err("refused").to_string();
+        assert!(err.contains("--ssh-max-unauthenticated (11)") && err.contains("lower it"), "{err}");
+        for flag in ["--ssh-max-channels-per-connection", "--ssh-max-unauthenticated-per-address"] {
+            assert!(Cli::try_parse_from(["serve", flag, "0"]).is_err(), "{flag} 0 would let nothing in");
+        }
+    }
+
+    #[test]
+    fn the_fd_warning_names_the_flags_and_the_limit() {
+        let config = gateway_config(&parse(&[])).expect("defaults");
+        // 1000 x (1 + 64) + 1024
+        assert_eq!(fd_limit_warning(&config, 66_024), None);
+        let warning = fd_limit_warning(&config, 66_023).expect("a warning");
+        assert!(warning.contains("66024") && warning.contains("66023"), "{warning}");
+        assert!(warning.contains("--ssh-max-connections 1000") && warning.contains("LimitNOFILE="), "{warning}");
+    }
 }

@@ -1,22 +1,41 @@
 //! One gateway connection: authentication, the help session, forwarded channels.
 
+use super::caps::{ForwardSlot, UnauthenticatedSlot, UserSlot};
+use super::relay::relay;
 use super::Shared;
 use flvpc_model::NamespaceName;
 use flvpc_store::NewAudit;
 use russh::keys::ssh_key::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::oneshot;
 
 /// Who authenticated on this connection.
 struct SignedIn {
     user_id: i64,
     login: String,
     fingerprint: String,
+    /// This connection's place among the user's connections.
+    _slot: UserSlot,
 }
+
+/// A channel open on this connection.
+enum OpenChannel {
+    /// A session (the help text); closed by the gateway once the help is sent.
+    Session,
+    /// A forwarded channel. Dropping the sender tells its relay that the client closed the
+    /// channel or went away; the relay ending drops the receiver, which marks it closed here.
+    Forward(oneshot::Sender<()>),
+}
+
+/// Refusals over a channel cap audited one by one per connection; the rest are counted
+/// and audited together when the connection ends, so a client cannot flood the audit log.
+const AUDITED_REFUSALS: u64 = 16;
 
 /// The handler of one connection.
 pub struct Connection {
@@ -24,9 +43,15 @@ pub struct Connection {
     peer: SocketAddr,
     local: Option<SocketAddr>,
     authenticated: Arc<AtomicBool>,
+    /// A place among the unauthenticated connections, given back when the client signs in.
+    unauthenticated: Option<UnauthenticatedSlot>,
     user: Option<SignedIn>,
     /// The last login and key tried, for the audit record of a failed login.
     attempt: Option<(String, String)>,
+    /// Channels open now. Dropped with the connection, which ends every relay.
+    channels: HashMap<ChannelId, OpenChannel>,
+    /// Channels refused over a cap on this connection.
+    refusals: u64,
 }
 
 impl Connection {
@@ -35,8 +60,66 @@ impl Connection {
         peer: SocketAddr,
         local: Option<SocketAddr>,
         authenticated: Arc<AtomicBool>,
+        unauthenticated: UnauthenticatedSlot,
     ) -> Self {
-        Self { shared, peer, local, authenticated, user: None, attempt: None }
+        Self {
+            shared,
+            peer,
+            local,
+            authenticated,
+            unauthenticated: Some(unauthenticated),
+            user: None,
+            attempt: None,
+            channels: HashMap::new(),
+            refusals: 0,
+        }
+    }
+
+    /// Channels open on this connection. Forwarded channels whose relay has ended are
+    /// forgotten here first (their close reached the client without passing the handler).
+    fn open_channels(&mut self) -> usize {
+        self.channels.retain(|_, open| match open {
+            OpenChannel::Session => true,
+            OpenChannel::Forward(tx) => !tx.is_closed(),
+        });
+        self.channels.len()
+    }
+
+    /// Whether one more channel fits in this connection's cap; audits the refusal when not.
+    fn channel_fits(&mut self, action: &str, target: &str) -> bool {
+        let max = self.shared.config.max_channels_per_connection;
+        if self.open_channels() < max {
+            return true;
+        }
+        let reason = format!(
+            "{max} channels are open on this connection (--ssh-max-channels-per-connection): \
+             close some, or open another connection"
+        );
+        self.refuse_over_cap(action, target, reason);
+        false
+    }
+
+    /// A place among the signed-in user's forwarded channels; audits the refusal when none is left.
+    fn forward_slot(&mut self, target: &str) -> Option<ForwardSlot> {
+        let user = self.user.as_ref()?.user_id;
+        let max = self.shared.config.max_forwards_per_user;
+        let slot = self.shared.counters.try_enter_forward(user, max);
+        if slot.is_none() {
+            let reason = format!(
+                "{max} forwarded channels of yours are open over all your connections \
+                 (--ssh-max-forwards-per-user): close some"
+            );
+            self.refuse_over_cap("gateway.forward", target, reason);
+        }
+        slot
+    }
+
+    /// Audits a channel refused over a cap, the first few one by one.
+    fn refuse_over_cap(&mut self, action: &str, target: &str, reason: String) {
+        self.refusals += 1;
+        if self.refusals <= AUDITED_REFUSALS {
+            self.audit(action, target.to_owned(), None, "too_many_channels", Some(reason));
+        }
     }
 
     fn audit(&self, action: &str, target: String, namespace: Option<String>, outcome: &str, detail: Option<String>) {
@@ -142,25 +225,29 @@ impl Connection {
         text
     }
 
-    async fn send_help(&self, channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
+    async fn send_help(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
         let text = self.help_text().await;
         session.data(channel, text.into_bytes())?;
         session.exit_status_request(channel, 0)?;
         session.eof(channel)?;
         session.close(channel)?;
+        // The client's answering close does not reach the handler once the gateway closed it.
+        self.channels.remove(&channel);
         Ok(())
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        match &self.user {
-            Some(user) => self.shared.counters.leave_user(user.user_id),
-            None => {
-                if let Some((login, fingerprint)) = self.attempt.take() {
-                    self.audit("gateway.login", login, None, "wrong_credentials", Some(fingerprint));
-                }
+        if self.user.is_none() {
+            if let Some((login, fingerprint)) = self.attempt.take() {
+                self.audit("gateway.login", login, None, "wrong_credentials", Some(fingerprint));
             }
+        }
+        if self.refusals > AUDITED_REFUSALS {
+            let more = self.refusals - AUDITED_REFUSALS;
+            let detail = format!("{more} more channels were refused over a cap on this connection");
+            self.audit("gateway.forward", "(many)".into(), None, "too_many_channels", Some(detail));
         }
     }
 }
@@ -184,25 +271,39 @@ impl russh::server::Handler for Connection {
             self.attempt = Some((login, fingerprint));
             return Ok(Auth::reject());
         };
-        if !self.shared.counters.try_enter_user(user_id, self.shared.config.max_connections_per_user) {
+        let Some(slot) = self.shared.counters.try_enter_user(user_id, self.shared.config.max_connections_per_user)
+        else {
             self.attempt = None;
             self.audit("gateway.login", login, None, "too_many_connections", Some(fingerprint));
             return Ok(Auth::reject());
-        }
-        self.user = Some(SignedIn { user_id, login: login.clone(), fingerprint: fingerprint.clone() });
+        };
+        self.user = Some(SignedIn { user_id, login: login.clone(), fingerprint: fingerprint.clone(), _slot: slot });
         self.attempt = None;
         self.authenticated.store(true, Ordering::Release);
+        // Signed in: the place among the unauthenticated connections is free for the next one.
+        self.unauthenticated = None;
         self.audit("gateway.login", login, None, "ok", Some(fingerprint));
         Ok(Auth::Accept)
     }
 
     async fn channel_open_session(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if !self.channel_fits("gateway.session", "session") {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        self.channels.insert(channel.id(), OpenChannel::Session);
         reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        // For a forwarded channel, dropping the sender ends its relay.
+        self.channels.remove(&channel);
         Ok(())
     }
 
@@ -247,6 +348,15 @@ impl russh::server::Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let shown = format!("{}:{port_to_connect}", host_to_connect.chars().take(128).collect::<String>());
+        // The caps come first: a refused channel costs no database work and no socket.
+        if !self.channel_fits("gateway.forward", &shown) {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        let Some(forward_slot) = self.forward_slot(&shown) else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
         let (ns, machine, addr) = match self.target(host_to_connect, port_to_connect).await {
             Ok(target) => target,
             Err(reason) => {
@@ -271,17 +381,23 @@ impl russh::server::Handler for Connection {
             }
         };
         let _ = tcp.set_nodelay(true);
+        let (client_gone_tx, client_gone) = oneshot::channel();
+        self.channels.insert(channel.id(), OpenChannel::Forward(client_gone_tx));
         reply.accept().await;
         let started = Instant::now();
         let store = self.shared.state.store.clone();
         let actor = self.user.as_ref().map(|u| u.login.clone());
         let source = self.peer.ip().to_string();
         let target = format!("{machine}.{ns}:{port_to_connect}");
+        let idle = self.shared.config.idle_timeout;
         tokio::spawn(async move {
-            let (up, down, ended) = relay(channel, tcp).await;
-            let mut detail = format!("up={up}B down={down}B duration={:.1}s", started.elapsed().as_secs_f64());
-            if let Some(err) = ended {
-                detail.push_str(&format!(" ended: {err}"));
+            let end = relay(channel, tcp, idle, client_gone).await;
+            // The user's place is free as soon as the sockets are, not after the audit write.
+            drop(forward_slot);
+            let mut detail =
+                format!("up={}B down={}B duration={:.1}s", end.up, end.down, started.elapsed().as_secs_f64());
+            if let Some(reason) = end.reason {
+                detail.push_str(&format!(" ended: {reason}"));
             }
             let entry = NewAudit {
                 actor,
@@ -298,51 +414,4 @@ impl russh::server::Handler for Connection {
         });
         Ok(())
     }
-}
-
-/// Copies both ways between the SSH channel and the machine until both sides are done.
-/// Returns the bytes sent to the machine, the bytes sent back, and the error that ended
-/// it early, if any (a client that just disconnects is the usual end, not a failure).
-async fn relay(channel: Channel<Msg>, tcp: tokio::net::TcpStream) -> (u64, u64, Option<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (mut from_client, mut to_client) = tokio::io::split(channel.into_stream());
-    let (mut from_machine, mut to_machine) = tcp.into_split();
-    let up = async {
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0u64;
-        loop {
-            match from_client.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => {
-                    if let Err(e) = to_machine.write_all(&buf[..n]).await {
-                        return (total, Some(e.to_string()));
-                    }
-                    total += n as u64;
-                }
-                Err(e) => return (total, Some(e.to_string())),
-            }
-        }
-        let _ = to_machine.shutdown().await;
-        (total, None)
-    };
-    let down = async {
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0u64;
-        loop {
-            match from_machine.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => {
-                    if let Err(e) = to_client.write_all(&buf[..n]).await {
-                        return (total, Some(e.to_string()));
-                    }
-                    total += n as u64;
-                }
-                Err(e) => return (total, Some(e.to_string())),
-            }
-        }
-        let _ = to_client.shutdown().await;
-        (total, None)
-    };
-    let ((up, e1), (down, e2)) = tokio::join!(up, down);
-    (up, down, e1.or(e2))
 }

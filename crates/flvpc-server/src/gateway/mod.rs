@@ -8,30 +8,45 @@
 //! Membership and key are checked again for every channel, so a removal takes
 //! effect for new channels at once. Logins and forwarded channels are audited.
 
+mod caps;
 mod handler;
 mod hostkey;
+mod relay;
 
 pub use hostkey::{load_or_create_host_key, HostKey};
 
 use crate::state::AppState;
-use std::collections::HashMap;
+use caps::{Counters, QuietLog, Refusal, UnauthenticatedSlot};
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 /// Limits and settings of the gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// How long a client has to authenticate.
     pub auth_timeout: Duration,
-    /// A connection with no traffic for this long is closed.
+    /// A connection, or a forwarded channel, with no traffic for this long is closed.
     pub idle_timeout: Duration,
     /// Connections at once, all users together.
     pub max_connections: usize,
     /// Connections at once per user.
     pub max_connections_per_user: usize,
+    /// Connections that have not authenticated yet, all addresses together: kept below
+    /// `max_connections` so that signed-in users always have room.
+    pub max_unauthenticated: usize,
+    /// Connections that have not authenticated yet from one address (an IPv6 /64).
+    pub max_unauthenticated_per_address: usize,
+    /// Channels (forwarded and sessions) open at once on one connection.
+    pub max_channels_per_connection: usize,
+    /// Forwarded channels open at once per user, across all their connections.
+    pub max_forwards_per_user: usize,
     /// How long connecting to a machine may take.
     pub connect_timeout: Duration,
 }
@@ -43,45 +58,22 @@ impl Default for GatewayConfig {
             idle_timeout: Duration::from_secs(3600),
             max_connections: 1000,
             max_connections_per_user: 50,
+            max_unauthenticated: 200,
+            max_unauthenticated_per_address: 10,
+            max_channels_per_connection: 64,
+            max_forwards_per_user: 256,
             connect_timeout: Duration::from_secs(5),
         }
     }
 }
 
-/// Connection counts, shared by all connections.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    total: AtomicUsize,
-    per_user: Mutex<HashMap<i64, usize>>,
-}
-
-impl Counters {
-    fn try_enter(&self, max: usize) -> bool {
-        self.total.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
-    }
-
-    fn leave(&self) {
-        self.total.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn try_enter_user(&self, user: i64, max: usize) -> bool {
-        let mut map = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(user).or_insert(0);
-        if *n >= max {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    pub(crate) fn leave_user(&self, user: i64) {
-        let mut map = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&user) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&user);
-            }
-        }
+impl GatewayConfig {
+    /// The most file descriptors the gateway can hold at once: a socket per connection and
+    /// one per forwarded channel (session channels hold none).
+    pub fn max_descriptors(&self) -> u64 {
+        let connections = u64::try_from(self.max_connections).unwrap_or(u64::MAX);
+        let channels = u64::try_from(self.max_channels_per_connection).unwrap_or(u64::MAX);
+        connections.saturating_mul(channels.saturating_add(1))
     }
 }
 
@@ -89,7 +81,7 @@ impl Counters {
 pub(crate) struct Shared {
     pub state: AppState,
     pub config: GatewayConfig,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
 }
 
 fn russh_config(host_key: &HostKey, gw: &GatewayConfig) -> russh::server::Config {
@@ -158,42 +150,75 @@ pub async fn serve(
     host_key: HostKey,
 ) -> std::io::Result<()> {
     let russh_config = Arc::new(russh_config(&host_key, &config));
-    let shared = Arc::new(Shared { state, config, counters: Counters::default() });
+    let shared = Arc::new(Shared { state, config, counters: Arc::new(Counters::default()) });
+    let refusals = QuietLog::new(Duration::from_secs(10));
+    let accept_errors = QuietLog::new(Duration::from_secs(10));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
-                tracing::warn!("gateway: accept failed: {err}");
+                // Out of descriptors, most likely: waiting lets connections end and give some back.
+                if let Some(quiet) = accept_errors.allow() {
+                    tracing::warn!("gateway: accept failed: {err} ({quiet} more failures not logged)");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        // Over the cap, a connection is closed before any handshake: it costs nothing to hold.
-        if !shared.counters.try_enter(shared.config.max_connections) {
-            tracing::warn!("gateway: refusing {peer}: {} connections already", shared.config.max_connections);
-            drop(socket);
-            continue;
-        }
+        // Over a cap, a connection is closed before any handshake: it costs nothing to hold.
+        let (connection_slot, unauthenticated) = match shared.counters.admit(peer.ip(), &shared.config) {
+            Ok(slots) => slots,
+            Err(refusal) => {
+                drop(socket);
+                if let Some(quiet) = refusals.allow() {
+                    tracing::warn!(
+                        "gateway: refusing {peer}: {} ({quiet} more refusals not logged)",
+                        explain(refusal, &shared.config)
+                    );
+                }
+                continue;
+            }
+        };
         let _ = socket.set_nodelay(true);
         let shared = shared.clone();
         let russh_config = russh_config.clone();
         tokio::spawn(async move {
-            serve_connection(shared.clone(), russh_config, socket, peer).await;
-            shared.counters.leave();
+            serve_connection(shared, russh_config, socket, peer, unauthenticated).await;
+            drop(connection_slot);
         });
+    }
+}
+
+/// A refusal at accept time, for the log: which cap, and the flag that sets it.
+fn explain(refusal: Refusal, config: &GatewayConfig) -> String {
+    match refusal {
+        Refusal::Full => {
+            format!("{} connections already (--ssh-max-connections)", config.max_connections)
+        }
+        Refusal::TooManyUnauthenticated => {
+            format!("{} connections are still authenticating (--ssh-max-unauthenticated)", config.max_unauthenticated)
+        }
+        Refusal::TooManyFromAddress => format!(
+            "{} connections from this address are still authenticating (--ssh-max-unauthenticated-per-address)",
+            config.max_unauthenticated_per_address
+        ),
     }
 }
 
 async fn serve_connection(
     shared: Arc<Shared>,
     config: Arc<russh::server::Config>,
-    socket: tokio::net::TcpStream,
+    socket: TcpStream,
     peer: SocketAddr,
+    unauthenticated: UnauthenticatedSlot,
 ) {
-    let authenticated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let authenticated = Arc::new(AtomicBool::new(false));
     let local = socket.local_addr().ok();
-    let handler = handler::Connection::new(shared.clone(), peer, local, authenticated.clone());
     let auth_timeout = shared.config.auth_timeout;
+    // The watchdog below says goodbye politely at the auth timeout; a client that does not
+    // read it or never closes its side is cut off a little later by the socket itself.
+    let socket = AuthDeadline::new(socket, auth_timeout + AUTH_GRACE, authenticated.clone());
+    let handler = handler::Connection::new(shared.clone(), peer, local, authenticated.clone(), unauthenticated);
     let session = match tokio::time::timeout(auth_timeout, russh::server::run_stream(config, socket, handler)).await {
         Ok(Ok(session)) => session,
         Ok(Err(err)) => {
@@ -215,6 +240,55 @@ async fn serve_connection(
         tracing::debug!("gateway: session with {peer} ended: {err:?}");
     }
     watchdog.abort();
+}
+
+/// How long after the auth timeout an unauthenticated client's socket is cut off.
+const AUTH_GRACE: Duration = Duration::from_secs(5);
+
+/// The client's socket, which fails every read and write after a deadline unless the
+/// connection has authenticated by then. russh runs the session in a task of its own and,
+/// after a disconnect, waits for the client to close its side; this makes sure a client
+/// that never authenticates gives its socket and its places back however it behaves.
+struct AuthDeadline {
+    inner: TcpStream,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    authenticated: Arc<AtomicBool>,
+}
+
+impl AuthDeadline {
+    fn new(inner: TcpStream, after: Duration, authenticated: Arc<AtomicBool>) -> Self {
+        Self { inner, deadline: Box::pin(tokio::time::sleep(after)), authenticated }
+    }
+
+    fn check(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        if !self.authenticated.load(Ordering::Acquire) && self.deadline.as_mut().poll(cx).is_ready() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "authentication timed out"));
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for AuthDeadline {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AuthDeadline {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.check(cx)?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Binds the gateway and runs it in the background (for `flvpc serve` and tests).

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod ssh;
 
 use flvpc_server::throttle::{Limits, LoginThrottle};
 use flvpc_server::{AppState, Config};
