@@ -38,6 +38,9 @@ pub struct Config {
     pub overcommit_memory: Option<f64>,
     /// How often machine usage is sampled.
     pub sample_every: Duration,
+    /// A bearer token that may read the per-machine series of /metrics (a scraper's), besides
+    /// the superadmin's tokens. Anonymous /metrics shows only aggregate counters.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             overcommit_cpu: None,
             overcommit_memory: None,
             sample_every: Duration::from_secs(5),
+            metrics_token: None,
         }
     }
 }

@@ -93,8 +93,8 @@ impl Cli {
         if let Some(url) = &self.database_url {
             return Ok(url.clone());
         }
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("cannot create the data dir {}", self.data_dir.display()))?;
+        // Owner only: the database holds password and token hashes (`serve` also tightens an old one).
+        flvpc_store::private_dir(&self.data_dir)?;
         Ok(format!("sqlite://{}", self.data_dir.join("flvpc.db").display()))
     }
 }

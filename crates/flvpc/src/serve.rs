@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Host ports handed out to machines whose spec gives no hostPort, as FIRST-LAST.
     #[arg(long, env = "FLVPC_PORT_RANGE", default_value = "20000-29999", value_parser = parse_port_range)]
     port_range: flvpc_store::PortRange,
+    /// A token a metrics scraper sends (Authorization: Bearer) to read the per-machine series
+    /// of /metrics; without it only the superadmin's token does. Anonymous /metrics has aggregates only.
+    #[arg(long, env = "FLVPC_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
 }
 
 fn parse_ratio(value: &str) -> Result<f64, String> {
@@ -73,7 +77,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    flvpc_store::private_dir(data_dir)?;
     let store = flvpc_store::Store::open(database_url).await?;
     for warning in flvpc_host::host_limit_warnings() {
         tracing::warn!("{warning}");
@@ -93,6 +97,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         overcommit_cpu: args.overcommit_cpu,
         overcommit_memory: args.overcommit_memory,
         ssh_host_key: Some((host_key.fingerprint.clone(), host_key.public.clone())),
+        metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
         ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
