@@ -79,9 +79,10 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Whether the caller of /metrics may read the per-machine series: no token is the anonymous
-/// view; a token must be the scrape token or a superadmin's, or the request is refused (so a
-/// misconfigured scraper notices instead of silently getting less).
+/// Whether the caller of /metrics may read the per-machine series: the scrape token or a
+/// superadmin's token. Anyone else, signed in or not, gets the aggregate counters; a token that
+/// is no token at all is refused (401), so a misconfigured scraper notices instead of silently
+/// getting less.
 async fn metrics_reader(state: &AppState, headers: &axum::http::HeaderMap) -> Result<bool, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(false) };
     let token = value
@@ -95,13 +96,7 @@ async fn metrics_reader(state: &AppState, headers: &axum::http::HeaderMap) -> Re
         return Ok(true);
     }
     match state.store.authenticate(token).await? {
-        Some(session) if session.principal.is_superadmin() => Ok(true),
-        Some(_) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "per-machine metrics need the superadmin's token or the scrape token (--metrics-token); \
-             send no token for the aggregate counters",
-        )),
+        Some(session) => Ok(session.principal.is_superadmin()),
         None => Err(ApiError::unauthenticated()),
     }
 }

@@ -15,7 +15,8 @@
 //! - source address: one source spraying many logins (`addr` limits).
 //! - login, from every address together: a botnet guessing one login. This budget is much
 //!   larger (`global` limits) and it does **not** apply to an address the login signed in
-//!   from before (remembered for `KNOWN_FOR`). So strangers elsewhere can exhaust only the
+//!   from before (remembered in memory for `KNOWN_FOR`; a restart forgets, which only puts
+//!   the owner back on the global budget). So strangers elsewhere can exhaust only the
 //!   global budget, which never keeps the owner out of an address they used. Two costs are
 //!   accepted: someone behind the owner's NAT address shares the owner's pair budget, and the
 //!   owner on a brand-new address shares the global budget while strangers exhaust it.
