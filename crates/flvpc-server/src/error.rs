@@ -16,12 +16,20 @@ pub struct ApiError {
     pub code: &'static str,
     /// A sentence for people: what went wrong and what to do.
     pub message: String,
+    /// Seconds to wait before trying again (sent as Retry-After with 429 and 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// An error with the given status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// 429: try again after `wait` (rounded up to whole seconds, at least one).
+    pub fn too_many(code: &'static str, message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self { retry_after: Some(secs.max(1)), ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message) }
     }
 
     /// 400: the request could not be read.
@@ -70,7 +78,11 @@ struct Inner<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body { error: Inner { code: self.code, message: &self.message } };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -100,6 +112,11 @@ impl From<StoreError> for ApiError {
             StoreError::WrongPassword => {
                 Self::new(StatusCode::FORBIDDEN, "wrong_password", "the current password is wrong")
             }
+            StoreError::Busy(wait) => Self::too_many(
+                "too_many_requests",
+                "the server is busy checking other passwords; try again in a moment",
+                wait,
+            ),
             other => Self::internal(other),
         }
     }

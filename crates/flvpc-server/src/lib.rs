@@ -57,15 +57,48 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// Aggregate counters for everyone; the per-machine series (which name namespaces and
+/// machines) only for the superadmin's token or the configured scrape token.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let per_machine = match metrics_reader(&state, &headers).await {
+        Ok(per_machine) => per_machine,
+        Err(err) => return err.into_response(),
+    };
     let uptime = state.started.elapsed().as_secs();
     let round_us = u64::try_from(state.usage.last_round().as_micros()).unwrap_or(u64::MAX);
+    let latest = state.usage.all_latest();
+    let sampled = u64::try_from(latest.len()).unwrap_or(u64::MAX);
     let mut body = state.metrics.render(&[
         ("flvpc_uptime_seconds", "Seconds since the server started.", uptime),
         ("flvpc_usage_sampler_round_microseconds", "How long the last round of the usage sampler took.", round_us),
+        ("flvpc_machines_sampled", "Running machines with a usage sample, all namespaces together.", sampled),
     ]);
-    body.push_str(&metrics::render_machines(&state.usage.all_latest()));
+    if per_machine {
+        body.push_str(&metrics::render_machines(&latest));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Whether the caller of /metrics may read the per-machine series: the scrape token or a
+/// superadmin's token. Anyone else, signed in or not, gets the aggregate counters; a token that
+/// is no token at all is refused (401), so a misconfigured scraper notices instead of silently
+/// getting less.
+async fn metrics_reader(state: &AppState, headers: &axum::http::HeaderMap) -> Result<bool, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(false) };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(ApiError::unauthenticated)?;
+    if state.config.metrics_token.as_deref().is_some_and(|expected| metrics::same_secret(expected, token)) {
+        return Ok(true);
+    }
+    match state.store.authenticate(token).await? {
+        Some(session) => Ok(session.principal.is_superadmin()),
+        None => Err(ApiError::unauthenticated()),
+    }
 }
 
 /// Gives API errors that axum produces itself (405, 413, bad path segments) the

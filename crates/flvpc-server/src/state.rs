@@ -46,6 +46,9 @@ pub struct Config {
     pub sample_every: Duration,
     /// Most processes one machine may run at once (`None`: no limit).
     pub machine_pids_limit: Option<u32>,
+    /// A bearer token that may read the per-machine series of /metrics (a scraper's), besides
+    /// the superadmin's tokens. Anonymous /metrics shows only aggregate counters.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             overcommit_memory: None,
             sample_every: Duration::from_secs(5),
             machine_pids_limit: Some(reconcile::DEFAULT_PIDS_LIMIT),
+            metrics_token: None,
         }
     }
 }

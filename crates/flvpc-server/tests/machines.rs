@@ -89,7 +89,16 @@ async fn cluster_lifecycle_keys_and_isolation() {
         assert!(std::time::Instant::now() < deadline, "no usage samples: {:?}", metrics.body);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let exported = reqwest::get(format!("{}/metrics", server.base)).await.expect("metrics").text().await.expect("text");
+    // Per-machine series name tenants: only the superadmin's token (or the scrape token) sees them.
+    let exported = reqwest::Client::new()
+        .get(format!("{}/metrics", server.base))
+        .bearer_auth(&root)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     assert!(
         exported.contains(&format!("flvpc_machine_memory_bytes{{namespace=\"{a}\",machine=\"node0\"}}")),
         "{exported}"
@@ -239,8 +248,15 @@ async fn a_machine_over_its_memory_limit_is_killed_by_the_kernel_and_shown_as_su
     // /metrics shows it once the sampler has two samples of the machine.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let line = loop {
-        let exported =
-            reqwest::get(format!("{}/metrics", server.base)).await.expect("metrics").text().await.expect("text");
+        let exported = reqwest::Client::new()
+            .get(format!("{}/metrics", server.base))
+            .bearer_auth(&root)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
         if let Some(line) = exported.lines().find(|l| l.starts_with("flvpc_machine_oom_kills_total") && l.contains(&ns))
         {
             break line.to_owned();

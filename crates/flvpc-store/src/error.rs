@@ -26,6 +26,9 @@ pub enum StoreError {
     /// Password hashing failed (it does not, short of memory exhaustion).
     #[error("password hashing failed: {0}")]
     Hash(String),
+    /// Too many password checks at once: the caller should try again after the given time.
+    #[error("too many password checks at once; try again in {}s", .0.as_secs().max(1))]
+    Busy(std::time::Duration),
     /// The database itself failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -27,6 +27,8 @@ pub use users::{SshKey, User};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
@@ -47,6 +49,8 @@ pub struct Store {
     /// SQLite allows one writer at a time; taking this lock before a write
     /// transaction turns "database is locked" errors into a short wait.
     sqlite_writer: Mutex<()>,
+    /// Bounds concurrent argon2 work (memory and CPU); see `passwords.rs`.
+    hashing: passwords::Hashing,
 }
 
 impl Store {
@@ -68,6 +72,10 @@ impl Store {
             Dialect::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.to_owned(),
         };
+        let sqlite_file = (dialect == Dialect::Sqlite).then(|| sqlite_path(&url)).flatten();
+        if let Some(path) = &sqlite_file {
+            create_private_file(path)?;
+        }
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Config(format!("invalid database URL {:?}: {e}", redact(&url))))?;
         let pool = AnyPoolOptions::new()
@@ -91,8 +99,14 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Config(format!("cannot open database {:?}: {e}", redact(&url))))?;
-        let store = Self { pool, dialect, sqlite_writer: Mutex::new(()) };
+        let store = Self { pool, dialect, sqlite_writer: Mutex::new(()), hashing: passwords::Hashing::default() };
         store.migrate().await?;
+        if let Some(path) = &sqlite_file {
+            // After migrating, so the -wal and -shm files exist: all three hold password and token hashes.
+            for file in [path.clone(), suffixed(path, "-wal"), suffixed(path, "-shm")] {
+                make_private(&file, 0o600)?;
+            }
+        }
         Ok(store)
     }
 
@@ -170,6 +184,61 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// The file of a `sqlite://PATH[?options]` URL; None for in-memory databases.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn io_error(what: &str, path: &Path, err: std::io::Error) -> StoreError {
+    StoreError::Config(format!("cannot {what} {}: {err}; check the owner and permissions", path.display()))
+}
+
+/// Creates the database file readable by its owner only, before SQLite creates it with the
+/// umask's mode (SQLite gives the -wal and -shm files the database file's mode).
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| io_error("create", dir, e))?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_error("create", path, e)),
+    }
+}
+
+/// Takes group and other permissions away from `path` if it exists, with a log line when it
+/// changed something (an older flvpc left the file readable by everyone).
+fn make_private(path: &Path, mode: u32) -> Result<(), StoreError> {
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    let old = meta.permissions().mode() & 0o777;
+    if old & 0o077 == 0 {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| io_error("chmod", path, e))?;
+    tracing::warn!("{} was readable by others (mode {old:o}); set its mode to {mode:o}", path.display());
+    Ok(())
+}
+
+/// Creates the data dir (and missing parents) readable by its owner only, or takes group and
+/// other permissions away from an existing one, with a log line: it holds the database and the
+/// gateway's host key.
+pub fn private_dir(path: &Path) -> Result<(), StoreError> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|e| io_error("create", path, e))?;
+    make_private(path, 0o700)
+}
+
 /// Hides a password in a database URL before it reaches an error message or a log.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -193,5 +262,41 @@ mod tests {
         assert_eq!(redact("postgres://flvpc:secret@127.0.0.1/flvpc"), "postgres://flvpc:***@127.0.0.1/flvpc");
         assert_eq!(redact("postgres://flvpc@127.0.0.1/flvpc"), "postgres://flvpc@127.0.0.1/flvpc");
         assert_eq!(redact("sqlite://data/flvpc.db"), "sqlite://data/flvpc.db");
+    }
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(sqlite_path("sqlite:///tmp/x/flvpc.db?mode=rwc"), Some(PathBuf::from("/tmp/x/flvpc.db")));
+        assert_eq!(sqlite_path("sqlite://data/flvpc.db"), Some(PathBuf::from("data/flvpc.db")));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(suffixed(Path::new("/d/flvpc.db"), "-wal"), PathBuf::from("/d/flvpc.db-wal"));
+    }
+
+    #[tokio::test]
+    async fn database_files_and_data_dir_are_private() {
+        let base = tempfile::tempdir().expect("temp dir");
+        let dir = base.path().join("data");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        private_dir(&dir).expect("private dir");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let db = dir.join("flvpc.db");
+        let store = Store::open(&format!("sqlite://{}", db.display())).await.expect("open");
+        for file in [db.clone(), suffixed(&db, "-wal"), suffixed(&db, "-shm")] {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        store.close().await;
+        // An older flvpc's world-readable files are tightened at open.
+        for file in [db.clone(), suffixed(&db, "-wal"), suffixed(&db, "-shm")] {
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+            }
+        }
+        let store = Store::open(&format!("sqlite://{}", db.display())).await.expect("reopen");
+        for file in [db.clone(), suffixed(&db, "-wal"), suffixed(&db, "-shm")] {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        store.close().await;
     }
 }

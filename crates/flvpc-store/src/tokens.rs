@@ -6,6 +6,7 @@
 use crate::passwords::{new_secret, secret_hash};
 use crate::{now_ms, Store, StoreError};
 use flvpc_model::{Principal, TokenName};
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 /// What a token is for.
@@ -108,15 +109,28 @@ impl Store {
         if secret.len() > 256 {
             return Ok(None);
         }
-        let now = now_ms();
-        let Some(row) =
+        let row =
             sqlx::query("SELECT id, user_id, kind, csrf, expires_at, last_used_at FROM tokens WHERE secret_hash = $1")
                 .bind(secret_hash(secret))
                 .fetch_optional(&self.pool)
-                .await?
-        else {
-            return Ok(None);
-        };
+                .await?;
+        self.session_of(row, true).await
+    }
+
+    /// The session or token with row id `token_id` if it is still valid now (not revoked, not
+    /// expired, its user still there), with the principal read fresh. Long-lived responses
+    /// (event streams) call this again and again to end when their credential ends.
+    pub async fn session_by_id(&self, token_id: i64) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query("SELECT id, user_id, kind, csrf, expires_at, last_used_at FROM tokens WHERE id = $1")
+            .bind(token_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        self.session_of(row, false).await
+    }
+
+    async fn session_of(&self, row: Option<AnyRow>, record_use: bool) -> Result<Option<Session>, StoreError> {
+        let Some(row) = row else { return Ok(None) };
+        let now = now_ms();
         let expires_at: Option<i64> = row.try_get(4)?;
         if expires_at.is_some_and(|t| t < now) {
             return Ok(None);
@@ -126,7 +140,7 @@ impl Store {
         let Some(principal) = self.principal(row.try_get(1)?).await? else { return Ok(None) };
         // Record use at most once a minute per token, to keep reads from becoming writes.
         let last_used: Option<i64> = row.try_get(5)?;
-        if last_used.is_none_or(|t| now - t > 60_000) {
+        if record_use && last_used.is_none_or(|t| now - t > 60_000) {
             let mut tx = self.begin_write().await?;
             sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
                 .bind(now)
@@ -138,10 +152,11 @@ impl Store {
         Ok(Some(Session { token_id, kind, csrf: row.try_get(3)?, principal }))
     }
 
-    /// Ends one session (logout).
+    /// Ends the session or token a request was made with (logout): a named API token used
+    /// for logout is revoked like a session.
     pub async fn delete_session(&self, token_id: i64) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM tokens WHERE id = $1 AND kind <> 'api'").bind(token_id).execute(&mut *tx.tx).await?;
+        sqlx::query("DELETE FROM tokens WHERE id = $1").bind(token_id).execute(&mut *tx.tx).await?;
         tx.commit().await
     }
 

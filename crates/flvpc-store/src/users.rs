@@ -1,6 +1,6 @@
 //! Users, their passwords and SSH keys, and loading the principal of a request.
 
-use crate::passwords::{dummy_hash, hash_password, verify_password};
+use crate::passwords::dummy_hash;
 use crate::{now_ms, Store, StoreError};
 use flvpc_model::{password, KeyName, Login, NamespaceName, Principal, PublicKey, Role, SuperadminGrant, UserGrant};
 use sqlx::Row;
@@ -54,7 +54,7 @@ impl Store {
             return Err(StoreError::Conflict(format!("a superadmin already exists (login {existing:?})")));
         }
         password::check_new("password", password)?;
-        let hash = hash_password(password)?;
+        let hash = self.hash(password).await?;
         let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO users (login, password_hash, superadmin, created_at) VALUES ($1, $2, 1, $3)")
             .bind(login.as_str())
@@ -69,7 +69,7 @@ impl Store {
     /// Creates a user who belongs to no namespace yet.
     pub async fn create_user(&self, _: &SuperadminGrant, login: &Login, password: &str) -> Result<User, StoreError> {
         password::check_new("password", password)?;
-        let hash = hash_password(password)?;
+        let hash = self.hash(password).await?;
         let created_at = now_ms();
         let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO users (login, password_hash, superadmin, created_at) VALUES ($1, $2, 0, $3)")
@@ -149,20 +149,19 @@ impl Store {
             }
             Err(_) => None,
         };
-        let password = password.to_owned();
         let (id, hash) = match row {
             Some(row) => (Some(row.try_get::<i64, _>(0)?), row.try_get::<String, _>(1)?),
             None => (None, dummy_hash().to_owned()),
         };
-        // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .map_err(|e| StoreError::Hash(e.to_string()))?;
+        let matches = self.verify(password, hash).await?;
         Ok(if matches { id } else { None })
     }
 
     /// Changes a password. The user themself must give the current one; the
-    /// superadmin resetting someone else's does not. Other sessions of the user end.
+    /// superadmin resetting someone else's does not. Every session and every named API
+    /// token of the user ends, except `keep_token` when it is a session (panel or API login)
+    /// of this user: the person who just proved the current password keeps the session they
+    /// used, so they are not signed out by their own change. A named API token is never kept.
     pub async fn set_password(
         &self,
         grant: &UserGrant,
@@ -179,22 +178,18 @@ impl Store {
         let id: i64 = row.try_get(0)?;
         if !grant.by_superadmin() {
             let hash: String = row.try_get(1)?;
-            let current = current.unwrap_or_default().to_owned();
-            let ok = tokio::task::spawn_blocking(move || verify_password(&current, &hash))
-                .await
-                .map_err(|e| StoreError::Hash(e.to_string()))?;
-            if !ok {
+            if !self.verify(current.unwrap_or_default(), hash).await? {
                 return Err(StoreError::WrongPassword);
             }
         }
-        let hash = hash_password(new)?;
+        let hash = self.hash(new).await?;
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(hash)
             .bind(id)
             .execute(&mut *tx.tx)
             .await?;
-        sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND kind <> 'api' AND id <> $2")
+        sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND NOT (id = $2 AND kind <> 'api')")
             .bind(id)
             .bind(keep_token.unwrap_or(-1))
             .execute(&mut *tx.tx)

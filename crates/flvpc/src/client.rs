@@ -404,11 +404,80 @@ pub async fn ssh(target: &str, extra: &[String]) -> anyhow::Result<()> {
         .find(|m| m.get("name").and_then(Value::as_str) == Some(name))
         .with_context(|| format!("no machine {name} in {ns}"))?;
     let jump = machine.pointer("/ssh/jump").and_then(Value::as_str).context("the server sent no SSH command")?;
-    // The server builds this command from validated names only: splitting on spaces is exact.
-    let mut words = jump.split_whitespace();
-    if words.next() != Some("ssh") {
-        bail!("unexpected SSH command from the server: {jump}");
-    }
-    let err = std::process::Command::new("ssh").args(words).args(extra).exec();
+    let args = ssh_args(jump, ns, name, extra)?;
+    let err = std::process::Command::new("ssh").args(args).exec();
     bail!("cannot run ssh (is openssh-client installed?): {err}")
+}
+
+/// The arguments for ssh, built from values validated here: the server's text is never
+/// passed on as it is, so nothing it sends can become an ssh option (`-oProxyCommand=…`).
+/// The server's command must be exactly `ssh -J LOGIN@HOST:PORT root@MACHINE.NAMESPACE`.
+fn ssh_args(jump: &str, ns: &str, name: &str, extra: &[String]) -> anyhow::Result<Vec<String>> {
+    let unexpected = || anyhow::anyhow!("unexpected SSH command from the server: {jump:?}; is the server a flvpc?");
+    let words: Vec<&str> = jump.split_whitespace().collect();
+    let destination = format!("root@{name}.{ns}");
+    let ["ssh", "-J", gateway, dest] = words.as_slice() else { return Err(unexpected()) };
+    if *dest != destination || !dns_label(name) || flvpc_model::NamespaceName::parse(ns).is_err() {
+        return Err(unexpected());
+    }
+    let (user_host, port) = gateway.rsplit_once(':').ok_or_else(unexpected)?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(unexpected)?;
+    let (login, host) = user_host.split_once('@').ok_or_else(unexpected)?;
+    let login = flvpc_model::Login::parse(login).map_err(|_| unexpected())?;
+    if !plain_host(host) {
+        return Err(unexpected());
+    }
+    // `--` ends ssh's options: the destination and the user's extra words are never options.
+    let mut args = vec!["-J".to_owned(), format!("{login}@{host}:{port}"), "--".to_owned(), destination];
+    args.extend(extra.iter().cloned());
+    Ok(args)
+}
+
+/// A machine name: a DNS label (a-z 0-9 -, not starting or ending with -).
+fn dns_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 63
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !value.starts_with('-')
+        && !value.ends_with('-')
+}
+
+/// A host name or address: letters, digits, `.`, `-`, `:` and IPv6 brackets, never starting with `-`.
+fn plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && !host.starts_with('-')
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_args_are_built_from_validated_names() {
+        let args = ssh_args("ssh -J bob@vpc.example:2222 root@node0.team1", "team1", "node0", &["uptime".into()])
+            .expect("valid");
+        assert_eq!(args, ["-J", "bob@vpc.example:2222", "--", "root@node0.team1", "uptime"]);
+        let v6 = ssh_args("ssh -J bob@[::1]:2222 root@node0.team1", "team1", "node0", &[]).expect("IPv6");
+        assert_eq!(v6[1], "bob@[::1]:2222");
+    }
+
+    #[test]
+    fn hostile_server_text_never_becomes_an_option() {
+        for jump in [
+            "ssh -oProxyCommand=touch\\ /tmp/pwned -J bob@h:2222 root@node0.team1",
+            "ssh -J bob@h:2222 root@node0.team1 -oProxyCommand=x",
+            "ssh -J -oProxyCommand=x@h:2222 root@node0.team1",
+            "ssh -J bob@-oProxyCommand=x:2222 root@node0.team1",
+            "ssh -J bob@h:99999 root@node0.team1",
+            "ssh -J bob@h:2222 root@other.team1",
+            "ssh -J bob@h;id:2222 root@node0.team1",
+            "ssh -J Bob@h:2222 root@node0.team1",
+            "sh -c id",
+            "",
+        ] {
+            assert!(ssh_args(jump, "team1", "node0", &[]).is_err(), "{jump:?} must be refused");
+        }
+    }
 }

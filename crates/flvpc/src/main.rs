@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane: web panel and REST API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Administer the server's database directly (run on the server).
     Admin {
         #[command(subcommand)]
@@ -93,8 +93,8 @@ impl Cli {
         if let Some(url) = &self.database_url {
             return Ok(url.clone());
         }
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("cannot create the data dir {}", self.data_dir.display()))?;
+        // Owner only: the database holds password and token hashes (`serve` also tightens an old one).
+        flvpc_store::private_dir(&self.data_dir)?;
         Ok(format!("sqlite://{}", self.data_dir.join("flvpc.db").display()))
     }
 }

@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// Further host ports a spec may name, e.g. 80,443,8000-8099 (ports below 1024 only this way).
     #[arg(long, env = "FLVPC_ALLOW_HOST_PORTS", value_parser = parse_port_list)]
     allow_host_ports: Option<PortList>,
+    /// A token a metrics scraper sends (Authorization: Bearer) to read the per-machine series
+    /// of /metrics; without it only the superadmin's token does. Anonymous /metrics has aggregates only.
+    #[arg(long, env = "FLVPC_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
 }
 
 fn parse_pids_limit(value: &str) -> Result<u32, String> {
@@ -160,7 +164,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    flvpc_store::private_dir(data_dir)?;
     let gateway = gateway_config(args)?;
     let soft_before = flvpc_host::fd_limit().map(|l| l.soft).ok();
     match flvpc_host::raise_fd_limit() {
@@ -196,6 +200,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         overcommit_memory: args.overcommit_memory,
         ssh_host_key: Some((host_key.fingerprint.clone(), host_key.public.clone())),
         machine_pids_limit: (args.machine_pids_limit > 0).then_some(args.machine_pids_limit),
+        metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
         ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -75,6 +75,9 @@ fn admin_init_serve_and_client_commands() {
     let out = flvpc(data, &["admin", "init", "--login", "admin", "--password-stdin"], Some("admin-password\n"));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(data.join("flvpc.db").exists(), "SQLite database in the data dir");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(data.join("flvpc.db")).expect("db").permissions());
+    assert_eq!(mode & 0o777, 0o600, "the database holds password hashes: readable by its owner only");
     let out = flvpc(data, &["admin", "init", "--login", "other", "--password-stdin"], Some("other-password\n"));
     assert!(!out.status.success());
     let err = stderr(&out);

@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use flvpc_store::TokenKind;
 
-/// Sign in with login and password; returns a bearer token.
+/// Sign in with login and password; returns a bearer token. Throttled: 429 with Retry-After
+/// (`too_many_attempts` after failed guesses, `too_many_requests` when the server is busy checking passwords).
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn login(
@@ -26,7 +27,7 @@ pub async fn login(
     }))
 }
 
-/// End the session of the token used for this call.
+/// End the session of the token used for this call; a named API token used here is revoked.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ErrorBody)))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
@@ -82,7 +83,8 @@ pub async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Change a password: your own (send current_password) or anyone's (superadmin).
+/// Change a password: your own (send current_password) or anyone's (superadmin). Every session
+/// and named API token of the user ends, except the session (not a named token) used for one's own change.
 #[utoipa::path(put, path = "/api/v1/users/{login}/password", tag = "users", security(("bearer" = [])),
     params(("login" = String, Path, description = "The user's login")), request_body = PasswordChange,
     responses((status = 204), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]

@@ -255,23 +255,7 @@ pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    use tokio_stream::wrappers::BroadcastStream;
-    use tokio_stream::StreamExt;
-    let principal = caller.session.principal.clone();
-    let store = state.store.clone();
-    let user_id = principal.user_id();
-    let stream = BroadcastStream::new(state.reconciler.subscribe()).filter_map(|e| e.ok()).then(move |event| {
-        let store = store.clone();
-        async move {
-            // Memberships are read again per event, so a removed member stops seeing events at once.
-            let fresh = store.principal(user_id).await.ok().flatten()?;
-            let ns = flvpc_model::NamespaceName::parse(event.namespace()).ok()?;
-            fresh.namespace_member(&ns).ok()?;
-            serde_json::to_string(&event).ok().map(|data| Ok(SseEvent::default().data(data)))
-        }
-    });
-    let stream = stream.filter_map(|x| x);
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(crate::events::stream(&state, caller.session)).keep_alive(KeepAlive::default())
 }
 
 /// ~/.ssh/config blocks for the caller's machines through the SSH gateway (text).

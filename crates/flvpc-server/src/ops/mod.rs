@@ -32,7 +32,7 @@ async fn audited<T>(
         actor: Some(caller.principal().login().to_string()),
         action: action.to_owned(),
         target: target.to_owned(),
-        namespace: namespace.map(str::to_owned),
+        namespace: namespace.filter(|ns| result.is_ok() || may_see(caller.principal(), ns)).map(str::to_owned),
         source: caller.source.map(|a| a.to_string()),
         outcome,
         detail,
@@ -41,6 +41,14 @@ async fn audited<T>(
         tracing::error!("could not write audit record for {action} {target}: {err}");
     }
     result
+}
+
+/// Whether a refusal in namespace `ns` may be filed under it: only for its members and the
+/// superadmin. A stranger's probe stays out of the namespace's audit view (its admins must not
+/// see strangers' requests attributed to them, and the log must not confirm that a name exists);
+/// the superadmin still sees it in the whole log, with the name in the target.
+fn may_see(principal: &Principal, ns: &str) -> bool {
+    principal.is_superadmin() || NamespaceName::parse(ns).is_ok_and(|name| principal.memberships().contains_key(&name))
 }
 
 /// After keys or memberships changed: rewrite authorized_keys on the running machines of
@@ -92,22 +100,34 @@ pub async fn sign_in(
         outcome: outcome.into(),
         detail: Some(if kind == TokenKind::Panel { "panel" } else { "api" }.into()),
     };
-    if let Some(wait) = state.throttle.check(login, source) {
-        state.metrics.logins_throttled.fetch_add(1, Relaxed);
-        let _ = state.store.record_audit(audit("too_many_attempts", None)).await;
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            format!("too many failed sign-ins; try again in {} seconds", wait.as_secs().max(1)),
-        ));
-    }
-    let Some(user_id) = state.store.check_password(login, password).await? else {
-        state.throttle.failed(login, source);
-        state.metrics.logins_failed.fetch_add(1, Relaxed);
-        let _ = state.store.record_audit(audit("wrong_credentials", None)).await;
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong_credentials", "wrong login or password"));
+    // The guess is counted before its password is checked (see throttle.rs).
+    let attempt = match state.throttle.begin(login, source) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            state.metrics.logins_throttled.fetch_add(1, Relaxed);
+            let _ = state.store.record_audit(audit("too_many_attempts", None)).await;
+            return Err(ApiError::too_many(
+                "too_many_attempts",
+                format!("too many failed sign-ins; try again in {} seconds", wait.as_secs().max(1)),
+                wait,
+            ));
+        }
     };
-    state.throttle.succeeded(login);
+    let user_id = match state.store.check_password(login, password).await {
+        Ok(Some(user_id)) => user_id,
+        Ok(None) => {
+            attempt.failed();
+            state.metrics.logins_failed.fetch_add(1, Relaxed);
+            let _ = state.store.record_audit(audit("wrong_credentials", None)).await;
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong_credentials", "wrong login or password"));
+        }
+        Err(err) => {
+            // No password was checked (the server was busy, or the database failed): not a guess.
+            attempt.cancel();
+            return Err(err.into());
+        }
+    };
+    attempt.succeeded();
     state.metrics.logins_ok.fetch_add(1, Relaxed);
     let ttl = i64::try_from(state.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
     let token = state.store.create_session(user_id, kind, ttl).await?;
@@ -116,7 +136,7 @@ pub async fn sign_in(
     Ok(SignedIn { token, login })
 }
 
-/// Ends the caller's session.
+/// Ends the session or token the caller used: a named API token used to log out is revoked.
 pub async fn sign_out(state: &AppState, caller: &Caller) -> ApiResult<()> {
     let result = state.store.delete_session(caller.session.token_id).await.map_err(ApiError::from);
     audited(state, caller, "auth.logout", caller.principal().login().as_str(), None, None, result).await
@@ -182,6 +202,8 @@ pub async fn change_password(
     let result = async {
         let login = login?;
         let grant = caller.principal().self_or_superadmin(&login)?;
+        // Every session and API token of the user ends but the session this change was made
+        // with (when it is the user's own session; see Store::set_password).
         Ok(state.store.set_password(&grant, current, new, Some(caller.session.token_id)).await?)
     }
     .await;

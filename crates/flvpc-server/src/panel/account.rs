@@ -211,5 +211,7 @@ pub async fn change_password(
     }
     let login = user.caller.principal().login().to_string();
     let result = ops::change_password(&state, &user.caller, &login, Some(&form.current_password), &form.password).await;
-    finish(&state, "/account#password", result, |()| "Password changed. Your other sessions were signed out.".into())
+    finish(&state, "/account#password", result, |()| {
+        "Password changed. Your other sessions were signed out and your API tokens revoked.".into()
+    })
 }

@@ -124,7 +124,9 @@ pub async fn reset_password(
         return refused;
     }
     let result = ops::change_password(&state, &user.caller, &login, None, &form.password).await;
-    finish(&state, "/admin/users", result, |()| format!("Password of {login} set; their sessions were signed out."))
+    finish(&state, "/admin/users", result, |()| {
+        format!("Password of {login} set; their sessions were signed out and their API tokens revoked.")
+    })
 }
 
 /// GET /admin/namespaces.

@@ -133,6 +133,15 @@ async fn serve_state(state: AppState, db: TestDb) -> TestServer {
     TestServer { base, state, db, shutdown: Some(tx) }
 }
 
+/// Starts a server on the real Docker engine with its own settings and login throttling.
+pub async fn start_configured(backend: Backend, config: Config, throttle: LoginThrottle) -> TestServer {
+    let db = fresh_db(backend).await;
+    let store = Store::open(&db.url).await.expect("open store");
+    let config = Config { port_range: own_port_range(), ..config };
+    let state = AppState::with_throttle(store, config, throttle).await.expect("state");
+    serve_state(state, db).await
+}
+
 /// Starts a server with custom login throttling.
 pub async fn start_with_throttle(backend: Backend, throttle: LoginThrottle) -> TestServer {
     let db = fresh_db(backend).await;
