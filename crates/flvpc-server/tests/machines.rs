@@ -90,15 +90,7 @@ async fn cluster_lifecycle_keys_and_isolation() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Per-machine series name tenants: only the superadmin's token (or the scrape token) sees them.
-    let exported = reqwest::Client::new()
-        .get(format!("{}/metrics", server.base))
-        .bearer_auth(&root)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let exported = metrics_as(&server, &root).await;
     assert!(
         exported.contains(&format!("flvpc_machine_memory_bytes{{namespace=\"{a}\",machine=\"node0\"}}")),
         "{exported}"
@@ -248,15 +240,7 @@ async fn a_machine_over_its_memory_limit_is_killed_by_the_kernel_and_shown_as_su
     // /metrics shows it once the sampler has two samples of the machine.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let line = loop {
-        let exported = reqwest::Client::new()
-            .get(format!("{}/metrics", server.base))
-            .bearer_auth(&root)
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let exported = metrics_as(&server, &root).await;
         if let Some(line) = exported.lines().find(|l| l.starts_with("flvpc_machine_oom_kills_total") && l.contains(&ns))
         {
             break line.to_owned();
@@ -267,4 +251,10 @@ async fn a_machine_over_its_memory_limit_is_killed_by_the_kernel_and_shown_as_su
     assert!(!line.ends_with(" 0"), "{line}");
     assert!(ssh(&key.private, port, "true").is_ok(), "still reachable after the kill");
     act(&server, &ann, &format!("/api/v1/namespaces/{ns}/cluster/delete")).await;
+}
+
+/// The text of /metrics as seen with `token` (per-machine series need the superadmin's).
+async fn metrics_as(server: &common::TestServer, token: &str) -> String {
+    let response = reqwest::Client::new().get(format!("{}/metrics", server.base)).bearer_auth(token).send().await;
+    response.expect("metrics").text().await.expect("text")
 }
