@@ -32,7 +32,7 @@ use tokio::sync::Mutex;
 use crate::cgroup::CgroupLayout;
 use crate::engine::{
     container_name, network_name, Engine, EngineError, MachineDetails, MachineInfo, MachineSpec, MachineState,
-    PortMapping, Protocol, PublishedPort, LABEL_INSTANCE, LABEL_MACHINE, LABEL_NAMESPACE,
+    PortMapping, Protocol, PublishedPort, ISOLATION, LABEL_INSTANCE, LABEL_ISOLATION, LABEL_MACHINE, LABEL_NAMESPACE,
 };
 use flvpc_model::{MachineKey, NamespaceName};
 
@@ -516,6 +516,7 @@ fn container_body(spec: &MachineSpec, network: &str, instance: &str, cgroups: &C
     labels.insert(LABEL_NAMESPACE.into(), spec.key.namespace.to_string());
     labels.insert(LABEL_MACHINE.into(), spec.key.name.to_string());
     labels.insert(LABEL_INSTANCE.into(), instance.to_owned());
+    labels.insert(LABEL_ISOLATION.into(), ISOLATION.into());
 
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
@@ -871,6 +872,7 @@ mod tests {
         assert_eq!(labels.get(LABEL_NAMESPACE).map(String::as_str), Some("team1"));
         assert_eq!(labels.get(LABEL_MACHINE).map(String::as_str), Some("node0"));
         assert_eq!(labels.get(LABEL_INSTANCE).map(String::as_str), Some("inst-1"));
+        assert_eq!(labels.get(LABEL_ISOLATION).map(String::as_str), Some(ISOLATION));
         let host = body.host_config.as_ref().expect("host config");
         assert_eq!(host.privileged, Some(false));
         assert_eq!(host.cpu_shares, Some(2048));

@@ -20,6 +20,11 @@ pub const LABEL_MACHINE: &str = "flvpc.machine";
 /// Label naming the flvpc instance (database) that made a container: an engine handle acts
 /// only on containers carrying its own instance, so two flvpc servers can share one engine.
 pub const LABEL_INSTANCE: &str = "flvpc.instance";
+/// Label recording which isolation a machine container was created with ([`ISOLATION`]).
+/// Containers made by an older flvpc lack it: their cgroup controllers are writable from inside.
+pub const LABEL_ISOLATION: &str = "flvpc.isolation";
+/// The isolation this version gives machines: own cgroup parent, read-only controllers, PID limit.
+pub const ISOLATION: &str = "cgroup-delegated-1";
 /// Label set on images built by flvpc (value: which recipe, e.g. `debian-12`).
 pub const LABEL_IMAGE: &str = "flvpc.image";
 /// The machine image built by `flvpc image build`.
@@ -180,7 +185,7 @@ impl MachineSpec {
             }
         }
         for key in self.labels.keys() {
-            if key == LABEL_NAMESPACE || key == LABEL_MACHINE || key == LABEL_INSTANCE {
+            if key == LABEL_NAMESPACE || key == LABEL_MACHINE || key == LABEL_INSTANCE || key == LABEL_ISOLATION {
                 return Err(EngineError::InvalidSpec(format!("label {key:?} is set by flvpc itself")));
             }
             if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control() || c == '=') {

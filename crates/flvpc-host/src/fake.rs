@@ -108,6 +108,8 @@ struct FakeMachine {
     /// Host ports as bound (ephemeral ones resolved at creation, like a fixed allocation).
     ports: Vec<PublishedPort>,
     authorized_keys: Option<String>,
+    /// False for a container "made by an older flvpc" (no isolation label).
+    isolated: bool,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +193,13 @@ impl FakeEngine {
         }
     }
 
+    /// Makes a machine look as if an older flvpc, without cgroup isolation, had created it.
+    pub fn made_by_older_flvpc(&self, key: &MachineKey) {
+        if let Some(m) = self.lock().machines.get_mut(key) {
+            m.isolated = false;
+        }
+    }
+
     /// The spec a machine was created with.
     pub fn spec(&self, key: &MachineKey) -> Option<MachineSpec> {
         self.lock().machines.get(key).map(|m| m.spec.clone())
@@ -234,6 +243,9 @@ fn info(m: &FakeMachine) -> MachineInfo {
     labels.insert(LABEL_NAMESPACE.into(), m.spec.key.namespace.to_string());
     labels.insert(LABEL_MACHINE.into(), m.spec.key.name.to_string());
     labels.insert(LABEL_INSTANCE.into(), FAKE_INSTANCE.into());
+    if m.isolated {
+        labels.insert(crate::engine::LABEL_ISOLATION.into(), crate::engine::ISOLATION.into());
+    }
     MachineInfo {
         key: m.spec.key.clone(),
         container: m.spec.container_name(),
@@ -323,6 +335,7 @@ impl Engine for FakeEngine {
             state: MachineState::Created,
             ports,
             authorized_keys: None,
+            isolated: true,
         };
         state.machines.insert(k, machine);
         Ok(id)

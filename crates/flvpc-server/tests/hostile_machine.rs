@@ -200,3 +200,35 @@ async fn machines_whose_old_container_names_collided_both_run_and_delete() {
         .expect("docker ps");
     assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "no container left");
 }
+
+/// A machine created by an older flvpc (before the cgroup isolation) is not silently recreated
+/// (the tenant's files would be lost), but it says what to do until it is recreated.
+#[tokio::test]
+async fn machines_made_without_isolation_say_so() {
+    let engine = Arc::new(flvpc_host::FakeEngine::new());
+    let config = Config { data_dir: std::env::temp_dir(), port_range: common::own_port_range(), ..Config::default() };
+    let server = common::start_with(Backend::Sqlite, config, engine.clone()).await;
+    let root = server.init_root().await;
+    assert_eq!(server.post("/api/v1/namespaces", &root, json!({"name": "old"})).await.status, StatusCode::CREATED);
+    let spec = json!({"machines": [{"count": 1, "spec": {"name": "m%d", "ignite": {"cpus": 1, "memory": "256MB"}}}]});
+    let r = server.call(reqwest::Method::PUT, "/api/v1/namespaces/old/cluster", Some(&root), Some(spec)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    act(&server, &root, "/api/v1/namespaces/old/cluster/create").await;
+    let m = machines(&server, &root, "old").await.remove(0);
+    assert!(m["error"].is_null(), "{m}");
+
+    let key = flvpc_model::MachineKey::parse("old", "m0").expect("key");
+    engine.made_by_older_flvpc(&key);
+    server.state.reconciler.resync().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = machines(&server, &root, "old").await.remove(0);
+        if m["error"].as_str().is_some_and(|e| e.contains("older flvpc") && e.contains("recreate")) {
+            assert_eq!(m["state"], "running", "the machine keeps running: {m}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no warning on the machine: {m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(engine.spec(&key).is_some(), "not recreated behind the tenant's back");
+}

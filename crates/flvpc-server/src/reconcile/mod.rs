@@ -377,7 +377,12 @@ impl Reconciler {
             lock(&self.inner.restarts).remove(key);
         }
         let details = engine.inspect_machine(key).await?;
-        let (observed, ip, error) = describe(details.as_ref());
+        let (observed, ip, mut error) = describe(details.as_ref());
+        if error.is_none() && details.as_ref().is_some_and(lacks_isolation) {
+            // Recreating would lose what the tenant has in the machine: say so instead, loudly.
+            tracing::warn!("{key} was created by an older flvpc without cgroup isolation: recreate it");
+            error = Some(OLD_ISOLATION.to_owned());
+        }
         self.observe(key, observed, ip, error).await;
         Ok(())
     }
@@ -467,6 +472,14 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// Shown on machines made before the cgroup isolation, until they are recreated.
+const OLD_ISOLATION: &str = "this machine was created by an older flvpc whose containers could write the host's \
+     cgroups: recreate it (delete and create the cluster, or change its spec and apply) to isolate it";
+
+fn lacks_isolation(details: &MachineDetails) -> bool {
+    details.info.labels.get(flvpc_host::LABEL_ISOLATION).map(String::as_str) != Some(flvpc_host::ISOLATION)
 }
 
 /// The machine object's state, IP and error from what the engine reports.
