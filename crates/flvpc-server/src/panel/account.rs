@@ -1,7 +1,8 @@
 //! The account page: my SSH keys, API tokens and password.
 
-use super::layout::{self, csrf_field, danger_button, page, seg, time, Flash, Nav};
-use super::session::{redirect_with, CsrfForm};
+use super::layout::{self, csrf_field, danger_button, page, seg, time, Nav};
+use super::session::CsrfForm;
+use super::user::{redirect_with, Flash};
 use super::PanelUser;
 use crate::ops;
 use crate::state::AppState;

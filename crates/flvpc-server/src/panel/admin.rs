@@ -184,12 +184,12 @@ pub async fn create_namespace(
         return refused;
     }
     match ops::create_namespace(&state, &user.caller, &form.name, None).await {
-        Ok(ns) => super::session::redirect_with(
+        Ok(ns) => super::user::redirect_with(
             &state,
             &format!("/namespaces/{}", seg(ns.name.as_str())),
-            layout::Flash::ok(format!("Namespace {} created. Add its members below.", ns.name.as_str())),
+            super::user::Flash::ok(format!("Namespace {} created. Add its members below.", ns.name.as_str())),
         ),
-        Err(err) => super::session::redirect_with(&state, "/admin/namespaces", layout::Flash::error(err.message)),
+        Err(err) => super::user::redirect_with(&state, "/admin/namespaces", super::user::Flash::error(err.message)),
     }
 }
 

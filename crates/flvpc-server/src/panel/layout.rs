@@ -1,48 +1,10 @@
 //! The page frame shared by every panel page, and small rendering helpers.
 
-use super::session::{clear_flash, PanelUser};
+use super::user::{clear_flash, PanelUser};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::response::{Html, IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
-
-/// A one-line message shown on the next page after an action.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Flash {
-    /// True for a failure.
-    pub error: bool,
-    /// The message.
-    pub message: String,
-}
-
-impl Flash {
-    /// A success message.
-    pub fn ok(message: impl Into<String>) -> Self {
-        Self { error: false, message: message.into() }
-    }
-
-    /// A failure message.
-    pub fn error(message: impl Into<String>) -> Self {
-        Self { error: true, message: message.into() }
-    }
-
-    /// Cookie-safe form: a kind letter and the message in hex.
-    pub fn encode(&self) -> String {
-        let clipped: String = self.message.chars().take(300).collect();
-        format!("{}{}", if self.error { 'e' } else { 'o' }, hex::encode(clipped))
-    }
-
-    /// Reads a flash cookie value; None when it is not ours.
-    pub fn decode(value: &str) -> Option<Self> {
-        let (kind, rest) = value.split_at_checked(1)?;
-        let message = String::from_utf8(hex::decode(rest).ok()?).ok()?;
-        match kind {
-            "o" => Some(Self::ok(message)),
-            "e" => Some(Self::error(message)),
-            _ => None,
-        }
-    }
-}
 
 fn head(title: &str) -> Markup {
     html! {
@@ -175,15 +137,6 @@ pub fn seg(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flash_round_trips_and_rejects_garbage() {
-        let flash = Flash::error("bad <script> \"x\"");
-        assert_eq!(Flash::decode(&flash.encode()), Some(flash));
-        assert_eq!(Flash::decode("zzz"), None);
-        assert_eq!(Flash::decode(""), None);
-        assert_eq!(Flash::decode("o4g"), None);
-    }
 
     #[test]
     fn segments_are_escaped() {

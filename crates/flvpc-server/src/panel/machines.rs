@@ -3,8 +3,9 @@
 //! cluster spec editor (as a form and as YAML).
 
 use super::account::finish;
-use super::layout::{csrf_field, seg, time, Flash};
-use super::session::{redirect_with, CsrfForm};
+use super::layout::{csrf_field, seg, time};
+use super::session::CsrfForm;
+use super::user::{redirect_with, Flash};
 use super::PanelUser;
 use crate::api::{machine_out, server_host};
 use crate::ops::machines::{self as ops, MachineAction};

@@ -12,6 +12,7 @@ mod layout;
 mod machines;
 mod namespace;
 mod session;
+mod user;
 
 use crate::state::AppState;
 use axum::http::header;
@@ -19,7 +20,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use session::PanelUser;
+pub use user::PanelUser;
 
 /// The panel's routes.
 pub fn router() -> Router<AppState> {

@@ -3,7 +3,8 @@
 use super::account::finish;
 use super::admin::audit_table;
 use super::layout::{self, csrf_field, danger_button, page, seg, time, Nav};
-use super::session::{redirect_with, CsrfForm};
+use super::session::CsrfForm;
+use super::user::redirect_with;
 use super::PanelUser;
 use crate::ops;
 use crate::state::AppState;
@@ -165,7 +166,9 @@ pub async fn delete(
         return refused;
     }
     match ops::delete_namespace(&state, &user.caller, &ns).await {
-        Ok(()) => redirect_with(&state, "/admin/namespaces", layout::Flash::ok(format!("Namespace {ns} deleted."))),
-        Err(err) => redirect_with(&state, &format!("/namespaces/{}", seg(&ns)), layout::Flash::error(err.message)),
+        Ok(()) => {
+            redirect_with(&state, "/admin/namespaces", super::user::Flash::ok(format!("Namespace {ns} deleted.")))
+        }
+        Err(err) => redirect_with(&state, &format!("/namespaces/{}", seg(&ns)), super::user::Flash::error(err.message)),
     }
 }

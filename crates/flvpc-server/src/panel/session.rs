@@ -1,54 +1,21 @@
 //! Panel sign-in, sign-out, the session cookie, CSRF and flash messages.
 
-use super::layout::{self, Flash};
+use super::layout;
+use super::user::{constant_time_eq, cookie_header, Flash, PanelUser, FLASH_COOKIE};
 use crate::auth::{cookie, Caller, ClientAddr, SESSION_COOKIE};
 use crate::error::ApiError;
 use crate::ops;
 use crate::state::AppState;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use flvpc_store::TokenKind;
 use maud::html;
 use serde::Deserialize;
 
-const FLASH_COOKIE: &str = "flvpc_flash";
 const LOGIN_CSRF_COOKIE: &str = "flvpc_login_csrf";
-
-/// A signed-in person using the panel.
-pub struct PanelUser {
-    /// The same caller the API would see: principal, session and source address.
-    pub caller: Caller,
-    /// The message left by the previous action, if any.
-    pub flash: Option<Flash>,
-}
-
-impl PanelUser {
-    /// The CSRF token to put in every form.
-    pub fn csrf(&self) -> &str {
-        self.caller.session.csrf.as_deref().unwrap_or_default()
-    }
-
-    /// The refusal of a form whose CSRF token is not this session's; None when it is.
-    pub fn csrf_refusal(&self, sent: &str) -> Option<Response> {
-        match self.caller.session.csrf.as_deref() {
-            Some(expected) if !sent.is_empty() && constant_time_eq(expected.as_bytes(), sent.as_bytes()) => None,
-            _ => Some(
-                (
-                    StatusCode::FORBIDDEN,
-                    "The form expired or came from another site. Go back, reload the page and try again.",
-                )
-                    .into_response(),
-            ),
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 impl FromRequestParts<AppState> for PanelUser {
     type Rejection = Response;
@@ -65,25 +32,6 @@ impl FromRequestParts<AppState> for PanelUser {
         let flash = cookie(parts, FLASH_COOKIE).and_then(Flash::decode);
         Ok(PanelUser { caller: Caller { session, source }, flash })
     }
-}
-
-fn cookie_header(state: &AppState, name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
-    let secure = if state.config.secure_cookies { "; Secure" } else { "" };
-    let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("flvpc_invalid=1"))
-}
-
-/// A redirect after a successful POST, carrying a message for the next page.
-pub fn redirect_with(state: &AppState, to: &str, flash: Flash) -> Response {
-    let mut response = Redirect::to(to).into_response();
-    response.headers_mut().append(header::SET_COOKIE, cookie_header(state, FLASH_COOKIE, &flash.encode(), 60));
-    response
-}
-
-/// Clears the flash cookie once its message has been shown.
-pub fn clear_flash(state: &AppState, mut response: Response) -> Response {
-    response.headers_mut().append(header::SET_COOKIE, cookie_header(state, FLASH_COOKIE, "", 0));
-    response
 }
 
 /// GET /login.

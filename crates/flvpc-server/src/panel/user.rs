@@ -1,0 +1,115 @@
+//! The signed-in person a panel page is for, and the one-line message ("flash") an action leaves
+//! for the next page in a short-lived cookie. Both the page frame (`layout`) and the sign-in code
+//! (`session`) use these; keeping them here lets neither of those import the other's internals.
+
+use crate::auth::Caller;
+use crate::state::AppState;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+
+/// The cookie that carries a [`Flash`] to the next page.
+pub(super) const FLASH_COOKIE: &str = "flvpc_flash";
+
+/// A signed-in person using the panel.
+pub struct PanelUser {
+    /// The same caller the API would see: principal, session and source address.
+    pub caller: Caller,
+    /// The message left by the previous action, if any.
+    pub flash: Option<Flash>,
+}
+
+impl PanelUser {
+    /// The CSRF token to put in every form.
+    pub fn csrf(&self) -> &str {
+        self.caller.session.csrf.as_deref().unwrap_or_default()
+    }
+
+    /// The refusal of a form whose CSRF token is not this session's; None when it is.
+    pub fn csrf_refusal(&self, sent: &str) -> Option<Response> {
+        match self.caller.session.csrf.as_deref() {
+            Some(expected) if !sent.is_empty() && constant_time_eq(expected.as_bytes(), sent.as_bytes()) => None,
+            _ => Some(
+                (
+                    StatusCode::FORBIDDEN,
+                    "The form expired or came from another site. Go back, reload the page and try again.",
+                )
+                    .into_response(),
+            ),
+        }
+    }
+}
+
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A one-line message shown on the next page after an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flash {
+    /// True for a failure.
+    pub error: bool,
+    /// The message.
+    pub message: String,
+}
+
+impl Flash {
+    /// A success message.
+    pub fn ok(message: impl Into<String>) -> Self {
+        Self { error: false, message: message.into() }
+    }
+
+    /// A failure message.
+    pub fn error(message: impl Into<String>) -> Self {
+        Self { error: true, message: message.into() }
+    }
+
+    /// Cookie-safe form: a kind letter and the message in hex.
+    pub fn encode(&self) -> String {
+        let clipped: String = self.message.chars().take(300).collect();
+        format!("{}{}", if self.error { 'e' } else { 'o' }, hex::encode(clipped))
+    }
+
+    /// Reads a flash cookie value; None when it is not ours.
+    pub fn decode(value: &str) -> Option<Self> {
+        let (kind, rest) = value.split_at_checked(1)?;
+        let message = String::from_utf8(hex::decode(rest).ok()?).ok()?;
+        match kind {
+            "o" => Some(Self::ok(message)),
+            "e" => Some(Self::error(message)),
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn cookie_header(state: &AppState, name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
+    let secure = if state.config.secure_cookies { "; Secure" } else { "" };
+    let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("flvpc_invalid=1"))
+}
+
+/// A redirect after a successful POST, carrying a message for the next page.
+pub fn redirect_with(state: &AppState, to: &str, flash: Flash) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie_header(state, FLASH_COOKIE, &flash.encode(), 60));
+    response
+}
+
+/// Clears the flash cookie once its message has been shown.
+pub fn clear_flash(state: &AppState, mut response: Response) -> Response {
+    response.headers_mut().append(header::SET_COOKIE, cookie_header(state, FLASH_COOKIE, "", 0));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flash_round_trips_and_rejects_garbage() {
+        let flash = Flash::error("bad <script> \"x\"");
+        assert_eq!(Flash::decode(&flash.encode()), Some(flash));
+        assert_eq!(Flash::decode("zzz"), None);
+        assert_eq!(Flash::decode(""), None);
+        assert_eq!(Flash::decode("o4g"), None);
+    }
+}
