@@ -5,6 +5,7 @@
 //! and hands it to `flvpc_store`. Every state change goes through `ops`, which
 //! writes the audit log, whether it came from the API or the panel.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod error;

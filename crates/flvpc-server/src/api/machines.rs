@@ -1,6 +1,7 @@
 //! Cluster specs, machines, operations and live events.
 
 use super::wire::*;
+use crate::access::server_host;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::ops::machines::{self as ops, MachineAction};
@@ -17,25 +18,6 @@ use std::convert::Infallible;
 
 fn wants_yaml(headers: &HeaderMap, name: header::HeaderName) -> bool {
     headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("yaml"))
-}
-
-/// The host name people use to reach this server, from the request (for SSH commands).
-pub fn server_host(headers: &HeaderMap) -> String {
-    let raw = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-    let host = if raw.starts_with('[') {
-        raw.split_inclusive(']').next().unwrap_or(raw)
-    } else {
-        match raw.rsplit_once(':') {
-            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-            _ => raw,
-        }
-    };
-    let plain = host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
-    if host.is_empty() || !plain {
-        "SERVER".to_owned()
-    } else {
-        host.to_owned()
-    }
 }
 
 /// The machine object of CONTRACT.md, with its latest usage.
@@ -262,25 +244,8 @@ pub async fn events(
 #[utoipa::path(get, path = "/api/v1/ssh-config", tag = "machines", security(("bearer" = [])),
     responses((status = 200, description = "~/.ssh/config blocks", body = String, content_type = "text/plain"), (status = 401, body = ErrorBody)))]
 pub async fn ssh_config(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> ApiResult<Response> {
-    let text = ssh_config_for(&state, caller.principal(), &server_host(&headers)).await?;
+    let text = crate::access::ssh_config_for(&state, caller.principal(), &server_host(&headers)).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
-}
-
-/// The ssh-config text for `principal` (API and panel).
-pub async fn ssh_config_for(state: &AppState, principal: &flvpc_model::Principal, host: &str) -> ApiResult<String> {
-    let namespaces: Vec<String> = crate::ops::visible_namespaces(state, principal)
-        .await?
-        .into_iter()
-        .filter(|(ns, _)| principal.role_in(&ns.name).is_some())
-        .map(|(ns, _)| ns.name.to_string())
-        .collect();
-    Ok(crate::gateway::ssh_config_text(
-        principal.login().as_str(),
-        host,
-        state.config.ssh_port,
-        state.config.ssh_host_key.as_ref(),
-        &namespaces,
-    ))
 }
 
 /// CPU, memory and network samples of one machine for the last hour (members).

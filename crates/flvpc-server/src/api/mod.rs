@@ -7,7 +7,7 @@ mod machines;
 mod namespaces;
 pub mod wire;
 
-pub use machines::{machine_out, server_host, ssh_config_for};
+pub use machines::machine_out;
 
 use crate::error::ApiError;
 use crate::state::AppState;

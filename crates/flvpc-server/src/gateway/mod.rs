@@ -122,26 +122,6 @@ fn russh_config(host_key: &HostKey, gw: &GatewayConfig) -> russh::server::Config
     }
 }
 
-/// The ~/.ssh/config blocks that reach `login`'s machines through the gateway at `host:port`.
-pub fn ssh_config_text(
-    login: &str,
-    host: &str,
-    port: u16,
-    host_key: Option<&(String, String)>,
-    namespaces: &[String],
-) -> String {
-    let mut text = String::new();
-    if let Some((fingerprint, public)) = host_key {
-        text.push_str(&format!("# flvpc SSH gateway {host}:{port}, host key {fingerprint}\n"));
-        text.push_str(&format!("# for ~/.ssh/known_hosts: [{host}]:{port} {public}\n"));
-    }
-    text.push_str(&format!("Host flvpc-gateway\n    HostName {host}\n    Port {port}\n    User {login}\n"));
-    for ns in namespaces {
-        text.push_str(&format!("\n# ssh <machine>.{ns}\nHost *.{ns}\n    User root\n    ProxyJump flvpc-gateway\n"));
-    }
-    text
-}
-
 /// Serves the gateway on `listener` until the task is dropped.
 pub async fn serve(
     listener: TcpListener,

@@ -31,7 +31,7 @@ async fn render(state: &AppState, user: &PanelUser, host: &str, new_token: Optio
         (Ok(k), Ok(t)) => (k, t),
         (Err(e), _) | (_, Err(e)) => return layout::error_page(e),
     };
-    let ssh_config = crate::api::ssh_config_for(state, principal, host).await.unwrap_or_default();
+    let ssh_config = crate::access::ssh_config_for(state, principal, host).await.unwrap_or_default();
     let body = html! {
         h1 { "Account" }
         section #keys {
@@ -117,7 +117,7 @@ fn password_form(user: &PanelUser) -> Markup {
 
 /// GET /account.
 pub async fn show(State(state): State<AppState>, user: PanelUser, headers: axum::http::HeaderMap) -> Response {
-    render(&state, &user, &crate::api::server_host(&headers), None).await
+    render(&state, &user, &crate::access::server_host(&headers), None).await
 }
 
 /// The add-key form.
@@ -172,7 +172,7 @@ pub async fn create_token(
     }
     match ops::create_token(&state, &user.caller, &form.name).await {
         Ok((name, issued)) => {
-            render(&state, &user, &crate::api::server_host(&headers), Some((name.to_string(), issued.secret))).await
+            render(&state, &user, &crate::access::server_host(&headers), Some((name.to_string(), issued.secret))).await
         }
         Err(err) => redirect_with(&state, "/account#tokens", Flash::error(err.message)),
     }
