@@ -48,13 +48,22 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `ok` when the database and the machine engine answer. Without the database nothing can be
+/// served (503). Without the engine the panel, API and gateway still serve what is recorded, but
+/// machines cannot change and their shown state may be stale: 200 with `degraded: …`, so that a
+/// monitor sees it without a load balancer taking the server out.
 async fn healthz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(err) => {
-            tracing::error!("health check: database does not answer: {err}");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+    if let Err(err) = state.store.ping().await {
+        tracing::error!("health check: database does not answer: {err}");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response();
+    }
+    let engine = tokio::time::timeout(std::time::Duration::from_secs(2), state.reconciler.engine().ping()).await;
+    match engine {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Err(err)) => {
+            (StatusCode::OK, format!("degraded: the machine engine does not answer: {err}\n")).into_response()
         }
+        Err(_) => (StatusCode::OK, "degraded: the machine engine did not answer within 2 s\n").into_response(),
     }
 }
 

@@ -136,6 +136,10 @@ async fn engine_down_is_clear_and_retryable(backend: Backend) {
     let root = server.init_root().await;
     assert_eq!(server.post("/api/v1/namespaces", &root, json!({"name": "down"})).await.status, StatusCode::CREATED);
     engine.set_unreachable(true);
+    let health = reqwest::get(format!("{}/healthz", server.base)).await.expect("healthz");
+    assert_eq!(health.status(), StatusCode::OK, "the panel and API still serve");
+    let text = health.text().await.expect("text");
+    assert!(text.starts_with("degraded: the machine engine does not answer"), "{text}");
     let r = put_spec(&server, &root, "down", spec(1, 256)).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
     assert_eq!(r.body["error"]["code"], "engine_unavailable");
@@ -143,6 +147,8 @@ async fn engine_down_is_clear_and_retryable(backend: Backend) {
     let stored = server.get("/api/v1/namespaces/down/cluster", &root).await;
     assert_eq!(stored.status, StatusCode::NOT_FOUND, "nothing was saved");
     engine.set_unreachable(false);
+    let health = reqwest::get(format!("{}/healthz", server.base)).await.expect("healthz");
+    assert_eq!(health.text().await.expect("text"), "ok\n");
     assert_eq!(put_spec(&server, &root, "down", spec(1, 256)).await.status, StatusCode::OK);
     let create = server.call(Method::POST, "/api/v1/namespaces/down/cluster/create", Some(&root), None).await;
     wait(&server, &root, create).await;
