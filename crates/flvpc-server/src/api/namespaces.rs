@@ -143,48 +143,33 @@ pub async fn set_quota(
 #[utoipa::path(get, path = "/api/v1/capacity", tag = "namespaces", security(("bearer" = [])),
     responses((status = 200, body = CapacityOut), (status = 403, body = ErrorBody)))]
 pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<CapacityOut>> {
-    let grant = caller.principal().superadmin()?;
-    let usage = state.store.usage(&grant).await?;
-    let host = flvpc_host::host_capacity();
-    let mut used_by: std::collections::HashMap<String, UsedOut> = std::collections::HashMap::new();
-    for ((ns, _), point, _) in state.usage.all_latest() {
-        let u = used_by.entry(ns).or_default();
-        u.cpus += point.cpu_percent / 100.0;
-        u.memory_mb += point.memory_mb;
-    }
-    let mut used = UsedOut::default();
-    let mut namespaces = Vec::new();
-    let mut allocated = flvpc_model::quota::Resources::default();
-    let mut running = flvpc_model::quota::Resources::default();
-    for ns in state.store.list_namespaces(&grant).await? {
-        let u = usage.get(&ns.name).copied().unwrap_or_default();
-        allocated = allocated.plus(u.allocated);
-        running = running.plus(u.running);
-        let quota = state.store.namespace_quota(&grant, &ns.name).await?;
-        let ns_used = used_by.get(ns.name.as_str()).copied().unwrap_or_default();
-        used.cpus += ns_used.cpus;
-        used.memory_mb += ns_used.memory_mb;
-        namespaces.push(NamespaceCapacity {
-            name: ns.name.to_string(),
-            quota: quota.into(),
-            allocated: u.allocated.into(),
-            running: u.running.into(),
-            used: ns_used,
-        });
-    }
-    let ratio = |used: u64, total: u64| if total == 0 { 0.0 } else { used as f64 / total as f64 };
+    let report = crate::ops::capacity::capacity(&state, caller.principal()).await?;
     Ok(Json(CapacityOut {
-        host: HostOut { cpus: host.cpus, memory_mb: host.memory_mb, disk_gb: host.disk_gb },
+        host: HostOut { cpus: report.host.cpus, memory_mb: report.host.memory_mb, disk_gb: report.host.disk_gb },
         overcommit: OvercommitOut {
-            cpu: state.config.overcommit_cpu,
-            memory: state.config.overcommit_memory,
-            effective_cpu: ratio(running.cpus, host.cpus),
-            effective_memory: ratio(running.memory_mb, host.memory_mb),
+            cpu: report.overcommit_cpu,
+            memory: report.overcommit_memory,
+            effective_cpu: report.effective_cpu(),
+            effective_memory: report.effective_memory(),
         },
-        allocated: allocated.into(),
-        running: running.into(),
-        used,
-        disk_enforced: false,
-        namespaces,
+        allocated: report.allocated.into(),
+        running: report.running.into(),
+        used: used_out(report.used),
+        disk_enforced: report.disk_enforced,
+        namespaces: report.namespaces.into_iter().map(namespace_capacity).collect(),
     }))
+}
+
+fn used_out(used: crate::ops::capacity::Used) -> UsedOut {
+    UsedOut { cpus: used.cpus, memory_mb: used.memory_mb }
+}
+
+fn namespace_capacity(ns: crate::ops::capacity::NamespaceResources) -> NamespaceCapacity {
+    NamespaceCapacity {
+        name: ns.name.to_string(),
+        quota: ns.quota.into(),
+        allocated: ns.allocated.into(),
+        running: ns.running.into(),
+        used: used_out(ns.used),
+    }
 }

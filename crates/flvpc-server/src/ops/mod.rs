@@ -4,6 +4,7 @@
 //! Handlers in `api` and `panel` only translate between their wire format and
 //! these functions, so a rule is enforced the same way whichever door is used.
 
+pub mod capacity;
 pub mod machines;
 
 use crate::auth::Caller;

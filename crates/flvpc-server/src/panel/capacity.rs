@@ -67,23 +67,15 @@ fn limit(v: Option<u64>) -> String {
 
 /// A namespace's quota vs allocated vs used, and (superadmin) the form to change the quota.
 pub async fn namespace_section(state: &AppState, user: &PanelUser, ns: &NamespaceName) -> Markup {
-    // The page around this section already refused non-members; a grant that fails here shows
-    // an empty section rather than anything of a namespace the caller may not see.
-    let (quota, usage) = match user.caller.principal().namespace_member(ns) {
-        Ok(grant) => (
-            state.store.quota(&grant).await.unwrap_or_default(),
-            state.store.namespace_usage(&grant).await.unwrap_or_default(),
-        ),
-        Err(_) => Default::default(),
-    };
-    let (mut cpu_used, mut mem_used) = (0.0, 0.0);
-    for ((n, _), p, _) in state.usage.all_latest() {
-        if n == ns.as_str() {
-            cpu_used += p.cpu_percent / 100.0;
-            mem_used += p.memory_mb;
-        }
-    }
-    let a: Resources = usage.allocated;
+    // The page around this section already refused non-members; a refusal here shows an empty
+    // section rather than anything of a namespace the caller may not see.
+    let report = crate::ops::capacity::namespace_resources(state, user.caller.principal(), ns.as_str()).await.ok();
+    let (quota, a, used) = report.map(|r| (r.quota, r.allocated, r.used)).unwrap_or((
+        Quota::default(),
+        Resources::default(),
+        Default::default(),
+    ));
+    let (cpu_used, mem_used) = (used.cpus, used.memory_mb);
     let rows = [
         ("Machines", quota.machines, a.machines, None),
         ("CPUs", quota.cpus, a.cpus, Some(format!("{cpu_used:.2} busy"))),
@@ -173,22 +165,13 @@ pub async fn set_quota(
 
 /// GET /admin/capacity.
 pub async fn capacity_page(State(state): State<AppState>, user: PanelUser) -> Response {
-    let Ok(grant) = user.caller.principal().superadmin() else {
-        return layout::error_page(flvpc_model::Denied::Forbidden.into());
+    let report = match crate::ops::capacity::capacity(&state, user.caller.principal()).await {
+        Ok(report) => report,
+        Err(err) => return layout::error_page(err),
     };
-    let host = flvpc_host::host_capacity();
-    let usage = state.store.usage(&grant).await.unwrap_or_default();
-    let namespaces = state.store.list_namespaces(&grant).await.unwrap_or_default();
-    let latest = state.usage.all_latest();
-    let used = |ns: Option<&str>| {
-        latest
-            .iter()
-            .filter(|((n, _), _, _)| ns.is_none_or(|x| x == n))
-            .fold((0.0, 0.0), |(c, m), (_, p, _)| (c + p.cpu_percent / 100.0, m + p.memory_mb))
-    };
-    let running = usage.values().fold(Resources::default(), |s, u| s.plus(u.running));
-    let allocated = usage.values().fold(Resources::default(), |s, u| s.plus(u.allocated));
-    let (cpu_used, mem_used) = used(None);
+    let host = report.host;
+    let (running, allocated) = (report.running, report.allocated);
+    let (cpu_used, mem_used) = (report.used.cpus, report.used.memory_mb);
     let cap = |ratio: Option<f64>, base: u64| ratio.map(|r| r * base as f64).unwrap_or(base as f64);
     let body = html! {
         h1 { "Capacity" }
@@ -208,12 +191,12 @@ pub async fn capacity_page(State(state): State<AppState>, user: PanelUser) -> Re
             p.muted { (allocated.machines) " machines in all, " (running.machines) " meant to run. Disk sizes are recorded and counted against quotas, but this host's storage driver (overlay2) cannot enforce them." }
         }
         h2 { "Namespaces" }
-        @if namespaces.is_empty() { p.empty { "No namespaces yet." } }
+        @if report.namespaces.is_empty() { p.empty { "No namespaces yet." } }
         div.grid {
-            @for ns in &namespaces {
-                @let u = usage.get(&ns.name).copied().unwrap_or_default();
-                @let q = state.store.namespace_quota(&grant, &ns.name).await.unwrap_or_default();
-                @let (c, m) = used(Some(ns.name.as_str()));
+            @for ns in &report.namespaces {
+                @let u = ns;
+                @let q = ns.quota;
+                @let (c, m) = (ns.used.cpus, ns.used.memory_mb);
                 div.card {
                     h3 { a href={ "/namespaces/" (seg(ns.name.as_str())) "#resources" } { (ns.name.as_str()) } }
                     (bar("Machines", u.allocated.machines as f64, q.machines.map_or(u.allocated.machines.max(1) as f64, |v| v as f64), ""))
