@@ -188,6 +188,25 @@ fn progress_into_a_pipe_is_plain_lines_without_escape_codes() {
     }
 }
 
+#[test]
+fn image_build_into_a_pipe_is_plain_lines_without_escape_codes() {
+    // The image is there (scripts/dev.sh builds it before the tests, with its output in the CI log),
+    // so this is the path every later `flvpc image build` takes; it needs the Docker engine.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = flvpc(dir.path(), &["image", "build", "debian-12"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(!bytes.contains(&0x1b), "ESC in {stream}: {:?}", String::from_utf8_lossy(bytes));
+        assert!(!bytes.contains(&b'\r'), "CR in {stream}: {:?}", String::from_utf8_lossy(bytes));
+    }
+    let err = stderr(&out);
+    assert!(
+        err.lines().any(|l| l.starts_with('[') && l.ends_with("] Done flvpc/debian:12 is already present")),
+        "{err}"
+    );
+    assert!(stdout(&out).starts_with("flvpc/debian:12 ready"), "{}", stdout(&out));
+}
+
 /// A tiny blocking HTTP GET over a raw socket (keeps reqwest's async client out of a sync test).
 mod http {
     use std::io::{Read, Write};
