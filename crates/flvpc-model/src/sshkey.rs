@@ -1,13 +1,14 @@
 //! OpenSSH public keys as people paste them (`ssh-ed25519 AAAA… comment`).
 //!
-//! The key blob is decoded and checked field by field, so that what is stored is
-//! a real key of an accepted type and size, never a line that could smuggle
-//! authorized_keys options or a second line into a machine.
+//! The key data is decoded by the `ssh-key` crate (the one russh uses), then held to
+//! flvpc's rules: accepted types and sizes only, never a line that could smuggle
+//! authorized_keys options or a second line into a machine. The fingerprint is the
+//! crate's, and the SSH gateway fingerprints the key it is offered with the same
+//! [`fingerprint`] function, so a stored key and an offered key always compare alike.
 
 use crate::Invalid;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
-use base64::Engine;
-use sha2::{Digest, Sha256};
+use ssh_key::public::KeyData;
+use ssh_key::HashAlg;
 
 /// Longest accepted key line, in bytes. An RSA 16384-bit key is about 2.8 KB.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -24,9 +25,19 @@ const FIELD: &str = "public_key";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {
     algorithm: String,
-    blob: Vec<u8>,
+    key: ssh_key::PublicKey,
     comment: String,
     bits: usize,
+    /// The canonical line, encoded once at parse time so that writing it out cannot fail later.
+    line: String,
+}
+
+/// The OpenSSH SHA256 fingerprint of `key`, as `ssh-keygen -lf` prints it: `SHA256:…`.
+///
+/// Both doors use this one function: the model when a key is stored, the SSH gateway
+/// for the key a client offers.
+pub fn fingerprint(key: &ssh_key::PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
 }
 
 impl PublicKey {
@@ -53,6 +64,7 @@ impl PublicKey {
                 "must be \"TYPE BASE64 [COMMENT]\", e.g. the contents of ~/.ssh/id_ed25519.pub",
             ));
         };
+        // The comment is flvpc's to normalise (single spaces), the crate only sees type and data.
         let comment = parts.collect::<Vec<_>>().join(" ");
         if !is_supported(algorithm) {
             if algorithm.contains('=') || algorithm.contains('"') {
@@ -69,12 +81,12 @@ impl PublicKey {
         if comment.chars().count() > MAX_COMMENT {
             return Err(Invalid::new(FIELD, format!("comment is longer than {MAX_COMMENT} characters")));
         }
-        let blob = STANDARD
-            .decode(data)
-            .or_else(|_| STANDARD_NO_PAD.decode(data))
-            .map_err(|_| Invalid::new(FIELD, "key data is not valid base64"))?;
-        let bits = check_blob(algorithm, &blob)?;
-        Ok(Self { algorithm: algorithm.to_owned(), blob, comment, bits })
+        let mut key = ssh_key::PublicKey::from_openssh(&format!("{algorithm} {}", padded(data)))
+            .map_err(|e| decode_error(algorithm, &e))?;
+        let bits = check_key(key.key_data())?;
+        key.set_comment(comment.as_str());
+        let line = key.to_openssh().map_err(|e| decode_error(algorithm, &e))?;
+        Ok(Self { algorithm: algorithm.to_owned(), key, comment, bits, line })
     }
 
     /// The key type, e.g. `ssh-ed25519`.
@@ -92,24 +104,19 @@ impl PublicKey {
         self.bits
     }
 
-    /// The wire-format key blob.
-    pub fn blob(&self) -> &[u8] {
-        &self.blob
+    /// The decoded key, as the `ssh-key` crate (and so russh) knows it.
+    pub fn key(&self) -> &ssh_key::PublicKey {
+        &self.key
     }
 
     /// The OpenSSH SHA256 fingerprint, as `ssh-keygen -lf` prints it: `SHA256:…`.
     pub fn fingerprint(&self) -> String {
-        format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(&self.blob)))
+        fingerprint(&self.key)
     }
 
     /// The canonical one-line form `TYPE BASE64 [COMMENT]`, fit for authorized_keys.
     pub fn to_openssh(&self) -> String {
-        let data = STANDARD.encode(&self.blob);
-        if self.comment.is_empty() {
-            format!("{} {data}", self.algorithm)
-        } else {
-            format!("{} {data} {}", self.algorithm, self.comment)
-        }
+        self.line.clone()
     }
 }
 
@@ -120,48 +127,41 @@ fn is_supported(algorithm: &str) -> bool {
     )
 }
 
-/// Reads the SSH wire-format fields of a key blob.
-struct Reader<'a>(&'a [u8]);
+/// Key data without its trailing `=` padding has always been accepted; the crate wants it padded.
+fn padded(data: &str) -> String {
+    let missing = (4 - data.len() % 4) % 4;
+    format!("{data}{}", "=".repeat(missing))
+}
 
-impl<'a> Reader<'a> {
-    fn string(&mut self) -> Result<&'a [u8], Invalid> {
-        let malformed = || Invalid::new(FIELD, "key data is truncated or malformed");
-        let len_bytes: [u8; 4] = self.0.get(..4).ok_or_else(malformed)?.try_into().map_err(|_| malformed())?;
-        let len = u32::from_be_bytes(len_bytes) as usize;
-        let rest = &self.0[4..];
-        let value = rest.get(..len).ok_or_else(malformed)?;
-        self.0 = &rest[len..];
-        Ok(value)
-    }
-
-    fn finish(self) -> Result<(), Invalid> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Invalid::new(FIELD, "key data has trailing bytes"))
+/// Says, in the user's terms, why the crate could not decode the key data.
+fn decode_error(algorithm: &str, error: &ssh_key::Error) -> Invalid {
+    use ssh_key::encoding::Error as Encoding;
+    match error {
+        ssh_key::Error::Encoding(Encoding::Base64(_)) => Invalid::new(FIELD, "key data is not valid base64"),
+        ssh_key::Error::AlgorithmUnknown => {
+            Invalid::new(FIELD, "key data does not match the key type written before it")
         }
+        ssh_key::Error::TrailingData { .. } | ssh_key::Error::Encoding(Encoding::TrailingData { .. }) => {
+            Invalid::new(FIELD, "key data has trailing bytes")
+        }
+        _ => Invalid::new(
+            FIELD,
+            format!("key data is truncated or malformed for {algorithm}; paste the whole line of your .pub file"),
+        ),
     }
 }
 
-/// Checks the blob matches the declared type; returns the key size in bits.
-fn check_blob(algorithm: &str, blob: &[u8]) -> Result<usize, Invalid> {
-    let mut reader = Reader(blob);
-    if reader.string()? != algorithm.as_bytes() {
-        return Err(Invalid::new(FIELD, "key data does not match the key type written before it"));
-    }
-    let bits = match algorithm {
-        "ssh-ed25519" => {
-            if reader.string()?.len() != 32 {
-                return Err(Invalid::new(FIELD, "ed25519 key must be 32 bytes"));
-            }
-            256
-        }
-        "ssh-rsa" => {
-            let exponent = strip_zeros(reader.string()?);
-            let modulus = strip_zeros(reader.string()?);
+/// Holds the decoded key to flvpc's rules; returns the key size in bits.
+fn check_key(data: &KeyData) -> Result<usize, Invalid> {
+    match data {
+        KeyData::Ed25519(_) => Ok(256),
+        KeyData::Rsa(rsa) => {
+            let exponent = rsa.e().as_positive_bytes().unwrap_or_default();
+            let modulus = rsa.n().as_positive_bytes().unwrap_or_default();
             if exponent.is_empty() || exponent.len() > 8 || exponent.last().is_some_and(|b| b & 1 == 0) {
                 return Err(Invalid::new(FIELD, "RSA public exponent is invalid"));
             }
+            // The crate counts whole bytes; the rule counts bits, as ssh-keygen does.
             let bits = bit_length(modulus);
             if bits < MIN_RSA_BITS {
                 return Err(Invalid::new(
@@ -175,31 +175,24 @@ fn check_blob(algorithm: &str, blob: &[u8]) -> Result<usize, Invalid> {
                     format!("RSA key has {bits} bits; at most {MAX_RSA_BITS} are accepted"),
                 ));
             }
-            bits
+            Ok(bits)
         }
-        _ => {
-            let (curve, point_len, bits) = match algorithm {
-                "ecdsa-sha2-nistp256" => ("nistp256", 65, 256),
-                "ecdsa-sha2-nistp384" => ("nistp384", 97, 384),
-                _ => ("nistp521", 133, 521),
-            };
-            if reader.string()? != curve.as_bytes() {
-                return Err(Invalid::new(FIELD, "ECDSA curve does not match the key type"));
-            }
-            let point = reader.string()?;
-            if point.len() != point_len || point.first() != Some(&4) {
+        KeyData::Ecdsa(ecdsa) => {
+            // OpenSSH writes uncompressed points only; anything else did not come from ssh-keygen.
+            if ecdsa.as_sec1_bytes().first() != Some(&4) {
                 return Err(Invalid::new(FIELD, "ECDSA public point is malformed"));
             }
-            bits
+            Ok(match ecdsa.curve() {
+                ssh_key::EcdsaCurve::NistP256 => 256,
+                ssh_key::EcdsaCurve::NistP384 => 384,
+                ssh_key::EcdsaCurve::NistP521 => 521,
+            })
         }
-    };
-    reader.finish()?;
-    Ok(bits)
-}
-
-fn strip_zeros(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    &bytes[start..]
+        _ => Err(Invalid::new(
+            FIELD,
+            "has an unsupported type; use ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa (2048 bits or more)",
+        )),
+    }
 }
 
 fn bit_length(big_endian: &[u8]) -> usize {
@@ -212,6 +205,8 @@ fn bit_length(big_endian: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
 
     // Generated with ssh-keygen for these tests only; the private halves were discarded.
     const ED25519: &str =

@@ -78,15 +78,19 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
     let round_us = u64::try_from(state.usage.last_round().as_micros()).unwrap_or(u64::MAX);
     let latest = state.usage.all_latest();
     let sampled = u64::try_from(latest.len()).unwrap_or(u64::MAX);
-    let mut body = state.metrics.render(&[
+    let gauges = [
         ("flvpc_uptime_seconds", "Seconds since the server started.", uptime),
         ("flvpc_usage_sampler_round_microseconds", "How long the last round of the usage sampler took.", round_us),
         ("flvpc_machines_sampled", "Running machines with a usage sample, all namespaces together.", sampled),
-    ]);
-    if per_machine {
-        body.push_str(&metrics::render_machines(&latest));
+    ];
+    match state.metrics.render(&gauges, per_machine.then_some(latest.as_slice())) {
+        Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
+        Err(err) => {
+            tracing::error!("cannot encode /metrics: {err}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the metrics could not be encoded; the error was logged\n")
+                .into_response()
+        }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// Whether the caller of /metrics may read the per-machine series: the scrape token or a

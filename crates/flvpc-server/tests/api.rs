@@ -14,6 +14,7 @@ use flvpc_store::{Store, StoreError, TokenKind};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Connection;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1016,6 +1017,114 @@ async fn health_metrics_and_unknown_routes(backend: Backend) {
     assert_eq!(metric(&server, "flvpc_http_responses_total{class=\"5xx\"}").await, 0);
 }
 
+/// Checks `text` is a well-formed Prometheus text exposition (format 0.0.4): every sample line is
+/// `name{labels} value` or `name value`, and belongs to a family announced before it by exactly one
+/// HELP and one TYPE line. Returns each series (`name{labels}`) with its value.
+fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    fn is_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+    /// `k="v",k="v"` with `\\`, `\"` and `\n` escapes; false when anything else is there.
+    fn labels_are_well_formed(mut labels: &str) -> bool {
+        while !labels.is_empty() {
+            let Some((key, rest)) = labels.split_once("=\"") else { return false };
+            if !is_name(key) {
+                return false;
+            }
+            let mut escaped = false;
+            let Some(end) = rest.char_indices().find_map(|(i, c)| {
+                let closes = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                closes.then_some(i)
+            }) else {
+                return false;
+            };
+            labels = &rest[end + 1..];
+            if let Some(more) = labels.strip_prefix(',') {
+                labels = more;
+            } else if !labels.is_empty() {
+                return false;
+            }
+        }
+        true
+    }
+    let mut help = BTreeSet::new();
+    let mut types = BTreeMap::new();
+    let mut series = BTreeMap::new();
+    assert!(text.ends_with('\n'), "the exposition ends with a newline:\n{text}");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, words) = rest.split_once(' ').unwrap_or_else(|| panic!("HELP without text: {line}"));
+            assert!(is_name(name) && !words.trim().is_empty(), "bad HELP line: {line}");
+            assert!(help.insert(name.to_owned()), "second HELP for {name}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or_else(|| panic!("TYPE without a type: {line}"));
+            assert!(is_name(name) && ["counter", "gauge"].contains(&kind), "bad TYPE line: {line}");
+            assert!(help.contains(name), "TYPE before HELP for {name}");
+            assert!(types.insert(name.to_owned(), kind.to_owned()).is_none(), "second TYPE for {name}");
+        } else {
+            assert!(!line.starts_with('#') && !line.trim().is_empty(), "stray line: {line:?}");
+            let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("sample without a value: {line}"));
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value is not a number: {line}"));
+            let name = match key.split_once('{') {
+                Some((name, labels)) => {
+                    let labels = labels.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line}"));
+                    assert!(labels_are_well_formed(labels), "bad labels: {line}");
+                    name
+                }
+                None => key,
+            };
+            assert!(is_name(name), "bad metric name: {line}");
+            assert!(types.contains_key(name), "no HELP/TYPE before the sample: {line}");
+            if types[name] == "counter" {
+                assert!(name.ends_with("_total") && value >= 0.0, "counter: {line}");
+            }
+            assert!(series.insert(key.to_owned(), value).is_none(), "series twice: {line}");
+        }
+    }
+    series
+}
+
+async fn metrics_exposition_parses(backend: Backend) {
+    let server = start(backend).await;
+    let people = standard_fixture(&server).await;
+    assert_eq!(login_attempt(&server, "alice", "wrong-password").await.status, 401);
+    let (status, anonymous) = text(&server, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let series = parse_exposition(&anonymous);
+    for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+        assert!(series.contains_key(&format!("flvpc_http_responses_total{{class=\"{class}\"}}")), "{anonymous}");
+    }
+    assert_eq!(series["flvpc_logins_total{outcome=\"ok\"}"], 4.0, "the fixture's four sign-ins");
+    assert_eq!(series["flvpc_logins_total{outcome=\"failed\"}"], 1.0);
+    assert_eq!(series["flvpc_logins_total{outcome=\"throttled\"}"], 0.0);
+    for gauge in ["flvpc_uptime_seconds", "flvpc_usage_sampler_round_microseconds", "flvpc_machines_sampled"] {
+        assert!(series.contains_key(gauge), "{gauge} missing:\n{anonymous}");
+    }
+    assert!(anonymous.contains("# TYPE flvpc_logins_total counter\n"), "{anonymous}");
+    assert!(anonymous.contains("# TYPE flvpc_uptime_seconds gauge\n"), "{anonymous}");
+    assert!(anonymous.contains("# HELP flvpc_logins_total Sign-in attempts by outcome.\n"), "{anonymous}");
+    assert!(!anonymous.contains("flvpc_machine_"), "anonymous readers get aggregates only:\n{anonymous}");
+
+    // The superadmin's view parses too. No machine runs here, so it holds the same series (the
+    // per-machine families, empty, are left out; tests with machines check those).
+    let response = reqwest::Client::new()
+        .get(format!("{}/metrics", server.base))
+        .bearer_auth(&people.root)
+        .send()
+        .await
+        .expect("metrics as the superadmin");
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()[reqwest::header::CONTENT_TYPE].to_str().expect("ascii").to_owned();
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let full = response.text().await.expect("text");
+    let full_series = parse_exposition(&full);
+    let names = |s: &BTreeMap<String, f64>| s.keys().cloned().collect::<BTreeSet<_>>();
+    assert_eq!(names(&full_series), names(&series), "{full}");
+}
+
 // ---------------------------------------------------------------------------
 // Hostile input
 // ---------------------------------------------------------------------------
@@ -1181,6 +1290,7 @@ on_both_backends!(
     audit_log_records_changes_and_refusals,
     audit_log_pages_and_namespace_scope,
     health_metrics_and_unknown_routes,
+    metrics_exposition_parses,
     hostile_input_is_refused_without_500_and_creates_nothing,
     refused_hostile_attempts_are_audited,
     throttled_sign_ins_are_audited_with_their_error_code,

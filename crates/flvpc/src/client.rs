@@ -1,6 +1,7 @@
 //! Client commands: talk to a flvpc server over the REST API with a token kept
 //! in the user's config dir (`$XDG_CONFIG_HOME/flvpc/config.json`, mode 0600).
 
+use crate::progress::{Progress, Update};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
@@ -148,29 +149,23 @@ async fn get_text(path: &str, accept: &str) -> anyhow::Result<String> {
     send(&config.server, req).await
 }
 
-/// Follows an operation until it ends, drawing its progress on stderr.
+/// Follows an operation until it ends, showing its progress on stderr.
 async fn follow(id: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let started = std::time::Instant::now();
+    let mut progress = Progress::on_stderr();
     loop {
         let op = call(reqwest::Method::GET, &format!("/api/v1/operations/{}", segment(id)?), None).await?;
-        let done = op.pointer("/progress/done").and_then(Value::as_u64).unwrap_or(0);
-        let total = op.pointer("/progress/total").and_then(Value::as_u64).unwrap_or(0);
+        let done = op.pointer("/progress/done").and_then(Value::as_u64);
+        let total = op.pointer("/progress/total").and_then(Value::as_u64);
         let state = op.get("state").and_then(Value::as_str).unwrap_or("unknown");
         let kind = op.get("kind").and_then(Value::as_str).unwrap_or("operation");
-        let width = 30u64;
-        let filled = (done * width).checked_div(total).map_or(width, |f| f.min(width));
-        let bar = format!("{}{}", "#".repeat(filled as usize), "-".repeat((width - filled) as usize));
-        let mut err = std::io::stderr();
-        let _ = write!(err, "\r\x1b[2K{kind} [{bar}] {done}/{total} {state} {:.0}s", started.elapsed().as_secs_f64());
-        let _ = err.flush();
+        progress.update(Update { step: kind, done, total, status: state, detail: "" });
         match state {
             "succeeded" => {
-                let _ = writeln!(err);
+                progress.finish();
                 return Ok(());
             }
             "failed" => {
-                let _ = writeln!(err);
+                progress.finish();
                 bail!("{kind} failed: {}", op.get("error").and_then(Value::as_str).unwrap_or("no reason given"));
             }
             _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,

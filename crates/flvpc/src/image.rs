@@ -1,9 +1,9 @@
 //! `flvpc image build` and `flvpc image list`: machine images on this host.
 
+use crate::progress::{Progress, Update};
 use anyhow::Context;
 use clap::Subcommand;
 use flvpc_host::{BuildOptions, DockerEngine, Phase, DEFAULT_IMAGE};
-use std::io::Write;
 
 /// `flvpc image …`.
 #[derive(Debug, Subcommand)]
@@ -31,31 +31,18 @@ pub async fn run(command: &ImageCommand) -> anyhow::Result<()> {
         ImageCommand::Build { which: _, mirror, force } => {
             let options = BuildOptions { mirror: mirror.clone(), force: *force, ..BuildOptions::default() };
             let started = std::time::Instant::now();
-            let mut last_phase = None;
+            let mut progress = Progress::on_stderr();
             let info = flvpc_host::build_debian12(&engine, options, |p| {
-                let mut err = std::io::stderr();
-                if last_phase != Some(p.phase) {
-                    if last_phase.is_some() {
-                        let _ = writeln!(err);
-                    }
-                    last_phase = Some(p.phase);
-                }
-                let count = match (p.done, p.total) {
-                    (Some(d), Some(t)) if t > 0 => format!(" {d}/{t} ({}%)", d * 100 / t),
-                    (Some(d), _) => format!(" {d}"),
-                    _ => String::new(),
-                };
-                let message: String = p.message.chars().take(60).collect();
-                let _ = write!(
-                    err,
-                    "\r\x1b[2K[{:>5.1}s] {}{count} {message}",
-                    started.elapsed().as_secs_f64(),
-                    p.phase.label()
-                );
+                progress.update(Update {
+                    step: p.phase.label(),
+                    done: p.done,
+                    total: p.total,
+                    status: "",
+                    detail: &p.message,
+                });
                 if p.phase == Phase::Done {
-                    let _ = writeln!(err);
+                    progress.finish();
                 }
-                let _ = err.flush();
             })
             .await
             .context("the image build failed")?;

@@ -3,6 +3,7 @@
 
 mod client;
 mod image;
+mod progress;
 mod serve;
 
 use anyhow::Context;

@@ -41,7 +41,9 @@ fn free_port() -> u16 {
 fn start_server(data: &Path, port: u16) -> Server {
     let server = Server(
         Command::new(BIN)
+            // Its own SSH gateway port too, so that servers of tests running side by side never collide.
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--ssh-listen", &format!("127.0.0.1:{}", free_port())])
             .env("FLVPC_DATA_DIR", data)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -153,6 +155,56 @@ fn a_bad_database_url_is_one_clear_line() {
     );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unsupported database URL"), "{}", stderr(&out));
+}
+
+#[test]
+fn progress_into_a_pipe_is_plain_lines_without_escape_codes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    let out = flvpc(data, &["admin", "init", "--login", "admin", "--password-stdin"], Some("admin-password\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let port = free_port();
+    let _server = start_server(data, port);
+    let url = format!("http://127.0.0.1:{port}");
+    let out =
+        flvpc(data, &["login", "--server", &url, "--login", "admin", "--password-stdin"], Some("admin-password\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = flvpc(data, &["ns", "create", "team1"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Real operations followed to their end (an empty namespace needs no Docker), stdout and
+    // stderr both pipes, as in CI logs and `… 2>&1 | tee log`.
+    for (action, kind) in [("stop", "cluster.stop"), ("start", "cluster.start"), ("delete", "cluster.delete")] {
+        let out = flvpc(data, &["cluster", action, "team1"], None);
+        assert!(out.status.success(), "cluster {action}: {}", stderr(&out));
+        for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            assert!(!bytes.contains(&0x1b), "cluster {action}: ESC in {stream}: {:?}", String::from_utf8_lossy(bytes));
+            assert!(!bytes.contains(&b'\r'), "cluster {action}: CR in {stream}: {:?}", String::from_utf8_lossy(bytes));
+        }
+        let err = stderr(&out);
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with('[') && last.ends_with(&format!("] {kind} 0/0 succeeded")), "{err}");
+        assert!(err.lines().all(|l| l.starts_with('[') && l.contains(kind)), "one plain line per step: {err}");
+    }
+}
+
+#[test]
+fn image_build_into_a_pipe_is_plain_lines_without_escape_codes() {
+    // The image is there (scripts/dev.sh builds it before the tests, with its output in the CI log),
+    // so this is the path every later `flvpc image build` takes; it needs the Docker engine.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = flvpc(dir.path(), &["image", "build", "debian-12"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(!bytes.contains(&0x1b), "ESC in {stream}: {:?}", String::from_utf8_lossy(bytes));
+        assert!(!bytes.contains(&b'\r'), "CR in {stream}: {:?}", String::from_utf8_lossy(bytes));
+    }
+    let err = stderr(&out);
+    assert!(
+        err.lines().any(|l| l.starts_with('[') && l.ends_with("] Done flvpc/debian:12 is already present")),
+        "{err}"
+    );
+    assert!(stdout(&out).starts_with("flvpc/debian:12 ready"), "{}", stdout(&out));
 }
 
 /// A tiny blocking HTTP GET over a raw socket (keeps reqwest's async client out of a sync test).

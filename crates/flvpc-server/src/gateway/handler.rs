@@ -3,9 +3,8 @@
 use super::caps::{ForwardSlot, UnauthenticatedSlot, UserSlot};
 use super::relay::relay;
 use super::Shared;
-use flvpc_model::NamespaceName;
+use flvpc_model::{sshkey, NamespaceName};
 use flvpc_store::NewAudit;
-use russh::keys::ssh_key::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 use std::collections::HashMap;
@@ -256,7 +255,8 @@ impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
     async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
-        let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+        // The same function the model used when the key was stored, so the two always agree.
+        let fingerprint = sshkey::fingerprint(offer.public_key);
         let login: String = user.chars().take(64).collect();
         let known = self.owner(user, &fingerprint).await.is_some();
         self.attempt = Some((login, fingerprint));
@@ -265,7 +265,7 @@ impl russh::server::Handler for Connection {
     }
 
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
-        let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+        let fingerprint = sshkey::fingerprint(key.public_key);
         let login: String = user.chars().take(64).collect();
         let Some(user_id) = self.owner(user, &fingerprint).await else {
             self.attempt = Some((login, fingerprint));

@@ -1,8 +1,9 @@
 //! The gateway's persistent host key: made once, kept in the data dir, so that
 //! users' known_hosts stay valid across restarts.
 
+use flvpc_model::sshkey;
 use russh::keys::ssh_key::private::Ed25519Keypair;
-use russh::keys::ssh_key::{HashAlg, LineEnding};
+use russh::keys::ssh_key::LineEnding;
 use russh::keys::PrivateKey;
 use std::path::Path;
 
@@ -39,6 +40,6 @@ pub fn load_or_create_host_key(data_dir: &Path) -> Result<HostKey, String> {
         key
     };
     let public = private.public_key().to_openssh().map_err(|e| format!("cannot encode the host key: {e}"))?;
-    let fingerprint = private.public_key().fingerprint(HashAlg::Sha256).to_string();
+    let fingerprint = sshkey::fingerprint(private.public_key());
     Ok(HostKey { private, fingerprint, public })
 }
