@@ -562,3 +562,59 @@ async fn api_reference_is_up_to_date() {
         assert!(rendered.contains(&format!("`{} {path}`", method.to_uppercase())), "{method} {path} missing");
     }
 }
+
+/// A route with its parameters filled: names of the standard fixture, or (`absent`) names of
+/// nothing, so that deletes and password changes leave the fixture as it was.
+fn fill(route: &str, absent: bool) -> String {
+    let (ns, login) = if absent { ("gone", "nobody") } else { ("red", "bob") };
+    route
+        .replace("{ns}", ns)
+        .replace("{login}", login)
+        .replace("/machines/{name}", "/machines/node0")
+        .replace("{name}", "none")
+        .replace("{id}", "0")
+}
+
+/// Every operation, called by everyone of the standard fixture (and no one) with an empty JSON
+/// object as its body, answers only with statuses its description lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_answers_only_documented_statuses() {
+    let server = server().await;
+    let doc = document(&server).await;
+    let people = common::standard_fixture(&server).await;
+    let dave = server.login("dave", &common::password_of("dave")).await;
+    let callers = [None, Some(&dave), Some(&people.bob), Some(&people.carol), Some(&people.alice), Some(&people.root)];
+    let mut problems = Vec::new();
+    let mut sent = 0;
+    let mut all = operations(&doc);
+    // Signing out ends the callers' sessions: last.
+    all.sort_by_key(|(_, route, _)| route.ends_with("/logout"));
+    for (method, route, op) in all {
+        // A stream never ends: only its status is read.
+        let streams = op["responses"]["200"]["content"].get("text/event-stream").is_some();
+        let absent = method == "delete" || route.ends_with("/password");
+        let body = op.get("requestBody").map(|_| json!({}));
+        let http = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        for token in callers {
+            let path = fill(&route, absent);
+            let (status, answer) = if streams {
+                let mut request = reqwest::Client::new().get(format!("{}{path}", server.base));
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                (request.send().await.expect("request").status(), Value::Null)
+            } else {
+                let reply = server.call(http.clone(), &path, token.map(String::as_str), body.clone()).await;
+                (reply.status, reply.body)
+            };
+            sent += 1;
+            let status = status.as_u16().to_string();
+            if op["responses"].get(&status).is_none() {
+                problems
+                    .push(format!("{} {route}: answered {status}, not documented: {answer}", method.to_uppercase()));
+            }
+        }
+    }
+    assert!(sent > 100, "only {sent} requests sent");
+    assert!(problems.is_empty(), "statuses the document does not list:\n{}", problems.join("\n"));
+}
