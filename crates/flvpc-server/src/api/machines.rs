@@ -86,7 +86,7 @@ pub fn machine_out(
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/cluster", tag = "machines", security(("bearer" = [])),
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
     responses(
-        (status = 200, description = "The cluster spec (footloose.yaml format): JSON, or the stored YAML with `Accept: application/yaml`", content((Object = "application/json"), (String = "application/yaml"))),
+        (status = 200, description = "The cluster spec (footloose.yaml format): JSON, or the stored YAML with `Accept: application/yaml`", content((Object = "application/json"), (Object = "application/yaml"))),
         (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
         (status = 404, description = "No such namespace, you are not a member, or it has no spec yet (`not_found`)", body = ErrorBody),
     ))]
@@ -110,8 +110,8 @@ pub async fn get_cluster(
 /// Machines change only on `create`.
 #[utoipa::path(put, path = "/api/v1/namespaces/{ns}/cluster", tag = "machines", security(("bearer" = [])),
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
-    request_body(description = "A footloose.yaml-compatible cluster spec: JSON, or YAML with `Content-Type: application/yaml`",
-        content((Object = "application/json"), (String = "application/yaml"))),
+    request_body(description = "A footloose.yaml-compatible cluster spec (README, Cluster spec): JSON, or YAML with `Content-Type: application/yaml`",
+        content((Object = "application/json"), (Object = "application/yaml"))),
     responses(
         (status = 200, description = "Saved", body = SpecSaved),
         (status = 400, description = "The body is not UTF-8 text (`bad_request`)", body = ErrorBody),

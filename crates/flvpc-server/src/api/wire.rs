@@ -116,29 +116,30 @@ pub struct NewNamespace {
     pub quota: Option<QuotaBody>,
 }
 
-/// A namespace's quota; null means unlimited (`PUT /api/v1/namespaces/{ns}/quota`).
+/// A namespace's quota; null means unlimited (`PUT /api/v1/namespaces/{ns}/quota`). Amounts are
+/// whole numbers written without a decimal point (`2`, not `2.0`); amounts past 2^63 - 1 count as unlimited.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaBody {
     /// Machines.
     #[serde(default)]
-    #[schema(maximum = 9223372036854775807_u64)]
+    #[schema(maximum = 18446744073709551615_u64)]
     pub machines: Option<u64>,
     /// CPUs (CPU shares are a weight, so this bounds what is promised, not what is used).
     #[serde(default)]
-    #[schema(maximum = 9223372036854775807_u64)]
+    #[schema(maximum = 18446744073709551615_u64)]
     pub cpus: Option<u64>,
     /// Memory in MB.
     #[serde(default)]
-    #[schema(maximum = 9223372036854775807_u64)]
+    #[schema(maximum = 18446744073709551615_u64)]
     pub memory_mb: Option<u64>,
     /// Disk in GB (recorded and counted; see capacity for whether the storage driver enforces it).
     #[serde(default)]
-    #[schema(maximum = 9223372036854775807_u64)]
+    #[schema(maximum = 18446744073709551615_u64)]
     pub disk_gb: Option<u64>,
     /// Published host ports.
     #[serde(default)]
-    #[schema(maximum = 9223372036854775807_u64)]
+    #[schema(maximum = 18446744073709551615_u64)]
     pub host_ports: Option<u64>,
 }
 
