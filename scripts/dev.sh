@@ -93,6 +93,21 @@ build_image() {
   "$flvpc" image build debian-12
 }
 
+# openapi-spec-validator, which tests/openapi.rs runs on the served OpenAPI document: pinned, in a venv
+# under the ignored target/ directory so that nothing is installed into the system's Python.
+install_openapi_validator() {
+  local venv=target/py version=0.9.0
+  if "$venv/bin/openapi-spec-validator" --version 2>/dev/null | grep -q "$version"; then return 0; fi
+  command -v python3 >/dev/null 2>&1 || apt_install python3
+  say "installing openapi-spec-validator $version into $venv"
+  if ! python3 -m venv --clear "$venv" >/dev/null 2>&1; then
+    apt_install python3-venv
+    python3 -m venv --clear "$venv" || die "cannot make a Python venv in $venv"
+  fi
+  "$venv/bin/pip" install -q --disable-pip-version-check "openapi-spec-validator==$version" \
+    || die "pip could not install openapi-spec-validator $version"
+}
+
 cmd_run() {
   need_cargo
   start_dockerd
@@ -112,6 +127,7 @@ cmd_test() {
   say "building flvpc"
   cargo build --locked -p flvpc
   build_image ./target/debug/flvpc
+  install_openapi_validator
   say "cargo fmt --check"
   cargo fmt --all -- --check
   say "cargo clippy"

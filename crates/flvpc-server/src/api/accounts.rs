@@ -14,7 +14,14 @@ use flvpc_store::TokenKind;
 /// Sign in with login and password; returns a bearer token. Throttled: 429 with Retry-After
 /// (`too_many_attempts` after failed guesses, `too_many_requests` when the server is busy checking passwords).
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "Signed in: a bearer token", body = LoginResponse),
+        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
+        (status = 401, description = "Wrong login or password (`wrong_credentials`)", body = ErrorBody),
+        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins (`too_many_attempts`) or the server is busy checking passwords (`too_many_requests`); see Retry-After", body = ErrorBody),
+    ))]
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(source): ClientAddr,
@@ -29,7 +36,10 @@ pub async fn login(
 
 /// End the session of the token used for this call; a named API token used here is revoked.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 204, description = "Signed out: the token no longer works"),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+    ))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
     ops::sign_out(&state, &caller).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -37,7 +47,10 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<
 
 /// Who you are and your namespaces.
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "You and your namespaces", body = Me),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+    ))]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Me>> {
     let principal = caller.principal();
     let namespaces = ops::visible_namespaces(&state, principal).await?;
@@ -53,14 +66,27 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json
 
 /// All users (superadmin).
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = Vec<UserOut>), (status = 403, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "Every user", body = Vec<UserOut>),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+    ))]
 pub async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<UserOut>>> {
     Ok(Json(ops::list_users(&state, &caller).await?.into_iter().map(UserOut::from).collect()))
 }
 
 /// Create a user (superadmin).
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])), request_body = NewUser,
-    responses((status = 201, body = UserOut), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "Created", body = UserOut),
+        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        (status = 409, description = "That login is taken (`conflict`)", body = ErrorBody),
+        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+    ))]
 pub async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -72,8 +98,14 @@ pub async fn create_user(
 
 /// Delete a user with their memberships, keys and tokens (superadmin).
 #[utoipa::path(delete, path = "/api/v1/users/{login}", tag = "users", security(("bearer" = [])),
-    params(("login" = String, Path, description = "The user's login")),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("login" = super::rules::Login, Path, description = "The user's login")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+    ))]
 pub async fn delete_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -86,8 +118,18 @@ pub async fn delete_user(
 /// Change a password: your own (send current_password) or anyone's (superadmin). Every session
 /// and named API token of the user ends, except the session (not a named token) used for one's own change.
 #[utoipa::path(put, path = "/api/v1/users/{login}/password", tag = "users", security(("bearer" = [])),
-    params(("login" = String, Path, description = "The user's login")), request_body = PasswordChange,
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(("login" = super::rules::Login, Path, description = "The user's login")), request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Not your account and you are not the superadmin (`forbidden`), or the current password is wrong (`wrong_password`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        (status = 429, description = "The server is busy checking other passwords (`too_many_requests`); see Retry-After", body = ErrorBody),
+    ))]
 pub async fn change_password(
     State(state): State<AppState>,
     caller: Caller,
@@ -100,14 +142,25 @@ pub async fn change_password(
 
 /// Your SSH keys.
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys", security(("bearer" = [])),
-    responses((status = 200, body = Vec<KeyOut>), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "Your keys", body = Vec<KeyOut>),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+    ))]
 pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<KeyOut>>> {
     Ok(Json(ops::list_keys(&state, caller.principal()).await?.into_iter().map(KeyOut::from).collect()))
 }
 
 /// Add an SSH public key (OpenSSH format: ed25519, ecdsa, or rsa of 2048 bits or more).
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", security(("bearer" = [])), request_body = NewKey,
-    responses((status = 201, body = KeyOut), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "Added", body = KeyOut),
+        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 409, description = "You have a key of that name or that key already (`conflict`)", body = ErrorBody),
+        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+    ))]
 pub async fn add_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -119,8 +172,13 @@ pub async fn add_key(
 
 /// Remove one of your SSH keys.
 #[utoipa::path(delete, path = "/api/v1/keys/{name}", tag = "keys", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The key's name")),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    params(("name" = super::rules::KeyName, Path, description = "The key's name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+    ))]
 pub async fn delete_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -132,14 +190,25 @@ pub async fn delete_key(
 
 /// Your named API tokens (never their secrets).
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = [])),
-    responses((status = 200, body = Vec<TokenOut>), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "Your tokens", body = Vec<TokenOut>),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+    ))]
 pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TokenOut>>> {
     Ok(Json(ops::list_tokens(&state, caller.principal()).await?.into_iter().map(TokenOut::from).collect()))
 }
 
 /// Make a named API token; its secret is shown once.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = [])), request_body = NewToken,
-    responses((status = 201, body = CreatedToken), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "Created; the secret is shown this once", body = CreatedToken),
+        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 409, description = "You have a token of that name (`conflict`)", body = ErrorBody),
+        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+    ))]
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -151,8 +220,13 @@ pub async fn create_token(
 
 /// Revoke one of your API tokens.
 #[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The token's name")),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    params(("name" = super::rules::TokenName, Path, description = "The token's name")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+    ))]
 pub async fn delete_token(
     State(state): State<AppState>,
     caller: Caller,

@@ -20,7 +20,7 @@ fn wants_yaml(headers: &HeaderMap, name: header::HeaderName) -> bool {
     headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("yaml"))
 }
 
-/// The machine object of CONTRACT.md, with its latest usage.
+/// The machine object of the API, with its latest usage.
 pub fn machine_out(
     m: MachineRecord,
     login: &str,
@@ -66,8 +66,12 @@ pub fn machine_out(
 
 /// The namespace's cluster spec (JSON, or YAML with `Accept: application/yaml`).
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/cluster", tag = "machines", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name")),
-    responses((status = 200, description = "The cluster spec (footloose.yaml format)", body = Object), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
+    responses(
+        (status = 200, description = "The cluster spec (footloose.yaml format): JSON, or the stored YAML with `Accept: application/yaml`", content((Object = "application/json"), (Object = "application/yaml"))),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such namespace, you are not a member, or it has no spec yet (`not_found`)", body = ErrorBody),
+    ))]
 pub async fn get_cluster(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,9 +91,19 @@ pub async fn get_cluster(
 /// Replace the cluster spec (namespace admins). JSON, or YAML with `Content-Type: application/yaml`.
 /// Machines change only on `create`.
 #[utoipa::path(put, path = "/api/v1/namespaces/{ns}/cluster", tag = "machines", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name")),
-    request_body(content = String, description = "footloose.yaml-compatible cluster spec", content_type = "application/yaml"),
-    responses((status = 200, body = SpecSaved), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
+    request_body(description = "A footloose.yaml-compatible cluster spec (README, Cluster spec): JSON, or YAML with `Content-Type: application/yaml`",
+        content((Object = "application/json"), (Object = "application/yaml"))),
+    responses(
+        (status = 200, description = "Saved", body = SpecSaved),
+        (status = 400, description = "The body is not UTF-8 text (`bad_request`)", body = ErrorBody),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
+        (status = 422, description = "The spec is invalid (`invalid_spec`), names an image the host lacks (`unknown_image`) or a backend it lacks (`backend_unavailable`), or can never fit the quota (`quota_exceeded`)", body = ErrorBody),
+        (status = 503, description = "The container engine cannot be reached (`engine_unavailable`); try again", body = ErrorBody),
+    ))]
 pub async fn put_cluster(
     State(state): State<AppState>,
     caller: Caller,
@@ -110,8 +124,16 @@ fn accepted(op: flvpc_store::Operation) -> (StatusCode, Json<OperationStarted>) 
 
 /// Create the missing machines of the spec, change changed ones, remove ones no longer in it (namespace admins).
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/cluster/create", tag = "machines", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name")),
-    responses((status = 202, body = OperationStarted), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
+    responses(
+        (status = 202, description = "Started: poll the operation", body = OperationStarted),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 409, description = "No spec saved yet (`no_spec`), or a host port is taken (`conflict`)", body = ErrorBody),
+        (status = 422, description = "The saved spec is no longer valid here (`invalid_spec`, `unknown_image`, `backend_unavailable`) or does not fit the quota or the host's overcommit cap (`quota_exceeded`)", body = ErrorBody),
+        (status = 503, description = "The container engine cannot be reached (`engine_unavailable`); try again", body = ErrorBody),
+    ))]
 pub async fn create_cluster(
     State(state): State<AppState>,
     caller: Caller,
@@ -122,8 +144,13 @@ pub async fn create_cluster(
 
 /// Start every machine (members).
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/cluster/start", tag = "machines", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name")),
-    responses((status = 202, body = OperationStarted), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
+    responses(
+        (status = 202, description = "Started: poll the operation", body = OperationStarted),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 422, description = "Starting would pass the host's overcommit cap (`quota_exceeded`)", body = ErrorBody),
+    ))]
 pub async fn start_cluster(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,8 +161,12 @@ pub async fn start_cluster(
 
 /// Stop every machine (members).
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/cluster/stop", tag = "machines", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name")),
-    responses((status = 202, body = OperationStarted), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
+    responses(
+        (status = 202, description = "Started: poll the operation", body = OperationStarted),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+    ))]
 pub async fn stop_cluster(
     State(state): State<AppState>,
     caller: Caller,
@@ -146,8 +177,13 @@ pub async fn stop_cluster(
 
 /// Remove every machine of the namespace, its network and ports (namespace admins). The spec stays.
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/cluster/delete", tag = "machines", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name")),
-    responses((status = 202, body = OperationStarted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
+    responses(
+        (status = 202, description = "Started: poll the operation", body = OperationStarted),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+    ))]
 pub async fn delete_cluster(
     State(state): State<AppState>,
     caller: Caller,
@@ -158,8 +194,12 @@ pub async fn delete_cluster(
 
 /// The namespace's machines (members).
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/machines", tag = "machines", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name")),
-    responses((status = 200, body = Vec<MachineOut>), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
+    responses(
+        (status = 200, description = "Its machines", body = Vec<MachineOut>),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+    ))]
 pub async fn list_machines(
     State(state): State<AppState>,
     caller: Caller,
@@ -184,8 +224,13 @@ async fn machine_action(
 
 /// Start one machine (members).
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/machines/{name}/start", tag = "machines", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name"), ("name" = String, Path, description = "Machine name")),
-    responses((status = 202, body = OperationStarted), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("name" = super::rules::MachineName, Path, description = "The machine's name")),
+    responses(
+        (status = 202, description = "Started: poll the operation", body = OperationStarted),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 422, description = "Starting would pass the host's overcommit cap (`quota_exceeded`)", body = ErrorBody),
+    ))]
 pub async fn start_machine(
     State(state): State<AppState>,
     caller: Caller,
@@ -196,8 +241,12 @@ pub async fn start_machine(
 
 /// Stop one machine (members).
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/machines/{name}/stop", tag = "machines", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name"), ("name" = String, Path, description = "Machine name")),
-    responses((status = 202, body = OperationStarted), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("name" = super::rules::MachineName, Path, description = "The machine's name")),
+    responses(
+        (status = 202, description = "Started: poll the operation", body = OperationStarted),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+    ))]
 pub async fn stop_machine(
     State(state): State<AppState>,
     caller: Caller,
@@ -208,8 +257,13 @@ pub async fn stop_machine(
 
 /// Restart one machine (members).
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/machines/{name}/restart", tag = "machines", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name"), ("name" = String, Path, description = "Machine name")),
-    responses((status = 202, body = OperationStarted), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("name" = super::rules::MachineName, Path, description = "The machine's name")),
+    responses(
+        (status = 202, description = "Started: poll the operation", body = OperationStarted),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 422, description = "Starting a stopped machine would pass the host's overcommit cap (`quota_exceeded`)", body = ErrorBody),
+    ))]
 pub async fn restart_machine(
     State(state): State<AppState>,
     caller: Caller,
@@ -220,8 +274,12 @@ pub async fn restart_machine(
 
 /// An operation's progress (who started it, or the superadmin).
 #[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "machines", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Operation id")),
-    responses((status = 200, body = OperationOut), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "The operation's id, from the 202 that started it")),
+    responses(
+        (status = 200, description = "Its progress", body = OperationOut),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such operation, or you did not start it (`not_found`)", body = ErrorBody),
+    ))]
 pub async fn get_operation(
     State(state): State<AppState>,
     caller: Caller,
@@ -232,7 +290,10 @@ pub async fn get_operation(
 
 /// Server-Sent Events of machine and operation changes in the namespaces the caller may see.
 #[utoipa::path(get, path = "/api/v1/events", tag = "machines", security(("bearer" = [])),
-    responses((status = 200, description = "text/event-stream of {type: machine|operation, namespace, ...}")))]
+    responses(
+        (status = 200, description = "A `text/event-stream` of `{type: machine|operation, namespace, ...}` events, kept alive with comments", body = String, content_type = "text/event-stream"),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+    ))]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
@@ -242,7 +303,10 @@ pub async fn events(
 
 /// ~/.ssh/config blocks for the caller's machines through the SSH gateway (text).
 #[utoipa::path(get, path = "/api/v1/ssh-config", tag = "machines", security(("bearer" = [])),
-    responses((status = 200, description = "~/.ssh/config blocks", body = String, content_type = "text/plain"), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "~/.ssh/config blocks", body = String, content_type = "text/plain"),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+    ))]
 pub async fn ssh_config(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> ApiResult<Response> {
     let text = crate::access::ssh_config_for(&state, caller.principal(), &server_host(&headers)).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
@@ -250,8 +314,12 @@ pub async fn ssh_config(State(state): State<AppState>, caller: Caller, headers: 
 
 /// CPU, memory and network samples of one machine for the last hour (members).
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/machines/{name}/metrics", tag = "machines", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name"), ("name" = String, Path, description = "Machine name")),
-    responses((status = 200, body = MetricsOut), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("name" = super::rules::MachineName, Path, description = "The machine's name")),
+    responses(
+        (status = 200, description = "Samples of the last hour, oldest first", body = MetricsOut),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+    ))]
 pub async fn machine_metrics(
     State(state): State<AppState>,
     caller: Caller,

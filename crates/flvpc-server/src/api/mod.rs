@@ -1,10 +1,11 @@
-//! The REST API under `/api/v1` (CONTRACT.md). Routes and their OpenAPI
+//! The REST API under `/api/v1` (reference: docs/api.md). Routes and their OpenAPI
 //! description come from the same registration (utoipa-axum), so
 //! `/api/v1/openapi.json` lists exactly the routes that exist.
 
 mod accounts;
 mod machines;
 mod namespaces;
+pub mod rules;
 pub mod wire;
 
 pub use machines::machine_out;
@@ -23,7 +24,9 @@ use utoipa_axum::routes;
 #[openapi(
     info(title = "flvpc", description = "A self-hosted private cloud for one Linux server: namespaces, users, roles, machines."),
     modifiers(&BearerAuth),
-    components(schemas(wire::ErrorBody))
+    // The rules are listed because path parameters, unlike bodies, do not register the schemas they name.
+    components(schemas(wire::ErrorBody, rules::Login, rules::NamespaceName, rules::KeyName, rules::TokenName,
+        rules::MachineName, rules::NewPassword, rules::Role))
 )]
 struct ApiDoc;
 

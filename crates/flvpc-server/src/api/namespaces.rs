@@ -14,7 +14,10 @@ use serde::Deserialize;
 
 /// Namespaces you may see: all for the superadmin, your own for others.
 #[utoipa::path(get, path = "/api/v1/namespaces", tag = "namespaces", security(("bearer" = [])),
-    responses((status = 200, body = Vec<NamespaceOut>), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The namespaces you may see", body = Vec<NamespaceOut>),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+    ))]
 pub async fn list_namespaces(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<NamespaceOut>>> {
     let all = ops::visible_namespaces(&state, caller.principal()).await?;
     Ok(Json(all.into_iter().map(|(ns, role)| NamespaceOut::new(ns, role)).collect()))
@@ -22,7 +25,16 @@ pub async fn list_namespaces(State(state): State<AppState>, caller: Caller) -> A
 
 /// Create a namespace (superadmin).
 #[utoipa::path(post, path = "/api/v1/namespaces", tag = "namespaces", security(("bearer" = [])), request_body = NewNamespace,
-    responses((status = 201, body = NamespaceOut), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "Created", body = NamespaceOut),
+        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        (status = 409, description = "That name is taken (`conflict`)", body = ErrorBody),
+        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+    ))]
 pub async fn create_namespace(
     State(state): State<AppState>,
     caller: Caller,
@@ -34,8 +46,12 @@ pub async fn create_namespace(
 
 /// One namespace (members and superadmin; others get 404).
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}", tag = "namespaces", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name")),
-    responses((status = 200, body = NamespaceOut), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
+    responses(
+        (status = 200, description = "The namespace", body = NamespaceOut),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such namespace, or you are not a member (`not_found`); also for a name that breaks the rule", body = ErrorBody),
+    ))]
 pub async fn get_namespace(
     State(state): State<AppState>,
     caller: Caller,
@@ -47,8 +63,15 @@ pub async fn get_namespace(
 
 /// Delete a namespace (superadmin).
 #[utoipa::path(delete, path = "/api/v1/namespaces/{ns}", tag = "namespaces", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name")),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
+    responses(
+        (status = 204, description = "Deleted, with its machines, network and ports"),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 409, description = "Its machines could not all be removed yet (`machines_remain`); try again", body = ErrorBody),
+        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+    ))]
 pub async fn delete_namespace(
     State(state): State<AppState>,
     caller: Caller,
@@ -60,8 +83,12 @@ pub async fn delete_namespace(
 
 /// Members of a namespace and their roles.
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/members", tag = "namespaces", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name")),
-    responses((status = 200, body = Vec<MemberOut>), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
+    responses(
+        (status = 200, description = "Its members", body = Vec<MemberOut>),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such namespace, or you are not a member (`not_found`); also for a name that breaks the rule", body = ErrorBody),
+    ))]
 pub async fn list_members(
     State(state): State<AppState>,
     caller: Caller,
@@ -72,9 +99,19 @@ pub async fn list_members(
 
 /// Give a user a role in a namespace (superadmin). 201 when added, 200 when changed.
 #[utoipa::path(put, path = "/api/v1/namespaces/{ns}/members/{login}", tag = "namespaces", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name"), ("login" = String, Path, description = "The user's login")),
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("login" = super::rules::Login, Path, description = "The user's login")),
     request_body = SetRole,
-    responses((status = 200, body = MemberOut), (status = 201, body = MemberOut), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The role was changed", body = MemberOut),
+        (status = 201, description = "The user was added", body = MemberOut),
+        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+    ))]
 pub async fn set_member(
     State(state): State<AppState>,
     caller: Caller,
@@ -88,8 +125,14 @@ pub async fn set_member(
 
 /// Remove a user from a namespace (superadmin).
 #[utoipa::path(delete, path = "/api/v1/namespaces/{ns}/members/{login}", tag = "namespaces", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name"), ("login" = String, Path, description = "The user's login")),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("login" = super::rules::Login, Path, description = "The user's login")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+    ))]
 pub async fn remove_member(
     State(state): State<AppState>,
     caller: Caller,
@@ -104,16 +147,23 @@ pub async fn remove_member(
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Only this namespace (required for namespace admins).
+    #[param(value_type = Option<super::rules::NamespaceName>)]
     pub namespace: Option<String>,
     /// Only records older than this id.
     pub before: Option<i64>,
-    /// At most this many (1–1000, default 100).
+    /// At most this many (default 100); values outside 1–1000 are taken as the nearest of those.
     pub limit: Option<i64>,
 }
 
 /// Who did what, when, from where, and how it ended: everything (superadmin) or one namespace (its admins).
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])), params(AuditQuery),
-    responses((status = 200, body = Vec<AuditOut>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "Records, newest first", body = Vec<AuditOut>),
+        (status = 400, description = "A query parameter is not of its type (`bad_request`)", body = ErrorBody),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Without the namespace parameter: you are not the superadmin; with it: you are not its admin (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "No such namespace, or you are not a member (`not_found`)", body = ErrorBody),
+    ))]
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,
@@ -127,8 +177,17 @@ pub async fn audit(
 /// Set a namespace's quota (superadmin); null fields are unlimited. Machines already there
 /// stay; only growth beyond the quota is refused (422 quota_exceeded).
 #[utoipa::path(put, path = "/api/v1/namespaces/{ns}/quota", tag = "namespaces", security(("bearer" = [])),
-    params(("ns" = String, Path, description = "Namespace name")), request_body = QuotaBody,
-    responses((status = 200, body = QuotaBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")), request_body = QuotaBody,
+    responses(
+        (status = 200, description = "The quota now", body = QuotaBody),
+        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+    ))]
 pub async fn set_quota(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,7 +200,11 @@ pub async fn set_quota(
 
 /// Host capacity, overcommit, and what every namespace has allocated and running (superadmin).
 #[utoipa::path(get, path = "/api/v1/capacity", tag = "namespaces", security(("bearer" = [])),
-    responses((status = 200, body = CapacityOut), (status = 403, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The capacity report", body = CapacityOut),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+    ))]
 pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<CapacityOut>> {
     let report = crate::ops::capacity::capacity(&state, caller.principal()).await?;
     Ok(Json(CapacityOut {

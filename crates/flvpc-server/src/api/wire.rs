@@ -1,4 +1,4 @@
-//! JSON shapes of the REST API (CONTRACT.md). Wire types live here, at the
+//! JSON shapes of the REST API (docs/api.md). Wire types live here, at the
 //! boundary; the model and store know nothing of them.
 
 use flvpc_store::{ApiToken, AuditEntry, Member, Namespace, SshKey, User};
@@ -39,6 +39,7 @@ pub struct NamespaceRole {
     /// Namespace name.
     pub name: String,
     /// `admin` or `user` (the superadmin is `admin` everywhere).
+    #[schema(value_type = super::rules::Role)]
     pub role: String,
 }
 
@@ -57,9 +58,11 @@ pub struct Me {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
-    /// `^[a-z][a-z0-9._-]{0,31}$`.
+    /// The new user's login (the SSH user name at the gateway).
+    #[schema(value_type = super::rules::Login)]
     pub login: String,
-    /// At least 8 characters.
+    /// At least 8 characters, at most 1024 bytes, no control characters.
+    #[schema(value_type = super::rules::NewPassword)]
     pub password: String,
 }
 
@@ -96,6 +99,7 @@ impl From<User> for UserOut {
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     /// The new password.
+    #[schema(value_type = super::rules::NewPassword)]
     pub password: String,
     /// Your current password (not needed when the superadmin resets someone else's).
     pub current_password: Option<String>,
@@ -105,30 +109,37 @@ pub struct PasswordChange {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewNamespace {
-    /// `^[a-z][a-z0-9-]{0,30}$`.
+    /// The namespace's name (part of its machines' host names).
+    #[schema(value_type = super::rules::NamespaceName)]
     pub name: String,
     /// Limits; absent or null fields are unlimited.
     pub quota: Option<QuotaBody>,
 }
 
-/// A namespace's quota; null means unlimited (`PUT /api/v1/namespaces/{ns}/quota`).
+/// A namespace's quota; null means unlimited (`PUT /api/v1/namespaces/{ns}/quota`). Amounts are
+/// whole numbers written without a decimal point (`2`, not `2.0`); amounts past 2^63 - 1 count as unlimited.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaBody {
     /// Machines.
     #[serde(default)]
+    #[schema(maximum = 18446744073709551615_u64)]
     pub machines: Option<u64>,
     /// CPUs (CPU shares are a weight, so this bounds what is promised, not what is used).
     #[serde(default)]
+    #[schema(maximum = 18446744073709551615_u64)]
     pub cpus: Option<u64>,
     /// Memory in MB.
     #[serde(default)]
+    #[schema(maximum = 18446744073709551615_u64)]
     pub memory_mb: Option<u64>,
     /// Disk in GB (recorded and counted; see capacity for whether the storage driver enforces it).
     #[serde(default)]
+    #[schema(maximum = 18446744073709551615_u64)]
     pub disk_gb: Option<u64>,
     /// Published host ports.
     #[serde(default)]
+    #[schema(maximum = 18446744073709551615_u64)]
     pub host_ports: Option<u64>,
 }
 
@@ -256,6 +267,7 @@ pub struct NamespaceOut {
     /// Name.
     pub name: String,
     /// The caller's role here.
+    #[schema(value_type = super::rules::Role)]
     pub role: String,
     /// Number of members.
     pub members: i64,
@@ -281,6 +293,7 @@ pub struct MemberOut {
     /// Login.
     pub login: String,
     /// `admin` or `user`.
+    #[schema(value_type = super::rules::Role)]
     pub role: String,
 }
 
@@ -295,6 +308,7 @@ impl From<Member> for MemberOut {
 #[serde(deny_unknown_fields)]
 pub struct SetRole {
     /// `admin` or `user`.
+    #[schema(value_type = super::rules::Role)]
     pub role: String,
 }
 
@@ -303,8 +317,12 @@ pub struct SetRole {
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     /// Unique among your keys.
+    #[schema(value_type = super::rules::KeyName)]
     pub name: String,
-    /// OpenSSH format, e.g. the contents of `~/.ssh/id_ed25519.pub`.
+    /// OpenSSH format, e.g. the contents of `~/.ssh/id_ed25519.pub`: one line `TYPE BASE64 [COMMENT]`
+    /// with a real key of type ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa (2048 to 16384 bits),
+    /// no authorized_keys options.
+    #[schema(min_length = 1, max_length = 16384)]
     pub public_key: String,
 }
 
@@ -337,6 +355,7 @@ impl From<SshKey> for KeyOut {
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// Unique among your tokens.
+    #[schema(value_type = super::rules::TokenName)]
     pub name: String,
 }
 
@@ -511,14 +530,14 @@ pub struct MachineSsh {
     pub direct: Option<String>,
 }
 
-/// A machine (CONTRACT.md).
+/// A machine.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MachineOut {
     /// Name.
     pub name: String,
     /// Namespace.
     pub namespace: String,
-    /// Container name `<ns>-<name>`.
+    /// Container name `<name>.<ns>`.
     pub container: String,
     /// not_created, creating, running, stopped, error (deleting while it is removed).
     pub state: String,
