@@ -8,6 +8,8 @@
 //!   reconciled is marked dirty and reconciled once more afterwards.
 //! - Bounded concurrency across machines (a semaphore), so a 30-machine cluster
 //!   is created in parallel without overwhelming the engine.
+//! - The engine's events (a container started, stopped, died or went away) enqueue the
+//!   machine at once, so a machine killed behind flvpc's back is seen within seconds.
 //! - A periodic resync re-enqueues every machine and every labelled container,
 //!   because events get lost and flvpc may have been restarted mid-operation:
 //!   interrupted work is finished, labelled containers without a record are removed.
@@ -26,6 +28,7 @@ use flvpc_host::{Engine, EngineError, MachineDetails, MachineSpec, MachineState,
 use flvpc_model::policy::system;
 use flvpc_model::{MachineKey, MachineName, NamespaceName};
 use flvpc_store::{Desired, MachineRecord, Operation, Store};
+use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -68,6 +71,9 @@ impl Default for Settings {
         }
     }
 }
+
+/// How long to wait before subscribing to the engine's events again.
+const EVENTS_RETRY: Duration = Duration::from_secs(1);
 
 /// The default PID limit per machine: systemd, sshd and a user's work need a few hundred; a
 /// fork bomb stops here instead of at the host's limit.
@@ -145,16 +151,37 @@ impl Reconciler {
         self.inner.events.subscribe()
     }
 
-    /// Runs the periodic resync until the process ends; the first pass starts at once
-    /// (recovering whatever an earlier run left half done).
+    /// Runs the periodic resync and follows the engine's events until the process ends (or
+    /// the handle is aborted); the first pass starts at once (recovering whatever an earlier
+    /// run left half done).
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
-            loop {
-                this.resync().await;
-                tokio::time::sleep(this.inner.settings.resync_every).await;
-            }
+            let resync = async {
+                loop {
+                    this.resync().await;
+                    tokio::time::sleep(this.inner.settings.resync_every).await;
+                }
+            };
+            tokio::join!(resync, this.follow_engine_events());
         })
+    }
+
+    /// Enqueues each machine the engine reports a change of. Subscribes again when the stream
+    /// ends, after a pause (a down engine is not hammered; the resync covers the gap).
+    async fn follow_engine_events(&self) {
+        loop {
+            match self.inner.engine.machine_events().await {
+                Ok(Some(mut events)) => {
+                    while let Some(key) = events.next().await {
+                        self.enqueue(key);
+                    }
+                }
+                Ok(None) => return,
+                Err(err) => tracing::debug!("cannot follow the engine's events (the resync still runs): {err}"),
+            }
+            tokio::time::sleep(EVENTS_RETRY).await;
+        }
     }
 
     /// Enqueues every machine with a record and every labelled container.
