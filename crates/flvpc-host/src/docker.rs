@@ -21,7 +21,7 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
     RestartContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
@@ -31,8 +31,9 @@ use tokio::sync::Mutex;
 
 use crate::cgroup::CgroupLayout;
 use crate::engine::{
-    container_name, network_name, Engine, EngineError, MachineDetails, MachineInfo, MachineSpec, MachineState,
-    PortMapping, Protocol, PublishedPort, ISOLATION, LABEL_INSTANCE, LABEL_ISOLATION, LABEL_MACHINE, LABEL_NAMESPACE,
+    container_name, network_name, Engine, EngineError, MachineDetails, MachineEvents, MachineInfo, MachineSpec,
+    MachineState, PortMapping, Protocol, PublishedPort, ISOLATION, LABEL_INSTANCE, LABEL_ISOLATION, LABEL_MACHINE,
+    LABEL_NAMESPACE,
 };
 use flvpc_model::{MachineKey, NamespaceName};
 
@@ -44,6 +45,8 @@ pub const SYSTEMD_STOP_SIGNAL: &str = "SIGRTMIN+3";
 
 /// Default timeout for one API call; long calls (stop, import) set their own.
 const API_TIMEOUT_SECS: u64 = 120;
+/// How long one subscription to Docker's events lasts before it is renewed.
+const EVENTS_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The output of a command run inside a machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,6 +419,30 @@ impl DockerEngine {
         Ok(())
     }
 
+    /// Docker's events about this instance's machine containers (start, stop, die, destroy),
+    /// as the machines they concern. Ends when the connection does (an error ends it too).
+    pub fn machine_events(&self) -> Result<MachineEvents, EngineError> {
+        let instance = format!("{LABEL_INSTANCE}={}", self.instance()?);
+        let filters = HashMap::from([
+            ("type", vec!["container".to_owned()]),
+            ("event", ["start", "stop", "die", "destroy"].map(String::from).to_vec()),
+            ("label", vec![instance]),
+        ]);
+        let options = EventsOptionsBuilder::new().filters(&filters).build();
+        // A long-lived stream: the API timeout would cut it every two minutes.
+        let docker = self.docker.clone().with_timeout(EVENTS_TIMEOUT);
+        let events = docker
+            .events(Some(options))
+            .take_while(|event| {
+                if let Err(err) = event {
+                    tracing::debug!("Docker's event stream ended: {err}");
+                }
+                std::future::ready(event.is_ok())
+            })
+            .filter_map(|event| std::future::ready(event.ok().and_then(|e| event_machine(&e))));
+        Ok(events.boxed())
+    }
+
     /// Lists machine containers (those with both flvpc labels), of one namespace or all.
     /// Containers without the labels are never returned, whatever their name.
     pub async fn list_machines(&self, namespace: Option<&NamespaceName>) -> Result<Vec<MachineInfo>, EngineError> {
@@ -511,6 +538,13 @@ fn is_port_conflict(message: &str) -> bool {
 }
 
 /// The container definition of a machine (CONTRACT.md "Machines on the host").
+/// The machine a container event is about, from the container's labels (Docker copies them
+/// into the event's attributes).
+fn event_machine(event: &bollard::models::EventMessage) -> Option<MachineKey> {
+    let attributes = event.actor.as_ref()?.attributes.as_ref()?;
+    MachineKey::parse(attributes.get(LABEL_NAMESPACE)?, attributes.get(LABEL_MACHINE)?).ok()
+}
+
 fn container_body(spec: &MachineSpec, network: &str, instance: &str, cgroups: &CgroupLayout) -> ContainerCreateBody {
     let mut labels: HashMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     labels.insert(LABEL_NAMESPACE.into(), spec.key.namespace.to_string());
@@ -838,6 +872,9 @@ impl Engine for DockerEngine {
     }
     async fn inspect_machine(&self, key: &MachineKey) -> Result<Option<MachineDetails>, EngineError> {
         DockerEngine::inspect_machine(self, key).await
+    }
+    async fn machine_events(&self) -> Result<Option<MachineEvents>, EngineError> {
+        DockerEngine::machine_events(self).map(Some)
     }
     async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError> {
         DockerEngine::write_authorized_keys(self, key, content).await

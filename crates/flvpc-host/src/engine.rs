@@ -448,7 +448,18 @@ pub trait Engine: Send + Sync {
     /// Replaces `/root/.ssh/authorized_keys` with `content` (whole file, 0600, root).
     /// Works on created, running and stopped machines.
     async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError>;
+    /// The machines of this instance whose containers the engine reports as started, stopped,
+    /// dead or removed, so that a change made behind flvpc's back (`docker kill`, a crash) is
+    /// reconciled at once instead of at the next resync. The stream ends with the engine's
+    /// connection: subscribe again. `None`: this engine reports nothing (the resync still sees
+    /// every change, later).
+    async fn machine_events(&self) -> Result<Option<MachineEvents>, EngineError> {
+        Ok(None)
+    }
 }
+
+/// What [`Engine::machine_events`] yields: machines to look at again.
+pub type MachineEvents = futures::stream::BoxStream<'static, MachineKey>;
 
 #[cfg(test)]
 mod tests {

@@ -4,9 +4,13 @@
 //! It follows the Docker backend's rules where a reconciler could get them wrong: creating
 //! needs the namespace network and a known image, names are unique, a network with machines
 //! cannot be removed, `stop` of a stopped machine and `remove` of a missing one succeed.
-//! Failures can be injected per operation, and the engine can be made "unreachable".
+//! Failures can be injected per operation or at the n-th call concerning a namespace, and the
+//! engine can be made "unreachable". Containers of another flvpc instance can be planted (the
+//! engine never lists or touches them, like `DockerEngine::for_instance`), every call on a
+//! machine can be slowed down, and the most calls ever in flight on one machine are counted
+//! (to prove the reconciler's one-reconcile-per-machine rule).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -80,6 +84,21 @@ pub enum Call {
 }
 
 impl Call {
+    /// The namespace the call concerns, if any (`list_machines(None)` and `ping` have none).
+    pub fn namespace(&self) -> Option<&NamespaceName> {
+        match self {
+            Call::Ping | Call::ImageExists(_) | Call::ListMachines(None) => None,
+            Call::EnsureNetwork(ns) | Call::RemoveNetwork(ns) | Call::ListMachines(Some(ns)) => Some(ns),
+            Call::CreateMachine(spec) => Some(&spec.key.namespace),
+            Call::StartMachine(key)
+            | Call::StopMachine(key, _)
+            | Call::RestartMachine(key, _)
+            | Call::RemoveMachine(key)
+            | Call::InspectMachine(key)
+            | Call::WriteAuthorizedKeys(key, _) => Some(&key.namespace),
+        }
+    }
+
     /// Which operation this call is.
     pub fn op(&self) -> Op {
         match self {
@@ -110,6 +129,16 @@ struct FakeMachine {
     authorized_keys: Option<String>,
     /// False for a container "made by an older flvpc" (no isolation label).
     isolated: bool,
+    /// The flvpc instance label: only [`FAKE_INSTANCE`]'s containers are this engine's own.
+    instance: String,
+    /// How often it was started or restarted.
+    boots: u32,
+}
+
+impl FakeMachine {
+    fn ours(&self) -> bool {
+        self.instance == FAKE_INSTANCE
+    }
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +148,8 @@ struct State {
     machines: BTreeMap<MachineKey, FakeMachine>,
     calls: Vec<Call>,
     failures: VecDeque<(Op, EngineError)>,
+    /// Failures at the n-th call (counted down) concerning a namespace.
+    nth_failures: Vec<(NamespaceName, usize, EngineError)>,
     unreachable: bool,
     next_id: u64,
     next_port: u16,
@@ -128,6 +159,30 @@ struct State {
 #[derive(Debug, Default)]
 pub struct FakeEngine {
     state: Mutex<State>,
+    /// Calls in flight per machine; a lock of its own, so that it is never taken while `state` is held.
+    busy: Mutex<Busy>,
+}
+
+#[derive(Debug, Default)]
+struct Busy {
+    delay: Duration,
+    in_flight: HashMap<MachineKey, usize>,
+    most: usize,
+}
+
+/// A call on a machine in flight; counted down when dropped.
+struct InFlight<'a> {
+    engine: &'a FakeEngine,
+    key: MachineKey,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.engine.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = busy.in_flight.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 impl FakeEngine {
@@ -156,6 +211,53 @@ impl FakeEngine {
     /// The next call of `op` fails with `error` (queued: several can be injected).
     pub fn fail_next(&self, op: Op, error: EngineError) {
         self.lock().failures.push_back((op, error));
+    }
+
+    /// The `n`-th call (0: the next) from now that concerns namespace `ns` fails with `error`.
+    /// A test that gives each scenario a namespace of its own can so break any step of it.
+    pub fn fail_nth_in(&self, ns: &NamespaceName, n: usize, error: EngineError) {
+        self.lock().nth_failures.push((ns.clone(), n, error));
+    }
+
+    /// Makes every call on a machine wait `delay` before it acts (while counted as in flight).
+    pub fn set_call_delay(&self, delay: Duration) {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).delay = delay;
+    }
+
+    /// The most calls ever in flight at once on one machine.
+    pub fn most_calls_in_flight_on_one_machine(&self) -> usize {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).most
+    }
+
+    /// Plants a container of another flvpc instance named and labelled as machine `key`: this
+    /// engine never lists it, refuses to act on it ([`EngineError::NotOurs`]) and cannot create
+    /// a machine of the same name, like the Docker backend acting for one instance.
+    pub fn add_foreign_machine(&self, key: &MachineKey, instance: &str, state: MachineState) {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let n = st.next_id;
+        let machine = FakeMachine {
+            spec: MachineSpec::new(key.clone(), DEFAULT_IMAGE),
+            id: format!("{n:064x}"),
+            ip: "10.255.0.2".into(),
+            state,
+            ports: Vec::new(),
+            authorized_keys: None,
+            isolated: true,
+            instance: instance.to_owned(),
+            boots: 0,
+        };
+        st.machines.insert(key.clone(), machine);
+    }
+
+    /// The state of a container, this instance's or a planted foreign one (`None`: no container).
+    pub fn state_of(&self, key: &MachineKey) -> Option<MachineState> {
+        self.lock().machines.get(key).map(|m| m.state)
+    }
+
+    /// How often a machine was started or restarted (0 when missing).
+    pub fn boots(&self, key: &MachineKey) -> u32 {
+        self.lock().machines.get(key).map_or(0, |m| m.boots)
     }
 
     /// Every call so far, in order.
@@ -217,11 +319,44 @@ impl FakeEngine {
         self.lock().machines.remove(key);
     }
 
+    /// Counts a call on `key` as in flight until the result is dropped, after the call delay.
+    async fn occupy(&self, key: &MachineKey) -> InFlight<'_> {
+        let delay = {
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            let n = busy.in_flight.entry(key.clone()).or_default();
+            *n += 1;
+            let n = *n;
+            busy.most = busy.most.max(n);
+            busy.delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        InFlight { engine: self, key: key.clone() }
+    }
+
     /// Records the call, then applies an injected failure or the unreachable switch.
     fn enter(&self, call: Call) -> Result<MutexGuard<'_, State>, EngineError> {
         let mut state = self.lock();
         let op = call.op();
+        let ns = call.namespace().cloned();
         state.calls.push(call);
+        if let Some(ns) = ns {
+            let mut hit = None;
+            for (i, (scope, n, _)) in state.nth_failures.iter_mut().enumerate() {
+                if *scope == ns {
+                    if *n == 0 {
+                        hit = Some(i);
+                        break;
+                    }
+                    *n -= 1;
+                }
+            }
+            if let Some(i) = hit {
+                let (_, _, error) = state.nth_failures.remove(i);
+                return Err(error);
+            }
+        }
         if state.unreachable {
             return Err(EngineError::Unreachable {
                 socket: "fake".into(),
@@ -263,6 +398,15 @@ fn missing(key: &MachineKey) -> EngineError {
     EngineError::MachineNotFound { container: container_name(key) }
 }
 
+/// This instance's machine `key`: `None` when there is no container, an error when the
+/// container belongs to another instance (never touched, like the Docker backend).
+fn own<'a>(state: &'a mut State, key: &MachineKey) -> Result<Option<&'a mut FakeMachine>, EngineError> {
+    match state.machines.get_mut(key) {
+        Some(m) if !m.ours() => Err(EngineError::NotOurs { object: container_name(key) }),
+        found => Ok(found),
+    }
+}
+
 #[async_trait]
 impl Engine for FakeEngine {
     async fn ping(&self) -> Result<(), EngineError> {
@@ -296,6 +440,7 @@ impl Engine for FakeEngine {
     }
 
     async fn create_machine(&self, spec: &MachineSpec) -> Result<String, EngineError> {
+        let _busy = self.occupy(&spec.key).await;
         let mut state = self.enter(Call::CreateMachine(spec.clone()))?;
         spec.validate()?;
         let k = spec.key.clone();
@@ -336,21 +481,29 @@ impl Engine for FakeEngine {
             ports,
             authorized_keys: None,
             isolated: true,
+            instance: FAKE_INSTANCE.into(),
+            boots: 0,
         };
         state.machines.insert(k, machine);
         Ok(id)
     }
 
     async fn start_machine(&self, key: &MachineKey) -> Result<(), EngineError> {
+        let _busy = self.occupy(key).await;
         let mut state = self.enter(Call::StartMachine(key.clone()))?;
-        let m = state.machines.get_mut(key).ok_or_else(|| missing(key))?;
-        m.state = MachineState::Running;
+        let m = own(&mut state, key)?.ok_or_else(|| missing(key))?;
+        // Like Docker: starting a running container changes nothing.
+        if m.state != MachineState::Running {
+            m.state = MachineState::Running;
+            m.boots += 1;
+        }
         Ok(())
     }
 
     async fn stop_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError> {
+        let _busy = self.occupy(key).await;
         let mut state = self.enter(Call::StopMachine(key.clone(), timeout))?;
-        let m = state.machines.get_mut(key).ok_or_else(|| missing(key))?;
+        let m = own(&mut state, key)?.ok_or_else(|| missing(key))?;
         if m.state != MachineState::Created {
             m.state = MachineState::Stopped;
         }
@@ -358,14 +511,18 @@ impl Engine for FakeEngine {
     }
 
     async fn restart_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError> {
+        let _busy = self.occupy(key).await;
         let mut state = self.enter(Call::RestartMachine(key.clone(), timeout))?;
-        let m = state.machines.get_mut(key).ok_or_else(|| missing(key))?;
+        let m = own(&mut state, key)?.ok_or_else(|| missing(key))?;
         m.state = MachineState::Running;
+        m.boots += 1;
         Ok(())
     }
 
     async fn remove_machine(&self, key: &MachineKey) -> Result<(), EngineError> {
+        let _busy = self.occupy(key).await;
         let mut state = self.enter(Call::RemoveMachine(key.clone()))?;
+        own(&mut state, key)?;
         state.machines.remove(key);
         Ok(())
     }
@@ -375,14 +532,15 @@ impl Engine for FakeEngine {
         Ok(state
             .machines
             .values()
-            .filter(|m| namespace.is_none_or(|ns| &m.spec.key.namespace == ns))
+            .filter(|m| m.ours() && namespace.is_none_or(|ns| &m.spec.key.namespace == ns))
             .map(info)
             .collect())
     }
 
     async fn inspect_machine(&self, key: &MachineKey) -> Result<Option<MachineDetails>, EngineError> {
-        let state = self.enter(Call::InspectMachine(key.clone()))?;
-        Ok(state.machines.get(key).map(|m| MachineDetails {
+        let _busy = self.occupy(key).await;
+        let mut state = self.enter(Call::InspectMachine(key.clone()))?;
+        Ok(own(&mut state, key)?.map(|m| MachineDetails {
             info: info(m),
             hostname: m.spec.key.name.to_string(),
             cpus: m.spec.cpus,
@@ -397,8 +555,9 @@ impl Engine for FakeEngine {
     }
 
     async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError> {
+        let _busy = self.occupy(key).await;
         let mut state = self.enter(Call::WriteAuthorizedKeys(key.clone(), content.to_owned()))?;
-        let m = state.machines.get_mut(key).ok_or_else(|| missing(key))?;
+        let m = own(&mut state, key)?.ok_or_else(|| missing(key))?;
         m.authorized_keys = Some(content.to_owned());
         Ok(())
     }

@@ -26,9 +26,9 @@ pub mod usage;
 pub use capacity::{host_capacity, host_limit_warnings, Capacity};
 pub use docker::{wait_ssh_ready, DockerEngine, ExecOutput};
 pub use engine::{
-    container_name, network_name, Engine, EngineError, MachineDetails, MachineInfo, MachineSpec, MachineState,
-    PortMapping, Protocol, PublishedPort, DEFAULT_IMAGE, ISOLATION, LABEL_IMAGE, LABEL_INSTANCE, LABEL_ISOLATION,
-    LABEL_MACHINE, LABEL_NAMESPACE,
+    container_name, network_name, Engine, EngineError, MachineDetails, MachineEvents, MachineInfo, MachineSpec,
+    MachineState, PortMapping, Protocol, PublishedPort, DEFAULT_IMAGE, ISOLATION, LABEL_IMAGE, LABEL_INSTANCE,
+    LABEL_ISOLATION, LABEL_MACHINE, LABEL_NAMESPACE,
 };
 pub use fake::FakeEngine;
 pub use image::{build_debian12, image_exists, list_images, BuildOptions, ImageError, ImageInfo, Phase, Progress};

@@ -126,6 +126,10 @@ pub struct MachineRecord {
     pub observed_at: i64,
     /// Published host ports.
     pub ports: Vec<PortRecord>,
+    /// The restart operation waiting for this machine's next (re)start, if one is pending.
+    /// Part of the desired state: set with the operation, cleared by the reconciler once the
+    /// engine (re)started the machine.
+    pub restart_op: Option<String>,
 }
 
 /// An inclusive range of host ports to allocate from.
@@ -195,7 +199,7 @@ macro_rules! select_machines {
     ($tail:literal) => {
         concat!(
             "SELECT m.id, n.name, m.name, m.image, m.backend, m.cpus, m.memory_mb, m.disk_gb, m.spec_hash, m.desired, \
-             m.observed, m.ip, m.error, m.observed_at, m.cpu_cap_milli FROM machines m JOIN namespaces n ON n.id = m.namespace_id ",
+             m.observed, m.ip, m.error, m.observed_at, m.cpu_cap_milli, m.restart_op FROM machines m JOIN namespaces n ON n.id = m.namespace_id ",
             $tail
         )
     };
@@ -220,6 +224,7 @@ fn machine_from(row: &sqlx::any::AnyRow) -> Result<(i64, MachineRecord), StoreEr
             observed_at: row.try_get(13)?,
             cpu_cap_milli: row.try_get::<Option<i64>, _>(14)?.and_then(|v| u32::try_from(v).ok()),
             ports: Vec::new(),
+            restart_op: row.try_get(15)?,
         },
     ))
 }
@@ -629,17 +634,22 @@ impl Store {
         Ok(op)
     }
 
-    /// Records an operation that the reconciler carries out itself (restart).
-    pub async fn create_operation(
+    /// Asks for one machine to be restarted: in one admitted transaction the machine is meant
+    /// to run (restarting a stopped machine starts it, so the host's `caps` must admit it,
+    /// [`StoreError::Exceeded`]), the restart operation is recorded, and the machine's record
+    /// points to it. A refused restart leaves nothing behind; an accepted one survives a
+    /// restart of flvpc, because the request is in the record, not in memory.
+    pub async fn request_restart(
         &self,
         grant: &NamespaceGrant,
-        kind: &str,
         machine: &str,
-        goal: &str,
+        caps: &HostCaps,
+        kind: &str,
         by: &str,
     ) -> Result<Operation, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let ns_id = namespace_id(&mut tx.tx, grant.namespace()).await?;
+        let ns = grant.namespace();
+        let mut tx = self.begin_admission().await?;
+        let ns_id = namespace_id(&mut tx.tx, ns).await?;
         let exists: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM machines WHERE namespace_id = $1 AND name = $2 AND desired <> 'deleted'",
         )
@@ -647,14 +657,44 @@ impl Store {
         .bind(machine)
         .fetch_optional(&mut *tx.tx)
         .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound(format!("machine {machine:?} in {:?}", grant.namespace().as_str())));
-        }
-        let op =
-            insert_operation(&mut tx.tx, kind, grant.namespace(), Some(machine), goal, vec![machine.to_owned()], by)
-                .await?;
+        let Some(machine_id) = exists else {
+            return Err(StoreError::NotFound(format!("machine {machine:?} in {:?}", ns.as_str())));
+        };
+        let names = vec![machine.to_owned()];
+        let starting = starting_resources(&mut tx.tx, ns_id, &names).await?;
+        let running = admitted_running(&mut tx.tx, ns).await?;
+        admit_in(&mut tx.tx, ns, caps, None, Some(running.plus(starting))).await?;
+        let op = insert_operation(&mut tx.tx, kind, ns, Some(machine), "restart", names, by).await?;
+        sqlx::query("UPDATE machines SET desired = 'running', restart_op = $1, updated_at = $2 WHERE id = $3")
+            .bind(&op.id)
+            .bind(now_ms())
+            .bind(machine_id)
+            .execute(&mut *tx.tx)
+            .await?;
         tx.commit().await?;
         Ok(op)
+    }
+
+    /// Records that the engine (re)started a machine for the restart operation `op`: the
+    /// request is done. A newer request made meanwhile (another id) stays pending.
+    pub async fn restart_done(
+        &self,
+        _: &SystemGrant,
+        ns: &NamespaceName,
+        name: &str,
+        op: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE machines SET restart_op = NULL WHERE name = $1 AND restart_op = $2 \
+             AND namespace_id = (SELECT id FROM namespaces WHERE name = $3)",
+        )
+        .bind(name)
+        .bind(op)
+        .bind(ns.as_str())
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await
     }
 
     /// Writes what the reconciler observed about a machine.

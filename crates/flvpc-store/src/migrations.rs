@@ -112,6 +112,16 @@ const CPU_CAP_V4: [&str; 1] = ["ALTER TABLE machines ADD COLUMN cpu_cap_milli BI
 /// the server's `--publish-address`.
 const PORT_ADDRESS_V5: [&str; 1] = ["ALTER TABLE host_ports ADD COLUMN address TEXT"];
 
+/// A restart asked for and not yet done, as part of the machine's desired state: the id of the
+/// restart operation waiting for the machine's next (re)start; NULL when none is pending.
+/// Restarts still open when this migration runs (kept in memory until then) are carried over.
+const RESTART_OP_V6: [&str; 2] = [
+    "ALTER TABLE machines ADD COLUMN restart_op TEXT",
+    "UPDATE machines SET restart_op = (SELECT o.id FROM operations o JOIN namespaces n ON n.name = o.namespace \
+     WHERE n.id = machines.namespace_id AND o.machine = machines.name AND o.goal = 'restart' \
+     AND o.state IN ('pending', 'running') ORDER BY o.created_at DESC LIMIT 1)",
+];
+
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -133,5 +143,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "publish addresses of host ports",
         sqlite: &PORT_ADDRESS_V5,
         postgres: &PORT_ADDRESS_V5,
+    },
+    Migration {
+        version: 6,
+        description: "pending restarts in the machine record",
+        sqlite: &RESTART_OP_V6,
+        postgres: &RESTART_OP_V6,
     },
 ];

@@ -309,11 +309,10 @@ pub async fn machine_action(
         let op = match action {
             MachineAction::Start => set(Desired::Running, kind).await.map_err(store_error)?,
             MachineAction::Stop => set(Desired::Stopped, kind).await.map_err(store_error)?,
+            // One admitted transaction: restarting a stopped machine starts it, and a refused
+            // restart leaves nothing behind; the request lives in the machine's record.
             MachineAction::Restart => {
-                // Admitted first: restarting a stopped machine starts it, and a refused restart
-                // must leave no operation behind for the reconciler to carry out.
-                set(Desired::Running, "machine.start").await.map_err(store_error)?;
-                state.store.create_operation(&grant, kind, name, "restart", by).await?
+                state.store.request_restart(&grant, name, &caps, kind, by).await.map_err(store_error)?
             }
         };
         state.reconciler.enqueue_operation(&op);

@@ -3,7 +3,7 @@
 //! the engine up when it comes back.
 
 use async_trait::async_trait;
-use flvpc_host::{DockerEngine, Engine, EngineError, MachineDetails, MachineInfo, MachineSpec};
+use flvpc_host::{DockerEngine, Engine, EngineError, MachineDetails, MachineEvents, MachineInfo, MachineSpec};
 use flvpc_model::{MachineKey, NamespaceName};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +90,10 @@ impl Engine for ReconnectingDocker {
     }
     async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError> {
         let r = self.get().await?.write_authorized_keys(key, content).await;
+        self.check(r).await
+    }
+    async fn machine_events(&self) -> Result<Option<MachineEvents>, EngineError> {
+        let r = self.get().await?.machine_events().map(Some);
         self.check(r).await
     }
 }

@@ -8,19 +8,27 @@
 //!   reconciled is marked dirty and reconciled once more afterwards.
 //! - Bounded concurrency across machines (a semaphore), so a 30-machine cluster
 //!   is created in parallel without overwhelming the engine.
+//! - The engine's events (a container started, stopped, died or went away) enqueue the
+//!   machine at once, so a machine killed behind flvpc's back is seen within seconds.
 //! - A periodic resync re-enqueues every machine and every labelled container,
 //!   because events get lost and flvpc may have been restarted mid-operation:
 //!   interrupted work is finished, labelled containers without a record are removed.
 //! - Operations are progress views computed from the same observed state, so they
-//!   survive a restart too.
+//!   survive a restart too. A restart request is desired state as well: the machine's
+//!   record points to the pending restart operation until the engine (re)started it.
+//! - Nothing is remembered between passes that the database or the engine does not say
+//!   again, but which authorized_keys were written (a cache a resync drops).
 
 pub mod engine;
+#[cfg(test)]
+mod tests;
 
 use crate::events::Event;
 use flvpc_host::{Engine, EngineError, MachineDetails, MachineSpec, MachineState, PortMapping, Protocol};
 use flvpc_model::policy::system;
 use flvpc_model::{MachineKey, MachineName, NamespaceName};
 use flvpc_store::{Desired, MachineRecord, Operation, Store};
+use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -64,6 +72,9 @@ impl Default for Settings {
     }
 }
 
+/// How long to wait before subscribing to the engine's events again.
+const EVENTS_RETRY: Duration = Duration::from_secs(1);
+
 /// The default PID limit per machine: systemd, sshd and a user's work need a few hundred; a
 /// fork bomb stops here instead of at the host's limit.
 pub const DEFAULT_PIDS_LIMIT: u32 = 4096;
@@ -101,8 +112,6 @@ struct Inner {
     queue: Mutex<Queue>,
     permits: Semaphore,
     events: broadcast::Sender<Event>,
-    /// Restarts asked for and not yet done, with their operation ids.
-    restarts: Mutex<HashMap<Key, String>>,
     /// The authorized_keys last written to each machine, so unchanged keys are not rewritten.
     keys_written: Mutex<HashMap<Key, String>>,
     /// Serialises operation bookkeeping.
@@ -126,7 +135,6 @@ impl Reconciler {
                 queue: Mutex::default(),
                 permits,
                 events,
-                restarts: Mutex::default(),
                 keys_written: Mutex::default(),
                 ops_lock: tokio::sync::Mutex::new(()),
             }),
@@ -143,25 +151,37 @@ impl Reconciler {
         self.inner.events.subscribe()
     }
 
-    /// Runs the periodic resync until the process ends; the first pass starts at once
-    /// (recovering whatever an earlier run left half done).
+    /// Runs the periodic resync and follows the engine's events until the process ends (or
+    /// the handle is aborted); the first pass starts at once (recovering whatever an earlier
+    /// run left half done).
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
-            if let Ok(open) = this.inner.store.open_operations(&system()).await {
-                for op in open.iter().filter(|o| o.goal == "restart") {
-                    if let (Ok(ns), Some(machine)) = (NamespaceName::parse(&op.namespace), &op.machine) {
-                        if let Some(key) = record_key(&ns, machine) {
-                            lock(&this.inner.restarts).insert(key, op.id.clone());
-                        }
+            let resync = async {
+                loop {
+                    this.resync().await;
+                    tokio::time::sleep(this.inner.settings.resync_every).await;
+                }
+            };
+            tokio::join!(resync, this.follow_engine_events());
+        })
+    }
+
+    /// Enqueues each machine the engine reports a change of. Subscribes again when the stream
+    /// ends, after a pause (a down engine is not hammered; the resync covers the gap).
+    async fn follow_engine_events(&self) {
+        loop {
+            match self.inner.engine.machine_events().await {
+                Ok(Some(mut events)) => {
+                    while let Some(key) = events.next().await {
+                        self.enqueue(key);
                     }
                 }
+                Ok(None) => return,
+                Err(err) => tracing::debug!("cannot follow the engine's events (the resync still runs): {err}"),
             }
-            loop {
-                this.resync().await;
-                tokio::time::sleep(this.inner.settings.resync_every).await;
-            }
-        })
+            tokio::time::sleep(EVENTS_RETRY).await;
+        }
     }
 
     /// Enqueues every machine with a record and every labelled container.
@@ -169,6 +189,13 @@ impl Reconciler {
     /// Also forgets which authorized_keys were written: a resync rewrites every machine's file
     /// from the database, so a key a member planted in it lasts until the next resync at most.
     pub async fn resync(&self) {
+        lock(&self.inner.keys_written).clear();
+        self.enqueue_all().await;
+        self.progress_operations().await;
+    }
+
+    /// Enqueues every machine with a record and every labelled container of this instance.
+    async fn enqueue_all(&self) {
         let mut keys: HashSet<Key> = HashSet::new();
         match self.inner.store.all_machines(&system()).await {
             Ok(machines) => keys.extend(machines.iter().filter_map(|m| record_key(&m.namespace, &m.name))),
@@ -179,11 +206,9 @@ impl Reconciler {
             Ok(found) => keys.extend(found.into_iter().map(|m| m.key)),
             Err(err) => tracing::warn!("resync: cannot list machines on the engine: {err}"),
         }
-        lock(&self.inner.keys_written).clear();
         for key in keys {
             self.enqueue(key);
         }
-        self.progress_operations().await;
     }
 
     /// Enqueues every machine of a namespace (after its keys or members changed).
@@ -200,11 +225,6 @@ impl Reconciler {
     /// Enqueues the targets of an operation just recorded.
     pub fn enqueue_operation(&self, op: &Operation) {
         let Ok(ns) = NamespaceName::parse(&op.namespace) else { return };
-        if op.goal == "restart" {
-            if let Some(key) = op.machine.as_deref().and_then(|m| record_key(&ns, m)) {
-                lock(&self.inner.restarts).insert(key, op.id.clone());
-            }
-        }
         for target in &op.targets {
             if let Some(key) = record_key(&ns, target) {
                 self.enqueue(key);
@@ -301,23 +321,41 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Removes the machine, then its namespace network if nothing else needs it, and only then
+    /// forgets the record: a failure at any step leaves the record, so the next pass finishes.
     async fn delete(&self, key: &Key) -> Result<(), EngineError> {
         let ns = &key.namespace;
-        self.inner.engine.remove_machine(key).await?;
+        match self.inner.engine.remove_machine(key).await {
+            // A container of that name that is not ours: our machine is not there, and the
+            // other one is left alone.
+            Ok(()) | Err(EngineError::NotOurs { .. }) => {}
+            Err(err) => return Err(err),
+        }
         lock(&self.inner.keys_written).remove(key);
+        // The namespace network goes with its last machine. Each deleting reconcile removes its
+        // own container before it lists, so the last of concurrent ones sees them all gone.
+        let others = match self.inner.store.all_machines(&system()).await {
+            Ok(all) => all.iter().any(|m| &m.namespace == ns && m.desired != Desired::Deleted),
+            Err(err) => {
+                tracing::error!("cannot read the machines of {ns} (deleting {key} again at the next pass): {err}");
+                return Ok(());
+            }
+        };
+        if !others && self.inner.engine.list_machines(Some(ns)).await?.is_empty() {
+            match self.inner.engine.remove_network(ns).await {
+                Ok(()) => {}
+                // Something that is not a machine of this flvpc still uses it: not ours to cut off.
+                Err(err @ (EngineError::NetworkInUse { .. } | EngineError::NotOurs { .. })) => {
+                    tracing::warn!("leaving the network of {ns}: {err}");
+                }
+                Err(err) => return Err(err),
+            }
+        }
         if let Err(err) = self.inner.store.forget_deleted_machine(&system(), ns, key.name.as_str()).await {
-            tracing::error!("cannot forget {key}: {err}");
+            tracing::error!("cannot forget {key} (trying again at the next pass): {err}");
             return Ok(());
         }
         self.emit_machine(key, "deleted", None, None);
-        // The namespace network goes with its last machine.
-        let remaining =
-            self.inner.store.all_machines(&system()).await.map(|all| all.iter().any(|m| &m.namespace == ns));
-        if remaining.is_ok_and(|any| !any) && self.inner.engine.list_machines(Some(ns)).await?.is_empty() {
-            if let Err(err) = self.inner.engine.remove_network(ns).await {
-                tracing::warn!("cannot remove the network of {ns} yet: {err}");
-            }
-        }
         Ok(())
     }
 
@@ -356,11 +394,13 @@ impl Reconciler {
                 return Ok(());
             }
             self.observe(key, "creating", None, None).await;
+            // A new container has no keys, whatever was written to an earlier one.
+            lock(&self.inner.keys_written).remove(key);
             engine.ensure_network(&key.namespace).await?;
             engine.create_machine(&self.machine_spec(key, record)).await?;
         }
         self.write_keys(key).await?;
-        let restart = lock(&self.inner.restarts).get(key).cloned();
+        let restart = record.restart_op.as_deref();
         let state = actual.as_ref().map(|a| a.info.state);
         let stop_timeout = self.inner.settings.stop_timeout;
         match record.desired {
@@ -373,8 +413,13 @@ impl Reconciler {
             }
             _ => {}
         }
-        if restart.is_some() {
-            lock(&self.inner.restarts).remove(key);
+        // Running now, and (re)started in this pass unless it was running without a restart
+        // pending: a pending restart is done (a stopped machine keeps it until it starts).
+        if let (Desired::Running, Some(op)) = (record.desired, restart) {
+            if let Err(err) = self.inner.store.restart_done(&system(), &key.namespace, key.name.as_str(), op).await {
+                // The request stays, so the machine is restarted once more: better than never.
+                tracing::error!("cannot record that {key} restarted for {op}: {err}");
+            }
         }
         let details = engine.inspect_machine(key).await?;
         let (observed, ip, mut error) = describe(details.as_ref());
@@ -423,7 +468,6 @@ impl Reconciler {
             return;
         }
         let Ok(machines) = self.inner.store.all_machines(&sys).await else { return };
-        let restarts: HashSet<String> = lock(&self.inner.restarts).values().cloned().collect();
         for op in open {
             let mut done = 0i64;
             let mut failure = None;
@@ -439,7 +483,8 @@ impl Reconciler {
                     ("apply", Some(m)) => m.desired == Desired::Running && m.observed == "running",
                     ("running", Some(m)) => m.observed == "running",
                     ("stopped", Some(m)) => m.observed == "stopped" || m.observed == "not_created",
-                    ("restart", Some(m)) => !restarts.contains(&op.id) && m.observed == "running",
+                    // Done once no restart is pending (a newer request includes this one).
+                    ("restart", Some(m)) => m.restart_op.is_none() && m.observed == "running",
                     (_, None) => true,
                     _ => false,
                 };
