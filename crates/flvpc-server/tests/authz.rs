@@ -592,6 +592,7 @@ fn api_rows() -> Vec<ApiRow> {
             [401, 200, 403, 403, 403],
         )
         .body(|_, _| Some(json!({"machines": 5, "memory_mb": 4096}))),
+        row("GET", "/api/v1/namespaces/{ns}/resources", |_| "/api/v1/namespaces/red/resources".into(), MEMBERS),
         row("GET", "/api/v1/capacity", |_| "/api/v1/capacity".into(), SUPERADMIN),
         row(
             "GET",

@@ -75,6 +75,28 @@ async fn namespace_quota_admission(backend: Backend) {
     assert_eq!(qa["quota"]["cpus"], Value::Null);
     assert_eq!(capacity.body["disk_enforced"], false);
 
+    // The namespace's members read the same numbers through the API (as on its panel page);
+    // others are told it does not exist.
+    for (login, role) in [("qmember", Some("user")), ("stranger", None)] {
+        let r =
+            server.post("/api/v1/users", &root, json!({"login": login, "password": common::password_of(login)})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        if let Some(role) = role {
+            let path = format!("/api/v1/namespaces/qa/members/{login}");
+            let r = server.call(Method::PUT, &path, Some(&root), Some(json!({"role": role}))).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        }
+    }
+    let member = server.login("qmember", &common::password_of("qmember")).await;
+    let own = server.get("/api/v1/namespaces/qa/resources", &member).await;
+    assert_eq!(own.status, StatusCode::OK, "{:?}", own.body);
+    assert_eq!(own.body["name"], "qa");
+    assert_eq!(own.body["quota"], qa["quota"]);
+    assert_eq!(own.body["allocated"], qa["allocated"]);
+    assert_eq!(own.body["running"], qa["running"]);
+    let stranger = server.login("stranger", &common::password_of("stranger")).await;
+    assert_eq!(server.get("/api/v1/namespaces/qa/resources", &stranger).await.status, StatusCode::NOT_FOUND);
+
     // A lower quota keeps what exists; the same spec again asks for nothing more and passes;
     // shrinking passes; growing is refused.
     let r = server

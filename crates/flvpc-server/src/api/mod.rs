@@ -61,6 +61,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(namespaces::set_member, namespaces::remove_member))
         .routes(routes!(namespaces::audit))
         .routes(routes!(namespaces::set_quota))
+        .routes(routes!(namespaces::namespace_resources))
         .routes(routes!(namespaces::capacity))
         .routes(routes!(machines::get_cluster, machines::put_cluster))
         .routes(routes!(machines::create_cluster))

@@ -198,6 +198,24 @@ pub async fn set_quota(
     Ok(Json(body))
 }
 
+/// A namespace's quota, what its machines are promised and what they use now (its members and
+/// the superadmin): the same numbers as the namespace page of the panel.
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/resources", tag = "namespaces", security(("bearer" = [])),
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
+    responses(
+        (status = 200, description = "Quota, allocated, running and used", body = NamespaceCapacity),
+        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        (status = 404, description = "No such namespace, or you are not a member (`not_found`)", body = ErrorBody),
+    ))]
+pub async fn namespace_resources(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ns): Path<String>,
+) -> ApiResult<Json<NamespaceCapacity>> {
+    let resources = crate::ops::capacity::namespace_resources(&state, caller.principal(), &ns).await?;
+    Ok(Json(namespace_capacity(resources)))
+}
+
 /// Host capacity, overcommit, and what every namespace has allocated and running (superadmin).
 #[utoipa::path(get, path = "/api/v1/capacity", tag = "namespaces", security(("bearer" = [])),
     responses(
