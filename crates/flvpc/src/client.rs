@@ -4,6 +4,10 @@
 use crate::progress::{Progress, Update};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use flvpc_server::api::wire::{
+    ErrorBody, LoginRequest, LoginResponse, MachineOut, OperationOut, OperationStarted, SpecSaved,
+};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::io::Read;
@@ -135,6 +139,16 @@ async fn call(method: reqwest::Method, path: &str, body: Option<Value>) -> anyho
     request(&config.server, Some(&config.token), method, path, body).await
 }
 
+/// A call whose answer is one of the server's wire types (the CLI and the server share them).
+async fn call_as<T: DeserializeOwned>(method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<T> {
+    decode(call(method, path, body).await?)
+}
+
+fn decode<T: DeserializeOwned>(value: Value) -> anyhow::Result<T> {
+    serde_json::from_value(value)
+        .context("the server's answer does not have the expected shape (a newer or older flvpc?)")
+}
+
 async fn call_text(method: reqwest::Method, path: &str, content_type: &str, body: String) -> anyhow::Result<Value> {
     let config = load()?;
     let req =
@@ -153,20 +167,19 @@ async fn get_text(path: &str, accept: &str) -> anyhow::Result<String> {
 async fn follow(id: &str) -> anyhow::Result<()> {
     let mut progress = Progress::on_stderr();
     loop {
-        let op = call(reqwest::Method::GET, &format!("/api/v1/operations/{}", segment(id)?), None).await?;
-        let done = op.pointer("/progress/done").and_then(Value::as_u64);
-        let total = op.pointer("/progress/total").and_then(Value::as_u64);
-        let state = op.get("state").and_then(Value::as_str).unwrap_or("unknown");
-        let kind = op.get("kind").and_then(Value::as_str).unwrap_or("operation");
-        progress.update(Update { step: kind, done, total, status: state, detail: "" });
-        match state {
+        let path = format!("/api/v1/operations/{}", segment(id)?);
+        let op: OperationOut = call_as(reqwest::Method::GET, &path, None).await?;
+        let (done, total) = (u64::try_from(op.progress.done).ok(), u64::try_from(op.progress.total).ok());
+        let kind = op.kind.as_str();
+        progress.update(Update { step: kind, done, total, status: &op.state, detail: "" });
+        match op.state.as_str() {
             "succeeded" => {
                 progress.finish();
                 return Ok(());
             }
             "failed" => {
                 progress.finish();
-                bail!("{kind} failed: {}", op.get("error").and_then(Value::as_str).unwrap_or("no reason given"));
+                bail!("{kind} failed: {}", op.error.as_deref().unwrap_or("no reason given"));
             }
             _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
         }
@@ -174,8 +187,8 @@ async fn follow(id: &str) -> anyhow::Result<()> {
 }
 
 async fn start_operation(path: &str) -> anyhow::Result<String> {
-    let value = call(reqwest::Method::POST, path, None).await?;
-    Ok(value.get("operation").and_then(Value::as_str).context("the server sent no operation id")?.to_owned())
+    let started: OperationStarted = call_as(reqwest::Method::POST, path, None).await?;
+    Ok(started.operation)
 }
 
 /// `flvpc cluster …`.
@@ -193,9 +206,9 @@ pub async fn cluster(command: &ClusterCommand) -> anyhow::Result<()> {
                 spec = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
             }
             let path = format!("/api/v1/namespaces/{ns}/cluster");
-            let saved = call_text(reqwest::Method::PUT, &path, "application/yaml", spec).await?;
-            for warning in saved.get("warnings").and_then(Value::as_array).into_iter().flatten() {
-                eprintln!("warning: {}", warning.as_str().unwrap_or_default());
+            let saved: SpecSaved = decode(call_text(reqwest::Method::PUT, &path, "application/yaml", spec).await?)?;
+            for warning in &saved.warnings {
+                eprintln!("warning: {warning}");
             }
             let id = start_operation(&format!("{path}/create")).await?;
             if *no_wait {
@@ -225,19 +238,14 @@ pub async fn machines(command: &MachinesCommand) -> anyhow::Result<()> {
     let (target, action) = match command {
         MachinesCommand::List { namespace } => {
             let path = format!("/api/v1/namespaces/{}/machines", segment(namespace)?);
-            let list = call(reqwest::Method::GET, &path, None).await?;
+            let list: Vec<MachineOut> = call_as(reqwest::Method::GET, &path, None).await?;
             println!("{:<20} {:<12} {:<16} {:<24} SSH", "NAME", "STATE", "IP", "PORTS");
-            for m in list.as_array().into_iter().flatten() {
-                let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
-                let ports: Vec<String> = m
-                    .get("ports")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(|p| format!("{}->{}", p["host_port"], p["container_port"]))
-                    .collect();
-                let ssh = m.pointer("/ssh/direct").and_then(Value::as_str).unwrap_or("-");
-                println!("{:<20} {:<12} {:<16} {:<24} {ssh}", text("name"), text("state"), text("ip"), ports.join(","));
+            for m in &list {
+                let ports: Vec<String> =
+                    m.ports.iter().map(|p| format!("{}->{}", p.host_port, p.container_port)).collect();
+                let ssh = m.ssh.direct.as_deref().unwrap_or("-");
+                let ip = m.ip.as_deref().unwrap_or("-");
+                println!("{:<20} {:<12} {:<16} {:<24} {ssh}", m.name, m.state, ip, ports.join(","));
             }
             return Ok(());
         }
@@ -277,10 +285,7 @@ async fn send(server: &str, req: reqwest::RequestBuilder) -> anyhow::Result<Stri
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     if !status.is_success() {
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or(text);
+        let message = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error.message).unwrap_or(text);
         bail!("{message} (HTTP {})", status.as_u16());
     }
     Ok(text)
@@ -302,10 +307,11 @@ fn print(value: &Value) {
 pub async fn login(args: &LoginArgs) -> anyhow::Result<()> {
     let mut password = String::new();
     std::io::stdin().read_line(&mut password).context("cannot read the password from standard input")?;
-    let body = json!({"login": args.login, "password": password.trim_end_matches(['\n', '\r'])});
+    let body = LoginRequest { login: args.login.clone(), password: password.trim_end_matches(['\n', '\r']).to_owned() };
+    let body = serde_json::to_value(body)?;
     let value = request(&args.server, None, reqwest::Method::POST, "/api/v1/auth/login", Some(body)).await?;
-    let token = value.get("token").and_then(Value::as_str).context("the server sent no token")?;
-    save(&ClientConfig { server: args.server.clone(), token: token.to_owned() })?;
+    let signed_in: LoginResponse = decode(value)?;
+    save(&ClientConfig { server: args.server.clone(), token: signed_in.token })?;
     println!("signed in to {} as {}", args.server, args.login);
     Ok(())
 }
@@ -391,14 +397,10 @@ pub async fn ssh_config() -> anyhow::Result<()> {
 pub async fn ssh(target: &str, extra: &[String]) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let (ns, name) = split_target(target)?;
-    let list = call(reqwest::Method::GET, &format!("/api/v1/namespaces/{ns}/machines"), None).await?;
-    let machine = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m.get("name").and_then(Value::as_str) == Some(name))
-        .with_context(|| format!("no machine {name} in {ns}"))?;
-    let jump = machine.pointer("/ssh/jump").and_then(Value::as_str).context("the server sent no SSH command")?;
+    let list: Vec<MachineOut> =
+        call_as(reqwest::Method::GET, &format!("/api/v1/namespaces/{ns}/machines"), None).await?;
+    let machine = list.iter().find(|m| m.name == name).with_context(|| format!("no machine {name} in {ns}"))?;
+    let jump = machine.ssh.jump.as_str();
     let args = ssh_args(jump, ns, name, extra)?;
     let err = std::process::Command::new("ssh").args(args).exec();
     bail!("cannot run ssh (is openssh-client installed?): {err}")
