@@ -13,7 +13,7 @@ pub mod role;
 pub mod spec;
 pub mod sshkey;
 
-pub use machine::{MachineKey, MachineName};
+pub use machine::{MachineKey, MachineName, Observed, OperationState};
 pub use names::{KeyName, Login, NamespaceName, TokenName};
 pub use policy::{Denied, NamespaceAdminGrant, NamespaceGrant, Principal, SuperadminGrant, SystemGrant, UserGrant};
 pub use role::Role;

@@ -94,6 +94,90 @@ impl fmt::Display for MachineKey {
     }
 }
 
+/// What the reconciler last saw of a machine on its engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Observed {
+    /// No container (yet, or any more).
+    NotCreated,
+    /// Being created or restarted.
+    Creating,
+    /// Running.
+    Running,
+    /// Stopped (created but not started counts as stopped).
+    Stopped,
+    /// The last reconcile failed; the machine's error says why.
+    Error,
+}
+
+impl Observed {
+    /// The word stored in the database and shown in the API (`not_created`, `running`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Observed::NotCreated => "not_created",
+            Observed::Creating => "creating",
+            Observed::Running => "running",
+            Observed::Stopped => "stopped",
+            Observed::Error => "error",
+        }
+    }
+
+    /// The state a stored word names; `None` for a word this version does not know.
+    pub fn parse(word: &str) -> Option<Self> {
+        [Observed::NotCreated, Observed::Creating, Observed::Running, Observed::Stopped, Observed::Error]
+            .into_iter()
+            .find(|s| s.as_str() == word)
+    }
+}
+
+impl fmt::Display for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an operation (a create, a start, a restart, …) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OperationState {
+    /// Recorded, no machine reached its goal yet.
+    Pending,
+    /// Some machines are on their way.
+    Running,
+    /// Every target reached its goal.
+    Succeeded,
+    /// A target failed; the operation's error says which and why.
+    Failed,
+}
+
+impl OperationState {
+    /// The word stored in the database and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationState::Pending => "pending",
+            OperationState::Running => "running",
+            OperationState::Succeeded => "succeeded",
+            OperationState::Failed => "failed",
+        }
+    }
+
+    /// The state a stored word names; `None` for a word this version does not know.
+    pub fn parse(word: &str) -> Option<Self> {
+        [OperationState::Pending, OperationState::Running, OperationState::Succeeded, OperationState::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == word)
+    }
+
+    /// Whether the operation has ended (succeeded or failed).
+    pub fn is_finished(self) -> bool {
+        matches!(self, OperationState::Succeeded | OperationState::Failed)
+    }
+}
+
+impl fmt::Display for OperationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +219,18 @@ mod tests {
         }
         assert_eq!(MachineKey::from_object_name("no-dot"), None);
         assert_eq!(MachineKey::from_object_name("a.b.c"), None);
+    }
+
+    #[test]
+    fn states_round_trip_through_their_words() {
+        for s in [Observed::NotCreated, Observed::Creating, Observed::Running, Observed::Stopped, Observed::Error] {
+            assert_eq!(Observed::parse(s.as_str()), Some(s));
+        }
+        for s in [OperationState::Pending, OperationState::Running, OperationState::Succeeded, OperationState::Failed] {
+            assert_eq!(OperationState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Observed::parse("deleting"), None);
+        assert!(OperationState::Failed.is_finished() && !OperationState::Running.is_finished());
     }
 
     #[test]

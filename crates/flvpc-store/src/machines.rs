@@ -7,7 +7,10 @@
 use crate::quotas::admit_in;
 use crate::{now_ms, Store, StoreError};
 use flvpc_model::quota::{HostCaps, Resources};
-use flvpc_model::{NamespaceAdminGrant, NamespaceGrant, NamespaceName, Principal, SuperadminGrant, SystemGrant};
+use flvpc_model::{
+    NamespaceAdminGrant, NamespaceGrant, NamespaceName, Observed, OperationState, Principal, SuperadminGrant,
+    SystemGrant,
+};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -33,7 +36,8 @@ impl Desired {
         }
     }
 
-    fn parse(value: &str) -> Self {
+    /// The desired state a stored word names (anything unknown reads as deleted: never run it).
+    pub(crate) fn parse(value: &str) -> Self {
         match value {
             "running" => Desired::Running,
             "stopped" => Desired::Stopped,
@@ -116,8 +120,8 @@ pub struct MachineRecord {
     pub spec_hash: String,
     /// What it should be.
     pub desired: Desired,
-    /// What the reconciler last saw: not_created, creating, running, stopped, error.
-    pub observed: String,
+    /// What the reconciler last saw.
+    pub observed: Observed,
     /// Address on the namespace network.
     pub ip: Option<String>,
     /// The last error, if observed is `error`.
@@ -156,8 +160,8 @@ pub struct Operation {
     pub goal: String,
     /// Machine names it waits for.
     pub targets: Vec<String>,
-    /// pending, running, succeeded, failed.
-    pub state: String,
+    /// Where it stands.
+    pub state: OperationState,
     /// Targets done.
     pub done: i64,
     /// Targets in all.
@@ -218,7 +222,9 @@ fn machine_from(row: &sqlx::any::AnyRow) -> Result<(i64, MachineRecord), StoreEr
             disk_gb: u64::try_from(row.try_get::<i64, _>(7)?).unwrap_or(0),
             spec_hash: row.try_get(8)?,
             desired: Desired::parse(&row.try_get::<String, _>(9)?),
-            observed: row.try_get(10)?,
+            // A word this version does not know (written by a newer flvpc) reads as an error,
+            // which the reconciler overwrites with what it sees.
+            observed: Observed::parse(&row.try_get::<String, _>(10)?).unwrap_or(Observed::Error),
             ip: row.try_get(11)?,
             error: row.try_get(12)?,
             observed_at: row.try_get(13)?,
@@ -238,7 +244,7 @@ fn operation_from(row: &sqlx::any::AnyRow) -> Result<Operation, StoreError> {
         machine: row.try_get(3)?,
         goal: row.try_get(4)?,
         targets: targets.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-        state: row.try_get(6)?,
+        state: OperationState::parse(&row.try_get::<String, _>(6)?).unwrap_or(OperationState::Running),
         done: row.try_get(7)?,
         total: row.try_get(8)?,
         error: row.try_get(9)?,
@@ -703,7 +709,7 @@ impl Store {
         _: &SystemGrant,
         ns: &NamespaceName,
         name: &str,
-        observed: &str,
+        observed: Observed,
         ip: Option<&str>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -712,7 +718,7 @@ impl Store {
             "UPDATE machines SET observed = $1, ip = $2, error = $3, observed_at = $4 WHERE name = $5 \
              AND namespace_id = (SELECT id FROM namespaces WHERE name = $6)",
         )
-        .bind(observed)
+        .bind(observed.as_str())
         .bind(ip)
         .bind(error)
         .bind(now_ms())
@@ -797,14 +803,14 @@ impl Store {
         &self,
         _: &SystemGrant,
         id: &str,
-        state: &str,
+        state: OperationState,
         done: i64,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let finished = matches!(state, "succeeded" | "failed").then(now_ms);
+        let finished = state.is_finished().then(now_ms);
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE operations SET state = $1, done = $2, error = $3, finished_at = $4 WHERE id = $5")
-            .bind(state)
+            .bind(state.as_str())
             .bind(done)
             .bind(error)
             .bind(finished)
@@ -904,7 +910,7 @@ async fn insert_operation(
         goal: goal.to_owned(),
         total: i64::try_from(targets.len()).unwrap_or(i64::MAX),
         targets,
-        state: "pending".into(),
+        state: OperationState::Pending,
         done: 0,
         error: None,
         created_by: by.to_owned(),
@@ -921,7 +927,7 @@ async fn insert_operation(
     .bind(&op.machine)
     .bind(&op.goal)
     .bind(op.targets.join(","))
-    .bind(&op.state)
+    .bind(op.state.as_str())
     .bind(op.done)
     .bind(op.total)
     .bind(&op.created_by)

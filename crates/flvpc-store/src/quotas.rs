@@ -143,7 +143,7 @@ pub(crate) async fn usage_in(
         };
         let entry = out.entry(ns).or_default();
         entry.allocated = entry.allocated.plus(one);
-        if row.try_get::<String, _>(1)? == "running" {
+        if crate::Desired::parse(&row.try_get::<String, _>(1)?) == crate::Desired::Running {
             entry.running = entry.running.plus(one);
         }
     }

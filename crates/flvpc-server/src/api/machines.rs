@@ -29,9 +29,9 @@ pub fn machine_out(
     usage: &crate::usage::UsageSampler,
 ) -> MachineOut {
     let (latest, oom_kills) = usage.latest(m.namespace.as_str(), &m.name);
-    let running = m.observed == "running";
+    let running = m.observed == flvpc_model::Observed::Running;
     let ssh_port_host = m.ports.iter().find(|p| p.container_port == 22 && p.protocol == "tcp").map(|p| p.host_port);
-    let state = if m.desired == Desired::Deleted { "deleting".to_owned() } else { m.observed.clone() };
+    let state = if m.desired == Desired::Deleted { "deleting".to_owned() } else { m.observed.as_str().to_owned() };
     MachineOut {
         ssh: MachineSsh {
             jump: format!("ssh -J {login}@{host}:{ssh_port} root@{}.{}", m.name, m.namespace),

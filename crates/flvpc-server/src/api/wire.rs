@@ -499,7 +499,7 @@ impl From<flvpc_store::Operation> for OperationOut {
             id: op.id,
             kind: op.kind,
             namespace: op.namespace,
-            state: op.state,
+            state: op.state.as_str().to_owned(),
             progress: Progress { done: op.done, total: op.total },
             error: op.error,
             machines: op.targets,

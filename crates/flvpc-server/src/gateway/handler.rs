@@ -177,7 +177,7 @@ impl Connection {
             .ok()
             .flatten()
             .ok_or("no such machine, or you are not a member of its namespace")?;
-        if record.observed != "running" {
+        if record.observed != flvpc_model::Observed::Running {
             return Err("the machine is not running");
         }
         let ip = record.ip.as_deref().and_then(|ip| ip.parse().ok()).ok_or("the machine has no address yet")?;
@@ -199,7 +199,8 @@ impl Connection {
                 let Ok(grant) = principal.namespace_member(ns) else { continue };
                 let machines = self.shared.state.store.machines(&grant).await.unwrap_or_default();
                 text.push_str(&format!("Namespace {ns} ({role}):\r\n"));
-                let running: Vec<_> = machines.iter().filter(|m| m.observed == "running").collect();
+                let running: Vec<_> =
+                    machines.iter().filter(|m| m.observed == flvpc_model::Observed::Running).collect();
                 if running.is_empty() {
                     text.push_str("  no running machines\r\n");
                 }

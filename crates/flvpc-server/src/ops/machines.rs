@@ -333,7 +333,7 @@ pub async fn list(state: &AppState, caller: &Principal, ns: &str) -> ApiResult<V
         .machines(&grant)
         .await?
         .into_iter()
-        .filter(|m| m.desired != Desired::Deleted || m.observed != "not_created")
+        .filter(|m| m.desired != Desired::Deleted || m.observed != flvpc_model::Observed::NotCreated)
         .collect())
 }
 

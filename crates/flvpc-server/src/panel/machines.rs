@@ -63,10 +63,10 @@ pub async fn section(
                     }
                 }
             }
-            @for op in operations.iter().filter(|o| o.state == "pending" || o.state == "running").take(3) {
+            @for op in operations.iter().filter(|o| !o.state.is_finished()).take(3) {
                 (progress(op))
             }
-            @if let Some(failed) = operations.first().filter(|o| o.state == "failed") {
+            @if let Some(failed) = operations.first().filter(|o| o.state == flvpc_model::OperationState::Failed) {
                 p.flash.error { "Last operation (" (failed.kind) ") failed: " (failed.error.clone().unwrap_or_default()) }
             }
             @if machines.is_empty() {

@@ -26,7 +26,7 @@ mod tests;
 use crate::events::Event;
 use flvpc_host::{Engine, EngineError, MachineDetails, MachineSpec, MachineState, PortMapping, Protocol};
 use flvpc_model::policy::system;
-use flvpc_model::{MachineKey, MachineName, NamespaceName};
+use flvpc_model::{MachineKey, MachineName, NamespaceName, Observed, OperationState};
 use flvpc_store::{Desired, MachineRecord, Operation, Store};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -280,14 +280,14 @@ impl Reconciler {
         });
     }
 
-    async fn observe(&self, key: &Key, state: &str, ip: Option<String>, error: Option<String>) {
+    async fn observe(&self, key: &Key, state: Observed, ip: Option<String>, error: Option<String>) {
         let (ns, name) = (&key.namespace, key.name.as_str());
         if let Err(err) =
             self.inner.store.set_observed(&system(), ns, name, state, ip.as_deref(), error.as_deref()).await
         {
             tracing::error!("cannot record the state of {key}: {err}");
         }
-        self.emit_machine(key, state, ip, error);
+        self.emit_machine(key, state.as_str(), ip, error);
     }
 
     async fn reconcile_one(&self, key: &Key) {
@@ -307,7 +307,7 @@ impl Reconciler {
             tracing::warn!("reconcile {key}: {err}");
             let message = err.to_string();
             // The record may be gone (an orphan); then there is nothing to write.
-            self.observe(key, "error", None, Some(message)).await;
+            self.observe(key, Observed::Error, None, Some(message)).await;
         }
     }
 
@@ -390,10 +390,10 @@ impl Reconciler {
         }
         if actual.is_none() {
             if record.desired == Desired::Stopped {
-                self.observe(key, "not_created", None, None).await;
+                self.observe(key, Observed::NotCreated, None, None).await;
                 return Ok(());
             }
-            self.observe(key, "creating", None, None).await;
+            self.observe(key, Observed::Creating, None, None).await;
             // A new container has no keys, whatever was written to an earlier one.
             lock(&self.inner.keys_written).remove(key);
             engine.ensure_network(&key.namespace).await?;
@@ -474,17 +474,17 @@ impl Reconciler {
             for target in &op.targets {
                 let record = machines.iter().find(|m| m.namespace.as_str() == op.namespace && &m.name == target);
                 let reached = match (op.goal.as_str(), record) {
-                    (_, Some(m)) if m.observed == "error" && m.observed_at >= op.created_at => {
+                    (_, Some(m)) if m.observed == Observed::Error && m.observed_at >= op.created_at => {
                         failure = Some(format!("{}: {}", m.name, m.error.clone().unwrap_or_else(|| "failed".into())));
                         false
                     }
                     ("deleted", None) => true,
                     ("apply", None) => true,
-                    ("apply", Some(m)) => m.desired == Desired::Running && m.observed == "running",
-                    ("running", Some(m)) => m.observed == "running",
-                    ("stopped", Some(m)) => m.observed == "stopped" || m.observed == "not_created",
+                    ("apply", Some(m)) => m.desired == Desired::Running && m.observed == Observed::Running,
+                    ("running", Some(m)) => m.observed == Observed::Running,
+                    ("stopped", Some(m)) => m.observed == Observed::Stopped || m.observed == Observed::NotCreated,
                     // Done once no restart is pending (a newer request includes this one).
-                    ("restart", Some(m)) => m.restart_op.is_none() && m.observed == "running",
+                    ("restart", Some(m)) => m.restart_op.is_none() && m.observed == Observed::Running,
                     (_, None) => true,
                     _ => false,
                 };
@@ -493,11 +493,11 @@ impl Reconciler {
                 }
             }
             let state = if failure.is_some() {
-                "failed"
+                OperationState::Failed
             } else if done >= op.total {
-                "succeeded"
+                OperationState::Succeeded
             } else {
-                "running"
+                OperationState::Running
             };
             if state != op.state || done != op.done {
                 if let Err(err) = self.inner.store.update_operation(&sys, &op.id, state, done, failure.as_deref()).await
@@ -509,7 +509,7 @@ impl Reconciler {
                     namespace: op.namespace.clone(),
                     id: op.id.clone(),
                     kind: op.kind.clone(),
-                    state: state.to_owned(),
+                    state: state.as_str().to_owned(),
                     done,
                     total: op.total,
                     error: failure,
@@ -528,18 +528,18 @@ fn lacks_isolation(details: &MachineDetails) -> bool {
 }
 
 /// The machine object's state, IP and error from what the engine reports.
-fn describe(details: Option<&MachineDetails>) -> (&'static str, Option<String>, Option<String>) {
+fn describe(details: Option<&MachineDetails>) -> (Observed, Option<String>, Option<String>) {
     match details {
-        None => ("not_created", None, None),
+        None => (Observed::NotCreated, None, None),
         Some(d) => match d.info.state {
-            MachineState::Running => ("running", d.info.ip.clone(), None),
-            MachineState::Restarting => ("creating", None, None),
+            MachineState::Running => (Observed::Running, d.info.ip.clone(), None),
+            MachineState::Restarting => (Observed::Creating, None, None),
             MachineState::Created | MachineState::Stopped | MachineState::Paused => match &d.error {
-                Some(error) if !error.is_empty() => ("error", None, Some(error.clone())),
-                _ => ("stopped", None, None),
+                Some(error) if !error.is_empty() => (Observed::Error, None, Some(error.clone())),
+                _ => (Observed::Stopped, None, None),
             },
             MachineState::Removing | MachineState::Dead | MachineState::Unknown => {
-                ("error", None, Some(format!("the engine reports the machine as {}", d.info.state)))
+                (Observed::Error, None, Some(format!("the engine reports the machine as {}", d.info.state)))
             }
         },
     }

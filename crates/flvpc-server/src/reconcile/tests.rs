@@ -224,7 +224,7 @@ async fn assert_converged(w: &World, namespace: &str, want: Want, have: Have) {
         match want {
             Want::Running | Want::Restart | Want::Stopped => {
                 let record = record.expect("record stays");
-                assert_eq!(record.observed, "error", "{what}");
+                assert_eq!(record.observed.as_str(), "error", "{what}");
                 assert!(record.error.as_deref().is_some_and(|e| e.contains("not created by flvpc")), "{what}");
             }
             // Our machine is not there: the record of a deleted one goes.
@@ -236,7 +236,7 @@ async fn assert_converged(w: &World, namespace: &str, want: Want, have: Have) {
         Want::Running | Want::Restart => {
             let record = record.expect("record");
             assert_eq!(state, Some(MachineState::Running), "{what}");
-            assert_eq!(record.observed, "running", "{what}");
+            assert_eq!(record.observed.as_str(), "running", "{what}");
             assert_eq!(record.restart_op, None, "{what}");
             let spec = w.fake.spec(&key).expect("spec");
             assert_eq!(spec.labels.get(LABEL_SPEC).map(String::as_str), Some(HASH), "{what}");
@@ -257,7 +257,7 @@ async fn assert_converged(w: &World, namespace: &str, want: Want, have: Have) {
                 _ => (Some(MachineState::Stopped), "stopped"),
             };
             assert_eq!(state, expected, "{what}");
-            assert_eq!(record.observed, observed, "{what}");
+            assert_eq!(record.observed.as_str(), observed, "{what}");
             assert_eq!(w.fake.boots(&key), 0, "{what}");
         }
         Want::Deleted => {
@@ -313,7 +313,7 @@ async fn one_pass_converges_from_every_mix_and_a_second_changes_nothing() {
     for (op, have) in restarts {
         let op = w.store.operation(&w.root, &op.id).await.expect("operation");
         if have == Have::Foreign {
-            assert_eq!(op.state, "failed", "{op:?}");
+            assert_eq!(op.state.as_str(), "failed", "{op:?}");
             assert!(op.error.as_deref().is_some_and(|e| e.contains("not created by flvpc")), "{op:?}");
         } else {
             assert_eq!((op.state.as_str(), op.done), ("succeeded", 1), "{have:?}: {op:?}");
@@ -465,6 +465,6 @@ async fn a_failed_restart_is_retried_and_a_newer_request_is_kept() {
     w.pass().await;
     assert_eq!(w.fake.boots(&key), before + 1);
     for id in [&first.id, &second.id] {
-        assert_eq!(w.store.operation(&w.root, id).await.expect("op").state, "succeeded");
+        assert_eq!(w.store.operation(&w.root, id).await.expect("op").state.as_str(), "succeeded");
     }
 }
