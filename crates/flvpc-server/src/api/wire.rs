@@ -14,7 +14,7 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// `POST /api/v1/auth/login` (the CLI sends it too).
+/// `POST /api/v1/auth/login`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
