@@ -6,41 +6,14 @@
 mod common;
 
 use common::docker::*;
+use common::ssh::{client_config, jump};
 use common::Backend;
 use flvpc_server::gateway::{self, GatewayConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::io::Read;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// An OpenSSH client config that uses only `key` and trusts the throwaway host keys of the test.
-fn client_config(dir: &Path, name: &str, key: &Path) -> std::path::PathBuf {
-    let path = dir.join(format!("{name}.config"));
-    let text = format!(
-        "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  \
-         LogLevel ERROR\n  BatchMode yes\n  ConnectTimeout 5\n",
-        key.display()
-    );
-    std::fs::write(&path, text).expect("write ssh config");
-    path
-}
-
-/// `ssh -F config -J login@127.0.0.1:gw root@target command`.
-fn jump(config: &Path, login: &str, gw: u16, target: &str, command: &str) -> Result<String, String> {
-    let out = Command::new("ssh")
-        .arg("-F")
-        .arg(config)
-        .args(["-J", &format!("{login}@127.0.0.1:{gw}"), &format!("root@{target}"), command])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
@@ -83,13 +56,13 @@ async fn gateway_forwards_members_to_their_machines_and_refuses_everything_else(
     let ip = machine["ip"].as_str().expect("ip").to_owned();
     assert_eq!(machine["ssh"]["jump"], format!("ssh -J alice@127.0.0.1:2222 root@n0.{a}"));
 
-    let cfg = |name: &str, key: &KeyPair| client_config(dir.path(), name, &key.private);
+    let cfg = |name: &str, key: &KeyPair| client_config(dir.path(), name, &key.private, None);
     let (alice_cfg, bob_cfg, carol_cfg) = (cfg("alice", &alice_key), cfg("bob", &bob_key), cfg("carol", &carol_key));
     let target = format!("n0.{a}");
 
     // Members of the namespace get in, whatever their role.
-    assert_eq!(jump(&alice_cfg, "alice", gw, &target, "hostname"), Ok("n0".into()));
-    assert_eq!(jump(&bob_cfg, "bob", gw, &target, "hostname"), Ok("n0".into()));
+    assert_eq!(jump(&alice_cfg, "alice", gw, &target, "hostname").result, Ok("n0".into()));
+    assert_eq!(jump(&bob_cfg, "bob", gw, &target, "hostname").result, Ok("n0".into()));
 
     // scp through the gateway keeps every byte.
     let blob = dir.path().join("blob");
@@ -107,7 +80,7 @@ async fn gateway_forwards_members_to_their_machines_and_refuses_everything_else(
     assert!(copied.success());
     let local = Command::new("sha256sum").arg(&blob).output().expect("sha256sum");
     let local = String::from_utf8_lossy(&local.stdout).split_whitespace().next().unwrap_or_default().to_owned();
-    let remote = jump(&alice_cfg, "alice", gw, &target, "sha256sum /tmp/blob").expect("remote sum");
+    let remote = jump(&alice_cfg, "alice", gw, &target, "sha256sum /tmp/blob").result.expect("remote sum");
     assert!(remote.starts_with(&local), "{remote} vs {local}");
 
     // ssh -L to a port of the machine: here its sshd, whose banner comes back through the tunnel.
@@ -134,13 +107,13 @@ async fn gateway_forwards_members_to_their_machines_and_refuses_everything_else(
     let _ = tunnel.wait();
 
     // Refused: another namespace, raw addresses, the host, unknown names and ports.
-    assert!(jump(&carol_cfg, "carol", gw, &target, "true").is_err(), "carol is not a member of {a}");
+    assert!(jump(&carol_cfg, "carol", gw, &target, "true").result.is_err(), "carol is not a member of {a}");
     for bad in [ip.as_str(), "127.0.0.1", "localhost", &format!("nosuch.{a}"), &format!("n0.{b}"), "n0", "n0.Bad_NS"] {
-        assert!(jump(&alice_cfg, "alice", gw, bad, "true").is_err(), "{bad} must be refused");
+        assert!(jump(&alice_cfg, "alice", gw, bad, "true").result.is_err(), "{bad} must be refused");
     }
     // Unknown users and unknown keys are refused alike.
-    let unknown_user = jump(&alice_cfg, "mallory", gw, &target, "true").expect_err("unknown user");
-    let wrong_key = jump(&carol_cfg, "alice", gw, &target, "true").expect_err("someone else's key");
+    let unknown_user = jump(&alice_cfg, "mallory", gw, &target, "true").result.expect_err("unknown user");
+    let wrong_key = jump(&carol_cfg, "alice", gw, &target, "true").result.expect_err("someone else's key");
     assert!(unknown_user.contains("Permission denied") && wrong_key.contains("Permission denied"));
     assert_eq!(unknown_user.replace("mallory", "X"), wrong_key.replace("alice", "X"));
 
@@ -158,7 +131,7 @@ async fn gateway_forwards_members_to_their_machines_and_refuses_everything_else(
     // Removing a membership takes effect for the next channel at once.
     let r = server.call(Method::DELETE, &format!("/api/v1/namespaces/{a}/members/bob"), Some(&root), None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    assert!(jump(&bob_cfg, "bob", gw, &target, "true").is_err(), "bob was removed from {a}");
+    assert!(jump(&bob_cfg, "bob", gw, &target, "true").result.is_err(), "bob was removed from {a}");
 
     // At most 3 connections per user. The held connections count once the audit log has their logins.
     let logins = |log: &Value| {
@@ -188,13 +161,13 @@ async fn gateway_forwards_members_to_their_machines_and_refuses_everything_else(
         assert!(std::time::Instant::now() < deadline, "the 3 held connections did not sign in");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(jump(&alice_cfg, "alice", gw, &target, "true").is_err(), "a 4th connection is refused");
+    assert!(jump(&alice_cfg, "alice", gw, &target, "true").result.is_err(), "a 4th connection is refused");
     for mut child in held {
         let _ = child.kill();
         let _ = child.wait();
     }
     eventually(Duration::from_secs(10), "connections are counted down", || {
-        jump(&alice_cfg, "alice", gw, &target, "true").is_ok()
+        jump(&alice_cfg, "alice", gw, &target, "true").result.is_ok()
     })
     .await;
 

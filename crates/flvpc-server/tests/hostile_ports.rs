@@ -310,24 +310,8 @@ on_both_backends!(
 /// `ssh -J login@127.0.0.1:gw root@target command` with only `key`, trusting throwaway host keys.
 fn jump(key: &Path, login: &str, gw: u16, target: &str, command: &str) -> Result<String, String> {
     let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("config");
-    let text = format!(
-        "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  \
-         LogLevel ERROR\n  BatchMode yes\n  ConnectTimeout 5\n",
-        key.display()
-    );
-    std::fs::write(&config, text).expect("write ssh config");
-    let out = Command::new("ssh")
-        .arg("-F")
-        .arg(&config)
-        .args(["-J", &format!("{login}@127.0.0.1:{gw}"), &format!("root@{target}"), command])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
+    let config = common::ssh::client_config(dir.path(), login, key, None);
+    common::ssh::jump(&config, login, gw, target, command).result
 }
 
 /// The gateway asks the same policy as the API: a member's channel is forwarded, a member of

@@ -8,8 +8,8 @@ use crate::quotas::admit_in;
 use crate::{now_ms, Store, StoreError};
 use flvpc_model::quota::{HostCaps, Resources};
 use flvpc_model::{
-    NamespaceAdminGrant, NamespaceGrant, NamespaceName, Observed, OperationState, Principal, SuperadminGrant,
-    SystemGrant,
+    MachineKey, MachineName, NamespaceAdminGrant, NamespaceGrant, NamespaceName, Observed, OperationState, Principal,
+    SuperadminGrant, SystemGrant,
 };
 use sqlx::Row;
 use std::collections::{BTreeMap, HashSet};
@@ -134,6 +134,14 @@ pub struct MachineRecord {
     /// Part of the desired state: set with the operation, cleared by the reconciler once the
     /// engine (re)started the machine.
     pub restart_op: Option<String>,
+}
+
+impl MachineRecord {
+    /// The machine's typed key; `None` only for a name that was stored without validation
+    /// (names are validated when the spec is saved).
+    pub fn key(&self) -> Option<MachineKey> {
+        MachineName::parse(&self.name).ok().map(|name| MachineKey::new(self.namespace.clone(), name))
+    }
 }
 
 /// An inclusive range of host ports to allocate from.

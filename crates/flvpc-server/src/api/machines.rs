@@ -38,9 +38,7 @@ pub fn machine_out(
             direct: ssh_port_host.map(|p| format!("ssh -p {p} root@{host}")),
         },
         // The engine's own naming (injective: `<name>.<ns>`); a record's name was validated on save.
-        container: flvpc_model::MachineName::parse(&m.name)
-            .map(|name| flvpc_host::container_name(&flvpc_model::MachineKey::new(m.namespace.clone(), name)))
-            .unwrap_or_default(),
+        container: m.key().map(|key| flvpc_host::container_name(&key)).unwrap_or_default(),
         namespace: m.namespace.to_string(),
         name: m.name,
         state,

@@ -2,7 +2,7 @@
 //! `GET /api/v1/capacity` and a namespace's resources, and for the panel's capacity page and
 //! namespace section. The doors only render it.
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::state::AppState;
 use flvpc_host::Capacity;
 use flvpc_model::quota::{Quota, Resources};
@@ -125,8 +125,7 @@ pub async fn capacity(state: &AppState, principal: &Principal) -> ApiResult<Capa
 
 /// One namespace's quota, allocation and use (its members and the superadmin).
 pub async fn namespace_resources(state: &AppState, principal: &Principal, ns: &str) -> ApiResult<NamespaceResources> {
-    // A name that cannot exist is a namespace the caller cannot see: 404, as for non-members.
-    let name = NamespaceName::parse(ns).map_err(|_| ApiError::from(flvpc_model::Denied::NotFound))?;
+    let name = crate::ops::namespace_or_not_found(ns)?;
     let grant = principal.namespace_member(&name)?;
     let quota = state.store.quota(&grant).await?;
     let usage = state.store.namespace_usage(&grant).await?;

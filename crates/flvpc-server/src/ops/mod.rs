@@ -15,6 +15,12 @@ use flvpc_model::{KeyName, Login, NamespaceName, Principal, PublicKey, Role, Tok
 use flvpc_store::{ApiToken, AuditEntry, IssuedToken, Member, Namespace, NewAudit, SshKey, TokenKind, User};
 use std::net::IpAddr;
 
+/// A namespace name from a request where a name that cannot exist must look like a namespace
+/// the caller cannot see: 404, as for non-members, so a refusal tells nothing either way.
+pub(crate) fn namespace_or_not_found(ns: &str) -> Result<NamespaceName, ApiError> {
+    NamespaceName::parse(ns).map_err(|_| ApiError::from(flvpc_model::Denied::NotFound))
+}
+
 /// Writes one audit record for an attempted change and passes the result through.
 async fn audited<T>(
     state: &AppState,
@@ -246,7 +252,7 @@ pub async fn set_quota(state: &AppState, caller: &Caller, ns: &str, quota: flvpc
 
 /// One namespace the caller is a member of, with the caller's role there.
 pub async fn get_namespace(state: &AppState, caller: &Principal, name: &str) -> ApiResult<(Namespace, Role)> {
-    let name = NamespaceName::parse(name).map_err(|_| ApiError::from(flvpc_model::Denied::NotFound))?;
+    let name = namespace_or_not_found(name)?;
     let grant = caller.namespace_member(&name)?;
     Ok((state.store.get_namespace(&grant).await?, grant.role()))
 }
@@ -266,7 +272,7 @@ pub async fn delete_namespace(state: &AppState, caller: &Caller, name: &str) -> 
 
 /// The members of a namespace (members and superadmin).
 pub async fn list_members(state: &AppState, caller: &Principal, ns: &str) -> ApiResult<Vec<Member>> {
-    let ns = NamespaceName::parse(ns).map_err(|_| ApiError::from(flvpc_model::Denied::NotFound))?;
+    let ns = namespace_or_not_found(ns)?;
     let grant = caller.namespace_member(&ns)?;
     Ok(state.store.list_members(&grant).await?)
 }
@@ -373,7 +379,7 @@ pub async fn audit_log(
             Ok(state.store.audit_all(&grant, before, limit).await?)
         }
         Some(ns) => {
-            let ns = NamespaceName::parse(ns).map_err(|_| ApiError::from(flvpc_model::Denied::NotFound))?;
+            let ns = namespace_or_not_found(ns)?;
             let grant = caller.namespace_admin(&ns)?;
             Ok(state.store.audit_namespace(&grant, before, limit).await?)
         }
