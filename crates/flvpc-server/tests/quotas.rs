@@ -96,6 +96,11 @@ async fn namespace_quota_admission(backend: Backend) {
     assert_eq!(own.body["running"], qa["running"]);
     let stranger = server.login("stranger", &common::password_of("stranger")).await;
     assert_eq!(server.get("/api/v1/namespaces/qa/resources", &stranger).await.status, StatusCode::NOT_FOUND);
+    // Names that cannot exist are answered like namespaces one cannot see, never with a crash or 500.
+    for hostile in ["..%2F..%2Fetc", "QA", "a%20b", "x%00y", &"n".repeat(300)] {
+        let r = server.get(&format!("/api/v1/namespaces/{hostile}/resources"), &member).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{hostile}: {:?}", r.body);
+    }
 
     // A lower quota keeps what exists; the same spec again asks for nothing more and passes;
     // shrinking passes; growing is refused.
