@@ -2,7 +2,7 @@
 //! gateway, and the server's host name as the client sees it. Kept out of the doors (API, panel,
 //! gateway) so that none of them imports another.
 
-use crate::error::ApiResult;
+use crate::core::CoreResult;
 use crate::state::AppState;
 use axum::http::{header, HeaderMap};
 
@@ -26,8 +26,8 @@ pub fn server_host(headers: &HeaderMap) -> String {
 }
 
 /// The ssh-config text for `principal` (API and panel).
-pub async fn ssh_config_for(state: &AppState, principal: &flvpc_model::Principal, host: &str) -> ApiResult<String> {
-    let namespaces: Vec<String> = crate::ops::visible_namespaces(state, principal)
+pub async fn ssh_config_for(state: &AppState, principal: &flvpc_model::Principal, host: &str) -> CoreResult<String> {
+    let namespaces: Vec<String> = crate::core::visible_namespaces(state, principal)
         .await?
         .into_iter()
         .filter(|(ns, _)| principal.role_in(&ns.name).is_some())

@@ -38,6 +38,11 @@ impl Caller {
     pub fn principal(&self) -> &flvpc_model::Principal {
         &self.session.principal
     }
+
+    /// The caller as the core sees them: no HTTP in it.
+    pub fn actor(&self) -> crate::core::Actor {
+        crate::core::Actor::signed_in(&self.session, self.source)
+    }
 }
 
 /// Reads one cookie's value from the request headers.

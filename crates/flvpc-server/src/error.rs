@@ -1,9 +1,13 @@
 //! The one error type of the HTTP surface: a status, a snake_case code and a
 //! sentence, rendered as `{"error":{"code","message"}}`. Never a stack trace.
+//!
+//! The core's refusals ([`CoreError`]) become statuses here and nowhere else; the codes and
+//! messages are the core's. The codes of requests that never reach the core (unreadable
+//! bodies, missing credentials, CSRF) are the HTTP surface's own.
 
+use crate::core::CoreError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use flvpc_model::{Denied, Invalid};
 use flvpc_store::StoreError;
 use serde::Serialize;
 
@@ -86,39 +90,40 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<Invalid> for ApiError {
-    fn from(err: Invalid) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", err.to_string())
+/// The HTTP status of a core refusal: the one place a [`CoreError`] becomes a status (the API's
+/// answers, and the status of the panel's error pages).
+pub fn http_status(err: &CoreError) -> StatusCode {
+    match err {
+        CoreError::Invalid(_)
+        | CoreError::InvalidSpec(_)
+        | CoreError::UnknownImage(_)
+        | CoreError::BackendUnavailable(_)
+        | CoreError::QuotaExceeded(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        CoreError::Unreadable(_) => StatusCode::BAD_REQUEST,
+        CoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        CoreError::Forbidden | CoreError::WrongPassword => StatusCode::FORBIDDEN,
+        CoreError::Conflict(_) | CoreError::NoSpec | CoreError::MachinesRemain => StatusCode::CONFLICT,
+        CoreError::WrongCredentials | CoreError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        CoreError::TooManyAttempts(_) | CoreError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+        CoreError::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-impl From<Denied> for ApiError {
-    fn from(err: Denied) -> Self {
-        match err {
-            Denied::NotFound => {
-                Self::new(StatusCode::NOT_FOUND, "not_found", "no such namespace, or you are not a member of it")
-            }
-            Denied::Forbidden => Self::new(StatusCode::FORBIDDEN, "forbidden", "your role does not allow this"),
+impl From<CoreError> for ApiError {
+    fn from(err: CoreError) -> Self {
+        match (&err, err.retry_after()) {
+            // The API says how to sign in, which the core cannot know.
+            (CoreError::Unauthenticated, _) => Self::unauthenticated(),
+            (_, Some(wait)) => Self::too_many(err.code(), err.message(), wait),
+            (_, None) => Self::new(http_status(&err), err.code(), err.message()),
         }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::NotFound(what) => Self::not_found(what),
-            StoreError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
-            StoreError::Invalid(invalid) => invalid.into(),
-            StoreError::WrongPassword => {
-                Self::new(StatusCode::FORBIDDEN, "wrong_password", "the current password is wrong")
-            }
-            StoreError::Busy(wait) => Self::too_many(
-                "too_many_requests",
-                "the server is busy checking other passwords; try again in a moment",
-                wait,
-            ),
-            other => Self::internal(other),
-        }
+        CoreError::from(err).into()
     }
 }
 

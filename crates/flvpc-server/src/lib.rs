@@ -2,17 +2,18 @@
 //!
 //! Architecture Invariant: this is the only crate that knows HTTP. It decides
 //! nothing about permissions itself: it asks `flvpc_model::policy` for a grant
-//! and hands it to `flvpc_store`. Every state change goes through `ops`, which
-//! writes the audit log, whether it came from the API or the panel.
+//! and hands it to `flvpc_store`. Every state change asked for on a request is one
+//! `core::Action` through `core::dispatch`, which writes the audit log, whichever door it came
+//! through; the core itself knows no HTTP type.
 
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod core;
 pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod metrics;
-pub mod ops;
 pub mod panel;
 pub mod reconcile;
 pub mod state;

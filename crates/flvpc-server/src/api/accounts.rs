@@ -1,10 +1,10 @@
 //! Sign-in, the caller's own account (keys, tokens, password) and users (superadmin).
 
 use super::wire::*;
-use super::ApiJson;
+use super::{act, ApiJson};
 use crate::auth::{Caller, ClientAddr};
+use crate::core::{self, Action, Actor};
 use crate::error::ApiResult;
-use crate::ops;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,7 +27,8 @@ pub async fn login(
     ClientAddr(source): ClientAddr,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    let signed_in = ops::sign_in(&state, &body.login, &body.password, source, TokenKind::Login).await?;
+    let action = Action::SignIn { login: body.login, password: body.password, kind: TokenKind::Login };
+    let signed_in = core::dispatch(&state, &Actor::anonymous(source), action).await?.into_signed_in()?;
     Ok(Json(LoginResponse {
         token: signed_in.token.secret,
         expires_at: signed_in.token.expires_at.map(rfc3339).unwrap_or_default(),
@@ -41,7 +42,7 @@ pub async fn login(
         (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
     ))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
-    ops::sign_out(&state, &caller).await?;
+    act(&state, &caller, Action::SignOut).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -53,7 +54,7 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<
     ))]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Me>> {
     let principal = caller.principal();
-    let namespaces = ops::visible_namespaces(&state, principal).await?;
+    let namespaces = core::visible_namespaces(&state, principal).await?;
     Ok(Json(Me {
         login: principal.login().to_string(),
         superadmin: principal.is_superadmin(),
@@ -72,7 +73,7 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json
         (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
     ))]
 pub async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<UserOut>>> {
-    Ok(Json(ops::list_users(&state, &caller).await?.into_iter().map(UserOut::from).collect()))
+    Ok(Json(core::list_users(&state, caller.principal()).await?.into_iter().map(UserOut::from).collect()))
 }
 
 /// Create a user (superadmin).
@@ -92,7 +93,8 @@ pub async fn create_user(
     caller: Caller,
     ApiJson(body): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, Json<UserOut>)> {
-    let user = ops::create_user(&state, &caller, &body.login, &body.password).await?;
+    let user =
+        act(&state, &caller, Action::CreateUser { login: body.login, password: body.password }).await?.into_user()?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -111,7 +113,7 @@ pub async fn delete_user(
     caller: Caller,
     Path(login): Path<String>,
 ) -> ApiResult<StatusCode> {
-    ops::delete_user(&state, &caller, &login).await?;
+    act(&state, &caller, Action::DeleteUser { login }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -136,7 +138,8 @@ pub async fn change_password(
     Path(login): Path<String>,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> ApiResult<StatusCode> {
-    ops::change_password(&state, &caller, &login, body.current_password.as_deref(), &body.password).await?;
+    let action = Action::SetPassword { login, current: body.current_password, new: body.password };
+    act(&state, &caller, action).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -147,7 +150,7 @@ pub async fn change_password(
         (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
     ))]
 pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<KeyOut>>> {
-    Ok(Json(ops::list_keys(&state, caller.principal()).await?.into_iter().map(KeyOut::from).collect()))
+    Ok(Json(core::list_keys(&state, caller.principal()).await?.into_iter().map(KeyOut::from).collect()))
 }
 
 /// Add an SSH public key (OpenSSH format: ed25519, ecdsa, or rsa of 2048 bits or more).
@@ -166,7 +169,8 @@ pub async fn add_key(
     caller: Caller,
     ApiJson(body): ApiJson<NewKey>,
 ) -> ApiResult<(StatusCode, Json<KeyOut>)> {
-    let key = ops::add_key(&state, &caller, &body.name, &body.public_key).await?;
+    let key =
+        act(&state, &caller, Action::AddKey { name: body.name, public_key: body.public_key }).await?.into_key()?;
     Ok((StatusCode::CREATED, Json(key.into())))
 }
 
@@ -184,7 +188,7 @@ pub async fn delete_key(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    ops::delete_key(&state, &caller, &name).await?;
+    act(&state, &caller, Action::DeleteKey { name }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -195,7 +199,7 @@ pub async fn delete_key(
         (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
     ))]
 pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TokenOut>>> {
-    Ok(Json(ops::list_tokens(&state, caller.principal()).await?.into_iter().map(TokenOut::from).collect()))
+    Ok(Json(core::list_tokens(&state, caller.principal()).await?.into_iter().map(TokenOut::from).collect()))
 }
 
 /// Make a named API token; its secret is shown once.
@@ -214,7 +218,7 @@ pub async fn create_token(
     caller: Caller,
     ApiJson(body): ApiJson<NewToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    let (name, issued) = ops::create_token(&state, &caller, &body.name).await?;
+    let (name, issued) = act(&state, &caller, Action::CreateToken { name: body.name }).await?.into_token()?;
     Ok((StatusCode::CREATED, Json(CreatedToken { name: name.to_string(), token: issued.secret })))
 }
 
@@ -232,6 +236,6 @@ pub async fn delete_token(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    ops::delete_token(&state, &caller, &name).await?;
+    act(&state, &caller, Action::DeleteToken { name }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,10 +1,13 @@
 //! Cluster specs, machines, operations and live events.
 
+use super::act;
 use super::wire::*;
 use crate::access::server_host;
 use crate::auth::Caller;
+use crate::core::machines as ops;
+use crate::core::view::{MachineView, Reach};
+use crate::core::{Action, CoreError};
 use crate::error::{ApiError, ApiResult};
-use crate::ops::machines::{self as ops, MachineAction};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -12,54 +15,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use flvpc_store::{Desired, MachineRecord};
 use futures::Stream;
 use std::convert::Infallible;
 
 fn wants_yaml(headers: &HeaderMap, name: header::HeaderName) -> bool {
     headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("yaml"))
-}
-
-/// The machine object of the API, with its latest usage.
-pub fn machine_out(
-    m: MachineRecord,
-    login: &str,
-    host: &str,
-    ssh_port: u16,
-    usage: &crate::usage::UsageSampler,
-) -> MachineOut {
-    let (latest, oom_kills) = usage.latest(m.namespace.as_str(), &m.name);
-    let running = m.observed == flvpc_model::Observed::Running;
-    let ssh_port_host = m.ports.iter().find(|p| p.container_port == 22 && p.protocol == "tcp").map(|p| p.host_port);
-    let state = if m.desired == Desired::Deleted { "deleting".to_owned() } else { m.observed.as_str().to_owned() };
-    MachineOut {
-        ssh: MachineSsh {
-            jump: format!("ssh -J {login}@{host}:{ssh_port} root@{}.{}", m.name, m.namespace),
-            direct: ssh_port_host.map(|p| format!("ssh -p {p} root@{host}")),
-        },
-        // The engine's own naming (injective: `<name>.<ns>`); a record's name was validated on save.
-        container: m.key().map(|key| flvpc_host::container_name(&key)).unwrap_or_default(),
-        namespace: m.namespace.to_string(),
-        name: m.name,
-        state,
-        desired: m.desired.as_str().to_owned(),
-        ip: m.ip,
-        error: m.error,
-        image: m.image,
-        backend: m.backend,
-        cpus: m.cpus,
-        cpu_cap: m.cpu_cap_milli.map(|c| f64::from(c) / 1000.0),
-        memory_mb: m.memory_mb,
-        disk_gb: m.disk_gb,
-        ports: m
-            .ports
-            .into_iter()
-            .map(|p| PortOut { container_port: p.container_port, host_port: p.host_port, protocol: p.protocol })
-            .collect(),
-        cpu_percent: latest.filter(|_| running).map(|p| p.cpu_percent),
-        memory_used_mb: latest.filter(|_| running).map(|p| p.memory_mb),
-        oom_kills,
-    }
 }
 
 /// The namespace's cluster spec (JSON, or YAML with `Accept: application/yaml`).
@@ -110,14 +70,20 @@ pub async fn put_cluster(
     body: Bytes,
 ) -> ApiResult<Json<SpecSaved>> {
     let spec = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("the spec is not UTF-8 text"))
+        .map_err(|_| CoreError::Unreadable("the spec is not UTF-8 text".into()))
         .and_then(|text| ops::parse(text, wants_yaml(&headers, header::CONTENT_TYPE)));
-    let saved = ops::put_spec(&state, &caller, &ns, spec).await?;
+    let saved = act(&state, &caller, Action::SaveSpec { ns, spec }).await?.into_spec()?;
     Ok(Json(SpecSaved { machines: saved.machines, warnings: saved.warnings, yaml: saved.yaml }))
 }
 
-fn accepted(op: flvpc_store::Operation) -> (StatusCode, Json<OperationStarted>) {
-    (StatusCode::ACCEPTED, Json(OperationStarted { operation: op.id }))
+/// Does a cluster or machine action and answers 202 with the operation it started.
+async fn accepted(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
+    let op = act(state, caller, action).await?.into_operation()?;
+    Ok((StatusCode::ACCEPTED, Json(OperationStarted { operation: op.id })))
 }
 
 /// Create the missing machines of the spec, change changed ones, remove ones no longer in it (namespace admins).
@@ -137,7 +103,7 @@ pub async fn create_cluster(
     caller: Caller,
     Path(ns): Path<String>,
 ) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
-    Ok(accepted(ops::create(&state, &caller, &ns).await?))
+    accepted(&state, &caller, Action::CreateCluster { ns }).await
 }
 
 /// Start every machine (members).
@@ -154,7 +120,7 @@ pub async fn start_cluster(
     caller: Caller,
     Path(ns): Path<String>,
 ) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
-    Ok(accepted(ops::set_cluster(&state, &caller, &ns, Desired::Running).await?))
+    accepted(&state, &caller, Action::StartCluster { ns }).await
 }
 
 /// Stop every machine (members).
@@ -170,7 +136,7 @@ pub async fn stop_cluster(
     caller: Caller,
     Path(ns): Path<String>,
 ) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
-    Ok(accepted(ops::set_cluster(&state, &caller, &ns, Desired::Stopped).await?))
+    accepted(&state, &caller, Action::StopCluster { ns }).await
 }
 
 /// Remove every machine of the namespace, its network and ports (namespace admins). The spec stays.
@@ -187,7 +153,7 @@ pub async fn delete_cluster(
     caller: Caller,
     Path(ns): Path<String>,
 ) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
-    Ok(accepted(ops::set_cluster(&state, &caller, &ns, Desired::Deleted).await?))
+    accepted(&state, &caller, Action::DeleteCluster { ns }).await
 }
 
 /// The namespace's machines (members).
@@ -205,19 +171,9 @@ pub async fn list_machines(
     Path(ns): Path<String>,
 ) -> ApiResult<Json<Vec<MachineOut>>> {
     let host = server_host(&headers);
-    let login = caller.principal().login().to_string();
+    let reach = Reach { login: caller.principal().login().as_str(), host: &host, ssh_port: state.config.ssh_port };
     let machines = ops::list(&state, caller.principal(), &ns).await?;
-    Ok(Json(machines.into_iter().map(|m| machine_out(m, &login, &host, state.config.ssh_port, &state.usage)).collect()))
-}
-
-async fn machine_action(
-    state: AppState,
-    caller: Caller,
-    ns: String,
-    name: String,
-    action: MachineAction,
-) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
-    Ok(accepted(ops::machine_action(&state, &caller, &ns, &name, action).await?))
+    Ok(Json(machines.into_iter().map(|m| MachineView::new(m, reach, &state.usage).into()).collect()))
 }
 
 /// Start one machine (members).
@@ -234,7 +190,7 @@ pub async fn start_machine(
     caller: Caller,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
-    machine_action(state, caller, ns, name, MachineAction::Start).await
+    accepted(&state, &caller, Action::StartMachine { ns, name }).await
 }
 
 /// Stop one machine (members).
@@ -250,7 +206,7 @@ pub async fn stop_machine(
     caller: Caller,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
-    machine_action(state, caller, ns, name, MachineAction::Stop).await
+    accepted(&state, &caller, Action::StopMachine { ns, name }).await
 }
 
 /// Restart one machine (members).
@@ -267,7 +223,7 @@ pub async fn restart_machine(
     caller: Caller,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<OperationStarted>)> {
-    machine_action(state, caller, ns, name, MachineAction::Restart).await
+    accepted(&state, &caller, Action::RestartMachine { ns, name }).await
 }
 
 /// An operation's progress (who started it, or the superadmin).

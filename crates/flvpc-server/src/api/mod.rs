@@ -8,9 +8,9 @@ mod namespaces;
 pub mod rules;
 pub mod wire;
 
-pub use machines::machine_out;
-
-use crate::error::ApiError;
+use crate::auth::Caller;
+use crate::core::{self, Action, Outcome};
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
@@ -77,6 +77,11 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(machines::ssh_config))
         .routes(routes!(machines::machine_metrics))
         .split_for_parts()
+}
+
+/// Does `action` for the caller through the core's one dispatch (which audits it).
+async fn act(state: &AppState, caller: &Caller, action: Action) -> ApiResult<Outcome> {
+    Ok(core::dispatch(state, &caller.actor(), action).await?)
 }
 
 /// JSON body extractor whose refusals use the API's error format:

@@ -1,10 +1,10 @@
 //! Namespaces, memberships and the audit log.
 
 use super::wire::*;
-use super::ApiJson;
+use super::{act, ApiJson};
 use crate::auth::Caller;
+use crate::core::{self, Action};
 use crate::error::ApiResult;
-use crate::ops;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -19,7 +19,7 @@ use serde::Deserialize;
         (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
     ))]
 pub async fn list_namespaces(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<NamespaceOut>>> {
-    let all = ops::visible_namespaces(&state, caller.principal()).await?;
+    let all = core::visible_namespaces(&state, caller.principal()).await?;
     Ok(Json(all.into_iter().map(|(ns, role)| NamespaceOut::new(ns, role)).collect()))
 }
 
@@ -40,7 +40,8 @@ pub async fn create_namespace(
     caller: Caller,
     ApiJson(body): ApiJson<NewNamespace>,
 ) -> ApiResult<(StatusCode, Json<NamespaceOut>)> {
-    let ns = ops::create_namespace(&state, &caller, &body.name, body.quota.map(Into::into)).await?;
+    let action = Action::CreateNamespace { name: body.name, quota: body.quota.map(Into::into) };
+    let ns = act(&state, &caller, action).await?.into_namespace()?;
     Ok((StatusCode::CREATED, Json(NamespaceOut::new(ns, Role::Admin))))
 }
 
@@ -57,7 +58,7 @@ pub async fn get_namespace(
     caller: Caller,
     Path(ns): Path<String>,
 ) -> ApiResult<Json<NamespaceOut>> {
-    let (ns, role) = ops::get_namespace(&state, caller.principal(), &ns).await?;
+    let (ns, role) = core::get_namespace(&state, caller.principal(), &ns).await?;
     Ok(Json(NamespaceOut::new(ns, role)))
 }
 
@@ -77,7 +78,7 @@ pub async fn delete_namespace(
     caller: Caller,
     Path(ns): Path<String>,
 ) -> ApiResult<StatusCode> {
-    ops::delete_namespace(&state, &caller, &ns).await?;
+    act(&state, &caller, Action::DeleteNamespace { ns }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -94,7 +95,7 @@ pub async fn list_members(
     caller: Caller,
     Path(ns): Path<String>,
 ) -> ApiResult<Json<Vec<MemberOut>>> {
-    Ok(Json(ops::list_members(&state, caller.principal(), &ns).await?.into_iter().map(MemberOut::from).collect()))
+    Ok(Json(core::list_members(&state, caller.principal(), &ns).await?.into_iter().map(MemberOut::from).collect()))
 }
 
 /// Give a user a role in a namespace (superadmin). 201 when added, 200 when changed.
@@ -118,7 +119,8 @@ pub async fn set_member(
     Path((ns, login)): Path<(String, String)>,
     ApiJson(body): ApiJson<SetRole>,
 ) -> ApiResult<(StatusCode, Json<MemberOut>)> {
-    let created = ops::set_member(&state, &caller, &ns, &login, &body.role).await?;
+    let action = Action::SetMember { ns, login: login.clone(), role: body.role.clone() };
+    let created = act(&state, &caller, action).await?.into_added()?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(MemberOut { login, role: body.role })))
 }
@@ -138,7 +140,7 @@ pub async fn remove_member(
     caller: Caller,
     Path((ns, login)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    ops::remove_member(&state, &caller, &ns, &login).await?;
+    act(&state, &caller, Action::RemoveMember { ns, login }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -170,7 +172,7 @@ pub async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditOut>>> {
     let entries =
-        ops::audit_log(&state, caller.principal(), q.namespace.as_deref(), q.before, q.limit.unwrap_or(100)).await?;
+        core::audit_log(&state, caller.principal(), q.namespace.as_deref(), q.before, q.limit.unwrap_or(100)).await?;
     Ok(Json(entries.into_iter().map(AuditOut::from).collect()))
 }
 
@@ -194,7 +196,7 @@ pub async fn set_quota(
     Path(ns): Path<String>,
     ApiJson(body): ApiJson<QuotaBody>,
 ) -> ApiResult<Json<QuotaBody>> {
-    ops::set_quota(&state, &caller, &ns, body.into()).await?;
+    act(&state, &caller, Action::SetQuota { ns, quota: body.into() }).await?;
     Ok(Json(body))
 }
 
@@ -212,7 +214,7 @@ pub async fn namespace_resources(
     caller: Caller,
     Path(ns): Path<String>,
 ) -> ApiResult<Json<NamespaceCapacity>> {
-    let resources = crate::ops::capacity::namespace_resources(&state, caller.principal(), &ns).await?;
+    let resources = core::capacity::namespace_resources(&state, caller.principal(), &ns).await?;
     Ok(Json(namespace_capacity(resources)))
 }
 
@@ -224,7 +226,7 @@ pub async fn namespace_resources(
         (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
     ))]
 pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<CapacityOut>> {
-    let report = crate::ops::capacity::capacity(&state, caller.principal()).await?;
+    let report = core::capacity::capacity(&state, caller.principal()).await?;
     Ok(Json(CapacityOut {
         host: HostOut { cpus: report.host.cpus, memory_mb: report.host.memory_mb, disk_gb: report.host.disk_gb },
         overcommit: OvercommitOut {
@@ -241,11 +243,11 @@ pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResul
     }))
 }
 
-fn used_out(used: crate::ops::capacity::Used) -> UsedOut {
+fn used_out(used: core::capacity::Used) -> UsedOut {
     UsedOut { cpus: used.cpus, memory_mb: used.memory_mb }
 }
 
-fn namespace_capacity(ns: crate::ops::capacity::NamespaceResources) -> NamespaceCapacity {
+fn namespace_capacity(ns: core::capacity::NamespaceResources) -> NamespaceCapacity {
     NamespaceCapacity {
         name: ns.name.to_string(),
         quota: ns.quota.into(),

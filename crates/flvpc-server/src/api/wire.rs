@@ -5,14 +5,7 @@ use flvpc_store::{ApiToken, AuditEntry, Member, Namespace, SshKey, User};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Formats ms since the epoch as RFC 3339 (UTC).
-pub fn rfc3339(ms: i64) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
+pub use crate::core::view::rfc3339;
 
 /// `POST /api/v1/auth/login`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -569,6 +562,35 @@ pub struct MachineOut {
     pub memory_used_mb: Option<f64>,
     /// Processes the kernel killed because the machine hit its memory limit (this container's life).
     pub oom_kills: u64,
+}
+
+impl From<crate::core::view::MachineView> for MachineOut {
+    fn from(m: crate::core::view::MachineView) -> Self {
+        Self {
+            name: m.name,
+            namespace: m.namespace,
+            container: m.container,
+            state: m.state,
+            desired: m.desired.as_str().to_owned(),
+            ip: m.ip,
+            error: m.error,
+            image: m.image,
+            backend: m.backend,
+            cpus: m.cpus,
+            cpu_cap: m.cpu_cap,
+            memory_mb: m.memory_mb,
+            disk_gb: m.disk_gb,
+            ports: m
+                .ports
+                .into_iter()
+                .map(|p| PortOut { container_port: p.container_port, host_port: p.host_port, protocol: p.protocol })
+                .collect(),
+            ssh: MachineSsh { jump: m.ssh.jump, direct: m.ssh.direct },
+            cpu_percent: m.cpu_percent,
+            memory_used_mb: m.memory_used_mb,
+            oom_kills: m.oom_kills,
+        }
+    }
 }
 
 /// `GET /api/v1/namespaces/{ns}/machines/{name}/metrics`.

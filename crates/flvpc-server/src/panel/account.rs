@@ -2,9 +2,9 @@
 
 use super::layout::{self, csrf_field, danger_button, page, seg, time, Nav};
 use super::session::CsrfForm;
-use super::user::{redirect_with, Flash};
+use super::user::{redirect_with, say, Flash};
 use super::PanelUser;
-use crate::ops;
+use crate::core::{self, Action, CoreResult};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -13,21 +13,16 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 /// Redirects back to `to` with a success or failure message.
-pub fn finish<T>(
-    state: &AppState,
-    to: &str,
-    result: crate::error::ApiResult<T>,
-    ok: impl FnOnce(T) -> String,
-) -> Response {
+pub fn finish<T>(state: &AppState, to: &str, result: CoreResult<T>, ok: impl FnOnce(T) -> String) -> Response {
     match result {
         Ok(value) => redirect_with(state, to, Flash::ok(ok(value))),
-        Err(err) => redirect_with(state, to, Flash::error(err.message)),
+        Err(err) => redirect_with(state, to, Flash::error(say(&err))),
     }
 }
 
 async fn render(state: &AppState, user: &PanelUser, host: &str, new_token: Option<(String, String)>) -> Response {
     let principal = user.caller.principal();
-    let (keys, tokens) = match (ops::list_keys(state, principal).await, ops::list_tokens(state, principal).await) {
+    let (keys, tokens) = match (core::list_keys(state, principal).await, core::list_tokens(state, principal).await) {
         (Ok(k), Ok(t)) => (k, t),
         (Err(e), _) | (_, Err(e)) => return layout::error_page(e),
     };
@@ -134,7 +129,8 @@ pub async fn add_key(State(state): State<AppState>, user: PanelUser, Form(form):
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let result = ops::add_key(&state, &user.caller, &form.name, &form.public_key).await;
+    let action = Action::AddKey { name: form.name, public_key: form.public_key };
+    let result = user.act(&state, action).await.and_then(|o| o.into_key());
     finish(&state, "/account#keys", result, |k| format!("Key {} added ({}).", k.name.as_str(), k.fingerprint))
 }
 
@@ -148,7 +144,7 @@ pub async fn delete_key(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let result = ops::delete_key(&state, &user.caller, &name).await;
+    let result = user.act(&state, Action::DeleteKey { name: name.clone() }).await.map(drop);
     finish(&state, "/account#keys", result, |()| format!("Key {name} removed."))
 }
 
@@ -170,11 +166,11 @@ pub async fn create_token(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    match ops::create_token(&state, &user.caller, &form.name).await {
+    match user.act(&state, Action::CreateToken { name: form.name }).await.and_then(|o| o.into_token()) {
         Ok((name, issued)) => {
             render(&state, &user, &crate::access::server_host(&headers), Some((name.to_string(), issued.secret))).await
         }
-        Err(err) => redirect_with(&state, "/account#tokens", Flash::error(err.message)),
+        Err(err) => redirect_with(&state, "/account#tokens", Flash::error(say(&err))),
     }
 }
 
@@ -188,7 +184,7 @@ pub async fn delete_token(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let result = ops::delete_token(&state, &user.caller, &name).await;
+    let result = user.act(&state, Action::DeleteToken { name: name.clone() }).await.map(drop);
     finish(&state, "/account#tokens", result, |()| format!("Token {name} revoked."))
 }
 
@@ -211,7 +207,8 @@ pub async fn change_password(
         return refused;
     }
     let login = user.caller.principal().login().to_string();
-    let result = ops::change_password(&state, &user.caller, &login, Some(&form.current_password), &form.password).await;
+    let action = Action::SetPassword { login, current: Some(form.current_password), new: form.password };
+    let result = user.act(&state, action).await.map(drop);
     finish(&state, "/account#password", result, |()| {
         "Password changed. Your other sessions were signed out and your API tokens revoked.".into()
     })

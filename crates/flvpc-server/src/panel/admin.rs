@@ -4,7 +4,7 @@ use super::account::finish;
 use super::layout::{self, csrf_field, danger_button, page, seg, time, Nav};
 use super::session::CsrfForm;
 use super::PanelUser;
-use crate::ops;
+use crate::core::{self, Action};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,7 @@ pub async fn users(State(state): State<AppState>, user: PanelUser) -> Response {
     if let Some(denied) = superadmin_refusal(&user) {
         return denied;
     }
-    let list = match ops::list_users(&state, &user.caller).await {
+    let list = match core::list_users(&state, user.caller.principal()).await {
         Ok(list) => list,
         Err(err) => return layout::error_page(err),
     };
@@ -85,7 +85,8 @@ pub async fn create_user(State(state): State<AppState>, user: PanelUser, Form(fo
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let result = ops::create_user(&state, &user.caller, &form.login, &form.password).await;
+    let action = Action::CreateUser { login: form.login, password: form.password };
+    let result = user.act(&state, action).await.and_then(|o| o.into_user());
     finish(&state, "/admin/users", result, |u| {
         format!("User {} created. Add them to a namespace to give them a role.", u.login.as_str())
     })
@@ -101,7 +102,7 @@ pub async fn delete_user(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let result = ops::delete_user(&state, &user.caller, &login).await;
+    let result = user.act(&state, Action::DeleteUser { login: login.clone() }).await.map(drop);
     finish(&state, "/admin/users", result, |()| format!("User {login} deleted."))
 }
 
@@ -123,7 +124,8 @@ pub async fn reset_password(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let result = ops::change_password(&state, &user.caller, &login, None, &form.password).await;
+    let action = Action::SetPassword { login: login.clone(), current: None, new: form.password };
+    let result = user.act(&state, action).await.map(drop);
     finish(&state, "/admin/users", result, |()| {
         format!("Password of {login} set; their sessions were signed out and their API tokens revoked.")
     })
@@ -134,7 +136,7 @@ pub async fn namespaces(State(state): State<AppState>, user: PanelUser) -> Respo
     if let Some(denied) = superadmin_refusal(&user) {
         return denied;
     }
-    let list = match ops::visible_namespaces(&state, user.caller.principal()).await {
+    let list = match core::visible_namespaces(&state, user.caller.principal()).await {
         Ok(list) => list,
         Err(err) => return layout::error_page(err),
     };
@@ -183,13 +185,19 @@ pub async fn create_namespace(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    match ops::create_namespace(&state, &user.caller, &form.name, None).await {
+    match user
+        .act(&state, Action::CreateNamespace { name: form.name, quota: None })
+        .await
+        .and_then(|o| o.into_namespace())
+    {
         Ok(ns) => super::user::redirect_with(
             &state,
             &format!("/namespaces/{}", seg(ns.name.as_str())),
             super::user::Flash::ok(format!("Namespace {} created. Add its members below.", ns.name.as_str())),
         ),
-        Err(err) => super::user::redirect_with(&state, "/admin/namespaces", super::user::Flash::error(err.message)),
+        Err(err) => {
+            super::user::redirect_with(&state, "/admin/namespaces", super::user::Flash::error(super::user::say(&err)))
+        }
     }
 }
 
@@ -205,7 +213,7 @@ pub async fn audit(State(state): State<AppState>, user: PanelUser, Query(q): Que
         return denied;
     }
     const PAGE: i64 = 50;
-    let entries = match ops::audit_log(&state, user.caller.principal(), None, q.before, PAGE).await {
+    let entries = match core::audit_log(&state, user.caller.principal(), None, q.before, PAGE).await {
         Ok(list) => list,
         Err(err) => return layout::error_page(err),
     };

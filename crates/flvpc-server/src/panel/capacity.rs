@@ -69,7 +69,7 @@ fn limit(v: Option<u64>) -> String {
 pub async fn namespace_section(state: &AppState, user: &PanelUser, ns: &NamespaceName) -> Markup {
     // The page around this section already refused non-members; a refusal here shows an empty
     // section rather than anything of a namespace the caller may not see.
-    let report = crate::ops::capacity::namespace_resources(state, user.caller.principal(), ns.as_str()).await.ok();
+    let report = crate::core::capacity::namespace_resources(state, user.caller.principal(), ns.as_str()).await.ok();
     let (quota, a, used) = report.map(|r| (r.quota, r.allocated, r.used)).unwrap_or((
         Quota::default(),
         Resources::default(),
@@ -138,7 +138,7 @@ pub async fn set_quota(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let field = |name: &'static str, v: &str| -> Result<Option<u64>, crate::error::ApiError> {
+    let field = |name: &'static str, v: &str| -> Result<Option<u64>, crate::core::CoreError> {
         let v = v.trim();
         if v.is_empty() {
             return Ok(None);
@@ -157,7 +157,7 @@ pub async fn set_quota(
         })
     })();
     let result = match quota {
-        Ok(quota) => crate::ops::set_quota(&state, &user.caller, &ns, quota).await,
+        Ok(quota) => user.act(&state, crate::core::Action::SetQuota { ns: ns.clone(), quota }).await.map(drop),
         Err(err) => Err(err),
     };
     finish(&state, &format!("/namespaces/{}#resources", seg(&ns)), result, |()| "Quota set.".into())
@@ -165,7 +165,7 @@ pub async fn set_quota(
 
 /// GET /admin/capacity.
 pub async fn capacity_page(State(state): State<AppState>, user: PanelUser) -> Response {
-    let report = match crate::ops::capacity::capacity(&state, user.caller.principal()).await {
+    let report = match crate::core::capacity::capacity(&state, user.caller.principal()).await {
         Ok(report) => report,
         Err(err) => return layout::error_page(err),
     };

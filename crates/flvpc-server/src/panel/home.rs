@@ -2,7 +2,7 @@
 
 use super::layout::{self, page, seg, time, Nav};
 use super::PanelUser;
-use crate::ops;
+use crate::core as ops;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::response::Response;

@@ -1,7 +1,7 @@
 //! The page frame shared by every panel page, and small rendering helpers.
 
 use super::user::{clear_flash, PanelUser};
-use crate::error::ApiError;
+use crate::core::CoreError;
 use crate::state::AppState;
 use axum::response::{Html, IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
@@ -87,20 +87,20 @@ pub fn page(state: &AppState, user: &PanelUser, title: &str, nav: Nav, body: Mar
 }
 
 /// A page that says what failed, with the right status.
-pub fn error_page(err: ApiError) -> Response {
+pub fn error_page(err: CoreError) -> Response {
     let body = html! {
         div.card {
             h1 { "Something went wrong" }
-            p { (err.message) }
+            p { (super::user::say(&err)) }
             p { a href="/" { "Back to the dashboard" } }
         }
     };
-    (err.status, bare("Error", body)).into_response()
+    (crate::error::http_status(&err), bare("Error", body)).into_response()
 }
 
 /// An RFC 3339 time that the page's script shows in the reader's zone.
 pub fn time(ms: i64) -> Markup {
-    let iso = crate::api::wire::rfc3339(ms);
+    let iso = crate::core::view::rfc3339(ms);
     let shown = iso.get(..16).map(|s| s.replace('T', " ")).unwrap_or_default();
     html! { time datetime=(iso) { (shown) " UTC" } }
 }

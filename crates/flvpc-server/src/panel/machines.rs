@@ -8,8 +8,9 @@ use super::session::CsrfForm;
 use super::user::{redirect_with, Flash};
 use super::PanelUser;
 use crate::access::server_host;
-use crate::api::machine_out;
-use crate::ops::machines::{self as ops, MachineAction};
+use crate::core::machines as ops;
+use crate::core::view::{MachineView, Reach};
+use crate::core::{Action, CoreError, CoreResult, SavedSpec};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -34,7 +35,7 @@ pub async fn section(
     let principal = user.caller.principal();
     let base = format!("/namespaces/{}", seg(ns.as_str()));
     let host = server_host(headers);
-    let login = principal.login().to_string();
+    let reach = Reach { login: principal.login().as_str(), host: &host, ssh_port: state.config.ssh_port };
     let machines = ops::list(state, principal, ns.as_str()).await.unwrap_or_default();
     let spec = ops::get_spec(state, principal, ns.as_str()).await.ok().flatten();
     let operations: Vec<Operation> = match principal.namespace_member(ns) {
@@ -83,7 +84,7 @@ pub async fn section(
                     thead { tr { th { "Machine" } th { "State" } th { "IP" } th { "Resources" } th { "Ports" } th { "SSH" } th {} } }
                     tbody {
                         @for m in machines {
-                            @let out = machine_out(m, &login, &host, state.config.ssh_port, &state.usage);
+                            @let out = MachineView::new(m, reach, &state.usage);
                             tr data-machine=(out.name) {
                                 td { strong { (out.name) } br; span.muted { (out.image) } }
                                 td { span class={ "state " (out.state) } data-state { (out.state) } @if let Some(e) = &out.error { br; span.error-text { (e) } } }
@@ -100,10 +101,10 @@ pub async fn section(
                                 }
                                 td.actions {
                                     @let mbase = format!("machines/{}", seg(&out.name));
-                                    @if out.desired == Desired::Running.as_str() {
+                                    @if out.desired == Desired::Running {
                                         (action(&format!("{mbase}/restart"), "Restart", "", None))
                                         (action(&format!("{mbase}/stop"), "Stop", "", None))
-                                    } @else if out.desired == Desired::Stopped.as_str() {
+                                    } @else if out.desired == Desired::Stopped {
                                         (action(&format!("{mbase}/start"), "Start", "", None))
                                     }
                                 }
@@ -173,11 +174,12 @@ pub async fn save_yaml(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let result = ops::put_spec(&state, &user.caller, &ns, ops::parse(&form.spec, true)).await;
+    let action = Action::SaveSpec { ns: ns.clone(), spec: ops::parse(&form.spec, true) };
+    let result = user.act(&state, action).await.and_then(|o| o.into_spec());
     saved(&state, &ns, result)
 }
 
-fn saved(state: &AppState, ns: &str, result: crate::error::ApiResult<ops::SavedSpec>) -> Response {
+fn saved(state: &AppState, ns: &str, result: CoreResult<SavedSpec>) -> Response {
     let to = format!("/namespaces/{}#spec", seg(ns));
     finish(state, &to, result, |s| {
         let mut message = format!("Spec saved: {} machine(s): {}.", s.machines.len(), s.machines.join(", "));
@@ -215,9 +217,10 @@ pub async fn save_form(
         return refused;
     }
     let number = |field: &str, value: &str| {
-        value.trim().parse::<u64>().map_err(|_| {
-            crate::error::ApiError::from(flvpc_model::Invalid::new("form", format!("{field} must be a whole number")))
-        })
+        value
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| CoreError::from(flvpc_model::Invalid::new("form", format!("{field} must be a whole number"))))
     };
     let spec = (|| {
         let count = number("count", &form.count)?;
@@ -235,7 +238,7 @@ pub async fn save_form(
             "ignite": {"cpus": cpus, "memory": format!("{memory}MB"), "diskSize": format!("{disk}GB")}}}]});
         ops::parse(&doc.to_string(), false)
     })();
-    let result = ops::put_spec(&state, &user.caller, &ns, spec).await;
+    let result = user.act(&state, Action::SaveSpec { ns: ns.clone(), spec }).await.and_then(|o| o.into_spec());
     saved(&state, &ns, result)
 }
 
@@ -249,13 +252,14 @@ pub async fn cluster_action(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let result = match action.as_str() {
-        "create" => ops::create(&state, &user.caller, &ns).await,
-        "start" => ops::set_cluster(&state, &user.caller, &ns, Desired::Running).await,
-        "stop" => ops::set_cluster(&state, &user.caller, &ns, Desired::Stopped).await,
-        "delete" => ops::set_cluster(&state, &user.caller, &ns, Desired::Deleted).await,
+    let action = match action.as_str() {
+        "create" => Action::CreateCluster { ns: ns.clone() },
+        "start" => Action::StartCluster { ns: ns.clone() },
+        "stop" => Action::StopCluster { ns: ns.clone() },
+        "delete" => Action::DeleteCluster { ns: ns.clone() },
         _ => return redirect_with(&state, &format!("/namespaces/{}", seg(&ns)), Flash::error("unknown action")),
     };
+    let result = user.act(&state, action).await.and_then(|o| o.into_operation());
     finish(&state, &format!("/namespaces/{}#machines", seg(&ns)), result, |op| {
         format!("{} started ({} machines).", op.kind, op.total)
     })
@@ -271,13 +275,14 @@ pub async fn machine_action(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
+    let (ns_, name_) = (ns.clone(), name.clone());
     let action = match action.as_str() {
-        "start" => MachineAction::Start,
-        "stop" => MachineAction::Stop,
-        "restart" => MachineAction::Restart,
+        "start" => Action::StartMachine { ns: ns_, name: name_ },
+        "stop" => Action::StopMachine { ns: ns_, name: name_ },
+        "restart" => Action::RestartMachine { ns: ns_, name: name_ },
         _ => return redirect_with(&state, &format!("/namespaces/{}", seg(&ns)), Flash::error("unknown action")),
     };
-    let result = ops::machine_action(&state, &user.caller, &ns, &name, action).await;
+    let result = user.act(&state, action).await.and_then(|o| o.into_operation());
     finish(&state, &format!("/namespaces/{}#machines", seg(&ns)), result, |op| {
         format!("{} of {name} started.", op.kind)
     })

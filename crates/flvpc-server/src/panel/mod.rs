@@ -1,8 +1,9 @@
 //! The web panel: server-rendered pages (maud) that work without JavaScript;
 //! a small script only adds confirmations and local times.
 //!
-//! Every form carries the session's CSRF token and every change goes through
-//! `ops`, like the API. Pages show each person only what their role allows.
+//! Every form carries the session's CSRF token and every change is a `core::Action` through
+//! `core::dispatch`, like the API's. Pages show each person only what their role allows, and
+//! refusals in plain words (`user::say`).
 
 mod account;
 mod admin;

@@ -6,7 +6,7 @@ use super::layout::{self, csrf_field, danger_button, page, seg, time, Nav};
 use super::session::CsrfForm;
 use super::user::redirect_with;
 use super::PanelUser;
-use crate::ops;
+use crate::core::{self, Action};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -23,21 +23,21 @@ pub async fn show(
     Path(name): Path<String>,
 ) -> Response {
     let principal = user.caller.principal();
-    let (ns, role) = match ops::get_namespace(&state, principal, &name).await {
+    let (ns, role) = match core::get_namespace(&state, principal, &name).await {
         Ok(found) => found,
         Err(err) => return layout::error_page(err),
     };
-    let members = match ops::list_members(&state, principal, &name).await {
+    let members = match core::list_members(&state, principal, &name).await {
         Ok(m) => m,
         Err(err) => return layout::error_page(err),
     };
     let superadmin = principal.is_superadmin();
     let activity = if role == Role::Admin {
-        ops::audit_log(&state, principal, Some(&name), None, 15).await.unwrap_or_default()
+        core::audit_log(&state, principal, Some(&name), None, 15).await.unwrap_or_default()
     } else {
         Vec::new()
     };
-    let users = if superadmin { ops::list_users(&state, &user.caller).await.unwrap_or_default() } else { Vec::new() };
+    let users = if superadmin { core::list_users(&state, principal).await.unwrap_or_default() } else { Vec::new() };
     let base = format!("/namespaces/{}", seg(ns.name.as_str()));
     let machines_section = super::machines::section(&state, &user, &headers, &ns.name, role).await;
     let resources_section = super::capacity::namespace_section(&state, &user, &ns.name).await;
@@ -129,7 +129,8 @@ pub async fn set_member(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let result = ops::set_member(&state, &user.caller, &ns, &form.login, &form.role).await;
+    let action = Action::SetMember { ns: ns.clone(), login: form.login.clone(), role: form.role.clone() };
+    let result = user.act(&state, action).await.and_then(|o| o.into_added());
     let to = format!("/namespaces/{}", seg(&ns));
     finish(&state, &to, result, |added| {
         if added {
@@ -150,7 +151,7 @@ pub async fn remove_member(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let result = ops::remove_member(&state, &user.caller, &ns, &login).await;
+    let result = user.act(&state, Action::RemoveMember { ns: ns.clone(), login: login.clone() }).await.map(drop);
     let to = format!("/namespaces/{}", seg(&ns));
     finish(&state, &to, result, |()| format!("{login} removed from {ns}."))
 }
@@ -165,10 +166,12 @@ pub async fn delete(
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    match ops::delete_namespace(&state, &user.caller, &ns).await {
-        Ok(()) => {
-            redirect_with(&state, "/admin/namespaces", super::user::Flash::ok(format!("Namespace {ns} deleted.")))
-        }
-        Err(err) => redirect_with(&state, &format!("/namespaces/{}", seg(&ns)), super::user::Flash::error(err.message)),
+    match user.act(&state, Action::DeleteNamespace { ns: ns.clone() }).await {
+        Ok(_) => redirect_with(&state, "/admin/namespaces", super::user::Flash::ok(format!("Namespace {ns} deleted."))),
+        Err(err) => redirect_with(
+            &state,
+            &format!("/namespaces/{}", seg(&ns)),
+            super::user::Flash::error(super::user::say(&err)),
+        ),
     }
 }

@@ -3,8 +3,7 @@
 use super::layout;
 use super::user::{constant_time_eq, cookie_header, Flash, PanelUser, FLASH_COOKIE};
 use crate::auth::{cookie, Caller, ClientAddr, SESSION_COOKIE};
-use crate::error::ApiError;
-use crate::ops;
+use crate::core::{self, Action, Actor, CoreError};
 use crate::state::AppState;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -27,7 +26,7 @@ impl FromRequestParts<AppState> for PanelUser {
         let session = match state.store.authenticate(secret).await {
             Ok(Some(session)) if session.kind == TokenKind::Panel => session,
             Ok(_) => return Err(to_login()),
-            Err(err) => return Err(layout::error_page(ApiError::from(err))),
+            Err(err) => return Err(layout::error_page(CoreError::from(err))),
         };
         let flash = cookie(parts, FLASH_COOKIE).and_then(Flash::decode);
         Ok(PanelUser { caller: Caller { session, source }, flash })
@@ -117,7 +116,8 @@ pub async fn login_submit(
         return render_login(&state, Some("The form expired; please sign in again.".into()), StatusCode::FORBIDDEN)
             .await;
     }
-    match ops::sign_in(&state, &form.login, &form.password, source, TokenKind::Panel).await {
+    let action = Action::SignIn { login: form.login, password: form.password, kind: TokenKind::Panel };
+    match core::dispatch(&state, &Actor::anonymous(source), action).await.and_then(|o| o.into_signed_in()) {
         Ok(signed_in) => {
             let mut response = Redirect::to("/").into_response();
             let max_age = i64::try_from(state.config.session_ttl.as_secs()).unwrap_or(i64::MAX);
@@ -127,7 +127,7 @@ pub async fn login_submit(
             response.headers_mut().append(header::SET_COOKIE, cookie_header(&state, LOGIN_CSRF_COOKIE, "", 0));
             response
         }
-        Err(err) => render_login(&state, Some(err.message), err.status).await,
+        Err(err) => render_login(&state, Some(super::user::say(&err)), crate::error::http_status(&err)).await,
     }
 }
 
@@ -143,7 +143,7 @@ pub async fn logout(State(state): State<AppState>, user: PanelUser, Form(form): 
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    if let Err(err) = ops::sign_out(&state, &user.caller).await {
+    if let Err(err) = user.act(&state, Action::SignOut).await {
         return layout::error_page(err);
     }
     let mut response = Redirect::to("/login").into_response();

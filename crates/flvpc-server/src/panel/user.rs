@@ -3,6 +3,7 @@
 //! (`session`) use these; keeping them here lets neither of those import the other's internals.
 
 use crate::auth::Caller;
+use crate::core::{Action, CoreError, CoreResult, Outcome};
 use crate::state::AppState;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -19,6 +20,11 @@ pub struct PanelUser {
 }
 
 impl PanelUser {
+    /// Does `action` for this person through the core's one dispatch (which audits it).
+    pub async fn act(&self, state: &AppState, action: Action) -> CoreResult<Outcome> {
+        crate::core::dispatch(state, &self.caller.actor(), action).await
+    }
+
     /// The CSRF token to put in every form.
     pub fn csrf(&self) -> &str {
         self.caller.session.csrf.as_deref().unwrap_or_default()
@@ -36,6 +42,16 @@ impl PanelUser {
                     .into_response(),
             ),
         }
+    }
+}
+
+/// What the panel tells a person about a refusal: the core's sentence, except where that
+/// sentence speaks of the API rather than of the page the person is on.
+pub fn say(err: &CoreError) -> String {
+    match err {
+        CoreError::NoSpec => "this namespace has no cluster spec yet: save one below first".into(),
+        CoreError::Unauthenticated => "your session ended; sign in again".into(),
+        other => other.message(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! `GET /api/v1/capacity` and a namespace's resources, and for the panel's capacity page and
 //! namespace section. The doors only render it.
 
-use crate::error::ApiResult;
+use super::error::CoreResult;
 use crate::state::AppState;
 use flvpc_host::Capacity;
 use flvpc_model::quota::{Quota, Resources};
@@ -91,7 +91,7 @@ fn used_by_namespace(state: &AppState) -> HashMap<String, Used> {
 }
 
 /// The capacity report (superadmin only).
-pub async fn capacity(state: &AppState, principal: &Principal) -> ApiResult<CapacityReport> {
+pub async fn capacity(state: &AppState, principal: &Principal) -> CoreResult<CapacityReport> {
     let grant = principal.superadmin()?;
     let usage = state.store.usage(&grant).await?;
     let used_by = used_by_namespace(state);
@@ -124,8 +124,8 @@ pub async fn capacity(state: &AppState, principal: &Principal) -> ApiResult<Capa
 }
 
 /// One namespace's quota, allocation and use (its members and the superadmin).
-pub async fn namespace_resources(state: &AppState, principal: &Principal, ns: &str) -> ApiResult<NamespaceResources> {
-    let name = crate::ops::namespace_or_not_found(ns)?;
+pub async fn namespace_resources(state: &AppState, principal: &Principal, ns: &str) -> CoreResult<NamespaceResources> {
+    let name = super::namespace_or_not_found(ns)?;
     let grant = principal.namespace_member(&name)?;
     let quota = state.store.quota(&grant).await?;
     let usage = state.store.namespace_usage(&grant).await?;

@@ -1,0 +1,308 @@
+//! Cluster specs, machines and operations: validate, authorize, record the desired state and
+//! hand the work to the reconciler ([`super::dispatch`] audits around the acts). The reads of
+//! specs, machines and operations are here too.
+
+use super::error::{CoreError, CoreResult};
+use super::namespace_or_not_found as namespace;
+use super::{Actor, Outcome, SavedSpec};
+use crate::state::AppState;
+use flvpc_model::quota::{self, HostCaps, Resources};
+use flvpc_model::spec::{self, Backend, ClusterSpec, Validated};
+use flvpc_model::{NamespaceGrant, NamespaceName, Principal};
+use flvpc_store::{Desired, MachinePlan, MachineRecord, Operation, PortRequest, StoreError, StoredSpec};
+use sha2::{Digest, Sha256};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::time::Duration;
+
+/// The namespace's cluster spec (members).
+pub async fn get_spec(state: &AppState, caller: &Principal, ns: &str) -> CoreResult<Option<StoredSpec>> {
+    let ns = namespace(ns)?;
+    let grant = caller.namespace_member(&ns)?;
+    state.store.get_namespace(&grant).await?;
+    Ok(state.store.cluster_spec(&grant).await?)
+}
+
+/// Parses a spec in `yaml` or JSON.
+pub fn parse(text: &str, yaml: bool) -> CoreResult<ClusterSpec> {
+    if yaml {
+        Ok(spec::parse_yaml(text)?)
+    } else {
+        Ok(spec::parse_json(text)?)
+    }
+}
+
+/// Validates `spec` for `ns`, including what only the server knows: the host ports and addresses
+/// the superadmin allows (before anything reaches the database or Docker), images and backends.
+async fn validate(state: &AppState, spec: &ClusterSpec, ns: &NamespaceName) -> CoreResult<Validated> {
+    let validated = spec.validate(ns)?;
+    state.config.publish_rules().check(&validated)?;
+    let mut images: Vec<&str> = validated.machines.iter().map(|m| m.image.as_str()).collect();
+    images.sort_unstable();
+    images.dedup();
+    if let Some(vm) = validated.machines.iter().find(|m| m.backend == Backend::MicroVm) {
+        return Err(CoreError::BackendUnavailable(format!(
+            "{}: the microvm backend is not available on this server yet; use backend: docker",
+            vm.name
+        )));
+    }
+    for image in images {
+        match state.reconciler.engine().image_exists(image).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(CoreError::UnknownImage(format!(
+                    "image {image:?} is not on this host: build the default one with `flvpc image build`, \
+                     or use a local image with systemd and sshd (see `flvpc image list`)"
+                )))
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(validated)
+}
+
+/// What a set of desired machines adds up to.
+fn plan_resources(machines: &[spec::DesiredMachine]) -> Resources {
+    machines.iter().fold(Resources::default(), |sum, m| {
+        sum.plus(Resources {
+            machines: 1,
+            cpus: u64::from(m.cpus),
+            memory_mb: m.memory_mb,
+            disk_gb: m.disk_gb,
+            host_ports: m.ports.len() as u64,
+        })
+    })
+}
+
+/// Refuses, when a spec is saved, one that can never fit the namespace's quota. Only a early
+/// answer: the binding check is at create, in the transaction that records the machines.
+async fn fits_quota(state: &AppState, grant: &NamespaceGrant, wanted: Resources) -> CoreResult<()> {
+    let quota = state.store.quota(grant).await?;
+    let mine = state.store.namespace_usage(grant).await?;
+    quota::admit(grant.namespace().as_str(), &quota, mine.allocated, mine.allocated.growth_to(wanted))
+        .map_err(|exceeded| CoreError::QuotaExceeded(exceeded.to_string()))
+}
+
+/// Saves a new cluster spec (namespace admins). Machines change only on `create`.
+pub(super) async fn put_spec(
+    state: &AppState,
+    actor: &Actor,
+    ns: &str,
+    spec: CoreResult<ClusterSpec>,
+) -> CoreResult<Outcome> {
+    let ns = namespace(ns)?;
+    let principal = actor.principal()?;
+    let grant = principal.namespace_admin(&ns)?;
+    let member = principal.namespace_member(&ns)?;
+    let spec = spec?;
+    let validated = validate(state, &spec, &ns).await?;
+    // Checked when saved too, so a spec that can never be created is refused early.
+    fits_quota(state, &member, plan_resources(&validated.machines)).await?;
+    let yaml = spec.to_yaml();
+    state.store.save_cluster_spec(&grant, &yaml, principal.login().as_str()).await?;
+    Ok(Outcome::Spec(SavedSpec {
+        yaml,
+        spec,
+        machines: validated.machines.iter().map(|m| m.name.clone()).collect(),
+        warnings: validated.warnings,
+    }))
+}
+
+/// A digest of what a container is created with; a change means a new container.
+fn spec_hash(m: &spec::DesiredMachine) -> String {
+    let mut text =
+        format!("{}|{}|{}|{:?}|{}|{}", m.image, m.backend.as_str(), m.cpus, m.cpu_cap_milli, m.memory_mb, m.disk_gb);
+    for p in &m.ports {
+        text.push_str(&format!("|{}:{:?}/{}", p.container_port, p.host_port, p.protocol.as_str()));
+        // Only when named, so that the digest of every machine made before addresses were
+        // honoured stays the same (no needless re-creation on upgrade).
+        if let Some(address) = p.address {
+            text.push_str(&format!("@{address}"));
+        }
+    }
+    hex::encode(&Sha256::digest(text.as_bytes())[..8])
+}
+
+/// Whether nothing on the host listens on `port` at `address` right now.
+fn port_is_free(address: std::net::IpAddr, port: u16, protocol: &str) -> bool {
+    let addr = SocketAddr::new(address, port);
+    if protocol == "udp" {
+        UdpSocket::bind(addr).is_ok()
+    } else {
+        TcpListener::bind(addr).is_ok()
+    }
+}
+
+/// Creates the machines of the saved spec that are missing, changes those whose
+/// settings changed and removes those no longer in it (namespace admins).
+pub(super) async fn create(state: &AppState, actor: &Actor, ns: &str) -> CoreResult<Outcome> {
+    let ns = namespace(ns)?;
+    let principal = actor.principal()?;
+    let grant = principal.namespace_admin(&ns)?;
+    let member = principal.namespace_member(&ns)?;
+    let stored = state.store.cluster_spec(&member).await?.ok_or(CoreError::NoSpec)?;
+    let spec = parse(&stored.spec, true)?;
+    let validated = validate(state, &spec, &ns).await?;
+    let plans: Vec<MachinePlan> = validated
+        .machines
+        .iter()
+        .map(|m| MachinePlan {
+            name: m.name.clone(),
+            image: m.image.clone(),
+            backend: m.backend.as_str().to_owned(),
+            cpus: m.cpus,
+            cpu_cap_milli: m.cpu_cap_milli,
+            memory_mb: m.memory_mb,
+            disk_gb: m.disk_gb,
+            spec_hash: spec_hash(m),
+            ports: m
+                .ports
+                .iter()
+                .map(|p| PortRequest {
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                    protocol: if p.protocol.as_str() == "udp" { "udp" } else { "tcp" },
+                    address: p.address,
+                })
+                .collect(),
+        })
+        .collect();
+    let default_address = state.config.publish_address;
+    let rules = state.config.publish_rules();
+    // The server's own ports are never handed out, even when the range covers them.
+    let is_free = move |address: Option<IpAddr>, port: u16, protocol: &str| {
+        rules.reserved_for(port).is_none() && port_is_free(address.unwrap_or(default_address), port, protocol)
+    };
+    let holders = principal.superadmin().ok();
+    let op = state
+        .store
+        .apply_cluster(
+            &grant,
+            &plans,
+            &state.config.host_caps(),
+            state.config.port_range,
+            &is_free,
+            holders.as_ref(),
+            principal.login().as_str(),
+        )
+        .await?;
+    state.reconciler.enqueue_operation(&op);
+    Ok(Outcome::Operation(op))
+}
+
+/// Sets the desired state of all machines (start/stop: members; delete: admins); `kind` is the
+/// action's audit name, which the operation is named after.
+pub(super) async fn set_cluster(
+    state: &AppState,
+    actor: &Actor,
+    ns: &str,
+    desired: Desired,
+    kind: &str,
+) -> CoreResult<Outcome> {
+    let ns = namespace(ns)?;
+    let principal = actor.principal()?;
+    let grant = principal.namespace_member(&ns)?;
+    if desired == Desired::Deleted {
+        principal.namespace_admin(&ns)?;
+    }
+    state.store.get_namespace(&grant).await?;
+    let by = principal.login().as_str();
+    let caps = state.config.host_caps();
+    let op = state.store.set_desired(&grant, None, desired, &caps, kind, by).await?;
+    state.reconciler.enqueue_operation(&op);
+    Ok(Outcome::Operation(op))
+}
+
+/// What to do to one machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MachineAction {
+    /// Start it.
+    Start,
+    /// Stop it.
+    Stop,
+    /// Restart it.
+    Restart,
+}
+
+/// Starts, stops or restarts one machine (members); `kind` is the action's audit name, which
+/// the operation is named after.
+pub(super) async fn machine_action(
+    state: &AppState,
+    actor: &Actor,
+    ns: &str,
+    name: &str,
+    action: MachineAction,
+    kind: &str,
+) -> CoreResult<Outcome> {
+    let ns = namespace(ns)?;
+    let principal = actor.principal()?;
+    let grant = principal.namespace_member(&ns)?;
+    flvpc_host::engine::check_machine_name(name)
+        .map_err(|_| CoreError::NotFound(format!("machine {:?} not found", super::action::shown(name))))?;
+    let by = principal.login().as_str();
+    // Starting is admitted against the host's caps inside the store's transaction.
+    let caps = state.config.host_caps();
+    let set = |desired| state.store.set_desired(&grant, Some(name), desired, &caps, kind, by);
+    let op = match action {
+        MachineAction::Start => set(Desired::Running).await?,
+        MachineAction::Stop => set(Desired::Stopped).await?,
+        // One admitted transaction: restarting a stopped machine starts it, and a refused
+        // restart leaves nothing behind; the request lives in the machine's record.
+        MachineAction::Restart => state.store.request_restart(&grant, name, &caps, kind, by).await?,
+    };
+    state.reconciler.enqueue_operation(&op);
+    Ok(Outcome::Operation(op))
+}
+
+/// The machines of a namespace (members).
+pub async fn list(state: &AppState, caller: &Principal, ns: &str) -> CoreResult<Vec<MachineRecord>> {
+    let ns = namespace(ns)?;
+    let grant = caller.namespace_member(&ns)?;
+    state.store.get_namespace(&grant).await?;
+    Ok(state
+        .store
+        .machines(&grant)
+        .await?
+        .into_iter()
+        .filter(|m| m.desired != Desired::Deleted || m.observed != flvpc_model::Observed::NotCreated)
+        .collect())
+}
+
+/// One operation (who started it, or the superadmin).
+pub async fn operation(state: &AppState, caller: &Principal, id: &str) -> CoreResult<Operation> {
+    Ok(state.store.operation(caller, id).await?)
+}
+
+/// Removes every machine of a namespace and waits (bounded) until they are gone,
+/// before the namespace itself is deleted.
+pub(super) async fn drain_namespace(state: &AppState, actor: &Actor, ns: &NamespaceName) -> CoreResult<()> {
+    let principal = actor.principal()?;
+    let grant = principal.namespace_member(ns)?;
+    let machines = match state.store.machines(&grant).await {
+        Ok(m) => m,
+        Err(StoreError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if machines.is_empty() {
+        return Ok(());
+    }
+    let op = state
+        .store
+        .set_desired(
+            &grant,
+            None,
+            Desired::Deleted,
+            &HostCaps::default(),
+            // Named like the cluster delete it is (String::new does not allocate).
+            super::Action::DeleteCluster { ns: String::new() }.audit_name(),
+            principal.login().as_str(),
+        )
+        .await?;
+    state.reconciler.enqueue_operation(&op);
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if state.store.machines(&grant).await?.is_empty() {
+            return Ok(());
+        }
+    }
+    Err(CoreError::MachinesRemain)
+}
