@@ -54,12 +54,6 @@ impl ApiError {
     pub fn not_found(what: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
-
-    /// 500, logged; the client learns only that it was the server's fault.
-    pub fn internal(err: impl std::fmt::Display) -> Self {
-        tracing::error!("internal error: {err}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed; the error was logged, try again")
-    }
 }
 
 impl std::fmt::Display for ApiError {
