@@ -236,8 +236,10 @@ pub(super) async fn machine_action(
     let ns = namespace(ns)?;
     let principal = actor.principal()?;
     let grant = principal.namespace_member(&ns)?;
-    flvpc_host::engine::check_machine_name(name)
+    // A name that cannot exist is a machine that is not there, as for any other missing machine.
+    let machine = flvpc_model::MachineName::parse(name)
         .map_err(|_| CoreError::NotFound(format!("machine {:?} not found", super::action::shown(name))))?;
+    let name = machine.as_str();
     let by = principal.login().as_str();
     // Starting is admitted against the host's caps inside the store's transaction.
     let caps = state.config.host_caps();
