@@ -28,19 +28,25 @@ pub fn machine_out(
     ssh_port: u16,
     usage: &crate::usage::UsageSampler,
 ) -> MachineOut {
-    let (latest, oom_kills) = usage.latest(m.namespace.as_str(), &m.name);
+    let (latest, oom_kills) = usage.latest(m.namespace.as_str(), m.name.as_str());
     let running = m.observed == flvpc_model::Observed::Running;
-    let ssh_port_host = m.ports.iter().find(|p| p.container_port == 22 && p.protocol == "tcp").map(|p| p.host_port);
+    let ssh_port_host = m
+        .ports
+        .iter()
+        .find(|p| p.container_port == 22 && p.protocol == flvpc_model::spec::Protocol::Tcp)
+        .map(|p| p.host_port);
     let state = if m.desired == Desired::Deleted { "deleting".to_owned() } else { m.observed.as_str().to_owned() };
     MachineOut {
         ssh: MachineSsh {
             jump: format!("ssh -J {login}@{host}:{ssh_port} root@{}.{}", m.name, m.namespace),
             direct: ssh_port_host.map(|p| format!("ssh -p {p} root@{host}")),
         },
-        // The engine's own naming (injective: `<name>.<ns>`); a record's name was validated on save.
-        container: m.key().map(|key| flvpc_host::container_name(&key)).unwrap_or_default(),
+        // The engine's own naming (injective: `<name>.<ns>`).
+        container: flvpc_host::container_name(&m.key()),
         namespace: m.namespace.to_string(),
-        name: m.name,
+        name: m.name.to_string(),
+        host: m.placement.host.to_string(),
+        engine: m.placement.engine.as_str().to_owned(),
         state,
         desired: m.desired.as_str().to_owned(),
         ip: m.ip,
@@ -54,7 +60,11 @@ pub fn machine_out(
         ports: m
             .ports
             .into_iter()
-            .map(|p| PortOut { container_port: p.container_port, host_port: p.host_port, protocol: p.protocol })
+            .map(|p| PortOut {
+                container_port: p.container_port,
+                host_port: p.host_port,
+                protocol: p.protocol.as_str().to_owned(),
+            })
             .collect(),
         cpu_percent: latest.filter(|_| running).map(|p| p.cpu_percent),
         memory_used_mb: latest.filter(|_| running).map(|p| p.memory_mb),
@@ -324,7 +334,9 @@ pub async fn machine_metrics(
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Json<MetricsOut>> {
     let machines = ops::list(&state, caller.principal(), &ns).await?;
-    let machine =
-        machines.iter().find(|m| m.name == name).ok_or_else(|| ApiError::not_found(format!("machine {name:?}")))?;
-    Ok(Json(MetricsOut { points: state.usage.points(machine.namespace.as_str(), &machine.name) }))
+    let machine = machines
+        .iter()
+        .find(|m| m.name.as_str() == name)
+        .ok_or_else(|| ApiError::not_found(format!("machine {name:?}")))?;
+    Ok(Json(MetricsOut { points: state.usage.points(machine.namespace.as_str(), machine.name.as_str()) }))
 }

@@ -8,7 +8,7 @@ use crate::state::AppState;
 use axum::http::StatusCode;
 use flvpc_model::quota::{self, HostCaps, Resources};
 use flvpc_model::spec::{self, Backend, ClusterSpec, Validated};
-use flvpc_model::{Denied, NamespaceGrant, NamespaceName, Principal};
+use flvpc_model::{Denied, MachineName, NamespaceGrant, NamespaceName, Placement, Principal};
 use flvpc_store::{Desired, MachinePlan, MachineRecord, Operation, PortRequest, StoreError, StoredSpec};
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
@@ -56,7 +56,9 @@ pub fn parse(text: &str, yaml: bool) -> ApiResult<ClusterSpec> {
 async fn validate(state: &AppState, spec: &ClusterSpec, ns: &NamespaceName) -> ApiResult<Validated> {
     let validated = spec.validate(ns).map_err(spec_error)?;
     state.config.publish_rules().check(&validated).map_err(spec_error)?;
-    let mut images: Vec<&str> = validated.machines.iter().map(|m| m.image.as_str()).collect();
+    // Each image is checked on the engine the machine will be placed on.
+    let mut images: Vec<(Placement, &str)> =
+        validated.machines.iter().map(|m| (state.reconciler.placement_for(m.backend), m.image.as_str())).collect();
     images.sort_unstable();
     images.dedup();
     if let Some(vm) = validated.machines.iter().find(|m| m.backend == Backend::MicroVm) {
@@ -66,8 +68,15 @@ async fn validate(state: &AppState, spec: &ClusterSpec, ns: &NamespaceName) -> A
             format!("{}: the microvm backend is not available on this server yet; use backend: docker", vm.name),
         ));
     }
-    for image in images {
-        match state.reconciler.engine().image_exists(image).await {
+    for (placement, image) in images {
+        let engine = state.reconciler.engines().get(&placement).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "backend_unavailable",
+                state.reconciler.engines().missing(&placement),
+            )
+        })?;
+        match engine.image_exists(image).await {
             Ok(true) => {}
             Ok(false) => {
                 return Err(ApiError::new(
@@ -140,7 +149,7 @@ pub async fn put_spec(
         // Checked when saved too, so a spec that can never be created is refused early.
         fits_quota(state, &member, plan_resources(&validated.machines)).await?;
         let yaml = spec.to_yaml();
-        state.store.save_cluster_spec(&grant, &yaml, caller.principal().login().as_str()).await?;
+        state.store.save_cluster_spec(&grant, &yaml, caller.principal().login()).await?;
         Ok(SavedSpec {
             yaml,
             spec,
@@ -197,32 +206,39 @@ pub async fn create(state: &AppState, caller: &Caller, ns: &str) -> ApiResult<Op
         let plans: Vec<MachinePlan> = validated
             .machines
             .iter()
-            .map(|m| MachinePlan {
-                name: m.name.clone(),
-                image: m.image.clone(),
-                backend: m.backend.as_str().to_owned(),
-                cpus: m.cpus,
-                cpu_cap_milli: m.cpu_cap_milli,
-                memory_mb: m.memory_mb,
-                disk_gb: m.disk_gb,
-                spec_hash: spec_hash(m),
-                ports: m
-                    .ports
-                    .iter()
-                    .map(|p| PortRequest {
-                        container_port: p.container_port,
-                        host_port: p.host_port,
-                        protocol: if p.protocol.as_str() == "udp" { "udp" } else { "tcp" },
-                        address: p.address,
-                    })
-                    .collect(),
+            .map(|m| {
+                // Validated with the spec; checked again where it becomes a typed name.
+                let name = MachineName::parse(&m.name)
+                    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec", e.to_string()))?;
+                Ok(MachinePlan {
+                    name,
+                    image: m.image.clone(),
+                    backend: m.backend,
+                    placement: state.reconciler.placement_for(m.backend),
+                    cpus: m.cpus,
+                    cpu_cap_milli: m.cpu_cap_milli,
+                    memory_mb: m.memory_mb,
+                    disk_gb: m.disk_gb,
+                    spec_hash: spec_hash(m),
+                    ports: m
+                        .ports
+                        .iter()
+                        .map(|p| PortRequest {
+                            container_port: p.container_port,
+                            host_port: p.host_port,
+                            protocol: p.protocol,
+                            address: p.address,
+                        })
+                        .collect(),
+                })
             })
-            .collect();
+            .collect::<ApiResult<_>>()?;
         let default_address = state.config.publish_address;
         let rules = state.config.publish_rules();
         // The server's own ports are never handed out, even when the range covers them.
-        let is_free = move |address: Option<IpAddr>, port: u16, protocol: &str| {
-            rules.reserved_for(port).is_none() && port_is_free(address.unwrap_or(default_address), port, protocol)
+        let is_free = move |address: Option<IpAddr>, port: u16, protocol: spec::Protocol| {
+            rules.reserved_for(port).is_none()
+                && port_is_free(address.unwrap_or(default_address), port, protocol.as_str())
         };
         let holders = caller.principal().superadmin().ok();
         let op = state
@@ -234,7 +250,7 @@ pub async fn create(state: &AppState, caller: &Caller, ns: &str) -> ApiResult<Op
                 state.config.port_range,
                 &is_free,
                 holders.as_ref(),
-                caller.principal().login().as_str(),
+                caller.principal().login(),
             )
             .await
             .map_err(store_error)?;
@@ -261,7 +277,7 @@ pub async fn set_cluster(state: &AppState, caller: &Caller, ns: &str, desired: D
             caller.principal().namespace_admin(&ns)?;
         }
         state.store.get_namespace(&grant).await?;
-        let by = caller.principal().login().as_str();
+        let by = caller.principal().login();
         let caps = state.config.host_caps();
         let op = state.store.set_desired(&grant, None, desired, &caps, action, by).await.map_err(store_error)?;
         state.reconciler.enqueue_operation(&op);
@@ -301,8 +317,9 @@ pub async fn machine_action(
     let result = async {
         let ns = namespace(ns)?;
         let grant = caller.principal().namespace_member(&ns)?;
-        flvpc_host::engine::check_machine_name(name).map_err(|_| ApiError::not_found(format!("machine {shown:?}")))?;
-        let by = caller.principal().login().as_str();
+        let name = MachineName::parse(name).map_err(|_| ApiError::not_found(format!("machine {shown:?}")))?;
+        let name = &name;
+        let by = caller.principal().login();
         // Starting is admitted against the host's caps inside the store's transaction.
         let caps = state.config.host_caps();
         let set = |desired, kind| state.store.set_desired(&grant, Some(name), desired, &caps, kind, by);
@@ -356,14 +373,7 @@ pub async fn drain_namespace(state: &AppState, caller: &Caller, ns: &NamespaceNa
     }
     let op = state
         .store
-        .set_desired(
-            &grant,
-            None,
-            Desired::Deleted,
-            &HostCaps::default(),
-            "cluster.delete",
-            caller.principal().login().as_str(),
-        )
+        .set_desired(&grant, None, Desired::Deleted, &HostCaps::default(), "cluster.delete", caller.principal().login())
         .await?;
     state.reconciler.enqueue_operation(&op);
     for _ in 0..600 {

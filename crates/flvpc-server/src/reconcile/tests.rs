@@ -7,7 +7,8 @@ use super::*;
 use flvpc_host::fake::{Call, FAKE_INSTANCE};
 use flvpc_host::{FakeEngine, DEFAULT_IMAGE};
 use flvpc_model::quota::HostCaps;
-use flvpc_model::{Login, Principal};
+use flvpc_model::spec::{Backend, Protocol};
+use flvpc_model::{Login, MachineName, Principal};
 use flvpc_store::{MachinePlan, PortRange};
 use std::collections::BTreeMap;
 
@@ -74,9 +75,10 @@ fn machine(namespace: &str) -> Key {
 
 fn plan() -> MachinePlan {
     MachinePlan {
-        name: "m".into(),
+        name: MachineName::parse("m").expect("name"),
         image: DEFAULT_IMAGE.into(),
-        backend: "docker".into(),
+        backend: Backend::Docker,
+        placement: Placement::default(),
         cpus: 1,
         cpu_cap_milli: None,
         memory_mb: 256,
@@ -99,15 +101,16 @@ impl World {
         let member = self.root.namespace_member(&n).expect("member");
         let caps = HostCaps::default();
         let range = PortRange { first: 40000, last: 40099 };
-        let free = |_: Option<IpAddr>, _: u16, _: &str| true;
-        self.store.apply_cluster(&admin, &[plan()], &caps, range, &free, None, "root").await.expect("apply");
+        let free = |_: Option<IpAddr>, _: u16, _: Protocol| true;
+        let by = self.root.login();
+        self.store.apply_cluster(&admin, &[plan()], &caps, range, &free, None, by).await.expect("apply");
         match want {
             Want::Stopped => {
-                self.store.set_desired(&member, None, Desired::Stopped, &caps, "k", "root").await.expect("stop");
+                self.store.set_desired(&member, None, Desired::Stopped, &caps, "k", by).await.expect("stop");
                 None
             }
             Want::Deleted => {
-                self.store.apply_cluster(&admin, &[], &caps, range, &free, None, "root").await.expect("delete");
+                self.store.apply_cluster(&admin, &[], &caps, range, &free, None, by).await.expect("delete");
                 None
             }
             Want::Restart => Some(self.restart(namespace).await),
@@ -118,7 +121,8 @@ impl World {
     async fn restart(&self, namespace: &str) -> Operation {
         let member = self.root.namespace_member(&ns(namespace)).expect("member");
         let caps = HostCaps::default();
-        self.store.request_restart(&member, "m", &caps, "machine.restart", "root").await.expect("restart")
+        let m = machine(namespace).name;
+        self.store.request_restart(&member, &m, &caps, "machine.restart", self.root.login()).await.expect("restart")
     }
 
     /// Puts `have` on the engine for machine `m` of `namespace`, behind the reconciler's back.
@@ -158,7 +162,7 @@ impl World {
     }
 
     async fn record_of(&self, namespace: &str) -> Option<MachineRecord> {
-        self.store.machine(&system(), &ns(namespace), "m").await.expect("read record")
+        self.store.machine(&system(), &machine(namespace)).await.expect("read record")
     }
 
     /// Everything about the scenario's machine that a pass may change, without the namespace's
@@ -459,12 +463,165 @@ async fn a_failed_restart_is_retried_and_a_newer_request_is_kept() {
     // A newer request made while one is pending is not lost when the older one is done.
     let first = w.restart("p").await;
     let second = w.restart("p").await;
-    w.store.restart_done(&system(), &key.namespace, "m", &first.id).await.expect("done");
+    w.store.restart_done(&system(), &key, &first.id).await.expect("done");
     assert_eq!(w.record_of("p").await.expect("p").restart_op.as_deref(), Some(second.id.as_str()));
     let before = w.fake.boots(&key);
     w.pass().await;
     assert_eq!(w.fake.boots(&key), before + 1);
     for id in [&first.id, &second.id] {
         assert_eq!(w.store.operation(&w.root, id).await.expect("op").state.as_str(), "succeeded");
+    }
+}
+
+/// The machine a call acts on, if it acts on one.
+fn call_machine(call: &Call) -> Option<&MachineKey> {
+    match call {
+        Call::CreateMachine(spec) => Some(&spec.key),
+        Call::StartMachine(key)
+        | Call::StopMachine(key, _)
+        | Call::RestartMachine(key, _)
+        | Call::RemoveMachine(key)
+        | Call::InspectMachine(key)
+        | Call::WriteAuthorizedKeys(key, _) => Some(key),
+        _ => None,
+    }
+}
+
+/// Records machines `names` of namespace `namespace`, each placed as given.
+async fn record_placed(w: &World, namespace: &str, machines: &[(&str, Placement)]) {
+    let n = ns(namespace);
+    w.store.create_namespace(&w.root.superadmin().expect("superadmin"), &n).await.expect("namespace");
+    let plans: Vec<MachinePlan> = machines
+        .iter()
+        .map(|(name, placement)| MachinePlan {
+            name: MachineName::parse(name).expect("name"),
+            placement: placement.clone(),
+            ..plan()
+        })
+        .collect();
+    let admin = w.root.namespace_admin(&n).expect("admin");
+    let free = |_: Option<IpAddr>, _: u16, _: Protocol| true;
+    let range = PortRange { first: 40000, last: 40099 };
+    w.store
+        .apply_cluster(&admin, &plans, &HostCaps::default(), range, &free, None, w.root.login())
+        .await
+        .expect("apply");
+}
+
+#[tokio::test]
+async fn two_engines_each_get_only_their_machines() {
+    let w = world().await;
+    // A second engine (a fake standing for the microVM engine of the next issue) next to the
+    // container engine, both on the local host.
+    let vms = Arc::new(FakeEngine::new());
+    let container = Placement::default();
+    let microvm = Placement::new(HostName::local(), EngineKind::MicroVm);
+    let engines = Engines::new().with(container.clone(), w.fake.clone()).with(microvm.clone(), vms.clone());
+    let settings = Settings { instance: FAKE_INSTANCE.into(), ..Settings::default() };
+    let rec = Reconciler::with_engines(w.store.clone(), engines, settings);
+    record_placed(&w, "two", &[("a", container.clone()), ("b", microvm.clone()), ("c", container)]).await;
+    let key = |name: &str| MachineKey::parse("two", name).expect("key");
+
+    rec.enqueue_all().await;
+    settle(&rec).await;
+    for (engine, mine, theirs) in [(&w.fake, vec!["a", "c"], "b"), (&vms, vec!["b"], "a")] {
+        for name in &mine {
+            assert_eq!(engine.state_of(&key(name)), Some(MachineState::Running), "{name}");
+            assert!(engine.authorized_keys(&key(name)).is_some(), "{name}");
+        }
+        assert_eq!(engine.state_of(&key(theirs)), None);
+        let calls = engine.calls();
+        let strangers: Vec<&Call> =
+            calls.iter().filter(|c| call_machine(c).is_some_and(|k| !mine.contains(&k.name.as_str()))).collect();
+        assert!(strangers.is_empty(), "an engine was called for another engine's machine: {strangers:?}");
+        // Each engine has the namespace's network for its own machines.
+        assert!(engine.networks().contains(&ns("two")));
+    }
+    for name in ["a", "b", "c"] {
+        let record = w.store.machine(&system(), &key(name)).await.expect("read").expect("record");
+        assert_eq!((record.observed, record.error), (Observed::Running, None), "{name}");
+    }
+
+    // Level-triggered over both engines: a second pass changes nothing on either.
+    w.fake.take_calls();
+    vms.take_calls();
+    rec.enqueue_all().await;
+    settle(&rec).await;
+    assert_eq!(w.fake.mutations(), Vec::<Call>::new());
+    assert_eq!(vms.mutations(), Vec::<Call>::new());
+
+    // The resync covers every engine: a labelled machine without a record on the second engine
+    // is found by that engine's listing and removed there.
+    let stray = MachineKey::parse("two", "stray").expect("key");
+    let mut spec = MachineSpec::new(stray.clone(), DEFAULT_IMAGE);
+    spec.labels.insert(LABEL_SPEC.into(), HASH.into());
+    vms.create_machine(&spec).await.expect("plant");
+    rec.resync().await;
+    settle(&rec).await;
+    assert_eq!(vms.state_of(&stray), None, "the orphan on the second engine is removed");
+    assert_eq!(vms.state_of(&key("b")), Some(MachineState::Running));
+
+    // Deleting a machine of one engine leaves the other engine's machines and network alone.
+    let n = ns("two");
+    let admin = w.root.namespace_admin(&n).expect("admin");
+    let free = |_: Option<IpAddr>, _: u16, _: Protocol| true;
+    let range = PortRange { first: 40000, last: 40099 };
+    let keep = [MachinePlan { name: MachineName::parse("a").expect("name"), ..plan() }];
+    w.store
+        .apply_cluster(&admin, &keep, &HostCaps::default(), range, &free, None, w.root.login())
+        .await
+        .expect("apply");
+    w.fake.take_calls();
+    rec.enqueue_all().await;
+    settle(&rec).await;
+    assert_eq!(vms.state_of(&key("b")), None);
+    assert!(!vms.networks().contains(&n), "the second engine's network goes with its last machine");
+    assert_eq!(w.fake.state_of(&key("a")), Some(MachineState::Running));
+    assert_eq!(w.fake.state_of(&key("c")), None);
+    assert!(w.fake.networks().contains(&n), "the first engine still runs a machine of the namespace");
+    assert!(w.store.machine(&system(), &key("b")).await.expect("read").is_none());
+}
+
+#[tokio::test]
+async fn a_placement_without_an_engine_gets_an_error_and_no_engine_call() {
+    let w = world().await;
+    let microvm = Placement::new(HostName::local(), EngineKind::MicroVm);
+    let elsewhere = Placement::new(HostName::parse("host-2").expect("host"), EngineKind::Container);
+    record_placed(&w, "lost", &[("vm", microvm), ("far", elsewhere), ("m", Placement::default())]).await;
+    let key = |name: &str| MachineKey::parse("lost", name).expect("key");
+    w.fake.take_calls();
+
+    w.pass().await;
+    let strangers: Vec<Call> =
+        w.fake.calls().into_iter().filter(|c| call_machine(c).is_some_and(|k| k.name.as_str() != "m")).collect();
+    assert!(strangers.is_empty(), "{strangers:?}");
+    assert_eq!(w.fake.state_of(&key("m")), Some(MachineState::Running), "the placed machine still runs");
+    for (name, expected) in [("vm", "no microvm engine on host local"), ("far", "no container engine on host host-2")] {
+        let record = w.store.machine(&system(), &key(name)).await.expect("read").expect("record");
+        assert_eq!(record.observed, Observed::Error, "{name}");
+        let error = record.error.unwrap_or_default();
+        assert!(error.starts_with(expected), "{name}: {error}");
+        assert!(error.contains("this server has: container on host local"), "{name}: {error}");
+    }
+
+    // Even a machine meant to be deleted is left alone: its record stays, with the error, and
+    // no engine is asked to remove anything.
+    let n = ns("lost");
+    let admin = w.root.namespace_admin(&n).expect("admin");
+    let free = |_: Option<IpAddr>, _: u16, _: Protocol| true;
+    let range = PortRange { first: 40000, last: 40099 };
+    w.store
+        .apply_cluster(&admin, &[plan()], &HostCaps::default(), range, &free, None, w.root.login())
+        .await
+        .expect("apply");
+    w.fake.take_calls();
+    w.pass().await;
+    w.pass().await;
+    let strangers: Vec<Call> =
+        w.fake.calls().into_iter().filter(|c| call_machine(c).is_some_and(|k| k.name.as_str() != "m")).collect();
+    assert!(strangers.is_empty(), "{strangers:?}");
+    for name in ["vm", "far"] {
+        let record = w.store.machine(&system(), &key(name)).await.expect("read").expect("the record stays");
+        assert_eq!((record.desired, record.observed), (Desired::Deleted, Observed::Error), "{name}");
     }
 }
