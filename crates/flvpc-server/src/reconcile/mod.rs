@@ -30,7 +30,7 @@ mod tests;
 pub use engines::Engines;
 
 use crate::events::Event;
-use flvpc_host::{Engine, EngineError, MachineDetails, MachineSpec, MachineState, PortMapping, Protocol};
+use flvpc_host::{Engine, EngineError, MachineDetails, MachineSpec, MachineState, PortMapping};
 use flvpc_model::policy::system;
 use flvpc_model::{EngineKind, HostName, MachineKey, NamespaceName, Observed, OperationState, Placement};
 use flvpc_store::{Desired, MachineRecord, Operation, Store};
@@ -403,9 +403,9 @@ impl Reconciler {
             .iter()
             .map(|p| PortMapping {
                 container_port: p.container_port,
-                host_port: p.host_port,
-                protocol: if p.protocol == flvpc_model::spec::Protocol::Udp { Protocol::Udp } else { Protocol::Tcp },
-                publish_address: Some(p.address.unwrap_or(self.inner.settings.publish_address)),
+                host_port: Some(p.host_port),
+                protocol: p.protocol,
+                address: Some(p.address.unwrap_or(self.inner.settings.publish_address)),
             })
             .collect();
         spec.labels.insert(LABEL_SPEC.into(), record.spec_hash.clone());
