@@ -311,29 +311,29 @@ impl Reconciler {
                 return;
             }
         };
-        let Some(record) = record else {
-            if let Err(err) = self.remove_orphan(key).await {
-                tracing::warn!("reconcile {key}: {err}");
-            }
-            return;
-        };
-        let Some(engine) = self.inner.engines.get(&record.placement) else {
-            // Nothing can act on it here: say so on the record (once), touch no engine, and
-            // never forget the record, whatever it wants.
-            let message = self.inner.engines.missing(&record.placement);
-            if record.observed != Observed::Error || record.error.as_deref() != Some(message.as_str()) {
-                tracing::warn!("reconcile {key}: {message}");
-                self.observe(key, Observed::Error, None, Some(message)).await;
-            }
-            return;
-        };
-        let result = match record.desired {
-            Desired::Deleted => self.delete(key, &record.placement, engine).await,
-            _ => self.converge(key, &record, engine).await,
+        let result = match record {
+            None => self.remove_orphan(key).await,
+            Some(record) => match self.inner.engines.get(&record.placement) {
+                None => return self.unplaced(key, &record).await,
+                Some(engine) if record.desired == Desired::Deleted => self.delete(key, &record.placement, engine).await,
+                Some(engine) => self.converge(key, &record, engine).await,
+            },
         };
         if let Err(err) = result {
             tracing::warn!("reconcile {key}: {err}");
             let message = err.to_string();
+            // The record may be gone (an orphan); then there is nothing to write.
+            self.observe(key, Observed::Error, None, Some(message)).await;
+        }
+    }
+
+    /// A machine whose placement names no registered engine: nothing here can act on it. Says
+    /// so on the record (once, so a second pass writes nothing), touches no engine, and never
+    /// forgets the record, whatever it wants.
+    async fn unplaced(&self, key: &Key, record: &MachineRecord) {
+        let message = self.inner.engines.missing(&record.placement);
+        if record.observed != Observed::Error || record.error.as_deref() != Some(message.as_str()) {
+            tracing::warn!("reconcile {key}: {message}");
             self.observe(key, Observed::Error, None, Some(message)).await;
         }
     }
