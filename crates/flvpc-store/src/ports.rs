@@ -3,25 +3,15 @@
 
 use crate::machines::MachinePlan;
 use crate::{Store, StoreError};
-use flvpc_model::spec::Protocol;
+use flvpc_model::spec::{PortMapping, Protocol};
 use flvpc_model::{NamespaceName, SuperadminGrant};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
-/// A host port requested for a machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortRequest {
-    /// Port inside the machine.
-    pub container_port: u16,
-    /// The host port asked for; None to allocate one from the range.
-    pub host_port: Option<u16>,
-    /// TCP or UDP.
-    pub protocol: Protocol,
-    /// The host address to publish on (already allowed by the server's rules); `None`: the
-    /// server's `--publish-address`.
-    pub address: Option<IpAddr>,
-}
+/// A host port requested for a machine: the spec's own port mapping (a `host_port` of `None` is
+/// allocated from the range; an `address` of `None` is the server's `--publish-address`).
+pub type PortRequest = PortMapping;
 
 /// A published host port of a machine.
 #[derive(Debug, Clone, PartialEq, Eq)]

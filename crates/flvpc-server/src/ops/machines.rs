@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use flvpc_model::quota::{self, HostCaps, Resources};
 use flvpc_model::spec::{self, Backend, ClusterSpec, Validated};
 use flvpc_model::{Denied, MachineName, NamespaceGrant, NamespaceName, Placement, Principal};
-use flvpc_store::{Desired, MachinePlan, MachineRecord, Operation, PortRequest, StoreError, StoredSpec};
+use flvpc_store::{Desired, MachinePlan, MachineRecord, Operation, StoreError, StoredSpec};
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
@@ -220,16 +220,7 @@ pub async fn create(state: &AppState, caller: &Caller, ns: &str) -> ApiResult<Op
                     memory_mb: m.memory_mb,
                     disk_gb: m.disk_gb,
                     spec_hash: spec_hash(m),
-                    ports: m
-                        .ports
-                        .iter()
-                        .map(|p| PortRequest {
-                            container_port: p.container_port,
-                            host_port: p.host_port,
-                            protocol: p.protocol,
-                            address: p.address,
-                        })
-                        .collect(),
+                    ports: m.ports.clone(),
                 })
             })
             .collect::<ApiResult<_>>()?;
