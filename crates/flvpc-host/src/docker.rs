@@ -558,9 +558,9 @@ fn container_body(spec: &MachineSpec, network: &str, instance: &str, cgroups: &C
         let key = format!("{}/{}", port.container_port, port.protocol);
         exposed.push(key.clone());
         let binding = PortBinding {
-            host_ip: port.publish_address.map(|a| a.to_string()),
+            host_ip: port.address.map(|a| a.to_string()),
             // An empty host port asks Docker for an ephemeral one.
-            host_port: Some(if port.host_port == 0 { String::new() } else { port.host_port.to_string() }),
+            host_port: Some(port.host_port.map(|p| p.to_string()).unwrap_or_default()),
         };
         bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(binding);
     }
@@ -731,9 +731,9 @@ fn details_from_inspect(key: &MachineKey, c: bollard::models::ContainerInspectRe
         for b in bindings.unwrap_or_default() {
             configured_ports.push(PortMapping {
                 container_port,
-                host_port: b.host_port.as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
+                host_port: b.host_port.as_deref().and_then(|p| p.parse().ok()).filter(|p| *p != 0),
                 protocol,
-                publish_address: b.host_ip.as_deref().and_then(|a| a.parse().ok()),
+                address: b.host_ip.as_deref().and_then(|a| a.parse().ok()),
             });
         }
     }
@@ -895,7 +895,8 @@ mod tests {
         spec.cpus = 2;
         spec.cpu_cap = Some(1.5);
         spec.memory_mb = 512;
-        spec.ports = vec![PortMapping::tcp(22, 2222).on(IpAddr::V4(Ipv4Addr::LOCALHOST)), PortMapping::tcp(80, 0)];
+        spec.ports =
+            vec![PortMapping::tcp(22, Some(2222)).on(IpAddr::V4(Ipv4Addr::LOCALHOST)), PortMapping::tcp(80, None)];
         let cgroups = CgroupLayout::V1 {
             mounts: vec![
                 crate::cgroup::CgroupMount { path: "/sys/fs/cgroup/memory".into(), delegated: false },

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,57 +42,10 @@ pub fn network_name(namespace: &NamespaceName) -> String {
     format!("flvpc-{namespace}")
 }
 
-/// A transport protocol of a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum Protocol {
-    /// TCP (the default, as in Docker and footloose).
-    #[default]
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Protocol {
-    /// The lowercase name Docker uses (`tcp`, `udp`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One port of a machine published on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PortMapping {
-    /// The port inside the machine (22 for sshd).
-    pub container_port: u16,
-    /// The port on the host; 0 lets Docker pick an ephemeral port.
-    pub host_port: u16,
-    /// TCP or UDP.
-    pub protocol: Protocol,
-    /// The host address to bind (`--publish-address`); `None` binds every address.
-    pub publish_address: Option<IpAddr>,
-}
-
-impl PortMapping {
-    /// A TCP mapping of `container_port` to `host_port` on every host address.
-    pub fn tcp(container_port: u16, host_port: u16) -> Self {
-        Self { container_port, host_port, protocol: Protocol::Tcp, publish_address: None }
-    }
-
-    /// The same mapping, bound to `address` only.
-    pub fn on(mut self, address: IpAddr) -> Self {
-        self.publish_address = Some(address);
-        self
-    }
-}
+// A published port is the model's type, from the spec down to the engine: one `Protocol`, one
+// `PortMapping` (a `host_port` of `None` lets Docker pick one; an `address` of `None` binds every
+// host address).
+pub use flvpc_model::spec::{PortMapping, Protocol};
 
 /// Everything needed to create one machine.
 #[derive(Debug, Clone, PartialEq)]
@@ -492,7 +444,7 @@ mod tests {
         bad.labels.insert(LABEL_MACHINE.into(), "x".into());
         assert!(bad.validate().is_err());
         let mut bad = ok.clone();
-        bad.ports = vec![PortMapping::tcp(22, 2222), PortMapping::tcp(22, 2223)];
+        bad.ports = vec![PortMapping::tcp(22, Some(2222)), PortMapping::tcp(22, Some(2223))];
         assert!(bad.validate().expect_err("dup").to_string().contains("twice"));
         let mut bad = ok;
         bad.image = "a b".into();

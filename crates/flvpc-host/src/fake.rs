@@ -459,17 +459,18 @@ impl Engine for FakeEngine {
         let n = state.next_id;
         let mut ports = Vec::new();
         for p in &spec.ports {
-            let host_port = if p.host_port == 0 {
-                state.next_port = state.next_port.max(32767) + 1;
-                state.next_port
-            } else {
-                p.host_port
+            let host_port = match p.host_port {
+                Some(port) => port,
+                None => {
+                    state.next_port = state.next_port.max(32767) + 1;
+                    state.next_port
+                }
             };
             ports.push(PublishedPort {
                 container_port: p.container_port,
                 host_port,
                 protocol: p.protocol,
-                host_ip: Some(p.publish_address.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into())),
+                host_ip: Some(p.address.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into())),
             });
         }
         let id = format!("{n:064x}");
@@ -579,7 +580,7 @@ mod tests {
 
     fn spec(ns: &str, name: &str) -> MachineSpec {
         let mut s = MachineSpec::new(k(ns, name), DEFAULT_IMAGE);
-        s.ports = vec![PortMapping::tcp(22, 0)];
+        s.ports = vec![PortMapping::tcp(22, None)];
         s
     }
 

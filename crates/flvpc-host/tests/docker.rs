@@ -146,7 +146,7 @@ fn n(ns: &str) -> NamespaceName {
 fn machine(ns: &str, name: &str, ssh_port: u16) -> MachineSpec {
     let mut spec = MachineSpec::new(k(ns, name), DEFAULT_IMAGE);
     spec.memory_mb = 512;
-    spec.ports = vec![PortMapping::tcp(22, ssh_port).on(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+    spec.ports = vec![PortMapping::tcp(22, Some(ssh_port)).on(IpAddr::V4(Ipv4Addr::LOCALHOST))];
     spec
 }
 
@@ -328,7 +328,7 @@ async fn two_machines_boot_with_own_identity_and_real_ssh() {
     assert_eq!(details.hostname, "node0");
     assert_eq!(details.memory_mb, 512);
     assert_eq!(details.cpus, 1);
-    assert_eq!(details.configured_ports, vec![PortMapping::tcp(22, port_a).on(IpAddr::V4(Ipv4Addr::LOCALHOST))]);
+    assert_eq!(details.configured_ports, vec![PortMapping::tcp(22, Some(port_a)).on(IpAddr::V4(Ipv4Addr::LOCALHOST))]);
 }
 
 #[tokio::test]
@@ -396,7 +396,7 @@ async fn stop_start_restart_remove_leave_nothing_behind() {
     assert_eq!(stopped[0].state, MachineState::Stopped);
     assert!(stopped[0].ports.is_empty() && stopped[0].ip.is_none());
     let details = engine.inspect_machine(&k(&ns.name, "solo")).await.expect("inspect").expect("exists");
-    assert_eq!(details.configured_ports[0].host_port, port, "the configured port survives a stop");
+    assert_eq!(details.configured_ports[0].host_port, Some(port), "the configured port survives a stop");
     assert!(matches!(
         engine.exec_machine(&k(&ns.name, "solo"), &["true"]).await.expect_err("stopped"),
         EngineError::NotRunning { .. }

@@ -7,6 +7,7 @@
 pub mod machine;
 pub mod names;
 pub mod password;
+pub mod placement;
 pub mod policy;
 pub mod quota;
 pub mod role;
@@ -15,6 +16,7 @@ pub mod sshkey;
 
 pub use machine::{MachineKey, MachineName, Observed, OperationState};
 pub use names::{KeyName, Login, NamespaceName, TokenName};
+pub use placement::{EngineKind, HostName, Placement};
 pub use policy::{Denied, NamespaceAdminGrant, NamespaceGrant, Principal, SuperadminGrant, SystemGrant, UserGrant};
 pub use role::Role;
 pub use sshkey::PublicKey;

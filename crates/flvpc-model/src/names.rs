@@ -114,16 +114,22 @@ impl Login {
 impl NamespaceName {
     /// Validates a namespace name.
     pub fn parse(value: &str) -> Result<Self, Invalid> {
-        check(
-            "name",
-            value,
-            31,
-            lower_alpha,
-            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
-            "a lowercase letter, then up to 30 of a-z 0-9 -",
-        )?;
+        check_namespace_like("name", value)?;
         Ok(Self(value.to_owned()))
     }
+}
+
+/// The namespace rule, `^[a-z][a-z0-9-]{0,30}$`, for `field`: also the rule of host ids, which
+/// end up in the same places (labels, names, log lines).
+pub(crate) fn check_namespace_like(field: &'static str, value: &str) -> Result<(), Invalid> {
+    check(
+        field,
+        value,
+        31,
+        lower_alpha,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+        "a lowercase letter, then up to 30 of a-z 0-9 -",
+    )
 }
 
 fn label_rest(c: char) -> bool {

@@ -150,8 +150,8 @@ impl AppState {
             pids_limit: config.machine_pids_limit,
             ..reconcile::Settings::default()
         };
-        let usage = Arc::new(crate::usage::UsageSampler::new(engine.clone(), config.sample_every));
         let reconciler = Reconciler::new(store.clone(), engine, settings);
+        let usage = Arc::new(crate::usage::UsageSampler::new(reconciler.engines().clone(), config.sample_every));
         Ok(Self(Arc::new(Inner {
             store,
             config,

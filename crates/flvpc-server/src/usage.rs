@@ -3,7 +3,8 @@
 //! Read straight from the kernel's counters through `flvpc_host::read_usage`,
 //! with one Docker inspect per machine for its PID and container id.
 
-use flvpc_host::{Engine, MachineState, RawUsage};
+use crate::reconcile::Engines;
+use flvpc_host::{MachineState, RawUsage};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -35,7 +36,7 @@ struct Series {
 
 /// The sampler and what it has seen.
 pub struct UsageSampler {
-    engine: Arc<dyn Engine>,
+    engines: Engines,
     interval: Duration,
     keep: usize,
     cgroup_root: PathBuf,
@@ -49,11 +50,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl UsageSampler {
-    /// A sampler every `interval`, keeping an hour of points.
-    pub fn new(engine: Arc<dyn Engine>, interval: Duration) -> Self {
+    /// A sampler of every machine of `engines` every `interval`, keeping an hour of points.
+    pub fn new(engines: Engines, interval: Duration) -> Self {
         let keep = (3600 / interval.as_secs().max(1)) as usize;
         Self {
-            engine,
+            engines,
             interval,
             keep,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
@@ -72,26 +73,35 @@ impl UsageSampler {
         }
     }
 
-    /// One round over every running machine of this flvpc.
+    /// One round over every running machine of this flvpc, on every engine. (An engine that
+    /// does not answer keeps its machines' series until it does: a round does not forget them.)
     pub async fn sample_once(&self) {
-        let Ok(machines) = self.engine.list_machines(None).await else { return };
         let mut seen = Vec::new();
-        for m in machines {
-            // The engine lists only this instance's machines.
-            if m.state != MachineState::Running {
-                continue;
-            }
-            let Ok(Some(details)) = self.engine.inspect_machine(&m.key).await else { continue };
-            let (root, id, pid) = (self.cgroup_root.clone(), m.id.clone(), details.pid);
-            let Ok(Some(raw)) = tokio::task::spawn_blocking(move || flvpc_host::read_usage(&root, &id, pid)).await
-            else {
+        let mut complete = true;
+        for (_, engine) in self.engines.iter() {
+            let Ok(machines) = engine.list_machines(None).await else {
+                complete = false;
                 continue;
             };
-            let key = (m.key.namespace.to_string(), m.key.name.to_string());
-            self.record(key.clone(), &m.id, raw);
-            seen.push(key);
+            for m in machines {
+                // The engine lists only this instance's machines.
+                if m.state != MachineState::Running {
+                    continue;
+                }
+                let Ok(Some(details)) = engine.inspect_machine(&m.key).await else { continue };
+                let (root, id, pid) = (self.cgroup_root.clone(), m.id.clone(), details.pid);
+                let Ok(Some(raw)) = tokio::task::spawn_blocking(move || flvpc_host::read_usage(&root, &id, pid)).await
+                else {
+                    continue;
+                };
+                let key = (m.key.namespace.to_string(), m.key.name.to_string());
+                self.record(key.clone(), &m.id, raw);
+                seen.push(key);
+            }
         }
-        lock(&self.series).retain(|k, _| seen.contains(k));
+        if complete {
+            lock(&self.series).retain(|k, _| seen.contains(k));
+        }
     }
 
     fn record(&self, key: (String, String), container_id: &str, raw: RawUsage) {

@@ -9,19 +9,28 @@
 
 mod audit;
 mod error;
+mod instance;
 mod machines;
+#[cfg(test)]
+mod machines_tests;
 mod migrations;
 mod namespaces;
+mod operations;
 mod passwords;
+mod ports;
 mod quotas;
+mod specs;
 mod tokens;
 mod users;
 
 pub use audit::{AuditEntry, AuditRecord, NewAudit};
 pub use error::StoreError;
-pub use machines::{Desired, MachinePlan, MachineRecord, Operation, PortRange, PortRecord, PortRequest, StoredSpec};
+pub use machines::{Desired, MachinePlan, MachineRecord};
 pub use namespaces::{Member, Namespace};
+pub use operations::Operation;
+pub use ports::{IsFree, PortRange, PortRecord, PortRequest};
 pub use quotas::NamespaceUsage;
+pub use specs::StoredSpec;
 pub use tokens::{ApiToken, IssuedToken, Session, TokenKind};
 pub use users::{SshKey, User};
 

@@ -1,19 +1,22 @@
-//! Desired machines, their host ports, the stored cluster spec, and operations.
+//! Desired machines: what the spec asks for (`MachinePlan`), what is recorded and observed
+//! (`MachineRecord`, with its placement), and the changes of desired state.
 //!
-//! The database holds desired state; the reconciler (in flvpc-server) makes the
-//! engine match it and writes back what it observed. Host ports live in their
-//! own table whose primary key makes handing out one port twice impossible.
+//! The database holds desired state; the reconciler (in flvpc-server) makes the engine the
+//! machine's placement names match it and writes back what it observed. Host ports are in
+//! `ports.rs`, operations in `operations.rs`, the spec text in `specs.rs`.
 
+use crate::operations::{insert_operation, Operation};
+use crate::ports::{reserve_ports, taken_ports, IsFree, PortRange, PortRecord, PortRequest, Reservation};
 use crate::quotas::admit_in;
 use crate::{now_ms, Store, StoreError};
 use flvpc_model::quota::{HostCaps, Resources};
+use flvpc_model::spec::Backend;
 use flvpc_model::{
-    MachineKey, MachineName, NamespaceAdminGrant, NamespaceGrant, NamespaceName, Observed, OperationState, Principal,
-    SuperadminGrant, SystemGrant,
+    EngineKind, HostName, Login, MachineKey, MachineName, NamespaceAdminGrant, NamespaceGrant, NamespaceName, Observed,
+    Placement, SuperadminGrant, SystemGrant,
 };
 use sqlx::Row;
-use std::collections::{BTreeMap, HashSet};
-use std::net::IpAddr;
+use std::collections::BTreeMap;
 
 /// What a machine should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,29 +49,18 @@ impl Desired {
     }
 }
 
-/// A host port requested for a machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortRequest {
-    /// Port inside the machine.
-    pub container_port: u16,
-    /// The host port asked for; None to allocate one from the range.
-    pub host_port: Option<u16>,
-    /// `tcp` or `udp`.
-    pub protocol: &'static str,
-    /// The host address to publish on (already allowed by the server's rules); `None`: the
-    /// server's `--publish-address`.
-    pub address: Option<IpAddr>,
-}
-
 /// A machine as the cluster spec wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachinePlan {
-    /// Machine name (validated by the spec).
-    pub name: String,
+    /// Machine name.
+    pub name: MachineName,
     /// Image reference.
     pub image: String,
-    /// `docker` or `microvm`.
-    pub backend: String,
+    /// How the spec asks it to run.
+    pub backend: Backend,
+    /// Where a new machine goes (the host and the engine for `backend`). A machine already
+    /// recorded keeps the placement it was created with.
+    pub placement: Placement,
     /// CPUs.
     pub cpus: u32,
     /// Hard CPU cap in thousandths of a CPU, if any.
@@ -83,27 +75,15 @@ pub struct MachinePlan {
     pub ports: Vec<PortRequest>,
 }
 
-/// A published host port of a machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortRecord {
-    /// Port inside the machine.
-    pub container_port: u16,
-    /// Port on the host.
-    pub host_port: u16,
-    /// `tcp` or `udp`.
-    pub protocol: String,
-    /// The host address it is published on, when the spec named one; `None`: the server's
-    /// `--publish-address`.
-    pub address: Option<IpAddr>,
-}
-
 /// A machine's desired and observed state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineRecord {
     /// Its namespace.
     pub namespace: NamespaceName,
     /// Its name.
-    pub name: String,
+    pub name: MachineName,
+    /// Where it lives: the host and the engine that run it.
+    pub placement: Placement,
     /// Image reference.
     pub image: String,
     /// `docker` or `microvm`.
@@ -137,69 +117,14 @@ pub struct MachineRecord {
 }
 
 impl MachineRecord {
-    /// The machine's typed key; `None` only for a name that was stored without validation
-    /// (names are validated when the spec is saved).
-    pub fn key(&self) -> Option<MachineKey> {
-        MachineName::parse(&self.name).ok().map(|name| MachineKey::new(self.namespace.clone(), name))
+    /// The machine's typed key.
+    pub fn key(&self) -> MachineKey {
+        MachineKey::new(self.namespace.clone(), self.name.clone())
     }
 }
 
-/// An inclusive range of host ports to allocate from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    /// First port.
-    pub first: u16,
-    /// Last port.
-    pub last: u16,
-}
-
-/// A long-running change, tracked until its machines reach the goal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Operation {
-    /// Random id.
-    pub id: String,
-    /// e.g. `cluster.create`, `machine.restart`.
-    pub kind: String,
-    /// The namespace.
-    pub namespace: String,
-    /// The machine, for single-machine operations.
-    pub machine: Option<String>,
-    /// `apply`, `running`, `stopped`, `deleted` or `restart`.
-    pub goal: String,
-    /// Machine names it waits for.
-    pub targets: Vec<String>,
-    /// Where it stands.
-    pub state: OperationState,
-    /// Targets done.
-    pub done: i64,
-    /// Targets in all.
-    pub total: i64,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Login of who started it.
-    pub created_by: String,
-    /// When.
-    pub created_at: i64,
-    /// When it ended.
-    pub finished_at: Option<i64>,
-}
-
-/// The stored cluster spec text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredSpec {
-    /// The YAML text.
-    pub spec: String,
-    /// When it was saved.
-    pub updated_at: i64,
-    /// Who saved it.
-    pub updated_by: String,
-}
-
-fn new_operation_id() -> String {
-    format!("op-{}", hex::encode(rand::random::<[u8; 8]>()))
-}
-
-async fn namespace_id(tx: &mut sqlx::AnyConnection, ns: &NamespaceName) -> Result<i64, StoreError> {
+/// The row id of a namespace, in a transaction.
+pub(crate) async fn namespace_id(tx: &mut sqlx::AnyConnection, ns: &NamespaceName) -> Result<i64, StoreError> {
     sqlx::query_scalar("SELECT id FROM namespaces WHERE name = $1")
         .bind(ns.as_str())
         .fetch_optional(tx)
@@ -211,10 +136,21 @@ macro_rules! select_machines {
     ($tail:literal) => {
         concat!(
             "SELECT m.id, n.name, m.name, m.image, m.backend, m.cpus, m.memory_mb, m.disk_gb, m.spec_hash, m.desired, \
-             m.observed, m.ip, m.error, m.observed_at, m.cpu_cap_milli, m.restart_op FROM machines m JOIN namespaces n ON n.id = m.namespace_id ",
+             m.observed, m.ip, m.error, m.observed_at, m.cpu_cap_milli, m.restart_op, m.host, m.engine \
+             FROM machines m JOIN namespaces n ON n.id = m.namespace_id ",
             $tail
         )
     };
+}
+
+/// A stored placement. Words this version does not know (a newer flvpc's engine, a hand edit)
+/// are refused rather than guessed: a machine is never run by an engine it was not placed on.
+fn placement_from(host: &str, engine: &str) -> Result<Placement, StoreError> {
+    let host = HostName::parse(host)?;
+    let engine = EngineKind::parse(engine).ok_or_else(|| {
+        flvpc_model::Invalid::new("engine", format!("{engine:?} is not an engine this version of flvpc knows"))
+    })?;
+    Ok(Placement::new(host, engine))
 }
 
 fn machine_from(row: &sqlx::any::AnyRow) -> Result<(i64, MachineRecord), StoreError> {
@@ -222,7 +158,8 @@ fn machine_from(row: &sqlx::any::AnyRow) -> Result<(i64, MachineRecord), StoreEr
         row.try_get(0)?,
         MachineRecord {
             namespace: NamespaceName::parse(&row.try_get::<String, _>(1)?)?,
-            name: row.try_get(2)?,
+            name: MachineName::parse(&row.try_get::<String, _>(2)?)?,
+            placement: placement_from(&row.try_get::<String, _>(16)?, &row.try_get::<String, _>(17)?)?,
             image: row.try_get(3)?,
             backend: row.try_get(4)?,
             cpus: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(0),
@@ -243,125 +180,29 @@ fn machine_from(row: &sqlx::any::AnyRow) -> Result<(i64, MachineRecord), StoreEr
     ))
 }
 
-fn operation_from(row: &sqlx::any::AnyRow) -> Result<Operation, StoreError> {
-    let targets: String = row.try_get(5)?;
-    Ok(Operation {
-        id: row.try_get(0)?,
-        kind: row.try_get(1)?,
-        namespace: row.try_get(2)?,
-        machine: row.try_get(3)?,
-        goal: row.try_get(4)?,
-        targets: targets.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-        state: OperationState::parse(&row.try_get::<String, _>(6)?).unwrap_or(OperationState::Running),
-        done: row.try_get(7)?,
-        total: row.try_get(8)?,
-        error: row.try_get(9)?,
-        created_by: row.try_get(10)?,
-        created_at: row.try_get(11)?,
-        finished_at: row.try_get(12)?,
-    })
-}
-
-macro_rules! select_operations {
-    ($tail:literal) => {
-        concat!(
-            "SELECT id, kind, namespace, machine, goal, targets, state, done, total, error, created_by, created_at, \
-             finished_at FROM operations ",
-            $tail
-        )
-    };
+/// The records of `rows`. A row that does not read as a machine (a name or placement written by
+/// hand or by a newer flvpc) is left out with an error in the log, rather than hiding every
+/// other machine: nothing acts on it, so it is never deleted by mistake either.
+fn machines_from(rows: &[sqlx::any::AnyRow]) -> Vec<(i64, MachineRecord)> {
+    rows.iter()
+        .filter_map(|row| match machine_from(row) {
+            Ok(machine) => Some(machine),
+            Err(err) => {
+                let id = row.try_get::<i64, _>(0).unwrap_or_default();
+                tracing::error!("machine row {id} cannot be read ({err}); left out and left alone");
+                None
+            }
+        })
+        .collect()
 }
 
 impl Store {
-    /// This database's instance id: it labels every container this flvpc creates, so that
-    /// another flvpc (or a test server) on the same Docker engine never adopts or removes them.
-    pub async fn instance_id(&self) -> Result<String, StoreError> {
-        if let Some(id) = sqlx::query_scalar::<_, String>("SELECT value FROM server_settings WHERE key = 'instance_id'")
-            .fetch_optional(&self.pool)
-            .await?
-        {
-            return Ok(id);
-        }
-        let id = hex::encode(rand::random::<[u8; 8]>());
-        let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query("INSERT INTO server_settings (key, value) VALUES ('instance_id', $1)")
-            .bind(&id)
-            .execute(&mut *tx.tx)
-            .await;
-        match inserted {
-            Ok(_) => {
-                tx.commit().await?;
-                Ok(id)
-            }
-            Err(_) => {
-                drop(tx);
-                Ok(sqlx::query_scalar("SELECT value FROM server_settings WHERE key = 'instance_id'")
-                    .fetch_one(&self.pool)
-                    .await?)
-            }
-        }
-    }
-
     async fn attach_ports(&self, mut machines: Vec<(i64, MachineRecord)>) -> Result<Vec<MachineRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT machine_id, container_port, host_port, protocol, address FROM host_ports ORDER BY host_port",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut by_machine: BTreeMap<i64, Vec<PortRecord>> = BTreeMap::new();
-        for row in rows {
-            by_machine.entry(row.try_get(0)?).or_default().push(PortRecord {
-                container_port: u16::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
-                host_port: u16::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                protocol: row.try_get(3)?,
-                // Written only from a parsed address; anything else would be a hand edit, and
-                // publishing on the default address is the safe reading of it.
-                address: row.try_get::<Option<String>, _>(4)?.and_then(|a| a.parse().ok()),
-            });
-        }
+        let mut by_machine = self.ports_by_machine().await?;
         for (id, machine) in &mut machines {
             machine.ports = by_machine.remove(id).unwrap_or_default();
         }
         Ok(machines.into_iter().map(|(_, m)| m).collect())
-    }
-
-    /// The namespace's stored cluster spec, if one was saved.
-    pub async fn cluster_spec(&self, grant: &NamespaceGrant) -> Result<Option<StoredSpec>, StoreError> {
-        let row = sqlx::query(
-            "SELECT c.spec, c.updated_at, c.updated_by FROM cluster_specs c JOIN namespaces n ON n.id = c.namespace_id WHERE n.name = $1",
-        )
-        .bind(grant.namespace().as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| Ok(StoredSpec { spec: r.try_get(0)?, updated_at: r.try_get(1)?, updated_by: r.try_get(2)? }))
-            .transpose()
-    }
-
-    /// Saves the cluster spec text (already validated by the caller). Machines are untouched until `apply_cluster`.
-    pub async fn save_cluster_spec(&self, grant: &NamespaceAdminGrant, spec: &str, by: &str) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let ns_id = namespace_id(&mut tx.tx, grant.namespace()).await?;
-        let now = now_ms();
-        let updated =
-            sqlx::query("UPDATE cluster_specs SET spec = $1, updated_at = $2, updated_by = $3 WHERE namespace_id = $4")
-                .bind(spec)
-                .bind(now)
-                .bind(by)
-                .bind(ns_id)
-                .execute(&mut *tx.tx)
-                .await?;
-        if updated.rows_affected() == 0 {
-            sqlx::query(
-                "INSERT INTO cluster_specs (namespace_id, spec, updated_at, updated_by) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(ns_id)
-            .bind(spec)
-            .bind(now)
-            .bind(by)
-            .execute(&mut *tx.tx)
-            .await?;
-        }
-        tx.commit().await
     }
 
     /// The machines of a namespace, with ports, by name.
@@ -370,52 +211,51 @@ impl Store {
             .bind(grant.namespace().as_str())
             .fetch_all(&self.pool)
             .await?;
-        let machines = rows.iter().map(machine_from).collect::<Result<Vec<_>, _>>()?;
-        self.attach_ports(machines).await
+        self.attach_ports(machines_from(&rows)).await
     }
 
     /// Every machine of every namespace (the reconciler's resync).
     pub async fn all_machines(&self, _: &SystemGrant) -> Result<Vec<MachineRecord>, StoreError> {
         let rows = sqlx::query(select_machines!("ORDER BY n.name, m.name")).fetch_all(&self.pool).await?;
-        let machines = rows.iter().map(machine_from).collect::<Result<Vec<_>, _>>()?;
-        self.attach_ports(machines).await
+        self.attach_ports(machines_from(&rows)).await
     }
 
     /// One machine of the grant's namespace, if it has a record (the SSH gateway's lookup).
     pub async fn namespace_machine(
         &self,
         grant: &NamespaceGrant,
-        name: &str,
+        name: &MachineName,
     ) -> Result<Option<MachineRecord>, StoreError> {
         self.machine_record(grant.namespace(), name).await
     }
 
-    /// One machine, if it has a record (the reconciler).
-    pub async fn machine(
-        &self,
-        _: &SystemGrant,
-        ns: &NamespaceName,
-        name: &str,
-    ) -> Result<Option<MachineRecord>, StoreError> {
-        self.machine_record(ns, name).await
+    /// One machine, if it has a record (the reconciler). A record that cannot be read is an
+    /// error here, so that the reconciler leaves the machine alone instead of taking it for gone.
+    pub async fn machine(&self, _: &SystemGrant, key: &MachineKey) -> Result<Option<MachineRecord>, StoreError> {
+        self.machine_record(&key.namespace, &key.name).await
     }
 
-    async fn machine_record(&self, ns: &NamespaceName, name: &str) -> Result<Option<MachineRecord>, StoreError> {
+    async fn machine_record(
+        &self,
+        ns: &NamespaceName,
+        name: &MachineName,
+    ) -> Result<Option<MachineRecord>, StoreError> {
         let row = sqlx::query(select_machines!("WHERE n.name = $1 AND m.name = $2"))
             .bind(ns.as_str())
-            .bind(name)
+            .bind(name.as_str())
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(self.attach_ports(vec![machine_from(&row)?]).await?.pop())
     }
 
-    /// Makes the namespace's machines match `plans`: new ones are added, changed ones
-    /// updated, missing ones marked for deletion, host ports reserved (explicit ones
-    /// checked against every other holder and `is_free(address, port, protocol)`, the rest
-    /// allocated from `range`). All or nothing, and admitted in the same transaction: the
-    /// namespace's quota and the host's `caps` are checked against what is recorded when the
-    /// change commits ([`StoreError::Exceeded`]). Returns the operation that tracks the work.
+    /// Makes the namespace's machines match `plans`: new ones are added (placed as their plan
+    /// says), changed ones updated (keeping their placement), missing ones marked for deletion,
+    /// host ports reserved (explicit ones checked against every other holder and
+    /// `is_free(address, port, protocol)`, the rest allocated from `range`). All or nothing, and
+    /// admitted in the same transaction: the namespace's quota and the host's `caps` are checked
+    /// against what is recorded when the change commits ([`StoreError::Exceeded`]). Returns the
+    /// operation that tracks the work.
     ///
     /// A port clash names the holder only to the superadmin (`holders`); others learn only
     /// that another namespace holds the port.
@@ -426,9 +266,9 @@ impl Store {
         plans: &[MachinePlan],
         caps: &HostCaps,
         range: PortRange,
-        is_free: &(dyn Fn(Option<IpAddr>, u16, &str) -> bool + Sync),
+        is_free: &IsFree,
         holders: Option<&SuperadminGrant>,
-        by: &str,
+        by: &Login,
     ) -> Result<Operation, StoreError> {
         let ns = grant.namespace();
         let mut tx = self.begin_admission().await?;
@@ -444,15 +284,11 @@ impl Store {
                 .iter()
                 .map(|r| Ok((r.try_get::<String, _>(0)?, (r.try_get::<i64, _>(1)?, r.try_get::<String, _>(2)?))))
                 .collect::<Result<_, StoreError>>()?;
-        let mut taken: HashSet<(u16, String)> = sqlx::query("SELECT host_port, protocol FROM host_ports")
-            .fetch_all(&mut *tx.tx)
-            .await?
-            .iter()
-            .map(|r| Ok((u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0), r.try_get::<String, _>(1)?)))
-            .collect::<Result<_, StoreError>>()?;
+        let mut taken = taken_ports(&mut tx.tx).await?;
+        let mut reservation = Reservation { ns, taken: &mut taken, range, is_free, holders };
         let mut targets = Vec::new();
         for plan in plans {
-            let machine_id = match existing.get(&plan.name) {
+            let machine_id = match existing.get(plan.name.as_str()) {
                 Some((id, hash)) => {
                     if hash != &plan.spec_hash {
                         sqlx::query(
@@ -460,7 +296,7 @@ impl Store {
                              spec_hash = $6, desired = 'running', updated_at = $7, cpu_cap_milli = $9 WHERE id = $8",
                         )
                         .bind(&plan.image)
-                        .bind(&plan.backend)
+                        .bind(plan.backend.as_str())
                         .bind(i64::from(plan.cpus))
                         .bind(i64::try_from(plan.memory_mb).unwrap_or(i64::MAX))
                         .bind(i64::try_from(plan.disk_gb).unwrap_or(i64::MAX))
@@ -481,102 +317,28 @@ impl Store {
                 }
                 None => sqlx::query_scalar(
                     "INSERT INTO machines (namespace_id, name, image, backend, cpus, memory_mb, disk_gb, spec_hash, desired, \
-                     observed, created_at, updated_at, cpu_cap_milli) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', 'not_created', $9, $9, $10) RETURNING id",
+                     observed, created_at, updated_at, cpu_cap_milli, host, engine) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', 'not_created', $9, $9, $10, $11, $12) RETURNING id",
                 )
                 .bind(ns_id)
-                .bind(&plan.name)
+                .bind(plan.name.as_str())
                 .bind(&plan.image)
-                .bind(&plan.backend)
+                .bind(plan.backend.as_str())
                 .bind(i64::from(plan.cpus))
                 .bind(i64::try_from(plan.memory_mb).unwrap_or(i64::MAX))
                 .bind(i64::try_from(plan.disk_gb).unwrap_or(i64::MAX))
                 .bind(&plan.spec_hash)
                 .bind(now)
                 .bind(plan.cpu_cap_milli.map(i64::from))
+                .bind(plan.placement.host.as_str())
+                .bind(plan.placement.engine.as_str())
                 .fetch_one(&mut *tx.tx)
                 .await?,
             };
-            // This machine's current ports: kept when asked again, so a re-apply moves nothing.
-            let held: Vec<(u16, String, u16)> =
-                sqlx::query("SELECT host_port, protocol, container_port FROM host_ports WHERE machine_id = $1")
-                    .bind(machine_id)
-                    .fetch_all(&mut *tx.tx)
-                    .await?
-                    .iter()
-                    .map(|r| {
-                        Ok((
-                            u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
-                            r.try_get::<String, _>(1)?,
-                            u16::try_from(r.try_get::<i64, _>(2)?).unwrap_or(0),
-                        ))
-                    })
-                    .collect::<Result<_, StoreError>>()?;
-            sqlx::query("DELETE FROM host_ports WHERE machine_id = $1").bind(machine_id).execute(&mut *tx.tx).await?;
-            for (port, proto, _) in &held {
-                taken.remove(&(*port, proto.clone()));
-            }
-            for request in &plan.ports {
-                let proto = request.protocol.to_owned();
-                let port = match request.host_port {
-                    Some(port) => {
-                        let ours = held.iter().any(|(p, pr, _)| *p == port && *pr == proto);
-                        if taken.contains(&(port, proto.clone())) {
-                            let holder = port_holder(&mut tx.tx, port, &proto, ns, holders).await?;
-                            return Err(StoreError::Conflict(format!(
-                                "host port {port}/{proto} for {} is already taken ({holder}); pick another, or leave \
-                                 hostPort out to get a free one",
-                                plan.name
-                            )));
-                        }
-                        if !ours && !is_free(request.address, port, &proto) {
-                            return Err(StoreError::Conflict(format!(
-                                "host port {port}/{proto} for {} is already taken (by a program on the host); pick \
-                                 another, or leave hostPort out to get a free one",
-                                plan.name
-                            )));
-                        }
-                        port
-                    }
-                    None => {
-                        let previous = held
-                            .iter()
-                            .find(|(p, pr, c)| {
-                                *c == request.container_port && *pr == proto && !taken.contains(&(*p, proto.clone()))
-                            })
-                            .map(|(p, _, _)| *p);
-                        match previous {
-                            Some(port) => port,
-                            None => (range.first..=range.last)
-                                .find(|p| !taken.contains(&(*p, proto.clone())) && is_free(request.address, *p, &proto))
-                                .ok_or_else(|| {
-                                    StoreError::Conflict(format!(
-                                        "no free host port left in {}-{} for {}",
-                                        range.first, range.last, plan.name
-                                    ))
-                                })?,
-                        }
-                    }
-                };
-                taken.insert((port, proto.clone()));
-                sqlx::query(
-                    "INSERT INTO host_ports (host_port, protocol, machine_id, container_port, address) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(i64::from(port))
-                .bind(&proto)
-                .bind(machine_id)
-                .bind(i64::from(request.container_port))
-                .bind(request.address.map(|a| a.to_string()))
-                .execute(&mut *tx.tx)
-                .await
-                .map_err(|e| {
-                    StoreError::unique(e, || format!("host port {port}/{proto} was taken meanwhile; try again"))
-                })?;
-            }
+            reserve_ports(&mut tx.tx, machine_id, plan, &mut reservation).await?;
             targets.push(plan.name.clone());
         }
-        for name in existing.keys().filter(|n| !plans.iter().any(|p| &p.name == *n)) {
+        for name in existing.keys().filter(|n| !plans.iter().any(|p| p.name.as_str() == n.as_str())) {
             sqlx::query(
                 "UPDATE machines SET desired = 'deleted', updated_at = $1 WHERE namespace_id = $2 AND name = $3",
             )
@@ -585,7 +347,11 @@ impl Store {
             .bind(name)
             .execute(&mut *tx.tx)
             .await?;
-            targets.push(name.clone());
+            // Only validated names are recorded; one that does not parse (a hand edit) is still
+            // marked deleted, but not waited for.
+            if let Ok(name) = MachineName::parse(name) {
+                targets.push(name);
+            }
         }
         let op = insert_operation(&mut tx.tx, "cluster.create", ns, None, "apply", targets, by).await?;
         tx.commit().await?;
@@ -599,11 +365,11 @@ impl Store {
     pub async fn set_desired(
         &self,
         grant: &NamespaceGrant,
-        machine: Option<&str>,
+        machine: Option<&MachineName>,
         desired: Desired,
         caps: &HostCaps,
         kind: &str,
-        by: &str,
+        by: &Login,
     ) -> Result<Operation, StoreError> {
         let ns = grant.namespace();
         let mut tx =
@@ -615,10 +381,11 @@ impl Store {
                     "SELECT name FROM machines WHERE namespace_id = $1 AND name = $2 AND desired <> 'deleted'",
                 )
                 .bind(ns_id)
-                .bind(name)
+                .bind(name.as_str())
                 .fetch_optional(&mut *tx.tx)
                 .await?;
-                vec![found.ok_or_else(|| StoreError::NotFound(format!("machine {name:?} in {:?}", ns.as_str())))?]
+                vec![found
+                    .ok_or_else(|| StoreError::NotFound(format!("machine {:?} in {:?}", name.as_str(), ns.as_str())))?]
             }
             None => {
                 sqlx::query_scalar(
@@ -643,7 +410,8 @@ impl Store {
                 .execute(&mut *tx.tx)
                 .await?;
         }
-        let op = insert_operation(&mut tx.tx, kind, ns, machine, desired.as_str(), names, by).await?;
+        let targets = names.iter().filter_map(|n| MachineName::parse(n).ok()).collect();
+        let op = insert_operation(&mut tx.tx, kind, ns, machine, desired.as_str(), targets, by).await?;
         tx.commit().await?;
         Ok(op)
     }
@@ -656,10 +424,10 @@ impl Store {
     pub async fn request_restart(
         &self,
         grant: &NamespaceGrant,
-        machine: &str,
+        machine: &MachineName,
         caps: &HostCaps,
         kind: &str,
-        by: &str,
+        by: &Login,
     ) -> Result<Operation, StoreError> {
         let ns = grant.namespace();
         let mut tx = self.begin_admission().await?;
@@ -668,17 +436,17 @@ impl Store {
             "SELECT id FROM machines WHERE namespace_id = $1 AND name = $2 AND desired <> 'deleted'",
         )
         .bind(ns_id)
-        .bind(machine)
+        .bind(machine.as_str())
         .fetch_optional(&mut *tx.tx)
         .await?;
         let Some(machine_id) = exists else {
-            return Err(StoreError::NotFound(format!("machine {machine:?} in {:?}", ns.as_str())));
+            return Err(StoreError::NotFound(format!("machine {:?} in {:?}", machine.as_str(), ns.as_str())));
         };
-        let names = vec![machine.to_owned()];
+        let names = vec![machine.to_string()];
         let starting = starting_resources(&mut tx.tx, ns_id, &names).await?;
         let running = admitted_running(&mut tx.tx, ns).await?;
         admit_in(&mut tx.tx, ns, caps, None, Some(running.plus(starting))).await?;
-        let op = insert_operation(&mut tx.tx, kind, ns, Some(machine), "restart", names, by).await?;
+        let op = insert_operation(&mut tx.tx, kind, ns, Some(machine), "restart", vec![machine.clone()], by).await?;
         sqlx::query("UPDATE machines SET desired = 'running', restart_op = $1, updated_at = $2 WHERE id = $3")
             .bind(&op.id)
             .bind(now_ms())
@@ -691,21 +459,15 @@ impl Store {
 
     /// Records that the engine (re)started a machine for the restart operation `op`: the
     /// request is done. A newer request made meanwhile (another id) stays pending.
-    pub async fn restart_done(
-        &self,
-        _: &SystemGrant,
-        ns: &NamespaceName,
-        name: &str,
-        op: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn restart_done(&self, _: &SystemGrant, key: &MachineKey, op: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE machines SET restart_op = NULL WHERE name = $1 AND restart_op = $2 \
              AND namespace_id = (SELECT id FROM namespaces WHERE name = $3)",
         )
-        .bind(name)
+        .bind(key.name.as_str())
         .bind(op)
-        .bind(ns.as_str())
+        .bind(key.namespace.as_str())
         .execute(&mut *tx.tx)
         .await?;
         tx.commit().await
@@ -715,8 +477,7 @@ impl Store {
     pub async fn set_observed(
         &self,
         _: &SystemGrant,
-        ns: &NamespaceName,
-        name: &str,
+        key: &MachineKey,
         observed: Observed,
         ip: Option<&str>,
         error: Option<&str>,
@@ -730,26 +491,21 @@ impl Store {
         .bind(ip)
         .bind(error)
         .bind(now_ms())
-        .bind(name)
-        .bind(ns.as_str())
+        .bind(key.name.as_str())
+        .bind(key.namespace.as_str())
         .execute(&mut *tx.tx)
         .await?;
         tx.commit().await
     }
 
     /// Deletes the record (and so the ports) of a machine whose container is gone, if it is still meant to be deleted.
-    pub async fn forget_deleted_machine(
-        &self,
-        _: &SystemGrant,
-        ns: &NamespaceName,
-        name: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn forget_deleted_machine(&self, _: &SystemGrant, key: &MachineKey) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let id: Option<i64> = sqlx::query_scalar(
             "SELECT m.id FROM machines m JOIN namespaces n ON n.id = m.namespace_id WHERE n.name = $1 AND m.name = $2 AND m.desired = 'deleted'",
         )
-        .bind(ns.as_str())
-        .bind(name)
+        .bind(key.namespace.as_str())
+        .bind(key.name.as_str())
         .fetch_optional(&mut *tx.tx)
         .await?;
         if let Some(id) = id {
@@ -768,64 +524,6 @@ impl Store {
         .bind(ns.as_str())
         .fetch_all(&self.pool)
         .await?)
-    }
-
-    /// One operation, for who started it or the superadmin.
-    pub async fn operation(&self, caller: &Principal, id: &str) -> Result<Operation, StoreError> {
-        let op = self.operation_by_id(id).await?.ok_or_else(|| StoreError::NotFound(format!("operation {id:?}")))?;
-        if caller.is_superadmin() || op.created_by == caller.login().as_str() {
-            Ok(op)
-        } else {
-            Err(StoreError::NotFound(format!("operation {id:?}")))
-        }
-    }
-
-    async fn operation_by_id(&self, id: &str) -> Result<Option<Operation>, StoreError> {
-        if id.len() > 64 {
-            return Ok(None);
-        }
-        let row = sqlx::query(select_operations!("WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(operation_from).transpose()
-    }
-
-    /// The latest operations of a namespace, newest first.
-    pub async fn namespace_operations(&self, grant: &NamespaceGrant, limit: i64) -> Result<Vec<Operation>, StoreError> {
-        let rows = sqlx::query(select_operations!("WHERE namespace = $1 ORDER BY created_at DESC LIMIT $2"))
-            .bind(grant.namespace().as_str())
-            .bind(limit.clamp(1, 100))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(operation_from).collect()
-    }
-
-    /// Operations not finished yet (after a restart, the reconciler picks them up again).
-    pub async fn open_operations(&self, _: &SystemGrant) -> Result<Vec<Operation>, StoreError> {
-        let rows = sqlx::query(select_operations!("WHERE state IN ('pending', 'running') ORDER BY created_at"))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(operation_from).collect()
-    }
-
-    /// Records an operation's progress, and its end when `state` is succeeded or failed.
-    pub async fn update_operation(
-        &self,
-        _: &SystemGrant,
-        id: &str,
-        state: OperationState,
-        done: i64,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let finished = state.is_finished().then(now_ms);
-        let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE operations SET state = $1, done = $2, error = $3, finished_at = $4 WHERE id = $5")
-            .bind(state.as_str())
-            .bind(done)
-            .bind(error)
-            .bind(finished)
-            .bind(id)
-            .execute(&mut *tx.tx)
-            .await?;
-        tx.commit().await
     }
 }
 
@@ -870,77 +568,4 @@ async fn starting_resources(
 /// What the namespace runs now, read in the admission transaction.
 async fn admitted_running(tx: &mut sqlx::AnyConnection, ns: &NamespaceName) -> Result<Resources, StoreError> {
     Ok(crate::quotas::usage_in(tx).await?.get(ns).map(|u| u.running).unwrap_or_default())
-}
-
-/// Who holds a host port, as the caller may be told: the machine when it is the caller's own
-/// namespace or the caller is the superadmin; otherwise only that another namespace holds it,
-/// so that a refusal never names another tenant's resources.
-async fn port_holder(
-    tx: &mut sqlx::AnyConnection,
-    port: u16,
-    proto: &str,
-    ns: &NamespaceName,
-    holders: Option<&SuperadminGrant>,
-) -> Result<String, StoreError> {
-    let row = sqlx::query(
-        "SELECT n.name, m.name FROM host_ports h JOIN machines m ON m.id = h.machine_id \
-         JOIN namespaces n ON n.id = m.namespace_id WHERE h.host_port = $1 AND h.protocol = $2",
-    )
-    .bind(i64::from(port))
-    .bind(proto)
-    .fetch_optional(tx)
-    .await?;
-    let Some(row) = row else { return Ok("by another namespace's machine".into()) };
-    let (namespace, machine): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-    Ok(if namespace == ns.as_str() {
-        format!("by machine {machine} of this namespace")
-    } else if holders.is_some() {
-        format!("by machine {machine} of namespace {namespace}")
-    } else {
-        "by another namespace's machine".into()
-    })
-}
-
-async fn insert_operation(
-    tx: &mut sqlx::AnyConnection,
-    kind: &str,
-    ns: &NamespaceName,
-    machine: Option<&str>,
-    goal: &str,
-    targets: Vec<String>,
-    by: &str,
-) -> Result<Operation, StoreError> {
-    let op = Operation {
-        id: new_operation_id(),
-        kind: kind.to_owned(),
-        namespace: ns.to_string(),
-        machine: machine.map(str::to_owned),
-        goal: goal.to_owned(),
-        total: i64::try_from(targets.len()).unwrap_or(i64::MAX),
-        targets,
-        state: OperationState::Pending,
-        done: 0,
-        error: None,
-        created_by: by.to_owned(),
-        created_at: now_ms(),
-        finished_at: None,
-    };
-    sqlx::query(
-        "INSERT INTO operations (id, kind, namespace, machine, goal, targets, state, done, total, created_by, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(&op.id)
-    .bind(&op.kind)
-    .bind(&op.namespace)
-    .bind(&op.machine)
-    .bind(&op.goal)
-    .bind(op.targets.join(","))
-    .bind(op.state.as_str())
-    .bind(op.done)
-    .bind(op.total)
-    .bind(&op.created_by)
-    .bind(op.created_at)
-    .execute(tx)
-    .await?;
-    Ok(op)
 }

@@ -122,6 +122,16 @@ const RESTART_OP_V6: [&str; 2] = [
      AND o.state IN ('pending', 'running') ORDER BY o.created_at DESC LIMIT 1)",
 ];
 
+/// Where each machine lives: its host and the kind of engine that runs it. Every machine recorded
+/// so far ran as a container on the one (local) host, so the defaults keep those rows valid; the
+/// spec's `microvm` backend maps to the microvm engine (none was ever accepted, but the mapping is
+/// the model's, `EngineKind::for_backend`).
+const PLACEMENT_V7: [&str; 3] = [
+    "ALTER TABLE machines ADD COLUMN host TEXT NOT NULL DEFAULT 'local'",
+    "ALTER TABLE machines ADD COLUMN engine TEXT NOT NULL DEFAULT 'container'",
+    "UPDATE machines SET engine = 'microvm' WHERE backend = 'microvm'",
+];
+
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -149,5 +159,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "pending restarts in the machine record",
         sqlite: &RESTART_OP_V6,
         postgres: &RESTART_OP_V6,
+    },
+    Migration {
+        version: 7,
+        description: "placement of machines: host and engine",
+        sqlite: &PLACEMENT_V7,
+        postgres: &PLACEMENT_V7,
     },
 ];

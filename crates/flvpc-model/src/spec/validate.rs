@@ -65,10 +65,11 @@ impl fmt::Display for Backend {
     }
 }
 
-/// Transport protocol of a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Transport protocol of a published port: the one type from the spec down to the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Protocol {
-    /// TCP (the default).
+    /// TCP (the default, as in Docker and footloose).
+    #[default]
     Tcp,
     /// UDP.
     Udp,
@@ -90,8 +91,13 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// A port to publish for one concrete machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A port to publish for one concrete machine: the one type from the spec down to the engine.
+///
+/// In a validated spec, `None` fields are for the server to fill (a host port from its range,
+/// its `--publish-address`), and the reconciler always hands the engine both. An engine given
+/// `None` by a caller using it directly (a test) lets its runtime pick a port, or binds every
+/// address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PortMapping {
     /// Port inside the machine, 1..=65535.
     pub container_port: u16,
@@ -102,6 +108,19 @@ pub struct PortMapping {
     /// The host address to publish on, as the spec's `address:` asks; `None`: the server's
     /// `--publish-address`. Whether the server allows it is [`super::PublishRules`]' decision.
     pub address: Option<IpAddr>,
+}
+
+impl PortMapping {
+    /// A TCP mapping of `container_port` to `host_port` (`None`: any free one) on every address.
+    pub fn tcp(container_port: u16, host_port: Option<u16>) -> Self {
+        Self { container_port, host_port, protocol: Protocol::Tcp, address: None }
+    }
+
+    /// The same mapping, bound to `address` only.
+    pub fn on(mut self, address: IpAddr) -> Self {
+        self.address = Some(address);
+        self
+    }
 }
 
 /// One concrete machine the spec asks for.

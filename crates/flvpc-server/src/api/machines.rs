@@ -280,7 +280,9 @@ pub async fn machine_metrics(
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Json<MetricsOut>> {
     let machines = ops::list(&state, caller.principal(), &ns).await?;
-    let machine =
-        machines.iter().find(|m| m.name == name).ok_or_else(|| ApiError::not_found(format!("machine {name:?}")))?;
-    Ok(Json(MetricsOut { points: state.usage.points(machine.namespace.as_str(), &machine.name) }))
+    let machine = machines
+        .iter()
+        .find(|m| m.name.as_str() == name)
+        .ok_or_else(|| ApiError::not_found(format!("machine {name:?}")))?;
+    Ok(Json(MetricsOut { points: state.usage.points(machine.namespace.as_str(), machine.name.as_str()) }))
 }

@@ -491,11 +491,11 @@ impl From<flvpc_store::Operation> for OperationOut {
         Self {
             id: op.id,
             kind: op.kind,
-            namespace: op.namespace,
+            namespace: op.namespace.to_string(),
             state: op.state.as_str().to_owned(),
             progress: Progress { done: op.done, total: op.total },
             error: op.error,
-            machines: op.targets,
+            machines: op.targets.iter().map(ToString::to_string).collect(),
             created_by: op.created_by,
             created_at: rfc3339(op.created_at),
             finished_at: op.finished_at.map(rfc3339),
@@ -544,6 +544,10 @@ pub struct MachineOut {
     pub image: String,
     /// docker or microvm.
     pub backend: String,
+    /// The host the machine lives on (`local`: this server's host).
+    pub host: String,
+    /// The kind of engine that runs it on that host: `container` (or `microvm`, not available yet).
+    pub engine: String,
     /// CPUs (CPU shares: a weight, overcommit allowed).
     pub cpus: u32,
     /// Hard CPU cap (`ignite.cpuCap`), if any.
@@ -570,6 +574,8 @@ impl From<crate::core::view::MachineView> for MachineOut {
             name: m.name,
             namespace: m.namespace,
             container: m.container,
+            host: m.host,
+            engine: m.engine,
             state: m.state,
             desired: m.desired.as_str().to_owned(),
             ip: m.ip,

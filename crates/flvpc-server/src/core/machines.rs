@@ -9,7 +9,7 @@ use crate::state::AppState;
 use flvpc_model::quota::{self, HostCaps, Resources};
 use flvpc_model::spec::{self, Backend, ClusterSpec, Validated};
 use flvpc_model::{NamespaceGrant, NamespaceName, Principal};
-use flvpc_store::{Desired, MachinePlan, MachineRecord, Operation, PortRequest, StoreError, StoredSpec};
+use flvpc_store::{Desired, MachinePlan, MachineRecord, Operation, StoreError, StoredSpec};
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
@@ -36,7 +36,9 @@ pub fn parse(text: &str, yaml: bool) -> CoreResult<ClusterSpec> {
 async fn validate(state: &AppState, spec: &ClusterSpec, ns: &NamespaceName) -> CoreResult<Validated> {
     let validated = spec.validate(ns)?;
     state.config.publish_rules().check(&validated)?;
-    let mut images: Vec<&str> = validated.machines.iter().map(|m| m.image.as_str()).collect();
+    // Each image is checked on the engine the machine will be placed on.
+    let mut images: Vec<(flvpc_model::Placement, &str)> =
+        validated.machines.iter().map(|m| (state.reconciler.placement_for(m.backend), m.image.as_str())).collect();
     images.sort_unstable();
     images.dedup();
     if let Some(vm) = validated.machines.iter().find(|m| m.backend == Backend::MicroVm) {
@@ -45,8 +47,11 @@ async fn validate(state: &AppState, spec: &ClusterSpec, ns: &NamespaceName) -> C
             vm.name
         )));
     }
-    for image in images {
-        match state.reconciler.engine().image_exists(image).await {
+    for (placement, image) in images {
+        let engines = state.reconciler.engines();
+        let engine =
+            engines.get(&placement).ok_or_else(|| CoreError::BackendUnavailable(engines.missing(&placement)))?;
+        match engine.image_exists(image).await {
             Ok(true) => {}
             Ok(false) => {
                 return Err(CoreError::UnknownImage(format!(
@@ -98,7 +103,7 @@ pub(super) async fn put_spec(
     // Checked when saved too, so a spec that can never be created is refused early.
     fits_quota(state, &member, plan_resources(&validated.machines)).await?;
     let yaml = spec.to_yaml();
-    state.store.save_cluster_spec(&grant, &yaml, principal.login().as_str()).await?;
+    state.store.save_cluster_spec(&grant, &yaml, principal.login()).await?;
     Ok(Outcome::Spec(SavedSpec {
         yaml,
         spec,
@@ -145,32 +150,28 @@ pub(super) async fn create(state: &AppState, actor: &Actor, ns: &str) -> CoreRes
     let plans: Vec<MachinePlan> = validated
         .machines
         .iter()
-        .map(|m| MachinePlan {
-            name: m.name.clone(),
-            image: m.image.clone(),
-            backend: m.backend.as_str().to_owned(),
-            cpus: m.cpus,
-            cpu_cap_milli: m.cpu_cap_milli,
-            memory_mb: m.memory_mb,
-            disk_gb: m.disk_gb,
-            spec_hash: spec_hash(m),
-            ports: m
-                .ports
-                .iter()
-                .map(|p| PortRequest {
-                    container_port: p.container_port,
-                    host_port: p.host_port,
-                    protocol: if p.protocol.as_str() == "udp" { "udp" } else { "tcp" },
-                    address: p.address,
-                })
-                .collect(),
+        .map(|m| {
+            // Validated with the spec; checked again where it becomes a typed name.
+            let name = flvpc_model::MachineName::parse(&m.name).map_err(|e| CoreError::InvalidSpec(e.to_string()))?;
+            Ok(MachinePlan {
+                name,
+                image: m.image.clone(),
+                backend: m.backend,
+                placement: state.reconciler.placement_for(m.backend),
+                cpus: m.cpus,
+                cpu_cap_milli: m.cpu_cap_milli,
+                memory_mb: m.memory_mb,
+                disk_gb: m.disk_gb,
+                spec_hash: spec_hash(m),
+                ports: m.ports.clone(),
+            })
         })
-        .collect();
+        .collect::<CoreResult<_>>()?;
     let default_address = state.config.publish_address;
     let rules = state.config.publish_rules();
     // The server's own ports are never handed out, even when the range covers them.
-    let is_free = move |address: Option<IpAddr>, port: u16, protocol: &str| {
-        rules.reserved_for(port).is_none() && port_is_free(address.unwrap_or(default_address), port, protocol)
+    let is_free = move |address: Option<IpAddr>, port: u16, protocol: spec::Protocol| {
+        rules.reserved_for(port).is_none() && port_is_free(address.unwrap_or(default_address), port, protocol.as_str())
     };
     let holders = principal.superadmin().ok();
     let op = state
@@ -182,7 +183,7 @@ pub(super) async fn create(state: &AppState, actor: &Actor, ns: &str) -> CoreRes
             state.config.port_range,
             &is_free,
             holders.as_ref(),
-            principal.login().as_str(),
+            principal.login(),
         )
         .await?;
     state.reconciler.enqueue_operation(&op);
@@ -205,7 +206,7 @@ pub(super) async fn set_cluster(
         principal.namespace_admin(&ns)?;
     }
     state.store.get_namespace(&grant).await?;
-    let by = principal.login().as_str();
+    let by = principal.login();
     let caps = state.config.host_caps();
     let op = state.store.set_desired(&grant, None, desired, &caps, kind, by).await?;
     state.reconciler.enqueue_operation(&op);
@@ -239,8 +240,8 @@ pub(super) async fn machine_action(
     // A name that cannot exist is a machine that is not there, as for any other missing machine.
     let machine = flvpc_model::MachineName::parse(name)
         .map_err(|_| CoreError::NotFound(format!("machine {:?} not found", super::action::shown(name))))?;
-    let name = machine.as_str();
-    let by = principal.login().as_str();
+    let name = &machine;
+    let by = principal.login();
     // Starting is admitted against the host's caps inside the store's transaction.
     let caps = state.config.host_caps();
     let set = |desired| state.store.set_desired(&grant, Some(name), desired, &caps, kind, by);
@@ -296,7 +297,7 @@ pub(super) async fn drain_namespace(state: &AppState, actor: &Actor, ns: &Namesp
             &HostCaps::default(),
             // Named like the cluster delete it is (String::new does not allocate).
             super::Action::DeleteCluster { ns: String::new() }.audit_name(),
-            principal.login().as_str(),
+            principal.login(),
         )
         .await?;
     state.reconciler.enqueue_operation(&op);

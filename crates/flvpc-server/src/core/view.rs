@@ -35,6 +35,10 @@ pub struct MachineView {
     pub namespace: String,
     /// Container name `<name>.<ns>`.
     pub container: String,
+    /// The host the machine lives on.
+    pub host: String,
+    /// The engine that runs it (`container`, `microvm`).
+    pub engine: String,
     /// not_created, creating, running, stopped, error (deleting while it is removed).
     pub state: String,
     /// What it should be: running, stopped, deleted.
@@ -82,19 +86,25 @@ impl MachineView {
     /// The view of `m` for a person who reaches the server at `reach`, with the latest use.
     pub fn new(m: MachineRecord, reach: Reach<'_>, usage: &UsageSampler) -> Self {
         let Reach { login, host, ssh_port } = reach;
-        let (latest, oom_kills) = usage.latest(m.namespace.as_str(), &m.name);
+        let (latest, oom_kills) = usage.latest(m.namespace.as_str(), m.name.as_str());
         let running = m.observed == Observed::Running;
-        let ssh_port_host = m.ports.iter().find(|p| p.container_port == 22 && p.protocol == "tcp").map(|p| p.host_port);
+        let ssh_port_host = m
+            .ports
+            .iter()
+            .find(|p| p.container_port == 22 && p.protocol == flvpc_model::spec::Protocol::Tcp)
+            .map(|p| p.host_port);
         let state = if m.desired == Desired::Deleted { "deleting".to_owned() } else { m.observed.as_str().to_owned() };
         Self {
             ssh: SshView {
                 jump: format!("ssh -J {login}@{host}:{ssh_port} root@{}.{}", m.name, m.namespace),
                 direct: ssh_port_host.map(|p| format!("ssh -p {p} root@{host}")),
             },
-            // The engine's own naming (injective: `<name>.<ns>`); a record's name was validated on save.
-            container: m.key().map(|key| flvpc_host::container_name(&key)).unwrap_or_default(),
+            // The engine's own naming (injective: `<name>.<ns>`).
+            container: flvpc_host::container_name(&m.key()),
+            host: m.placement.host.to_string(),
+            engine: m.placement.engine.as_str().to_owned(),
             namespace: m.namespace.to_string(),
-            name: m.name,
+            name: m.name.to_string(),
             state,
             desired: m.desired,
             ip: m.ip,
@@ -108,7 +118,11 @@ impl MachineView {
             ports: m
                 .ports
                 .into_iter()
-                .map(|p| PortView { container_port: p.container_port, host_port: p.host_port, protocol: p.protocol })
+                .map(|p| PortView {
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                    protocol: p.protocol.as_str().to_owned(),
+                })
                 .collect(),
             cpu_percent: latest.filter(|_| running).map(|p| p.cpu_percent),
             memory_used_mb: latest.filter(|_| running).map(|p| p.memory_mb),

@@ -156,9 +156,7 @@ impl Connection {
         let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or("no such port")?;
         let (machine, ns) = host.split_once('.').ok_or("not a machine: use <machine>.<namespace>")?;
         let ns = NamespaceName::parse(ns).map_err(|_| "not a machine: use <machine>.<namespace>")?;
-        if flvpc_host::engine::check_machine_name(machine).is_err() {
-            return Err("not a machine: use <machine>.<namespace>");
-        }
+        let name = flvpc_model::MachineName::parse(machine).map_err(|_| "not a machine: use <machine>.<namespace>")?;
         // Checked again for every channel: a removed key, membership or user takes effect at once.
         if self.owner(&user.login, &user.fingerprint).await != Some(user.user_id) {
             return Err("your key or account was removed");
@@ -172,7 +170,7 @@ impl Connection {
             .shared
             .state
             .store
-            .namespace_machine(&grant, machine)
+            .namespace_machine(&grant, &name)
             .await
             .ok()
             .flatten()

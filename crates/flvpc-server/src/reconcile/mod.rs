@@ -18,15 +18,21 @@
 //!   record points to the pending restart operation until the engine (re)started it.
 //! - Nothing is remembered between passes that the database or the engine does not say
 //!   again, but which authorized_keys were written (a cache a resync drops).
+//! - Every machine is acted on through the engine its record's placement names ([`Engines`]);
+//!   a placement with no registered engine gets an error on the record and no engine call.
+//!   Resync and events cover every registered engine: nothing here assumes there is one.
 
 pub mod engine;
+mod engines;
 #[cfg(test)]
 mod tests;
 
+pub use engines::Engines;
+
 use crate::events::Event;
-use flvpc_host::{Engine, EngineError, MachineDetails, MachineSpec, MachineState, PortMapping, Protocol};
+use flvpc_host::{Engine, EngineError, MachineDetails, MachineSpec, MachineState, PortMapping};
 use flvpc_model::policy::system;
-use flvpc_model::{MachineKey, MachineName, NamespaceName, Observed, OperationState};
+use flvpc_model::{EngineKind, HostName, MachineKey, NamespaceName, Observed, OperationState, Placement};
 use flvpc_store::{Desired, MachineRecord, Operation, Store};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -57,6 +63,8 @@ pub struct Settings {
     pub resync_every: Duration,
     /// Most processes a machine may run at once (`None`: no limit).
     pub pids_limit: Option<u32>,
+    /// The host this server runs on: new machines are placed there.
+    pub host: HostName,
 }
 
 impl Default for Settings {
@@ -68,6 +76,7 @@ impl Default for Settings {
             stop_timeout: Duration::from_secs(10),
             resync_every: Duration::from_secs(30),
             pids_limit: Some(DEFAULT_PIDS_LIMIT),
+            host: HostName::local(),
         }
     }
 }
@@ -80,18 +89,6 @@ const EVENTS_RETRY: Duration = Duration::from_secs(1);
 pub const DEFAULT_PIDS_LIMIT: u32 = 4096;
 
 type Key = MachineKey;
-
-/// The key of a machine record. Names were validated when the spec was saved; a record that
-/// does not parse (edited by hand) is skipped with an error in the log.
-fn record_key(namespace: &NamespaceName, name: &str) -> Option<Key> {
-    match MachineName::parse(name) {
-        Ok(name) => Some(MachineKey::new(namespace.clone(), name)),
-        Err(err) => {
-            tracing::error!("machine record {namespace}/{name:?} has an invalid name ({err}); skipped");
-            None
-        }
-    }
-}
 
 #[derive(Default)]
 struct Queue {
@@ -107,7 +104,7 @@ pub struct Reconciler {
 
 struct Inner {
     store: Arc<Store>,
-    engine: Arc<dyn Engine>,
+    engines: Engines,
     settings: Settings,
     queue: Mutex<Queue>,
     permits: Semaphore,
@@ -123,14 +120,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Reconciler {
-    /// A reconciler over `store` and `engine`. Call [`Reconciler::start`] to run its resync loop.
+    /// A reconciler over `store` with `engine` as the container engine of the settings' host,
+    /// the one engine of a server today. Call [`Reconciler::start`] to run its resync loop.
     pub fn new(store: Arc<Store>, engine: Arc<dyn Engine>, settings: Settings) -> Self {
+        let local = Placement::new(settings.host.clone(), EngineKind::Container);
+        Self::with_engines(store, Engines::new().with(local, engine), settings)
+    }
+
+    /// A reconciler over `store` acting through `engines`, each machine through the one its
+    /// placement names.
+    pub fn with_engines(store: Arc<Store>, engines: Engines, settings: Settings) -> Self {
         let (events, _) = broadcast::channel(1024);
         let permits = Semaphore::new(settings.concurrency.max(1));
         Self {
             inner: Arc::new(Inner {
                 store,
-                engine,
+                engines,
                 settings,
                 queue: Mutex::default(),
                 permits,
@@ -141,9 +146,14 @@ impl Reconciler {
         }
     }
 
-    /// The engine (for image checks at validation time).
-    pub fn engine(&self) -> &Arc<dyn Engine> {
-        &self.inner.engine
+    /// The registered engines (image checks at validation time, health, usage).
+    pub fn engines(&self) -> &Engines {
+        &self.inner.engines
+    }
+
+    /// Where a new machine whose spec asks for `backend` is placed: on this server's host.
+    pub fn placement_for(&self, backend: flvpc_model::spec::Backend) -> Placement {
+        Placement::for_backend(self.inner.settings.host.clone(), backend)
     }
 
     /// Live events.
@@ -167,18 +177,26 @@ impl Reconciler {
         })
     }
 
-    /// Enqueues each machine the engine reports a change of. Subscribes again when the stream
-    /// ends, after a pause (a down engine is not hammered; the resync covers the gap).
+    /// Follows the events of every registered engine at once.
     async fn follow_engine_events(&self) {
+        let followers = self.inner.engines.iter().map(|(placement, engine)| self.follow_events(placement, engine));
+        futures::future::join_all(followers).await;
+    }
+
+    /// Enqueues each machine `engine` reports a change of. Subscribes again when the stream
+    /// ends, after a pause (a down engine is not hammered; the resync covers the gap).
+    async fn follow_events(&self, placement: &Placement, engine: &Arc<dyn Engine>) {
         loop {
-            match self.inner.engine.machine_events().await {
+            match engine.machine_events().await {
                 Ok(Some(mut events)) => {
                     while let Some(key) = events.next().await {
                         self.enqueue(key);
                     }
                 }
                 Ok(None) => return,
-                Err(err) => tracing::debug!("cannot follow the engine's events (the resync still runs): {err}"),
+                Err(err) => {
+                    tracing::debug!("cannot follow the events of the {placement} engine (the resync still runs): {err}")
+                }
             }
             tokio::time::sleep(EVENTS_RETRY).await;
         }
@@ -194,17 +212,20 @@ impl Reconciler {
         self.progress_operations().await;
     }
 
-    /// Enqueues every machine with a record and every labelled container of this instance.
+    /// Enqueues every machine with a record and every labelled container of this instance on
+    /// every registered engine.
     async fn enqueue_all(&self) {
         let mut keys: HashSet<Key> = HashSet::new();
         match self.inner.store.all_machines(&system()).await {
-            Ok(machines) => keys.extend(machines.iter().filter_map(|m| record_key(&m.namespace, &m.name))),
+            Ok(machines) => keys.extend(machines.iter().map(MachineRecord::key)),
             Err(err) => tracing::error!("resync: cannot read machines: {err}"),
         }
-        // The engine lists only this instance's machines.
-        match self.inner.engine.list_machines(None).await {
-            Ok(found) => keys.extend(found.into_iter().map(|m| m.key)),
-            Err(err) => tracing::warn!("resync: cannot list machines on the engine: {err}"),
+        // An engine lists only this instance's machines.
+        for (placement, engine) in self.inner.engines.iter() {
+            match engine.list_machines(None).await {
+                Ok(found) => keys.extend(found.into_iter().map(|m| m.key)),
+                Err(err) => tracing::warn!("resync: cannot list machines on the {placement} engine: {err}"),
+            }
         }
         for key in keys {
             self.enqueue(key);
@@ -215,20 +236,15 @@ impl Reconciler {
     pub async fn resync_namespace(&self, ns: &NamespaceName) {
         if let Ok(machines) = self.inner.store.all_machines(&system()).await {
             for m in machines.iter().filter(|m| &m.namespace == ns) {
-                if let Some(key) = record_key(&m.namespace, &m.name) {
-                    self.enqueue(key);
-                }
+                self.enqueue(m.key());
             }
         }
     }
 
     /// Enqueues the targets of an operation just recorded.
     pub fn enqueue_operation(&self, op: &Operation) {
-        let Ok(ns) = NamespaceName::parse(&op.namespace) else { return };
         for target in &op.targets {
-            if let Some(key) = record_key(&ns, target) {
-                self.enqueue(key);
-            }
+            self.enqueue(MachineKey::new(op.namespace.clone(), target.clone()));
         }
         if op.targets.is_empty() {
             let this = self.clone();
@@ -281,17 +297,14 @@ impl Reconciler {
     }
 
     async fn observe(&self, key: &Key, state: Observed, ip: Option<String>, error: Option<String>) {
-        let (ns, name) = (&key.namespace, key.name.as_str());
-        if let Err(err) =
-            self.inner.store.set_observed(&system(), ns, name, state, ip.as_deref(), error.as_deref()).await
-        {
+        if let Err(err) = self.inner.store.set_observed(&system(), key, state, ip.as_deref(), error.as_deref()).await {
             tracing::error!("cannot record the state of {key}: {err}");
         }
         self.emit_machine(key, state.as_str(), ip, error);
     }
 
     async fn reconcile_one(&self, key: &Key) {
-        let record = match self.inner.store.machine(&system(), &key.namespace, key.name.as_str()).await {
+        let record = match self.inner.store.machine(&system(), key).await {
             Ok(record) => record,
             Err(err) => {
                 tracing::error!("reconcile {key}: cannot read the database: {err}");
@@ -300,8 +313,11 @@ impl Reconciler {
         };
         let result = match record {
             None => self.remove_orphan(key).await,
-            Some(record) if record.desired == Desired::Deleted => self.delete(key).await,
-            Some(record) => self.converge(key, &record).await,
+            Some(record) => match self.inner.engines.get(&record.placement) {
+                None => return self.unplaced(key, &record).await,
+                Some(engine) if record.desired == Desired::Deleted => self.delete(key, &record.placement, engine).await,
+                Some(engine) => self.converge(key, &record, engine).await,
+            },
         };
         if let Err(err) = result {
             tracing::warn!("reconcile {key}: {err}");
@@ -311,38 +327,55 @@ impl Reconciler {
         }
     }
 
+    /// A machine whose placement names no registered engine: nothing here can act on it. Says
+    /// so on the record (once, so a second pass writes nothing), touches no engine, and never
+    /// forgets the record, whatever it wants.
+    async fn unplaced(&self, key: &Key, record: &MachineRecord) {
+        let message = self.inner.engines.missing(&record.placement);
+        if record.observed != Observed::Error || record.error.as_deref() != Some(message.as_str()) {
+            tracing::warn!("reconcile {key}: {message}");
+            self.observe(key, Observed::Error, None, Some(message)).await;
+        }
+    }
+
     /// A container of this instance with no record: flvpc made it, nobody wants it (any more).
-    /// The engine finds only this instance's containers, so another server's are never touched.
+    /// Without a record there is no placement, so every registered engine is asked. An engine
+    /// finds only this instance's containers, so another server's are never touched.
     async fn remove_orphan(&self, key: &Key) -> Result<(), EngineError> {
-        if self.inner.engine.inspect_machine(key).await?.is_some() {
-            tracing::info!("removing {key}: a labelled container without a record");
-            self.inner.engine.remove_machine(key).await?;
+        for (placement, engine) in self.inner.engines.iter() {
+            if engine.inspect_machine(key).await?.is_some() {
+                tracing::info!("removing {key} from the {placement} engine: a labelled machine without a record");
+                engine.remove_machine(key).await?;
+            }
         }
         Ok(())
     }
 
     /// Removes the machine, then its namespace network if nothing else needs it, and only then
     /// forgets the record: a failure at any step leaves the record, so the next pass finishes.
-    async fn delete(&self, key: &Key) -> Result<(), EngineError> {
+    async fn delete(&self, key: &Key, placement: &Placement, engine: &Arc<dyn Engine>) -> Result<(), EngineError> {
         let ns = &key.namespace;
-        match self.inner.engine.remove_machine(key).await {
+        match engine.remove_machine(key).await {
             // A container of that name that is not ours: our machine is not there, and the
             // other one is left alone.
             Ok(()) | Err(EngineError::NotOurs { .. }) => {}
             Err(err) => return Err(err),
         }
         lock(&self.inner.keys_written).remove(key);
-        // The namespace network goes with its last machine. Each deleting reconcile removes its
-        // own container before it lists, so the last of concurrent ones sees them all gone.
+        // The namespace network of this engine goes with the namespace's last machine on it. Each
+        // deleting reconcile removes its own container before it lists, so the last of concurrent
+        // ones sees them all gone.
         let others = match self.inner.store.all_machines(&system()).await {
-            Ok(all) => all.iter().any(|m| &m.namespace == ns && m.desired != Desired::Deleted),
+            Ok(all) => {
+                all.iter().any(|m| &m.namespace == ns && &m.placement == placement && m.desired != Desired::Deleted)
+            }
             Err(err) => {
                 tracing::error!("cannot read the machines of {ns} (deleting {key} again at the next pass): {err}");
                 return Ok(());
             }
         };
-        if !others && self.inner.engine.list_machines(Some(ns)).await?.is_empty() {
-            match self.inner.engine.remove_network(ns).await {
+        if !others && engine.list_machines(Some(ns)).await?.is_empty() {
+            match engine.remove_network(ns).await {
                 Ok(()) => {}
                 // Something that is not a machine of this flvpc still uses it: not ours to cut off.
                 Err(err @ (EngineError::NetworkInUse { .. } | EngineError::NotOurs { .. })) => {
@@ -351,7 +384,7 @@ impl Reconciler {
                 Err(err) => return Err(err),
             }
         }
-        if let Err(err) = self.inner.store.forget_deleted_machine(&system(), ns, key.name.as_str()).await {
+        if let Err(err) = self.inner.store.forget_deleted_machine(&system(), key).await {
             tracing::error!("cannot forget {key} (trying again at the next pass): {err}");
             return Ok(());
         }
@@ -370,17 +403,16 @@ impl Reconciler {
             .iter()
             .map(|p| PortMapping {
                 container_port: p.container_port,
-                host_port: p.host_port,
-                protocol: if p.protocol == "udp" { Protocol::Udp } else { Protocol::Tcp },
-                publish_address: Some(p.address.unwrap_or(self.inner.settings.publish_address)),
+                host_port: Some(p.host_port),
+                protocol: p.protocol,
+                address: Some(p.address.unwrap_or(self.inner.settings.publish_address)),
             })
             .collect();
         spec.labels.insert(LABEL_SPEC.into(), record.spec_hash.clone());
         spec
     }
 
-    async fn converge(&self, key: &Key, record: &MachineRecord) -> Result<(), EngineError> {
-        let engine = &self.inner.engine;
+    async fn converge(&self, key: &Key, record: &MachineRecord, engine: &Arc<dyn Engine>) -> Result<(), EngineError> {
         let mut actual = engine.inspect_machine(key).await?;
         if actual.as_ref().is_some_and(|a| a.info.labels.get(LABEL_SPEC) != Some(&record.spec_hash)) {
             tracing::info!("recreating {key}: its settings changed");
@@ -399,7 +431,7 @@ impl Reconciler {
             engine.ensure_network(&key.namespace).await?;
             engine.create_machine(&self.machine_spec(key, record)).await?;
         }
-        self.write_keys(key).await?;
+        self.write_keys(key, engine).await?;
         let restart = record.restart_op.as_deref();
         let state = actual.as_ref().map(|a| a.info.state);
         let stop_timeout = self.inner.settings.stop_timeout;
@@ -416,7 +448,7 @@ impl Reconciler {
         // Running now, and (re)started in this pass unless it was running without a restart
         // pending: a pending restart is done (a stopped machine keeps it until it starts).
         if let (Desired::Running, Some(op)) = (record.desired, restart) {
-            if let Err(err) = self.inner.store.restart_done(&system(), &key.namespace, key.name.as_str(), op).await {
+            if let Err(err) = self.inner.store.restart_done(&system(), key, op).await {
                 // The request stays, so the machine is restarted once more: better than never.
                 tracing::error!("cannot record that {key} restarted for {op}: {err}");
             }
@@ -434,7 +466,7 @@ impl Reconciler {
 
     /// Writes the namespace members' keys to the machine, whole, unless the same content was
     /// written since the last resync (which forgets what was written, see [`Self::resync`]).
-    async fn write_keys(&self, machine: &Key) -> Result<(), EngineError> {
+    async fn write_keys(&self, machine: &Key, engine: &Arc<dyn Engine>) -> Result<(), EngineError> {
         let ns = &machine.namespace;
         let keys = match self.inner.store.namespace_keys(&system(), ns).await {
             Ok(keys) => keys,
@@ -454,7 +486,7 @@ impl Reconciler {
         if lock(&self.inner.keys_written).get(machine) == Some(&content) {
             return Ok(());
         }
-        self.inner.engine.write_authorized_keys(machine, &content).await?;
+        engine.write_authorized_keys(machine, &content).await?;
         lock(&self.inner.keys_written).insert(machine.clone(), content);
         Ok(())
     }
@@ -472,7 +504,7 @@ impl Reconciler {
             let mut done = 0i64;
             let mut failure = None;
             for target in &op.targets {
-                let record = machines.iter().find(|m| m.namespace.as_str() == op.namespace && &m.name == target);
+                let record = machines.iter().find(|m| m.namespace == op.namespace && &m.name == target);
                 let reached = match (op.goal.as_str(), record) {
                     (_, Some(m)) if m.observed == Observed::Error && m.observed_at >= op.created_at => {
                         failure = Some(format!("{}: {}", m.name, m.error.clone().unwrap_or_else(|| "failed".into())));
@@ -506,7 +538,7 @@ impl Reconciler {
                     continue;
                 }
                 let _ = self.inner.events.send(Event::Operation {
-                    namespace: op.namespace.clone(),
+                    namespace: op.namespace.to_string(),
                     id: op.id.clone(),
                     kind: op.kind.clone(),
                     state: state.as_str().to_owned(),

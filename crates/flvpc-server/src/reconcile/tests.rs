@@ -7,9 +7,12 @@ use super::*;
 use flvpc_host::fake::{Call, FAKE_INSTANCE};
 use flvpc_host::{FakeEngine, DEFAULT_IMAGE};
 use flvpc_model::quota::HostCaps;
-use flvpc_model::{Login, Principal};
+use flvpc_model::spec::{Backend, Protocol};
+use flvpc_model::{Login, MachineName, Principal};
 use flvpc_store::{MachinePlan, PortRange};
 use std::collections::BTreeMap;
+
+mod engines;
 
 const HASH: &str = "spec-1";
 
@@ -74,9 +77,10 @@ fn machine(namespace: &str) -> Key {
 
 fn plan() -> MachinePlan {
     MachinePlan {
-        name: "m".into(),
+        name: MachineName::parse("m").expect("name"),
         image: DEFAULT_IMAGE.into(),
-        backend: "docker".into(),
+        backend: Backend::Docker,
+        placement: Placement::default(),
         cpus: 1,
         cpu_cap_milli: None,
         memory_mb: 256,
@@ -99,15 +103,16 @@ impl World {
         let member = self.root.namespace_member(&n).expect("member");
         let caps = HostCaps::default();
         let range = PortRange { first: 40000, last: 40099 };
-        let free = |_: Option<IpAddr>, _: u16, _: &str| true;
-        self.store.apply_cluster(&admin, &[plan()], &caps, range, &free, None, "root").await.expect("apply");
+        let free = |_: Option<IpAddr>, _: u16, _: Protocol| true;
+        let by = self.root.login();
+        self.store.apply_cluster(&admin, &[plan()], &caps, range, &free, None, by).await.expect("apply");
         match want {
             Want::Stopped => {
-                self.store.set_desired(&member, None, Desired::Stopped, &caps, "k", "root").await.expect("stop");
+                self.store.set_desired(&member, None, Desired::Stopped, &caps, "k", by).await.expect("stop");
                 None
             }
             Want::Deleted => {
-                self.store.apply_cluster(&admin, &[], &caps, range, &free, None, "root").await.expect("delete");
+                self.store.apply_cluster(&admin, &[], &caps, range, &free, None, by).await.expect("delete");
                 None
             }
             Want::Restart => Some(self.restart(namespace).await),
@@ -118,7 +123,8 @@ impl World {
     async fn restart(&self, namespace: &str) -> Operation {
         let member = self.root.namespace_member(&ns(namespace)).expect("member");
         let caps = HostCaps::default();
-        self.store.request_restart(&member, "m", &caps, "machine.restart", "root").await.expect("restart")
+        let m = machine(namespace).name;
+        self.store.request_restart(&member, &m, &caps, "machine.restart", self.root.login()).await.expect("restart")
     }
 
     /// Puts `have` on the engine for machine `m` of `namespace`, behind the reconciler's back.
@@ -158,7 +164,7 @@ impl World {
     }
 
     async fn record_of(&self, namespace: &str) -> Option<MachineRecord> {
-        self.store.machine(&system(), &ns(namespace), "m").await.expect("read record")
+        self.store.machine(&system(), &machine(namespace)).await.expect("read record")
     }
 
     /// Everything about the scenario's machine that a pass may change, without the namespace's
@@ -459,7 +465,7 @@ async fn a_failed_restart_is_retried_and_a_newer_request_is_kept() {
     // A newer request made while one is pending is not lost when the older one is done.
     let first = w.restart("p").await;
     let second = w.restart("p").await;
-    w.store.restart_done(&system(), &key.namespace, "m", &first.id).await.expect("done");
+    w.store.restart_done(&system(), &key, &first.id).await.expect("done");
     assert_eq!(w.record_of("p").await.expect("p").restart_op.as_deref(), Some(second.id.as_str()));
     let before = w.fake.boots(&key);
     w.pass().await;

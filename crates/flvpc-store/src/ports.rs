@@ -1,0 +1,207 @@
+//! Host ports of machines: a table whose primary key (port, protocol) makes handing out one
+//! port twice impossible, and the reservation of a machine's ports when its spec is applied.
+
+use crate::machines::MachinePlan;
+use crate::{Store, StoreError};
+use flvpc_model::spec::{PortMapping, Protocol};
+use flvpc_model::{NamespaceName, SuperadminGrant};
+use sqlx::Row;
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+
+/// A host port requested for a machine: the spec's own port mapping (a `host_port` of `None` is
+/// allocated from the range; an `address` of `None` is the server's `--publish-address`).
+pub type PortRequest = PortMapping;
+
+/// A published host port of a machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRecord {
+    /// Port inside the machine.
+    pub container_port: u16,
+    /// Port on the host.
+    pub host_port: u16,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// The host address it is published on, when the spec named one; `None`: the server's
+    /// `--publish-address`.
+    pub address: Option<IpAddr>,
+}
+
+/// An inclusive range of host ports to allocate from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port.
+    pub last: u16,
+}
+
+/// Whether a host port is free outside the database: `(address, port, protocol)`.
+pub type IsFree = dyn Fn(Option<IpAddr>, u16, Protocol) -> bool + Sync;
+
+/// The protocol a stored word names. Only `tcp` and `udp` are ever written; anything else would be
+/// a hand edit, read as TCP (the default of Docker and footloose).
+fn protocol(word: &str) -> Protocol {
+    if word == Protocol::Udp.as_str() {
+        Protocol::Udp
+    } else {
+        Protocol::Tcp
+    }
+}
+
+/// The ports every machine holds, to check and allocate against.
+pub(crate) async fn taken_ports(tx: &mut sqlx::AnyConnection) -> Result<HashSet<(u16, Protocol)>, StoreError> {
+    sqlx::query("SELECT host_port, protocol FROM host_ports")
+        .fetch_all(tx)
+        .await?
+        .iter()
+        .map(|r| Ok((u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0), protocol(&r.try_get::<String, _>(1)?))))
+        .collect()
+}
+
+/// What a reservation needs besides the machine: the namespace, every port held (updated as
+/// ports are given out), the range, the host's own check, and who may be named in a refusal.
+pub(crate) struct Reservation<'a> {
+    pub ns: &'a NamespaceName,
+    pub taken: &'a mut HashSet<(u16, Protocol)>,
+    pub range: PortRange,
+    pub is_free: &'a IsFree,
+    pub holders: Option<&'a SuperadminGrant>,
+}
+
+/// Gives machine `machine_id` the ports `plan` asks for, in the apply's transaction: a port it
+/// already holds is kept (so a re-apply moves nothing), an explicit port is checked against every
+/// other holder and the host, the rest are allocated from the range.
+pub(crate) async fn reserve_ports(
+    tx: &mut sqlx::AnyConnection,
+    machine_id: i64,
+    plan: &MachinePlan,
+    r: &mut Reservation<'_>,
+) -> Result<(), StoreError> {
+    // This machine's current ports: kept when asked again, so a re-apply moves nothing.
+    let held: Vec<(u16, Protocol, u16)> =
+        sqlx::query("SELECT host_port, protocol, container_port FROM host_ports WHERE machine_id = $1")
+            .bind(machine_id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+                    protocol(&r.try_get::<String, _>(1)?),
+                    u16::try_from(r.try_get::<i64, _>(2)?).unwrap_or(0),
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+    sqlx::query("DELETE FROM host_ports WHERE machine_id = $1").bind(machine_id).execute(&mut *tx).await?;
+    for (port, proto, _) in &held {
+        r.taken.remove(&(*port, *proto));
+    }
+    for request in &plan.ports {
+        let proto = request.protocol;
+        let port = match request.host_port {
+            Some(port) => {
+                let ours = held.iter().any(|(p, pr, _)| *p == port && *pr == proto);
+                if r.taken.contains(&(port, proto)) {
+                    let holder = port_holder(&mut *tx, port, proto, r.ns, r.holders).await?;
+                    return Err(StoreError::Conflict(format!(
+                        "host port {port}/{proto} for {} is already taken ({holder}); pick another, or leave \
+                         hostPort out to get a free one",
+                        plan.name
+                    )));
+                }
+                if !ours && !(r.is_free)(request.address, port, proto) {
+                    return Err(StoreError::Conflict(format!(
+                        "host port {port}/{proto} for {} is already taken (by a program on the host); pick \
+                         another, or leave hostPort out to get a free one",
+                        plan.name
+                    )));
+                }
+                port
+            }
+            None => {
+                let previous = held
+                    .iter()
+                    .find(|(p, pr, c)| *c == request.container_port && *pr == proto && !r.taken.contains(&(*p, proto)))
+                    .map(|(p, _, _)| *p);
+                match previous {
+                    Some(port) => port,
+                    None => (r.range.first..=r.range.last)
+                        .find(|p| !r.taken.contains(&(*p, proto)) && (r.is_free)(request.address, *p, proto))
+                        .ok_or_else(|| {
+                            StoreError::Conflict(format!(
+                                "no free host port left in {}-{} for {}",
+                                r.range.first, r.range.last, plan.name
+                            ))
+                        })?,
+                }
+            }
+        };
+        r.taken.insert((port, proto));
+        sqlx::query(
+            "INSERT INTO host_ports (host_port, protocol, machine_id, container_port, address) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(i64::from(port))
+        .bind(proto.as_str())
+        .bind(machine_id)
+        .bind(i64::from(request.container_port))
+        .bind(request.address.map(|a| a.to_string()))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::unique(e, || format!("host port {port}/{proto} was taken meanwhile; try again")))?;
+    }
+    Ok(())
+}
+
+/// Who holds a host port, as the caller may be told: the machine when it is the caller's own
+/// namespace or the caller is the superadmin; otherwise only that another namespace holds it,
+/// so that a refusal never names another tenant's resources.
+async fn port_holder(
+    tx: &mut sqlx::AnyConnection,
+    port: u16,
+    proto: Protocol,
+    ns: &NamespaceName,
+    holders: Option<&SuperadminGrant>,
+) -> Result<String, StoreError> {
+    let row = sqlx::query(
+        "SELECT n.name, m.name FROM host_ports h JOIN machines m ON m.id = h.machine_id \
+         JOIN namespaces n ON n.id = m.namespace_id WHERE h.host_port = $1 AND h.protocol = $2",
+    )
+    .bind(i64::from(port))
+    .bind(proto.as_str())
+    .fetch_optional(tx)
+    .await?;
+    let Some(row) = row else { return Ok("by another namespace's machine".into()) };
+    let (namespace, machine): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+    Ok(if namespace == ns.as_str() {
+        format!("by machine {machine} of this namespace")
+    } else if holders.is_some() {
+        format!("by machine {machine} of namespace {namespace}")
+    } else {
+        "by another namespace's machine".into()
+    })
+}
+
+impl Store {
+    /// The published ports of every machine, by the machine's row id.
+    pub(crate) async fn ports_by_machine(&self) -> Result<BTreeMap<i64, Vec<PortRecord>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT machine_id, container_port, host_port, protocol, address FROM host_ports ORDER BY host_port",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_machine: BTreeMap<i64, Vec<PortRecord>> = BTreeMap::new();
+        for row in rows {
+            by_machine.entry(row.try_get(0)?).or_default().push(PortRecord {
+                container_port: u16::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
+                host_port: u16::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                protocol: protocol(&row.try_get::<String, _>(3)?),
+                // Written only from a parsed address; anything else would be a hand edit, and
+                // publishing on the default address is the safe reading of it.
+                address: row.try_get::<Option<String>, _>(4)?.and_then(|a| a.parse().ok()),
+            });
+        }
+        Ok(by_machine)
+    }
+}
