@@ -1,5 +1,8 @@
 //! Sign-in, the caller's own account (keys, tokens, password) and users (superadmin).
 
+use super::responses::{
+    Forbidden, Invalid, Malformed, NotFound, PayloadTooLarge, Unauthenticated, UnsupportedMediaType,
+};
 use super::wire::*;
 use super::{act, ApiJson};
 use crate::auth::{Caller, ClientAddr};
@@ -16,10 +19,10 @@ use flvpc_store::TokenKind;
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in: a bearer token", body = LoginResponse),
-        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
+        Malformed,
         (status = 401, description = "Wrong login or password (`wrong_credentials`)", body = ErrorBody),
-        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
+        PayloadTooLarge,
+        UnsupportedMediaType,
         (status = 429, description = "Too many failed sign-ins (`too_many_attempts`) or the server is busy checking passwords (`too_many_requests`); see Retry-After", body = ErrorBody),
     ))]
 pub async fn login(
@@ -39,7 +42,7 @@ pub async fn login(
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 204, description = "Signed out: the token no longer works"),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
     ))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
     act(&state, &caller, Action::SignOut).await?;
@@ -50,7 +53,7 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "You and your namespaces", body = Me),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
     ))]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Me>> {
     let principal = caller.principal();
@@ -69,8 +72,8 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
     responses(
         (status = 200, description = "Every user", body = Vec<UserOut>),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        Unauthenticated,
+        Forbidden,
     ))]
 pub async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<UserOut>>> {
     Ok(Json(core::list_users(&state, caller.principal()).await?.into_iter().map(UserOut::from).collect()))
@@ -80,13 +83,13 @@ pub async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiRes
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])), request_body = NewUser,
     responses(
         (status = 201, description = "Created", body = UserOut),
-        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        Malformed,
+        Unauthenticated,
+        Forbidden,
         (status = 409, description = "That login is taken (`conflict`)", body = ErrorBody),
-        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
-        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Invalid,
     ))]
 pub async fn create_user(
     State(state): State<AppState>,
@@ -103,10 +106,10 @@ pub async fn create_user(
     params(("login" = super::rules::Login, Path, description = "The user's login")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
-        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        Invalid,
     ))]
 pub async fn delete_user(
     State(state): State<AppState>,
@@ -123,13 +126,13 @@ pub async fn delete_user(
     params(("login" = super::rules::Login, Path, description = "The user's login")), request_body = PasswordChange,
     responses(
         (status = 204, description = "Changed"),
-        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Malformed,
+        Unauthenticated,
         (status = 403, description = "Not your account and you are not the superadmin (`forbidden`), or the current password is wrong (`wrong_password`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
-        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
-        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        NotFound,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Invalid,
         (status = 429, description = "The server is busy checking other passwords (`too_many_requests`); see Retry-After", body = ErrorBody),
     ))]
 pub async fn change_password(
@@ -147,7 +150,7 @@ pub async fn change_password(
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys", security(("bearer" = [])),
     responses(
         (status = 200, description = "Your keys", body = Vec<KeyOut>),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
     ))]
 pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<KeyOut>>> {
     Ok(Json(core::list_keys(&state, caller.principal()).await?.into_iter().map(KeyOut::from).collect()))
@@ -157,12 +160,12 @@ pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResu
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", security(("bearer" = [])), request_body = NewKey,
     responses(
         (status = 201, description = "Added", body = KeyOut),
-        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Malformed,
+        Unauthenticated,
         (status = 409, description = "You have a key of that name or that key already (`conflict`)", body = ErrorBody),
-        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
-        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Invalid,
     ))]
 pub async fn add_key(
     State(state): State<AppState>,
@@ -179,9 +182,9 @@ pub async fn add_key(
     params(("name" = super::rules::KeyName, Path, description = "The key's name")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
-        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        Unauthenticated,
+        NotFound,
+        Invalid,
     ))]
 pub async fn delete_key(
     State(state): State<AppState>,
@@ -196,7 +199,7 @@ pub async fn delete_key(
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = [])),
     responses(
         (status = 200, description = "Your tokens", body = Vec<TokenOut>),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
     ))]
 pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TokenOut>>> {
     Ok(Json(core::list_tokens(&state, caller.principal()).await?.into_iter().map(TokenOut::from).collect()))
@@ -206,12 +209,12 @@ pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiRe
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = [])), request_body = NewToken,
     responses(
         (status = 201, description = "Created; the secret is shown this once", body = CreatedToken),
-        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Malformed,
+        Unauthenticated,
         (status = 409, description = "You have a token of that name (`conflict`)", body = ErrorBody),
-        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
-        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Invalid,
     ))]
 pub async fn create_token(
     State(state): State<AppState>,
@@ -227,9 +230,9 @@ pub async fn create_token(
     params(("name" = super::rules::TokenName, Path, description = "The token's name")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
-        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        Unauthenticated,
+        NotFound,
+        Invalid,
     ))]
 pub async fn delete_token(
     State(state): State<AppState>,

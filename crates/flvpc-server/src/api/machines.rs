@@ -1,6 +1,7 @@
 //! Cluster specs, machines, operations and live events.
 
 use super::act;
+use super::responses::{Forbidden, NotFound, PayloadTooLarge, Unauthenticated};
 use super::wire::*;
 use crate::access::server_host;
 use crate::auth::Caller;
@@ -27,7 +28,7 @@ fn wants_yaml(headers: &HeaderMap, name: header::HeaderName) -> bool {
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
     responses(
         (status = 200, description = "The cluster spec (footloose.yaml format): JSON, or the stored YAML with `Accept: application/yaml`", content((Object = "application/json"), (Object = "application/yaml"))),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
         (status = 404, description = "No such namespace, you are not a member, or it has no spec yet (`not_found`)", body = ErrorBody),
     ))]
 pub async fn get_cluster(
@@ -55,10 +56,10 @@ pub async fn get_cluster(
     responses(
         (status = 200, description = "Saved", body = SpecSaved),
         (status = 400, description = "The body is not UTF-8 text (`bad_request`)", body = ErrorBody),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
-        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        PayloadTooLarge,
         (status = 422, description = "The spec is invalid (`invalid_spec`), names an image the host lacks (`unknown_image`) or a backend it lacks (`backend_unavailable`), or can never fit the quota (`quota_exceeded`)", body = ErrorBody),
         (status = 503, description = "The container engine cannot be reached (`engine_unavailable`); try again", body = ErrorBody),
     ))]
@@ -91,9 +92,9 @@ async fn accepted(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
     responses(
         (status = 202, description = "Started: poll the operation", body = OperationStarted),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
         (status = 409, description = "No spec saved yet (`no_spec`), or a host port is taken (`conflict`)", body = ErrorBody),
         (status = 422, description = "The saved spec is no longer valid here (`invalid_spec`, `unknown_image`, `backend_unavailable`) or does not fit the quota or the host's overcommit cap (`quota_exceeded`)", body = ErrorBody),
         (status = 503, description = "The container engine cannot be reached (`engine_unavailable`); try again", body = ErrorBody),
@@ -111,8 +112,8 @@ pub async fn create_cluster(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
     responses(
         (status = 202, description = "Started: poll the operation", body = OperationStarted),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        Unauthenticated,
+        NotFound,
         (status = 422, description = "Starting would pass the host's overcommit cap (`quota_exceeded`)", body = ErrorBody),
     ))]
 pub async fn start_cluster(
@@ -128,8 +129,8 @@ pub async fn start_cluster(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
     responses(
         (status = 202, description = "Started: poll the operation", body = OperationStarted),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        Unauthenticated,
+        NotFound,
     ))]
 pub async fn stop_cluster(
     State(state): State<AppState>,
@@ -144,9 +145,9 @@ pub async fn stop_cluster(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
     responses(
         (status = 202, description = "Started: poll the operation", body = OperationStarted),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
     ))]
 pub async fn delete_cluster(
     State(state): State<AppState>,
@@ -161,8 +162,8 @@ pub async fn delete_cluster(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
     responses(
         (status = 200, description = "Its machines", body = Vec<MachineOut>),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        Unauthenticated,
+        NotFound,
     ))]
 pub async fn list_machines(
     State(state): State<AppState>,
@@ -181,8 +182,8 @@ pub async fn list_machines(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("name" = super::rules::MachineName, Path, description = "The machine's name")),
     responses(
         (status = 202, description = "Started: poll the operation", body = OperationStarted),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        Unauthenticated,
+        NotFound,
         (status = 422, description = "Starting would pass the host's overcommit cap (`quota_exceeded`)", body = ErrorBody),
     ))]
 pub async fn start_machine(
@@ -198,8 +199,8 @@ pub async fn start_machine(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("name" = super::rules::MachineName, Path, description = "The machine's name")),
     responses(
         (status = 202, description = "Started: poll the operation", body = OperationStarted),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        Unauthenticated,
+        NotFound,
     ))]
 pub async fn stop_machine(
     State(state): State<AppState>,
@@ -214,8 +215,8 @@ pub async fn stop_machine(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("name" = super::rules::MachineName, Path, description = "The machine's name")),
     responses(
         (status = 202, description = "Started: poll the operation", body = OperationStarted),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        Unauthenticated,
+        NotFound,
         (status = 422, description = "Starting a stopped machine would pass the host's overcommit cap (`quota_exceeded`)", body = ErrorBody),
     ))]
 pub async fn restart_machine(
@@ -231,7 +232,7 @@ pub async fn restart_machine(
     params(("id" = String, Path, description = "The operation's id, from the 202 that started it")),
     responses(
         (status = 200, description = "Its progress", body = OperationOut),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
         (status = 404, description = "No such operation, or you did not start it (`not_found`)", body = ErrorBody),
     ))]
 pub async fn get_operation(
@@ -246,7 +247,7 @@ pub async fn get_operation(
 #[utoipa::path(get, path = "/api/v1/events", tag = "machines", security(("bearer" = [])),
     responses(
         (status = 200, description = "A `text/event-stream` of `{type: machine|operation, namespace, ...}` events, kept alive with comments", body = String, content_type = "text/event-stream"),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
     ))]
 pub async fn events(
     State(state): State<AppState>,
@@ -259,7 +260,7 @@ pub async fn events(
 #[utoipa::path(get, path = "/api/v1/ssh-config", tag = "machines", security(("bearer" = [])),
     responses(
         (status = 200, description = "~/.ssh/config blocks", body = String, content_type = "text/plain"),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
     ))]
 pub async fn ssh_config(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> ApiResult<Response> {
     let text = crate::access::ssh_config_for(&state, caller.principal(), &server_host(&headers)).await?;
@@ -271,8 +272,8 @@ pub async fn ssh_config(State(state): State<AppState>, caller: Caller, headers: 
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("name" = super::rules::MachineName, Path, description = "The machine's name")),
     responses(
         (status = 200, description = "Samples of the last hour, oldest first", body = MetricsOut),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        Unauthenticated,
+        NotFound,
     ))]
 pub async fn machine_metrics(
     State(state): State<AppState>,

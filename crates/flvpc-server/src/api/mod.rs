@@ -5,6 +5,7 @@
 mod accounts;
 mod machines;
 mod namespaces;
+mod responses;
 pub mod rules;
 pub mod wire;
 

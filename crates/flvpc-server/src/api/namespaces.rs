@@ -1,5 +1,8 @@
 //! Namespaces, memberships and the audit log.
 
+use super::responses::{
+    Forbidden, Invalid, Malformed, NotFound, PayloadTooLarge, Unauthenticated, UnsupportedMediaType,
+};
 use super::wire::*;
 use super::{act, ApiJson};
 use crate::auth::Caller;
@@ -16,7 +19,7 @@ use serde::Deserialize;
 #[utoipa::path(get, path = "/api/v1/namespaces", tag = "namespaces", security(("bearer" = [])),
     responses(
         (status = 200, description = "The namespaces you may see", body = Vec<NamespaceOut>),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
     ))]
 pub async fn list_namespaces(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<NamespaceOut>>> {
     let all = core::visible_namespaces(&state, caller.principal()).await?;
@@ -27,13 +30,13 @@ pub async fn list_namespaces(State(state): State<AppState>, caller: Caller) -> A
 #[utoipa::path(post, path = "/api/v1/namespaces", tag = "namespaces", security(("bearer" = [])), request_body = NewNamespace,
     responses(
         (status = 201, description = "Created", body = NamespaceOut),
-        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        Malformed,
+        Unauthenticated,
+        Forbidden,
         (status = 409, description = "That name is taken (`conflict`)", body = ErrorBody),
-        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
-        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Invalid,
     ))]
 pub async fn create_namespace(
     State(state): State<AppState>,
@@ -50,7 +53,7 @@ pub async fn create_namespace(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
     responses(
         (status = 200, description = "The namespace", body = NamespaceOut),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
         (status = 404, description = "No such namespace, or you are not a member (`not_found`); also for a name that breaks the rule", body = ErrorBody),
     ))]
 pub async fn get_namespace(
@@ -67,11 +70,11 @@ pub async fn get_namespace(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
     responses(
         (status = 204, description = "Deleted, with its machines, network and ports"),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
         (status = 409, description = "Its machines could not all be removed yet (`machines_remain`); try again", body = ErrorBody),
-        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        Invalid,
     ))]
 pub async fn delete_namespace(
     State(state): State<AppState>,
@@ -87,7 +90,7 @@ pub async fn delete_namespace(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
     responses(
         (status = 200, description = "Its members", body = Vec<MemberOut>),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
         (status = 404, description = "No such namespace, or you are not a member (`not_found`); also for a name that breaks the rule", body = ErrorBody),
     ))]
 pub async fn list_members(
@@ -105,13 +108,13 @@ pub async fn list_members(
     responses(
         (status = 200, description = "The role was changed", body = MemberOut),
         (status = 201, description = "The user was added", body = MemberOut),
-        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
-        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
-        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        Malformed,
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Invalid,
     ))]
 pub async fn set_member(
     State(state): State<AppState>,
@@ -130,10 +133,10 @@ pub async fn set_member(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("login" = super::rules::Login, Path, description = "The user's login")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
-        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        Invalid,
     ))]
 pub async fn remove_member(
     State(state): State<AppState>,
@@ -162,7 +165,7 @@ pub struct AuditQuery {
     responses(
         (status = 200, description = "Records, newest first", body = Vec<AuditOut>),
         (status = 400, description = "A query parameter is not of its type (`bad_request`)", body = ErrorBody),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
         (status = 403, description = "Without the namespace parameter: you are not the superadmin; with it: you are not its admin (`forbidden`)", body = ErrorBody),
         (status = 404, description = "No such namespace, or you are not a member (`not_found`)", body = ErrorBody),
     ))]
@@ -182,13 +185,13 @@ pub async fn audit(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")), request_body = QuotaBody,
     responses(
         (status = 200, description = "The quota now", body = QuotaBody),
-        (status = 400, description = "The body or query is unreadable or has the wrong shape (`malformed_json`, `bad_request`)", body = ErrorBody),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
-        (status = 404, description = "No such thing, or you may not see it (`not_found`)", body = ErrorBody),
-        (status = 413, description = "The body is too large (`payload_too_large`)", body = ErrorBody),
-        (status = 415, description = "The body is not sent as JSON (`unsupported_media_type`)", body = ErrorBody),
-        (status = 422, description = "A value breaks a rule (`invalid`); the message names the field and the rule", body = ErrorBody),
+        Malformed,
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Invalid,
     ))]
 pub async fn set_quota(
     State(state): State<AppState>,
@@ -206,7 +209,7 @@ pub async fn set_quota(
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name")),
     responses(
         (status = 200, description = "Quota, allocated, running and used", body = NamespaceCapacity),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
+        Unauthenticated,
         (status = 404, description = "No such namespace, or you are not a member (`not_found`)", body = ErrorBody),
     ))]
 pub async fn namespace_resources(
@@ -222,8 +225,8 @@ pub async fn namespace_resources(
 #[utoipa::path(get, path = "/api/v1/capacity", tag = "namespaces", security(("bearer" = [])),
     responses(
         (status = 200, description = "The capacity report", body = CapacityOut),
-        (status = 401, description = "No valid credentials (`unauthenticated`)", body = ErrorBody),
-        (status = 403, description = "Your role does not allow this (`forbidden`)", body = ErrorBody),
+        Unauthenticated,
+        Forbidden,
     ))]
 pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<CapacityOut>> {
     let report = core::capacity::capacity(&state, caller.principal()).await?;
