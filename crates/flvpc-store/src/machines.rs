@@ -217,6 +217,13 @@ macro_rules! select_machines {
     };
 }
 
+/// Whose host ports a read of machine records needs.
+enum PortScope<'a> {
+    All,
+    Namespace(&'a str),
+    Machine(i64),
+}
+
 fn machine_from(row: &sqlx::any::AnyRow) -> Result<(i64, MachineRecord), StoreError> {
     Ok((
         row.try_get(0)?,
@@ -302,10 +309,29 @@ impl Store {
         }
     }
 
-    async fn attach_ports(&self, mut machines: Vec<(i64, MachineRecord)>) -> Result<Vec<MachineRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT machine_id, container_port, host_port, protocol, address FROM host_ports ORDER BY host_port",
-        )
+    async fn attach_ports(
+        &self,
+        mut machines: Vec<(i64, MachineRecord)>,
+        scope: PortScope<'_>,
+    ) -> Result<Vec<MachineRecord>, StoreError> {
+        // Only the ports of the machines asked for: reading every port of the host for one
+        // machine or one namespace made each read grow with the whole host (issue 9).
+        let rows = match scope {
+            PortScope::All => sqlx::query(
+                "SELECT machine_id, container_port, host_port, protocol, address FROM host_ports ORDER BY host_port",
+            ),
+            PortScope::Namespace(ns) => sqlx::query(
+                "SELECT p.machine_id, p.container_port, p.host_port, p.protocol, p.address FROM host_ports p \
+                 JOIN machines m ON m.id = p.machine_id JOIN namespaces n ON n.id = m.namespace_id \
+                 WHERE n.name = $1 ORDER BY p.host_port",
+            )
+            .bind(ns),
+            PortScope::Machine(id) => sqlx::query(
+                "SELECT machine_id, container_port, host_port, protocol, address FROM host_ports \
+                 WHERE machine_id = $1 ORDER BY host_port",
+            )
+            .bind(id),
+        }
         .fetch_all(&self.pool)
         .await?;
         let mut by_machine: BTreeMap<i64, Vec<PortRecord>> = BTreeMap::new();
@@ -371,14 +397,14 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         let machines = rows.iter().map(machine_from).collect::<Result<Vec<_>, _>>()?;
-        self.attach_ports(machines).await
+        self.attach_ports(machines, PortScope::Namespace(grant.namespace().as_str())).await
     }
 
     /// Every machine of every namespace (the reconciler's resync).
     pub async fn all_machines(&self, _: &SystemGrant) -> Result<Vec<MachineRecord>, StoreError> {
         let rows = sqlx::query(select_machines!("ORDER BY n.name, m.name")).fetch_all(&self.pool).await?;
         let machines = rows.iter().map(machine_from).collect::<Result<Vec<_>, _>>()?;
-        self.attach_ports(machines).await
+        self.attach_ports(machines, PortScope::All).await
     }
 
     /// One machine of the grant's namespace, if it has a record (the SSH gateway's lookup).
@@ -407,7 +433,8 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else { return Ok(None) };
-        Ok(self.attach_ports(vec![machine_from(&row)?]).await?.pop())
+        let (id, machine) = machine_from(&row)?;
+        Ok(self.attach_ports(vec![(id, machine)], PortScope::Machine(id)).await?.pop())
     }
 
     /// Makes the namespace's machines match `plans`: new ones are added, changed ones
