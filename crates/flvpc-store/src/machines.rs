@@ -217,11 +217,50 @@ macro_rules! select_machines {
     };
 }
 
-/// Whose host ports a read of machine records needs.
-enum PortScope<'a> {
-    All,
-    Namespace(&'a str),
-    Machine(i64),
+/// A machine query joined with its host ports: one row per port (one with NULL port columns
+/// for a machine without), the machine's columns as in `select_machines!`, then the port's
+/// from column 16. One query where machines and then their ports took two, and only the ports
+/// of the machines read (issue 9: the list's cost grew with every port of the host).
+macro_rules! select_machines_with_ports {
+    ($tail:literal) => {
+        concat!(
+            "SELECT m.id, n.name, m.name, m.image, m.backend, m.cpus, m.memory_mb, m.disk_gb, m.spec_hash, m.desired, \
+             m.observed, m.ip, m.error, m.observed_at, m.cpu_cap_milli, m.restart_op, \
+             p.container_port, p.host_port, p.protocol, p.address FROM machines m \
+             JOIN namespaces n ON n.id = m.namespace_id LEFT JOIN host_ports p ON p.machine_id = m.id ",
+            $tail
+        )
+    };
+}
+
+/// Machine records from the rows of `select_machines_with_ports!`, ordered so that each
+/// machine's rows are next to each other.
+fn machines_with_ports(rows: &[sqlx::any::AnyRow]) -> Result<Vec<MachineRecord>, StoreError> {
+    let mut machines: Vec<(i64, MachineRecord)> = Vec::new();
+    for row in rows {
+        let id: i64 = row.try_get(0)?;
+        if machines.last().map(|(last, _)| *last) != Some(id) {
+            machines.push(machine_from(row)?);
+        }
+        if row.try_get::<Option<i64>, _>(17)?.is_some() {
+            if let Some((_, machine)) = machines.last_mut() {
+                machine.ports.push(port_from(row, 16)?);
+            }
+        }
+    }
+    Ok(machines.into_iter().map(|(_, m)| m).collect())
+}
+
+/// A host port from four columns starting at `at`: container port, host port, protocol, address.
+fn port_from(row: &sqlx::any::AnyRow, at: usize) -> Result<PortRecord, StoreError> {
+    Ok(PortRecord {
+        container_port: u16::try_from(row.try_get::<i64, _>(at)?).unwrap_or(0),
+        host_port: u16::try_from(row.try_get::<i64, _>(at + 1)?).unwrap_or(0),
+        protocol: row.try_get(at + 2)?,
+        // Written only from a parsed address; anything else would be a hand edit, and
+        // publishing on the default address is the safe reading of it.
+        address: row.try_get::<Option<String>, _>(at + 3)?.and_then(|a| a.parse().ok()),
+    })
 }
 
 fn machine_from(row: &sqlx::any::AnyRow) -> Result<(i64, MachineRecord), StoreError> {
@@ -309,41 +348,15 @@ impl Store {
         }
     }
 
-    async fn attach_ports(
-        &self,
-        mut machines: Vec<(i64, MachineRecord)>,
-        scope: PortScope<'_>,
-    ) -> Result<Vec<MachineRecord>, StoreError> {
-        // Only the ports of the machines asked for: reading every port of the host for one
-        // machine or one namespace made each read grow with the whole host (issue 9).
-        let rows = match scope {
-            PortScope::All => sqlx::query(
-                "SELECT machine_id, container_port, host_port, protocol, address FROM host_ports ORDER BY host_port",
-            ),
-            PortScope::Namespace(ns) => sqlx::query(
-                "SELECT p.machine_id, p.container_port, p.host_port, p.protocol, p.address FROM host_ports p \
-                 JOIN machines m ON m.id = p.machine_id JOIN namespaces n ON n.id = m.namespace_id \
-                 WHERE n.name = $1 ORDER BY p.host_port",
-            )
-            .bind(ns),
-            PortScope::Machine(id) => sqlx::query(
-                "SELECT machine_id, container_port, host_port, protocol, address FROM host_ports \
-                 WHERE machine_id = $1 ORDER BY host_port",
-            )
-            .bind(id),
-        }
+    async fn attach_ports(&self, mut machines: Vec<(i64, MachineRecord)>) -> Result<Vec<MachineRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT machine_id, container_port, host_port, protocol, address FROM host_ports ORDER BY host_port",
+        )
         .fetch_all(&self.pool)
         .await?;
         let mut by_machine: BTreeMap<i64, Vec<PortRecord>> = BTreeMap::new();
         for row in rows {
-            by_machine.entry(row.try_get(0)?).or_default().push(PortRecord {
-                container_port: u16::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
-                host_port: u16::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                protocol: row.try_get(3)?,
-                // Written only from a parsed address; anything else would be a hand edit, and
-                // publishing on the default address is the safe reading of it.
-                address: row.try_get::<Option<String>, _>(4)?.and_then(|a| a.parse().ok()),
-            });
+            by_machine.entry(row.try_get(0)?).or_default().push(port_from(&row, 1)?);
         }
         for (id, machine) in &mut machines {
             machine.ports = by_machine.remove(id).unwrap_or_default();
@@ -392,19 +405,18 @@ impl Store {
 
     /// The machines of a namespace, with ports, by name.
     pub async fn machines(&self, grant: &NamespaceGrant) -> Result<Vec<MachineRecord>, StoreError> {
-        let rows = sqlx::query(select_machines!("WHERE n.name = $1 ORDER BY m.name"))
+        let rows = sqlx::query(select_machines_with_ports!("WHERE n.name = $1 ORDER BY m.name, p.host_port"))
             .bind(grant.namespace().as_str())
             .fetch_all(&self.pool)
             .await?;
-        let machines = rows.iter().map(machine_from).collect::<Result<Vec<_>, _>>()?;
-        self.attach_ports(machines, PortScope::Namespace(grant.namespace().as_str())).await
+        machines_with_ports(&rows)
     }
 
     /// Every machine of every namespace (the reconciler's resync).
     pub async fn all_machines(&self, _: &SystemGrant) -> Result<Vec<MachineRecord>, StoreError> {
         let rows = sqlx::query(select_machines!("ORDER BY n.name, m.name")).fetch_all(&self.pool).await?;
         let machines = rows.iter().map(machine_from).collect::<Result<Vec<_>, _>>()?;
-        self.attach_ports(machines, PortScope::All).await
+        self.attach_ports(machines).await
     }
 
     /// One machine of the grant's namespace, if it has a record (the SSH gateway's lookup).
@@ -427,14 +439,12 @@ impl Store {
     }
 
     async fn machine_record(&self, ns: &NamespaceName, name: &str) -> Result<Option<MachineRecord>, StoreError> {
-        let row = sqlx::query(select_machines!("WHERE n.name = $1 AND m.name = $2"))
+        let rows = sqlx::query(select_machines_with_ports!("WHERE n.name = $1 AND m.name = $2 ORDER BY p.host_port"))
             .bind(ns.as_str())
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let (id, machine) = machine_from(&row)?;
-        Ok(self.attach_ports(vec![(id, machine)], PortScope::Machine(id)).await?.pop())
+        Ok(machines_with_ports(&rows)?.pop())
     }
 
     /// Makes the namespace's machines match `plans`: new ones are added, changed ones
