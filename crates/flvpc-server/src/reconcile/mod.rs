@@ -399,7 +399,7 @@ impl Reconciler {
             engine.ensure_network(&key.namespace).await?;
             engine.create_machine(&self.machine_spec(key, record)).await?;
         }
-        self.write_keys(key).await?;
+        self.write_keys(key, actual.as_ref()).await?;
         let restart = record.restart_op.as_deref();
         let state = actual.as_ref().map(|a| a.info.state);
         let stop_timeout = self.inner.settings.stop_timeout;
@@ -462,7 +462,10 @@ impl Reconciler {
 
     /// Writes the namespace members' keys to the machine, whole, unless the same content was
     /// written since the last resync (which forgets what was written, see [`Self::resync`]).
-    async fn write_keys(&self, machine: &Key) -> Result<(), EngineError> {
+    ///
+    /// `inspected`: the machine as this pass inspected it, if its container was there already;
+    /// the keys then go to that container without a second lookup.
+    async fn write_keys(&self, machine: &Key, inspected: Option<&MachineDetails>) -> Result<(), EngineError> {
         let ns = &machine.namespace;
         let keys = match self.inner.store.namespace_keys(&system(), ns).await {
             Ok(keys) => keys,
@@ -482,7 +485,10 @@ impl Reconciler {
         if lock(&self.inner.keys_written).get(machine) == Some(&content) {
             return Ok(());
         }
-        self.inner.engine.write_authorized_keys(machine, &content).await?;
+        match inspected {
+            Some(details) => self.inner.engine.write_authorized_keys_to(details, &content).await?,
+            None => self.inner.engine.write_authorized_keys(machine, &content).await?,
+        }
         lock(&self.inner.keys_written).insert(machine.clone(), content);
         Ok(())
     }
