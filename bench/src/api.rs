@@ -268,7 +268,8 @@ async fn db_scale(o: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Removes every container of the server's instance (after a failure left some behind).
+/// Removes every container of the server's instance and the `running` namespace's network
+/// (after a failure left some behind).
 fn remove_containers(db: &Path) -> Result<()> {
     let instance =
         run(Command::new("sqlite3").arg(db).arg("SELECT value FROM server_settings WHERE key = 'instance_id'"))?;
@@ -280,6 +281,14 @@ fn remove_containers(db: &Path) -> Result<()> {
     let ids: Vec<&str> = ids.split_whitespace().collect();
     if !ids.is_empty() {
         run(Command::new("docker").args(["rm", "-f"]).args(&ids))?;
+    }
+    // The namespace network too, once Docker let go of it (it may lag behind the containers).
+    for _ in 0..10 {
+        let exists = run(Command::new("docker").args(["network", "inspect", "flvpc-running"])).is_ok();
+        if !exists || run(Command::new("docker").args(["network", "rm", "flvpc-running"])).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
     Ok(())
 }
