@@ -1,7 +1,8 @@
 //! bench/usage-sampler: what the live usage sampler costs. The flvpc server's own CPU
 //! time and resident memory over a window with 0 machines (the baseline, same server,
 //! same run), then with N running machines (default 30), plus the sampler's round time
-//! read from /metrics.
+//! read from /metrics. dockerd's CPU over the same windows is printed too: work flvpc asks
+//! of the engine (inspects, archive uploads) costs there, not in flvpc's own process.
 //!
 //! Usage (as root, dockerd running, image built):
 //!   cargo run --release -p flvpc-bench --bin usage-sampler -- [--machines 30] [--window 60] [--flvpc target/release/flvpc]
@@ -22,6 +23,15 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks / 100.0)
 }
 
+/// The PID of the process named `dockerd`, if one runs (read from /proc, nothing is signalled).
+fn dockerd_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+        (comm.trim() == "dockerd").then_some(pid)
+    })
+}
+
 fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -32,8 +42,11 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-async fn window(client: &reqwest::Client, base: &str, pid: u32, secs: u64) -> Result<(f64, f64, f64)> {
+/// flvpc's CPU %, its RSS, the median sampler round (ms) and dockerd's CPU % over one window.
+async fn window(client: &reqwest::Client, base: &str, pid: u32, secs: u64) -> Result<(f64, f64, f64, f64)> {
     let cpu0 = cpu_seconds(pid)?;
+    let dockerd = dockerd_pid();
+    let docker0 = dockerd.and_then(|p| cpu_seconds(p).ok());
     let started = Instant::now();
     let mut rounds = Vec::new();
     while started.elapsed() < Duration::from_secs(secs) {
@@ -44,9 +57,13 @@ async fn window(client: &reqwest::Client, base: &str, pid: u32, secs: u64) -> Re
         }
     }
     let cpu = (cpu_seconds(pid)? - cpu0) / started.elapsed().as_secs_f64() * 100.0;
+    let docker = match (dockerd.and_then(|p| cpu_seconds(p).ok()), docker0) {
+        (Some(after), Some(before)) => (after - before) / started.elapsed().as_secs_f64() * 100.0,
+        _ => f64::NAN,
+    };
     rounds.sort_by(|a, b| a.total_cmp(b));
     let round = rounds.get(rounds.len() / 2).copied().unwrap_or(0.0);
-    Ok((cpu, rss_mib(pid), round))
+    Ok((cpu, rss_mib(pid), round, docker))
 }
 
 #[tokio::main]
@@ -70,7 +87,7 @@ async fn main() -> Result<()> {
     let call =
         |method: reqwest::Method, path: &str| client.request(method, format!("{base}{path}")).bearer_auth(&token);
 
-    let (cpu0, rss0, round0) = window(&client, &base, pid, secs).await?;
+    let (cpu0, rss0, round0, docker0) = window(&client, &base, pid, secs).await?;
 
     call(reqwest::Method::POST, "/api/v1/namespaces").json(&json!({"name": "samplerbench"})).send().await?;
     let spec =
@@ -96,12 +113,19 @@ async fn main() -> Result<()> {
     }
     // Let the machines finish booting before measuring.
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let (cpu1, rss1, round1) = window(&client, &base, pid, secs).await?;
+    let (cpu1, rss1, round1, docker1) = window(&client, &base, pid, secs).await?;
 
     println!("usage-sampler: flvpc serve's own CPU and memory over {secs} s windows; sampler every 5 s");
-    println!("{:<22} {:>10} {:>10} {:>16}", "", "CPU %", "RSS MiB", "sampler round");
-    println!("{:<22} {:>10.2} {:>10.1} {:>13.1} ms", "0 machines (baseline)", cpu0, rss0, round0);
-    println!("{:<22} {:>10.2} {:>10.1} {:>13.1} ms", format!("{machines} running machines"), cpu1, rss1, round1);
+    println!("{:<22} {:>10} {:>10} {:>16} {:>14}", "", "CPU %", "RSS MiB", "sampler round", "dockerd CPU %");
+    println!("{:<22} {:>10.2} {:>10.1} {:>13.1} ms {:>14.2}", "0 machines (baseline)", cpu0, rss0, round0, docker0);
+    println!(
+        "{:<22} {:>10.2} {:>10.1} {:>13.1} ms {:>14.2}",
+        format!("{machines} running machines"),
+        cpu1,
+        rss1,
+        round1,
+        docker1
+    );
     println!(
         "difference: {:+.2} % of one CPU, {:+.1} MiB (includes the reconciler's 30 s resync of the machines)",
         cpu1 - cpu0,

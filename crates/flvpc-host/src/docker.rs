@@ -471,6 +471,18 @@ impl DockerEngine {
     /// running and stopped machines alike, and no key text ever passes through a shell.
     pub async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError> {
         let id = self.require(key).await?;
+        self.upload_authorized_keys(&id, key, content).await
+    }
+
+    /// [`Self::write_authorized_keys`] into the container `inspected` names, by its ID, without
+    /// inspecting it again: the inspect that produced `inspected` checked its labels, and an ID
+    /// names that one container for good (one recreated since under the same name has another
+    /// ID, and the upload fails). Saves an inspect per machine and resync (issue 9).
+    pub async fn write_authorized_keys_to(&self, inspected: &MachineDetails, content: &str) -> Result<(), EngineError> {
+        self.upload_authorized_keys(&inspected.info.id, &inspected.info.key, content).await
+    }
+
+    async fn upload_authorized_keys(&self, id: &str, key: &MachineKey, content: &str) -> Result<(), EngineError> {
         let container = container_name(key);
         let archive = authorized_keys_tar(content).map_err(|e| EngineError::Docker {
             action: format!("build the authorized_keys archive for {container:?}"),
@@ -478,7 +490,7 @@ impl DockerEngine {
         })?;
         let options = UploadToContainerOptionsBuilder::new().path("/root").build();
         self.docker
-            .upload_to_container(&id, Some(options), bollard::body_full(archive.into()))
+            .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
             .await
             .map_err(|e| self.error(format!("write /root/.ssh/authorized_keys in {container:?}"), e))
     }
@@ -878,6 +890,9 @@ impl Engine for DockerEngine {
     }
     async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError> {
         DockerEngine::write_authorized_keys(self, key, content).await
+    }
+    async fn write_authorized_keys_to(&self, inspected: &MachineDetails, content: &str) -> Result<(), EngineError> {
+        DockerEngine::write_authorized_keys_to(self, inspected, content).await
     }
 }
 

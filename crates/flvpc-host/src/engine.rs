@@ -400,6 +400,12 @@ pub trait Engine: Send + Sync {
     /// Replaces `/root/.ssh/authorized_keys` with `content` (whole file, 0600, root).
     /// Works on created, running and stopped machines.
     async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError>;
+    /// [`Engine::write_authorized_keys`] for a machine `inspected` by [`Engine::inspect_machine`]
+    /// a moment ago (which checked that it is this instance's): an engine may write to that very
+    /// container without looking it up again. The default looks it up.
+    async fn write_authorized_keys_to(&self, inspected: &MachineDetails, content: &str) -> Result<(), EngineError> {
+        self.write_authorized_keys(&inspected.info.key, content).await
+    }
     /// The machines of this instance whose containers the engine reports as started, stopped,
     /// dead or removed, so that a change made behind flvpc's back (`docker kill`, a crash) is
     /// reconciled at once instead of at the next resync. The stream ends with the engine's

@@ -17,17 +17,18 @@ pub struct RawUsage {
     pub net_tx_bytes: u64,
     /// Processes the kernel killed for exceeding the memory limit.
     pub oom_kills: u64,
+    /// How often the machine's memory reached its limit (`memory.failcnt`): an OOM kill
+    /// caused by the limit moves it, so an unchanged count lets a reading skip the OOM walk.
+    pub limit_hits: u64,
 }
 
 /// Where a container's cgroup directory is in one controller's hierarchy: where the kernel
 /// says its PID 1 is (`/proc/<pid>/cgroup`; machines live under flvpc's own parent), else
 /// Docker's default places for the cgroupfs driver (`docker/<id>`) or its systemd driver
 /// (`system.slice/docker-<id>.scope`).
-fn cgroup_dir(root: &Path, controller: &str, container_id: &str, pid: Option<u32>) -> Option<PathBuf> {
-    let from_proc = pid
-        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok())
-        .and_then(|text| controller_path(&text, controller))
-        .filter(|rel| rel.contains(container_id));
+fn cgroup_dir(root: &Path, controller: &str, container_id: &str, proc_cgroup: Option<&str>) -> Option<PathBuf> {
+    let from_proc =
+        proc_cgroup.and_then(|text| controller_path(text, controller)).filter(|rel| rel.contains(container_id));
     from_proc
         .into_iter()
         .chain([format!("docker/{container_id}"), format!("system.slice/docker-{container_id}.scope")])
@@ -90,11 +91,30 @@ fn oom_kills_under(dir: &Path, depth: usize) -> u64 {
     own + children
 }
 
+/// Whether `pid` is still the PID 1 of the container `container_id`: the kernel has it in a
+/// cgroup of that container and it is PID 1 in its own PID namespace. Lets a sampler keep a
+/// PID between rounds instead of asking the engine again; a restarted container fails this.
+pub fn is_container_init(pid: u32, container_id: &str) -> bool {
+    let in_container =
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|text| text.contains(container_id));
+    in_container
+        && std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+            status.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|ids| ids.split_whitespace().last())
+                == Some("1")
+        })
+}
+
 /// Reads the counters of the container `container_id` whose PID 1 is `pid` on the host,
 /// under the cgroup root `root` (normally `/sys/fs/cgroup`). None when the container is gone.
-pub fn read_usage(root: &Path, container_id: &str, pid: Option<u32>) -> Option<RawUsage> {
-    let cpu = cgroup_dir(root, "cpuacct", container_id, pid)?;
-    let memory = cgroup_dir(root, "memory", container_id, pid)?;
+///
+/// The OOM kill count walks the machine's whole cgroup subtree; with the `previous` reading of
+/// the same container it is walked only if the machine hit its memory limit since (the kills
+/// its limit causes), else `previous`'s count is kept. Kills by the host's own OOM killer do not
+/// move that counter: callers pass no `previous` now and then to count those too.
+pub fn read_usage(root: &Path, container_id: &str, pid: Option<u32>, previous: Option<&RawUsage>) -> Option<RawUsage> {
+    let proc_cgroup = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok());
+    let cpu = cgroup_dir(root, "cpuacct", container_id, proc_cgroup.as_deref())?;
+    let memory = cgroup_dir(root, "memory", container_id, proc_cgroup.as_deref())?;
     let cpu_ns = read_u64(cpu.join("cpuacct.usage"))?;
     let usage = read_u64(memory.join("memory.usage_in_bytes")).unwrap_or(0);
     // As `docker stats` does: page cache that can be dropped is not "used".
@@ -102,17 +122,35 @@ pub fn read_usage(root: &Path, container_id: &str, pid: Option<u32>) -> Option<R
         .ok()
         .and_then(|s| stat_value(&s, "total_inactive_file"))
         .unwrap_or(0);
-    let oom_kills = oom_kills_under(&memory, 0);
+    let limit_hits = read_u64(memory.join("memory.failcnt")).unwrap_or(0);
+    let oom_kills = match previous {
+        Some(p) if p.limit_hits == limit_hits => p.oom_kills,
+        _ => oom_kills_under(&memory, 0),
+    };
     let (net_rx_bytes, net_tx_bytes) = pid
         .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/net/dev")).ok())
         .map(|t| parse_net_dev(&t))
         .unwrap_or((0, 0));
-    Some(RawUsage { cpu_ns, memory_bytes: usage.saturating_sub(inactive), net_rx_bytes, net_tx_bytes, oom_kills })
+    Some(RawUsage {
+        cpu_ns,
+        memory_bytes: usage.saturating_sub(inactive),
+        net_rx_bytes,
+        net_tx_bytes,
+        oom_kills,
+        limit_hits,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_that_is_not_a_containers_init_is_refused() {
+        // This test process is PID 1 of no container; a PID that does not exist is refused too.
+        assert!(!is_container_init(std::process::id(), "0123456789abcdef"));
+        assert!(!is_container_init(u32::MAX, "0123456789abcdef"));
+    }
 
     #[test]
     fn net_dev_skips_loopback() {
@@ -147,11 +185,27 @@ mod tests {
         let session = mem.join("user.slice/session-1.scope");
         std::fs::create_dir_all(&session).expect("mkdir");
         std::fs::write(session.join("memory.oom_control"), "oom_kill_disable 0\noom_kill 2\n").expect("write");
-        let usage = read_usage(root.path(), id, None).expect("usage");
+        std::fs::write(mem.join("memory.failcnt"), "7\n").expect("write");
+        let usage = read_usage(root.path(), id, None, None).expect("usage");
         assert_eq!(
             usage,
-            RawUsage { cpu_ns: 123_456_789, memory_bytes: 8_000_000, net_rx_bytes: 0, net_tx_bytes: 0, oom_kills: 5 }
+            RawUsage {
+                cpu_ns: 123_456_789,
+                memory_bytes: 8_000_000,
+                net_rx_bytes: 0,
+                net_tx_bytes: 0,
+                oom_kills: 5,
+                limit_hits: 7
+            }
         );
-        assert_eq!(read_usage(root.path(), "missing", None), None);
+        assert_eq!(read_usage(root.path(), "missing", None, None), None);
+
+        // A kill while the limit was not hit again is seen at the next full reading only;
+        // one that hit the limit (failcnt moved) at once.
+        std::fs::write(session.join("memory.oom_control"), "oom_kill_disable 0\noom_kill 3\n").expect("write");
+        assert_eq!(read_usage(root.path(), id, None, Some(&usage)).expect("usage").oom_kills, 5);
+        assert_eq!(read_usage(root.path(), id, None, None).expect("usage").oom_kills, 6);
+        std::fs::write(mem.join("memory.failcnt"), "8\n").expect("write");
+        assert_eq!(read_usage(root.path(), id, None, Some(&usage)).expect("usage").oom_kills, 6);
     }
 }

@@ -1,13 +1,19 @@
 //! The live usage sampler: every few seconds, what each running machine uses
 //! (CPU %, memory, network bytes, OOM kills), kept for the last hour in memory.
-//! Read straight from the kernel's counters through `flvpc_host::read_usage`,
-//! with one Docker inspect per machine for its PID and container id.
+//! Read straight from the kernel's counters through `flvpc_host::read_usage`.
+//!
+//! Its cost grows with the machines, every round, so a round asks the engine once (the list
+//! of containers) and reads the kernel's files in one blocking task: a machine's PID 1 is kept
+//! while the kernel still says it is that container's init (an inspect only for new or
+//! restarted containers), and the OOM kill count walks a machine's cgroups only when its memory
+//! limit was hit, or every [`OOM_WALK_EVERY`] rounds (issue 9: idle cost at 200 machines).
 
 use crate::reconcile::Engines;
-use flvpc_host::{MachineState, RawUsage};
+use flvpc_host::{Engine, MachineState, RawUsage};
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,8 +32,14 @@ pub struct UsagePoint {
     pub net_tx_bytes: u64,
 }
 
+/// Every this many rounds the OOM kill counts are read in full (kills by the host's own OOM
+/// killer, which do not show in a machine's limit counter): a minute at the 5 s interval.
+pub const OOM_WALK_EVERY: u64 = 12;
+
 struct Series {
     container_id: String,
+    /// The container's PID 1 on the host when last sampled.
+    pid: Option<u32>,
     last_raw: RawUsage,
     last_at: Instant,
     points: VecDeque<UsagePoint>,
@@ -41,8 +53,18 @@ pub struct UsageSampler {
     keep: usize,
     cgroup_root: PathBuf,
     series: Mutex<HashMap<(String, String), Series>>,
-    /// How long the last sampling round took (for the sampler's own overhead).
+    /// How long the last round took (for the sampler's own overhead).
     last_round: Mutex<Duration>,
+    rounds: AtomicU64,
+}
+
+/// One running machine to read in a round.
+struct Job {
+    key: (String, String),
+    machine: flvpc_model::MachineKey,
+    container_id: String,
+    pid: Option<u32>,
+    previous: Option<RawUsage>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -60,6 +82,7 @@ impl UsageSampler {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             series: Mutex::default(),
             last_round: Mutex::default(),
+            rounds: AtomicU64::new(0),
         }
     }
 
@@ -76,27 +99,13 @@ impl UsageSampler {
     /// One round over every running machine of this flvpc, on every engine. (An engine that
     /// does not answer keeps its machines' series until it does: a round does not forget them.)
     pub async fn sample_once(&self) {
-        let mut seen = Vec::new();
+        let full_oom = self.rounds.fetch_add(1, Ordering::Relaxed).is_multiple_of(OOM_WALK_EVERY);
+        let mut seen = HashSet::new();
         let mut complete = true;
         for (_, engine) in self.engines.iter() {
-            let Ok(machines) = engine.list_machines(None).await else {
-                complete = false;
-                continue;
-            };
-            for m in machines {
-                // The engine lists only this instance's machines.
-                if m.state != MachineState::Running {
-                    continue;
-                }
-                let Ok(Some(details)) = engine.inspect_machine(&m.key).await else { continue };
-                let (root, id, pid) = (self.cgroup_root.clone(), m.id.clone(), details.pid);
-                let Ok(Some(raw)) = tokio::task::spawn_blocking(move || flvpc_host::read_usage(&root, &id, pid)).await
-                else {
-                    continue;
-                };
-                let key = (m.key.namespace.to_string(), m.key.name.to_string());
-                self.record(key.clone(), &m.id, raw);
-                seen.push(key);
+            match self.sample_engine(engine, full_oom).await {
+                Some(keys) => seen.extend(keys),
+                None => complete = false,
             }
         }
         if complete {
@@ -104,12 +113,73 @@ impl UsageSampler {
         }
     }
 
-    fn record(&self, key: (String, String), container_id: &str, raw: RawUsage) {
+    /// One round over the running machines of one engine; the keys it sampled, or None when the
+    /// engine did not answer (its machines' series are then kept).
+    async fn sample_engine(&self, engine: &Arc<dyn Engine>, full_oom: bool) -> Option<Vec<(String, String)>> {
+        let machines = engine.list_machines(None).await.ok()?;
+        let mut jobs: Vec<Job> = {
+            let series = lock(&self.series);
+            machines
+                .into_iter()
+                // The engine lists only this instance's machines.
+                .filter(|m| m.state == MachineState::Running)
+                .map(|m| {
+                    let key = (m.key.namespace.to_string(), m.key.name.to_string());
+                    let known = series.get(&key).filter(|s| s.container_id == m.id);
+                    Job {
+                        pid: known.and_then(|s| s.pid),
+                        previous: known.filter(|_| !full_oom).map(|s| s.last_raw),
+                        key,
+                        machine: m.key,
+                        container_id: m.id,
+                    }
+                })
+                .collect()
+        };
+        // A PID kept from the last round is used only while it is still the container's init.
+        let mut jobs = tokio::task::spawn_blocking(move || {
+            for job in &mut jobs {
+                job.pid = job.pid.filter(|&pid| flvpc_host::is_container_init(pid, &job.container_id));
+            }
+            jobs
+        })
+        .await
+        .ok()?;
+        let mut read = Vec::with_capacity(jobs.len());
+        for mut job in jobs.drain(..) {
+            if job.pid.is_none() {
+                let Ok(Some(details)) = engine.inspect_machine(&job.machine).await else { continue };
+                job.pid = details.pid;
+                job.previous = None;
+            }
+            read.push(job);
+        }
+        let root = self.cgroup_root.clone();
+        let readings = tokio::task::spawn_blocking(move || {
+            read.into_iter()
+                .filter_map(|job| {
+                    let raw = flvpc_host::read_usage(&root, &job.container_id, job.pid, job.previous.as_ref())?;
+                    Some((job, raw))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .ok()?;
+        let mut seen = Vec::with_capacity(readings.len());
+        for (job, raw) in readings {
+            self.record(job.key.clone(), &job.container_id, job.pid, raw);
+            seen.push(job.key);
+        }
+        Some(seen)
+    }
+
+    fn record(&self, key: (String, String), container_id: &str, pid: Option<u32>, raw: RawUsage) {
         let now = Instant::now();
         let t = flvpc_store::now_ms();
         let mut all = lock(&self.series);
         let series = all.entry(key).or_insert_with(|| Series {
             container_id: container_id.to_owned(),
+            pid,
             last_raw: raw,
             last_at: now,
             points: VecDeque::new(),
@@ -119,6 +189,7 @@ impl UsageSampler {
             // A new container (recreated machine): its counters start again.
             *series = Series {
                 container_id: container_id.to_owned(),
+                pid,
                 last_raw: raw,
                 last_at: now,
                 points: VecDeque::new(),
@@ -142,6 +213,7 @@ impl UsageSampler {
             series.points.pop_front();
         }
         series.oom_kills = raw.oom_kills;
+        series.pid = pid;
         series.last_raw = raw;
         series.last_at = now;
     }

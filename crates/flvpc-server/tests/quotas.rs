@@ -182,4 +182,53 @@ async fn engine_down_is_clear_and_retryable(backend: Backend) {
     assert_eq!(server.get("/api/v1/namespaces/down/machines", &root).await.body[0]["state"], "running");
 }
 
-on_both_backends!(namespace_quota_admission, host_overcommit_cap, engine_down_is_clear_and_retryable);
+/// A namespace's machine list carries each machine's own host ports and no other machine's
+/// (machines and ports are read in one joined query since issue 9), and a machine without
+/// ports lists none; the reconciler's read of one machine sees the same ports.
+async fn machine_lists_carry_their_own_ports(backend: Backend) {
+    let server = server(backend, Config::default()).await;
+    let root = server.init_root().await;
+    let two_ports = json!({"machines": [
+        {"count": 2, "spec": {"name": "web%d", "portMappings": [{"containerPort": 22}, {"containerPort": 80}],
+            "ignite": {"cpus": 1, "memory": "256MB"}}},
+        {"count": 1, "spec": {"name": "bare%d", "ignite": {"cpus": 1, "memory": "256MB"}}}]});
+    for ns in ["pa", "pb"] {
+        assert_eq!(server.post("/api/v1/namespaces", &root, json!({"name": ns})).await.status, StatusCode::CREATED);
+        assert_eq!(put_spec(&server, &root, ns, two_ports.clone()).await.status, StatusCode::OK);
+        let create =
+            server.call(Method::POST, &format!("/api/v1/namespaces/{ns}/cluster/create"), Some(&root), None).await;
+        wait(&server, &root, create).await;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for ns in ["pa", "pb"] {
+        let list = server.get(&format!("/api/v1/namespaces/{ns}/machines"), &root).await;
+        assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+        let machines = list.body.as_array().expect("list");
+        let names: Vec<&str> = machines.iter().filter_map(|m| m["name"].as_str()).collect();
+        assert_eq!(names, ["bare0", "web0", "web1"]);
+        assert_eq!(machines[0]["ports"], json!([]), "a machine without ports");
+        for m in &machines[1..] {
+            let ports = m["ports"].as_array().expect("ports");
+            let inside: Vec<u64> = ports.iter().filter_map(|p| p["container_port"].as_u64()).collect();
+            let host: Vec<u64> = ports.iter().filter_map(|p| p["host_port"].as_u64()).collect();
+            assert_eq!(ports.len(), 2, "{m}");
+            assert!(inside.contains(&22) && inside.contains(&80), "{m}");
+            assert!(host[0] < host[1], "ports by host port: {m}");
+            for port in host {
+                assert!(seen.insert(port), "host port {port} listed twice: {m}");
+            }
+            assert!(m["ssh"]["direct"].as_str().is_some(), "the SSH port gives a direct command: {m}");
+        }
+        assert_eq!(machines[0]["state"], "running", "the reconciler read the machine and its ports");
+    }
+    let mine = server.get("/api/v1/namespaces", &root).await.body;
+    let listed: Vec<&str> = mine.as_array().expect("list").iter().filter_map(|n| n["name"].as_str()).collect();
+    assert_eq!(listed, ["pa", "pb"]);
+}
+
+on_both_backends!(
+    namespace_quota_admission,
+    host_overcommit_cap,
+    engine_down_is_clear_and_retryable,
+    machine_lists_carry_their_own_ports
+);

@@ -1,7 +1,7 @@
 //! Namespaces and memberships.
 
 use crate::{now_ms, Store, StoreError};
-use flvpc_model::{Login, NamespaceGrant, NamespaceName, Role, SuperadminGrant};
+use flvpc_model::{Login, NamespaceGrant, NamespaceName, Principal, Role, SuperadminGrant};
 use sqlx::Row;
 
 /// A namespace: a team's own cluster, network and members.
@@ -61,6 +61,29 @@ impl Store {
     pub async fn list_namespaces(&self, _: &SuperadminGrant) -> Result<Vec<Namespace>, StoreError> {
         let rows = sqlx::query(select_namespaces!("ORDER BY n.name")).fetch_all(&self.pool).await?;
         rows.into_iter().map(namespace_from).collect()
+    }
+
+    /// The namespaces the caller is a member of, by name, with their role in each. One query,
+    /// where reading the principal's memberships one by one cost a query each on every
+    /// `/api/v1/me` and namespace list (issue 9). Only namespaces the principal, read for this
+    /// request, names are returned, with the role it holds there.
+    pub async fn member_namespaces(&self, caller: &Principal) -> Result<Vec<(Namespace, Role)>, StoreError> {
+        let rows = sqlx::query(select_namespaces!(
+            "JOIN memberships mine ON mine.namespace_id = n.id WHERE mine.user_id = $1"
+        ))
+        .bind(caller.user_id())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let namespace = namespace_from(row)?;
+            if let Some(role) = caller.memberships().get(&namespace.name) {
+                out.push((namespace, *role));
+            }
+        }
+        // By name, as the principal's memberships are, whatever the database's collation.
+        out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(out)
     }
 
     /// One namespace the caller may see.

@@ -41,7 +41,7 @@ pub type IsFree = dyn Fn(Option<IpAddr>, u16, Protocol) -> bool + Sync;
 
 /// The protocol a stored word names. Only `tcp` and `udp` are ever written; anything else would be
 /// a hand edit, read as TCP (the default of Docker and footloose).
-fn protocol(word: &str) -> Protocol {
+pub(crate) fn protocol(word: &str) -> Protocol {
     if word == Protocol::Udp.as_str() {
         Protocol::Udp
     } else {

@@ -206,8 +206,19 @@ impl Store {
         else {
             return Ok(None);
         };
-        let login = login_of(row.try_get(0)?)?;
-        let superadmin = row.try_get::<i64, _>(1)? == 1;
+        self.principal_of(user_id, row.try_get(0)?, row.try_get(1)?).await.map(Some)
+    }
+
+    /// The principal of a user whose login and superadmin flag were just read (with the token
+    /// that authenticated the request, in the same query): its memberships, fresh.
+    pub(crate) async fn principal_of(
+        &self,
+        user_id: i64,
+        login: String,
+        superadmin: i64,
+    ) -> Result<Principal, StoreError> {
+        let login = login_of(login)?;
+        let superadmin = superadmin == 1;
         let rows = sqlx::query(
             "SELECT n.name, m.role FROM memberships m JOIN namespaces n ON n.id = m.namespace_id WHERE m.user_id = $1",
         )
@@ -221,7 +232,7 @@ impl Store {
                 Role::parse(&row.try_get::<String, _>(1)?)?,
             );
         }
-        Ok(Some(Principal::new(user_id, login, superadmin, memberships)))
+        Ok(Principal::new(user_id, login, superadmin, memberships))
     }
 
     /// The user `login` if `fingerprint` is one of their keys (the SSH gateway's check). Like

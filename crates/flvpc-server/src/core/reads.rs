@@ -13,16 +13,7 @@ pub async fn visible_namespaces(state: &AppState, caller: &Principal) -> CoreRes
         let all = state.store.list_namespaces(&grant).await?;
         return Ok(all.into_iter().map(|ns| (ns, Role::Admin)).collect());
     }
-    let mut out = Vec::new();
-    for ns in caller.memberships().keys() {
-        let grant = caller.namespace_member(ns)?;
-        match state.store.get_namespace(&grant).await {
-            Ok(found) => out.push((found, grant.role())),
-            Err(flvpc_store::StoreError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(out)
+    Ok(state.store.member_namespaces(caller).await?)
 }
 
 /// Every user (superadmin).

@@ -422,7 +422,7 @@ impl Reconciler {
         }
         if actual.is_none() {
             if record.desired == Desired::Stopped {
-                self.observe(key, Observed::NotCreated, None, None).await;
+                self.observe_change(key, record, Observed::NotCreated, None, None).await;
                 return Ok(());
             }
             self.observe(key, Observed::Creating, None, None).await;
@@ -431,20 +431,25 @@ impl Reconciler {
             engine.ensure_network(&key.namespace).await?;
             engine.create_machine(&self.machine_spec(key, record)).await?;
         }
-        self.write_keys(key, engine).await?;
+        self.write_keys(key, engine, actual.as_ref()).await?;
         let restart = record.restart_op.as_deref();
         let state = actual.as_ref().map(|a| a.info.state);
         let stop_timeout = self.inner.settings.stop_timeout;
-        match record.desired {
+        let acted = match record.desired {
             Desired::Running if restart.is_some() && state == Some(MachineState::Running) => {
                 engine.restart_machine(key, stop_timeout).await?;
+                true
             }
-            Desired::Running if state != Some(MachineState::Running) => engine.start_machine(key).await?,
+            Desired::Running if state != Some(MachineState::Running) => {
+                engine.start_machine(key).await?;
+                true
+            }
             Desired::Stopped if state.is_some_and(|s| s != MachineState::Stopped && s != MachineState::Created) => {
-                engine.stop_machine(key, stop_timeout).await?
+                engine.stop_machine(key, stop_timeout).await?;
+                true
             }
-            _ => {}
-        }
+            _ => false,
+        };
         // Running now, and (re)started in this pass unless it was running without a restart
         // pending: a pending restart is done (a stopped machine keeps it until it starts).
         if let (Desired::Running, Some(op)) = (record.desired, restart) {
@@ -453,20 +458,51 @@ impl Reconciler {
                 tracing::error!("cannot record that {key} restarted for {op}: {err}");
             }
         }
-        let details = engine.inspect_machine(key).await?;
+        // What the engine said before this pass is still true when the pass changed nothing
+        // (the usual resync of a settled machine): one inspect per machine and pass, not two.
+        let details = match actual {
+            Some(before) if !acted => Some(before),
+            _ => engine.inspect_machine(key).await?,
+        };
         let (observed, ip, mut error) = describe(details.as_ref());
         if error.is_none() && details.as_ref().is_some_and(lacks_isolation) {
             // Recreating would lose what the tenant has in the machine: say so instead, loudly.
             tracing::warn!("{key} was created by an older flvpc without cgroup isolation: recreate it");
             error = Some(OLD_ISOLATION.to_owned());
         }
-        self.observe(key, observed, ip, error).await;
+        self.observe_change(key, record, observed, ip, error).await;
         Ok(())
+    }
+
+    /// Records what was observed, unless the record already says exactly that: a resync of
+    /// settled machines then writes nothing. An error is written again every time, because its
+    /// time tells operations started since that the machine is still failing.
+    async fn observe_change(
+        &self,
+        key: &Key,
+        record: &MachineRecord,
+        state: Observed,
+        ip: Option<String>,
+        error: Option<String>,
+    ) {
+        if state != Observed::Error && record.observed == state && record.ip == ip && record.error == error {
+            self.emit_machine(key, state.as_str(), ip, error);
+            return;
+        }
+        self.observe(key, state, ip, error).await;
     }
 
     /// Writes the namespace members' keys to the machine, whole, unless the same content was
     /// written since the last resync (which forgets what was written, see [`Self::resync`]).
-    async fn write_keys(&self, machine: &Key, engine: &Arc<dyn Engine>) -> Result<(), EngineError> {
+    ///
+    /// `inspected`: the machine as this pass inspected it, if its container was there already;
+    /// the keys then go to that container without a second lookup.
+    async fn write_keys(
+        &self,
+        machine: &Key,
+        engine: &Arc<dyn Engine>,
+        inspected: Option<&MachineDetails>,
+    ) -> Result<(), EngineError> {
         let ns = &machine.namespace;
         let keys = match self.inner.store.namespace_keys(&system(), ns).await {
             Ok(keys) => keys,
@@ -486,7 +522,10 @@ impl Reconciler {
         if lock(&self.inner.keys_written).get(machine) == Some(&content) {
             return Ok(());
         }
-        engine.write_authorized_keys(machine, &content).await?;
+        match inspected {
+            Some(details) => engine.write_authorized_keys_to(details, &content).await?,
+            None => engine.write_authorized_keys(machine, &content).await?,
+        }
         lock(&self.inner.keys_written).insert(machine.clone(), content);
         Ok(())
     }

@@ -474,3 +474,35 @@ async fn a_failed_restart_is_retried_and_a_newer_request_is_kept() {
         assert_eq!(w.store.operation(&w.root, id).await.expect("op").state.as_str(), "succeeded");
     }
 }
+
+/// The resync of a settled machine is cheap (issue 9: idle cost at 200 machines): one inspect,
+/// the authorized_keys rewrite it owes the invariant, and no database write. A machine in error
+/// is written again at every pass, since operations started later read its time.
+#[tokio::test]
+async fn a_settled_machine_costs_one_inspect_and_no_write_per_resync() {
+    let w = world().await;
+    w.scenario("quiet", Want::Running, Have::Missing).await;
+    w.scenario("failing", Want::Running, Have::Foreign).await;
+    w.pass().await;
+    let quiet = w.record_of("quiet").await.expect("record");
+    let failing = w.record_of("failing").await.expect("record");
+    assert_eq!((quiet.observed, failing.observed), (Observed::Running, Observed::Error));
+    // Times are in milliseconds: a write after this pause would show in observed_at.
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    w.fake.take_calls();
+    w.rec.resync().await;
+    settle(&w.rec).await;
+
+    let key = machine("quiet");
+    let calls: Vec<Call> = w.fake.take_calls().into_iter().filter(|c| c.namespace() == Some(&key.namespace)).collect();
+    let inspects = calls.iter().filter(|c| matches!(c, Call::InspectMachine(_))).count();
+    assert_eq!(inspects, 1, "{calls:?}");
+    assert!(calls.iter().any(|c| matches!(c, Call::WriteAuthorizedKeys(..))), "keys rewritten: {calls:?}");
+    let others = calls.iter().filter(|c| !matches!(c, Call::InspectMachine(_) | Call::WriteAuthorizedKeys(..)));
+    assert_eq!(others.count(), 0, "the keys are the resync's only change: {calls:?}");
+    let after = w.record_of("quiet").await.expect("record");
+    assert_eq!((after.observed, after.observed_at), (Observed::Running, quiet.observed_at), "nothing written");
+    let failing_after = w.record_of("failing").await.expect("record");
+    assert_eq!(failing_after.observed, Observed::Error);
+    assert!(failing_after.observed_at > failing.observed_at, "an error is written again");
+}
