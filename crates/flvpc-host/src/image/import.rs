@@ -13,6 +13,7 @@ use bollard::query_parameters::ImportImageOptionsBuilder;
 use futures::StreamExt;
 use tokio::process::Command;
 
+use super::recipe::{LABEL_RECIPE, RECIPE_VERSION};
 use super::scratch::ScratchDir;
 use super::{io_err, spawn_error, ImageError, Phase, Progress};
 use crate::docker::DockerEngine;
@@ -62,7 +63,7 @@ fn image_config(diff_id: &str, created: &str) -> serde_json::Value {
             ],
             "StopSignal": crate::docker::SYSTEMD_STOP_SIGNAL,
             "ExposedPorts": { "22/tcp": {} },
-            "Labels": { LABEL_IMAGE: "debian-12" }
+            "Labels": { LABEL_IMAGE: "debian-12", LABEL_RECIPE: RECIPE_VERSION }
         },
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_id}")] },
         "history": [{ "created": created, "created_by": "flvpc image build debian-12 (debootstrap)" }]
@@ -236,6 +237,7 @@ mod tests {
         assert_eq!(config["config"]["StopSignal"], "SIGRTMIN+3");
         assert_eq!(config["config"]["Cmd"][0], "/sbin/init");
         assert_eq!(config["config"]["Labels"][LABEL_IMAGE], "debian-12");
+        assert_eq!(config["config"]["Labels"][LABEL_RECIPE], RECIPE_VERSION);
         assert_eq!(config["rootfs"]["diff_ids"][0], "sha256:ab12");
         assert_eq!(tar_padding(512).len(), 0);
         assert_eq!(tar_padding(513).len(), 511);

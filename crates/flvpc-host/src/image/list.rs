@@ -2,6 +2,7 @@
 
 use bollard::query_parameters::ListImagesOptionsBuilder;
 
+use super::recipe::LABEL_RECIPE;
 use super::{parse_tag, ImageError, ImageInfo};
 use crate::docker::DockerEngine;
 use crate::engine::LABEL_IMAGE;
@@ -42,4 +43,14 @@ pub(super) async fn find_image(engine: &DockerEngine, reference: &str) -> Result
         Err(_) => reference.to_owned(),
     };
     Ok(list_images(engine).await?.into_iter().find(|i| i.tag == wanted))
+}
+
+/// The recipe version an image was built with (its [`LABEL_RECIPE`]), if it has one.
+pub(super) async fn recipe_of(engine: &DockerEngine, reference: &str) -> Result<Option<String>, ImageError> {
+    let image = engine
+        .client()
+        .inspect_image(reference)
+        .await
+        .map_err(|e| engine.error(format!("inspect image {reference:?}"), e))?;
+    Ok(image.config.and_then(|c| c.labels).and_then(|mut labels| labels.remove(LABEL_RECIPE)))
 }

@@ -23,7 +23,7 @@ mod scratch;
 
 pub use list::{image_exists, list_images};
 pub use mirror::{find_apt_mirror_in, mirror_from_deb822, mirror_from_one_line};
-pub use recipe::{DEBIAN12_PACKAGES, DEBIAN12_SUITE, MASKED_UNITS};
+pub use recipe::{DEBIAN12_PACKAGES, DEBIAN12_SUITE, LABEL_RECIPE, MASKED_GENERATORS, MASKED_UNITS, RECIPE_VERSION};
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -33,7 +33,7 @@ use crate::docker::DockerEngine;
 use crate::engine::{EngineError, DEFAULT_IMAGE};
 use debootstrap::debootstrap;
 use import::import;
-use list::find_image;
+use list::{find_image, recipe_of};
 use mirror::usable_mirror;
 use recipe::configure_rootfs;
 use scratch::ScratchDir;
@@ -209,8 +209,9 @@ pub fn parse_tag(reference: &str) -> Result<(String, String), ImageError> {
     }
 }
 
-/// Builds `flvpc/debian:12` (or `opts.tag`) unless it already exists (then returns at once,
-/// reporting only [`Phase::Done`]). Needs root, debootstrap, tar and a reachable apt mirror;
+/// Builds `flvpc/debian:12` (or `opts.tag`) unless it already exists, made by this
+/// recipe (then returns at once, reporting only [`Phase::Done`]); an image of an older
+/// recipe is rebuilt. Needs root, debootstrap, tar and a reachable apt mirror;
 /// takes about two minutes on a 2-core machine.
 pub async fn build_debian12(
     engine: &DockerEngine,
@@ -221,8 +222,18 @@ pub async fn build_debian12(
     let reference = format!("{repo}:{tag}");
     let previous = find_image(engine, &reference).await?;
     if let (Some(existing), false) = (&previous, opts.force) {
-        progress(Progress::new(Phase::Done, None, None, format!("{reference} is already present")));
-        return Ok(existing.clone());
+        let recipe = recipe_of(engine, &reference).await?;
+        if is_current(recipe.as_deref()) {
+            progress(Progress::new(Phase::Done, None, None, format!("{reference} is already present")));
+            return Ok(existing.clone());
+        }
+        let made_by = recipe.map_or("no recipe label".to_owned(), |r| format!("recipe {r}"));
+        progress(Progress::new(
+            Phase::ResolvingMirror,
+            None,
+            None,
+            format!("{reference} was made by an older recipe ({made_by}, now {RECIPE_VERSION}): rebuilding it"),
+        ));
     }
     let uid = fs::metadata("/proc/self").map(|m| m.uid()).map_err(io_err("read", Path::new("/proc/self")))?;
     if uid != 0 {
@@ -269,6 +280,11 @@ pub async fn build_debian12(
     Ok(info)
 }
 
+/// Whether an image with this recipe label is what the current recipe would build.
+fn is_current(recipe: Option<&str>) -> bool {
+    recipe == Some(RECIPE_VERSION)
+}
+
 fn spawn_error(program: &'static str, hint: &'static str) -> impl FnOnce(std::io::Error) -> ImageError {
     move |e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -282,6 +298,14 @@ fn spawn_error(program: &'static str, hint: &'static str) -> impl FnOnce(std::io
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_current_recipe_is_reused() {
+        assert!(is_current(Some(RECIPE_VERSION)));
+        assert!(!is_current(Some("1")));
+        // Images built before the label existed are the first recipe.
+        assert!(!is_current(None));
+    }
 
     #[test]
     fn tags() {

@@ -8,6 +8,14 @@ use std::path::Path;
 
 use super::{io_err, ImageError};
 
+/// The version of the recipe below, written into the image as the label [`LABEL_RECIPE`].
+/// Raise it with every change of what the image holds: `flvpc image build` rebuilds an
+/// image whose label differs (once), which is how developers and CI pick the change up.
+pub const RECIPE_VERSION: &str = "2";
+
+/// The image label holding [`RECIPE_VERSION`].
+pub const LABEL_RECIPE: &str = "flvpc.image.recipe";
+
 /// The Debian release of the `debian-12` recipe.
 pub const DEBIAN12_SUITE: &str = "bookworm";
 
@@ -69,7 +77,79 @@ pub const MASKED_UNITS: &[&str] = &[
     "fstrim.timer",
     "e2scrub_all.timer",
     "e2scrub_reap.service",
+    "dpkg-db-backup.timer",
+    // Boot work a container machine does not need; each is a process (or several) that ten
+    // machines booting at once would run ten times.
+    // No seats, no consoles, no pam_systemd in the image: nothing for logind to track
+    // (and without it D-Bus starts only when a client asks, through its socket).
+    "systemd-logind.service",
+    // Docker gives the container its /dev.
+    "systemd-tmpfiles-setup-dev.service",
+    // Run at every first boot because the image has no /etc/.updated; what they do was
+    // done when the packages were installed.
+    "systemd-sysusers.service",
+    "ldconfig.service",
+    "systemd-journal-catalog-update.service",
+    "systemd-update-done.service",
+    // The journal is volatile (see JOURNALD_DROP_IN): nothing to flush to /var.
+    "systemd-journal-flush.service",
+    // No utmp (see systemd-update-utmp above), no pstore, a host kernel's random pool.
+    "systemd-update-utmp-runlevel.service",
+    "systemd-pstore.service",
+    "systemd-random-seed.service",
+    // No passwords to ask for at boot, no encrypted or remote disks to wait for.
+    "systemd-ask-password-console.path",
+    "systemd-ask-password-wall.path",
+    "cryptsetup.target",
+    "veritysetup.target",
+    "integritysetup.target",
+    "remote-fs.target",
 ];
+
+/// systemd generators disabled in the image (a link to /dev/null in
+/// /etc/systemd/system-generators): systemd runs each one at every boot, and these only
+/// look at disks, consoles, fstab or the kernel command line, none of which a container
+/// machine has. `systemd-rc-local-generator` stays, so /etc/rc.local still works. The SysV
+/// generator goes too: the services of Debian 12 ship native units, and it would read every
+/// script in /etc/init.d at every boot (a package with only an init script needs a unit).
+pub const MASKED_GENERATORS: &[&str] = &[
+    "systemd-cryptsetup-generator",
+    "systemd-debug-generator",
+    "systemd-fstab-generator",
+    "systemd-getty-generator",
+    "systemd-gpt-auto-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-integritysetup-generator",
+    "systemd-run-generator",
+    "systemd-system-update-generator",
+    "systemd-sysv-generator",
+    "systemd-veritysetup-generator",
+];
+
+/// sshd as early as it can be: right after its host keys, not after `basic.target` (the
+/// machine's network is there before PID 1 starts, Docker set it up), and without the
+/// `sshd -t` configuration test Debian runs first (a second sshd start at every boot; a
+/// broken configuration still fails the service, with sshd's own message).
+const SSH_UNIT_DROP_IN: &str = "\
+# Written by flvpc: start sshd early (a container machine's network is up before PID 1 starts).
+[Unit]
+DefaultDependencies=no
+Conflicts=shutdown.target
+Before=shutdown.target
+After=flvpc-ssh-host-keys.service
+
+[Service]
+ExecStartPre=
+";
+
+/// A volatile journal (in /run, capped): machines boot without writing or flushing a journal
+/// on the image's layer, and one noisy machine cannot fill the host's disk with logs.
+const JOURNALD_DROP_IN: &str = "\
+# Written by flvpc: logs live in memory, at most 16 MB; `journalctl` works as usual.
+[Journal]
+Storage=volatile
+RuntimeMaxUse=16M
+";
 
 /// The unit that gives every machine its own SSH host keys on its first boot.
 ///
@@ -82,7 +162,10 @@ const HOSTKEYS_UNIT: &str = "\
 # Written by flvpc: the image has no SSH host keys, so that two machines never share one.
 [Unit]
 Description=Generate this machine's own SSH host keys
-Before=ssh.service
+# Early, like ssh.service (see its flvpc drop-in): /etc is writable from the start.
+DefaultDependencies=no
+Conflicts=shutdown.target
+Before=ssh.service shutdown.target
 ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
 
 [Service]
@@ -115,6 +198,17 @@ pub(super) fn configure_rootfs(root: &Path) -> Result<(), ImageError> {
         replace_with_symlink(Path::new("/dev/null"), &systemd_dir.join(unit))?;
     }
     replace_with_symlink(Path::new("/lib/systemd/system/multi-user.target"), &systemd_dir.join("default.target"))?;
+    let generators = root.join("etc/systemd/system-generators");
+    fs::create_dir_all(&generators).map_err(io_err("create", &generators))?;
+    for generator in MASKED_GENERATORS {
+        replace_with_symlink(Path::new("/dev/null"), &generators.join(generator))?;
+    }
+    let ssh_unit_dir = systemd_dir.join("ssh.service.d");
+    fs::create_dir_all(&ssh_unit_dir).map_err(io_err("create", &ssh_unit_dir))?;
+    write_file(&ssh_unit_dir.join("flvpc.conf"), SSH_UNIT_DROP_IN, 0o644)?;
+    let journald_dir = root.join("etc/systemd/journald.conf.d");
+    fs::create_dir_all(&journald_dir).map_err(io_err("create", &journald_dir))?;
+    write_file(&journald_dir.join("flvpc.conf"), JOURNALD_DROP_IN, 0o644)?;
 
     // Own SSH host keys per machine: none in the image, a oneshot unit before ssh.service.
     let unit_path = systemd_dir.join(HOSTKEYS_UNIT_NAME);
@@ -252,6 +346,19 @@ mod tests {
         assert!(fs::read_to_string(root.join("etc/pam.d/sshd")).expect("pam").contains("optional"));
         let masked = fs::read_link(root.join("etc/systemd/system/systemd-udevd.service")).expect("mask");
         assert_eq!(masked, Path::new("/dev/null"));
+        let masked = fs::read_link(root.join("etc/systemd/system/systemd-logind.service")).expect("mask");
+        assert_eq!(masked, Path::new("/dev/null"));
+        let generator = root.join("etc/systemd/system-generators/systemd-fstab-generator");
+        assert_eq!(fs::read_link(generator).expect("generator"), Path::new("/dev/null"));
+        assert!(!root.join("etc/systemd/system-generators/systemd-rc-local-generator").exists());
+        let ssh_unit = fs::read_to_string(root.join("etc/systemd/system/ssh.service.d/flvpc.conf")).expect("ssh unit");
+        assert!(ssh_unit.contains("DefaultDependencies=no") && ssh_unit.contains("ExecStartPre=\n"));
+        let journald = fs::read_to_string(root.join("etc/systemd/journald.conf.d/flvpc.conf")).expect("journald");
+        assert!(journald.contains("Storage=volatile"));
+        // Nothing the boot still needs is masked.
+        for needed in ["ssh.service", "systemd-journald.service", "systemd-tmpfiles-setup.service", "dbus.socket"] {
+            assert!(!MASKED_UNITS.contains(&needed), "{needed} must not be masked");
+        }
         assert!(fs::read_link(root.join("etc/systemd/system/ssh.service.wants").join(HOSTKEYS_UNIT_NAME)).is_ok());
         let mode = fs::metadata(root.join("root/.ssh")).expect("ssh dir").permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
