@@ -11,7 +11,7 @@ use super::{io_err, ImageError};
 /// The version of the recipe below, written into the image as the label [`LABEL_RECIPE`].
 /// Raise it with every change of what the image holds: `flvpc image build` rebuilds an
 /// image whose label differs (once), which is how developers and CI pick the change up.
-pub const RECIPE_VERSION: &str = "2";
+pub const RECIPE_VERSION: &str = "3";
 
 /// The image label holding [`RECIPE_VERSION`].
 pub const LABEL_RECIPE: &str = "flvpc.image.recipe";
@@ -80,9 +80,6 @@ pub const MASKED_UNITS: &[&str] = &[
     "dpkg-db-backup.timer",
     // Boot work a container machine does not need; each is a process (or several) that ten
     // machines booting at once would run ten times.
-    // No seats, no consoles, no pam_systemd in the image: nothing for logind to track
-    // (and without it D-Bus starts only when a client asks, through its socket).
-    "systemd-logind.service",
     // Docker gives the container its /dev.
     "systemd-tmpfiles-setup-dev.service",
     // Run at every first boot because the image has no /etc/.updated; what they do was
@@ -346,7 +343,7 @@ mod tests {
         assert!(fs::read_to_string(root.join("etc/pam.d/sshd")).expect("pam").contains("optional"));
         let masked = fs::read_link(root.join("etc/systemd/system/systemd-udevd.service")).expect("mask");
         assert_eq!(masked, Path::new("/dev/null"));
-        let masked = fs::read_link(root.join("etc/systemd/system/systemd-logind.service")).expect("mask");
+        let masked = fs::read_link(root.join("etc/systemd/system/systemd-journal-flush.service")).expect("mask");
         assert_eq!(masked, Path::new("/dev/null"));
         let generator = root.join("etc/systemd/system-generators/systemd-fstab-generator");
         assert_eq!(fs::read_link(generator).expect("generator"), Path::new("/dev/null"));
@@ -356,7 +353,15 @@ mod tests {
         let journald = fs::read_to_string(root.join("etc/systemd/journald.conf.d/flvpc.conf")).expect("journald");
         assert!(journald.contains("Storage=volatile"));
         // Nothing the boot still needs is masked.
-        for needed in ["ssh.service", "systemd-journald.service", "systemd-tmpfiles-setup.service", "dbus.socket"] {
+        // logind stays: with it masked (recipe 2), tests/docker.rs could no longer enter a machine that
+        // had reached its PID limit; why was not pinned down, so it is kept.
+        for needed in [
+            "ssh.service",
+            "systemd-journald.service",
+            "systemd-tmpfiles-setup.service",
+            "dbus.socket",
+            "systemd-logind.service",
+        ] {
             assert!(!MASKED_UNITS.contains(&needed), "{needed} must not be masked");
         }
         assert!(fs::read_link(root.join("etc/systemd/system/ssh.service.wants").join(HOSTKEYS_UNIT_NAME)).is_ok());
