@@ -3,9 +3,17 @@
 //! N = 1, 10 and 30, next to the floor measured in the same run: `docker network
 //! create` and plain `docker run` of the same image with the same settings, all
 //! at once, the key copied in with `docker cp`, waited for in the same way.
+//! Then stopping and deleting the same cluster (`POST …/cluster/stop`, `…/cluster/delete`
+//! until the operation succeeds) next to `docker stop` and `docker rm -f` + `docker network
+//! rm` of the floor's containers.
+//!
+//! `--compare-images OLD,NEW` measures only the floor, with two images interleaved in one
+//! run: wall time until every machine answers SSH and the CPU their containers used by then
+//! (from their cgroups), which is how a change of the image recipe is judged.
 //!
 //! Usage (as root, dockerd running, image flvpc/debian:12 built):
 //!   cargo run --release -p flvpc-bench --bin cluster-create -- [--runs 3] [--sizes 1,10,30] [--flvpc target/release/flvpc]
+//!     [--image IMAGE] [--compare-images OLD,NEW]
 //! Traffic goes only to 127.0.0.1 and to the containers the benchmark creates.
 
 use anyhow::{bail, Context, Result};
@@ -15,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const IMAGE: &str = "flvpc/debian:12";
+const DEFAULT_IMAGE: &str = "flvpc/debian:12";
 const PORT_BASE: u16 = 25000;
 const FLOOR_PORT_BASE: u16 = 26000;
 
@@ -23,10 +31,18 @@ struct Options {
     runs: usize,
     sizes: Vec<usize>,
     flvpc: PathBuf,
+    image: String,
+    compare: Option<(String, String)>,
 }
 
 fn options() -> Result<Options> {
-    let mut opts = Options { runs: 3, sizes: vec![1, 10, 30], flvpc: PathBuf::from("target/release/flvpc") };
+    let mut opts = Options {
+        runs: 3,
+        sizes: vec![1, 10, 30],
+        flvpc: PathBuf::from("target/release/flvpc"),
+        image: DEFAULT_IMAGE.to_owned(),
+        compare: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -36,10 +52,16 @@ fn options() -> Result<Options> {
                     args.next().context("--sizes 1,10,30")?.split(',').map(str::parse).collect::<Result<_, _>>()?
             }
             "--flvpc" => opts.flvpc = PathBuf::from(args.next().context("--flvpc PATH")?),
+            "--image" => opts.image = args.next().context("--image IMAGE")?,
+            "--compare-images" => {
+                let both = args.next().context("--compare-images OLD,NEW")?;
+                let (old, new) = both.split_once(',').context("--compare-images OLD,NEW")?;
+                opts.compare = Some((old.to_owned(), new.to_owned()));
+            }
             other => bail!("unknown argument {other:?}"),
         }
     }
-    if !opts.flvpc.exists() {
+    if opts.compare.is_none() && !opts.flvpc.exists() {
         bail!(
             "{} not found: build it first (cargo build --release -p flvpc) or pass --flvpc PATH",
             opts.flvpc.display()
@@ -99,10 +121,19 @@ async fn wait_all_ssh(key: &Path, ports: &[u16], timeout: Duration) -> Result<()
     Ok(())
 }
 
-/// flvpc: from POST create until every machine answers SSH.
-async fn flvpc_once(server: &Flvpc, token: &str, ns: &str, n: usize, key: &Path) -> Result<Duration> {
+/// Create, stop and delete times of one cluster.
+#[derive(Clone, Copy)]
+struct Times {
+    create: Duration,
+    stop: Duration,
+    delete: Duration,
+}
+
+/// flvpc: from POST create until every machine answers SSH; then stop and delete, each
+/// from the POST until its operation succeeded.
+async fn flvpc_once(server: &Flvpc, token: &str, ns: &str, n: usize, key: &Path, image: &str) -> Result<Times> {
     let spec = format!(
-        "machines:\n- count: {n}\n  spec:\n    name: m%d\n    image: {IMAGE}\n    portMappings:\n    - containerPort: 22\n      hostPort: {PORT_BASE}\n    ignite: {{cpus: 1, memory: 256MB}}\n"
+        "machines:\n- count: {n}\n  spec:\n    name: m%d\n    image: {image}\n    portMappings:\n    - containerPort: 22\n      hostPort: {PORT_BASE}\n    ignite: {{cpus: 1, memory: 256MB}}\n"
     );
     server.put_spec(token, ns, spec).await?;
     let started = Instant::now();
@@ -110,14 +141,49 @@ async fn flvpc_once(server: &Flvpc, token: &str, ns: &str, n: usize, key: &Path)
         server.call(token, reqwest::Method::POST, &format!("/api/v1/namespaces/{ns}/cluster/create"), None).await?;
     let ports: Vec<u16> = (0..n).map(|i| PORT_BASE + i as u16).collect();
     wait_all_ssh(key, &ports, Duration::from_secs(300)).await?;
-    let elapsed = started.elapsed();
+    let create = started.elapsed();
     server.wait_op(token, op["operation"].as_str().context("operation id")?).await?;
+    let started = Instant::now();
+    server.act(token, &format!("/api/v1/namespaces/{ns}/cluster/stop")).await?;
+    let stop = started.elapsed();
+    let started = Instant::now();
     server.act(token, &format!("/api/v1/namespaces/{ns}/cluster/delete")).await?;
-    Ok(elapsed)
+    let delete = started.elapsed();
+    Ok(Times { create, stop, delete })
 }
 
-/// The floor: `docker run` of the same image and settings, all at once, key copied in with `docker cp`.
-async fn floor_once(n: usize, key: &Path, authorized_keys: &Path) -> Result<Duration> {
+/// The CPU time a container has used so far, from its cgroup (cgroup v2, the hybrid
+/// layout's unified tree, or v1's cpuacct); `None` where none of them is found.
+fn container_cpu(id: &str) -> Option<Duration> {
+    let v2 = [
+        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat"),
+        format!("/sys/fs/cgroup/docker/{id}/cpu.stat"),
+        format!("/sys/fs/cgroup/unified/docker/{id}/cpu.stat"),
+        format!("/sys/fs/cgroup/unified/system.slice/docker-{id}.scope/cpu.stat"),
+    ];
+    for path in &v2 {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let usec = text.lines().find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())?;
+            return Some(Duration::from_micros(usec));
+        }
+    }
+    let v1 = [
+        format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage"),
+        format!("/sys/fs/cgroup/cpu,cpuacct/docker/{id}/cpuacct.usage"),
+    ];
+    v1.iter().find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok()).map(Duration::from_nanos)
+}
+
+/// One floor run: its times and the CPU its containers used until they all answered SSH.
+struct Floor {
+    times: Times,
+    cpu: Option<Duration>,
+}
+
+/// The floor: `docker run` of the same image and settings, all at once, key copied in with
+/// `docker cp`; then `docker stop` and `docker rm -f` of all of them (each one command, which
+/// Docker's client runs in parallel) and `docker network rm`.
+async fn floor_once(n: usize, key: &Path, authorized_keys: &Path, image: &str) -> Result<Floor> {
     let network = "flvpc-bench-floor";
     let _ = Command::new("docker").args(["network", "rm", network]).output();
     // The network is part of the work (flvpc makes one per namespace), so it is timed too.
@@ -126,10 +192,11 @@ async fn floor_once(n: usize, key: &Path, authorized_keys: &Path) -> Result<Dura
     let mut tasks = Vec::new();
     for i in 0..n {
         let authorized_keys = authorized_keys.to_path_buf();
-        tasks.push(tokio::task::spawn_blocking(move || -> Result<()> {
+        let image = image.to_owned();
+        tasks.push(tokio::task::spawn_blocking(move || -> Result<String> {
             let name = format!("flvpc-bench-floor-{i}");
             let port = FLOOR_PORT_BASE + i as u16;
-            run(Command::new("docker").args([
+            let id = run(Command::new("docker").args([
                 "run",
                 "-d",
                 "--name",
@@ -156,26 +223,34 @@ async fn floor_once(n: usize, key: &Path, authorized_keys: &Path) -> Result<Dura
                 "SIGRTMIN+3",
                 "-p",
                 &format!("127.0.0.1:{port}:22"),
-                IMAGE,
+                &image,
                 "/sbin/init",
             ]))?;
             run(Command::new("docker")
                 .arg("cp")
                 .arg(&authorized_keys)
                 .arg(format!("{name}:/root/.ssh/authorized_keys")))?;
-            Ok(())
+            Ok(id.trim().to_owned())
         }));
     }
+    let mut ids = Vec::new();
     for task in tasks {
-        task.await??;
+        ids.push(task.await??);
     }
     let ports: Vec<u16> = (0..n).map(|i| FLOOR_PORT_BASE + i as u16).collect();
     wait_all_ssh(key, &ports, Duration::from_secs(300)).await?;
-    let elapsed = started.elapsed();
+    let create = started.elapsed();
+    let cpu = ids.iter().map(|id| container_cpu(id)).sum::<Option<Duration>>();
     let names: Vec<String> = (0..n).map(|i| format!("flvpc-bench-floor-{i}")).collect();
+    // flvpc's default stop timeout is 10 s; Docker's own default is the same.
+    let started = Instant::now();
+    run(Command::new("docker").args(["stop", "-t", "10"]).args(&names))?;
+    let stop = started.elapsed();
+    let started = Instant::now();
     run(Command::new("docker").args(["rm", "-f"]).args(&names))?;
-    let _ = Command::new("docker").args(["network", "rm", network]).output();
-    Ok(elapsed)
+    run(Command::new("docker").args(["network", "rm", network]))?;
+    let delete = started.elapsed();
+    Ok(Floor { times: Times { create, stop, delete }, cpu })
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -183,11 +258,79 @@ fn median(mut values: Vec<Duration>) -> Duration {
     values[values.len() / 2]
 }
 
+fn secs(values: &[Duration]) -> String {
+    values.iter().map(|d| format!("{:.2}", d.as_secs_f64())).collect::<Vec<_>>().join(" ")
+}
+
+/// One line of the table: medians, their ratio, and every run.
+fn row(label: &str, ours: &[Duration], floor: &[Duration]) {
+    let (m_ours, m_floor) = (median(ours.to_vec()), median(floor.to_vec()));
+    println!(
+        "{label:>12}  {:>11.2}s  {:>11.2}s  {:>6.2}x   {} / {}",
+        m_ours.as_secs_f64(),
+        m_floor.as_secs_f64(),
+        m_ours.as_secs_f64() / m_floor.as_secs_f64(),
+        secs(ours),
+        secs(floor)
+    );
+}
+
+/// `--compare-images`: the floor with two images, interleaved, at each size.
+async fn compare_images(opts: &Options, old: &str, new: &str, key: &Path, authorized_keys: &Path) -> Result<()> {
+    println!(
+        "image floors: `docker run` of N machines at once until each answers `ssh root@… true`; runs: {}",
+        opts.runs
+    );
+    println!("old = {old}, new = {new}; CPU = what the containers used by then (cgroups)");
+    println!(
+        "{:>4}  {:>10}  {:>10}  {:>6}  {:>10}  {:>10}  {:>6}   old runs / new runs (s)",
+        "N", "old wall", "new wall", "ratio", "old CPU", "new CPU", "ratio"
+    );
+    for &n in &opts.sizes {
+        let (mut wall_old, mut wall_new, mut cpu_old, mut cpu_new) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..opts.runs {
+            // Interleaved, so both see the same machine noise.
+            let a = floor_once(n, key, authorized_keys, old).await?;
+            let b = floor_once(n, key, authorized_keys, new).await?;
+            wall_old.push(a.times.create);
+            wall_new.push(b.times.create);
+            cpu_old.extend(a.cpu);
+            cpu_new.extend(b.cpu);
+        }
+        let (w_old, w_new) = (median(wall_old.clone()), median(wall_new.clone()));
+        let cpu = |v: &Vec<Duration>| (!v.is_empty()).then(|| median(v.clone()));
+        let (c_old, c_new) = (cpu(&cpu_old), cpu(&cpu_new));
+        let show = |c: Option<Duration>| c.map_or("n/a".to_owned(), |c| format!("{:.2}s", c.as_secs_f64()));
+        let ratio = match (c_old, c_new) {
+            (Some(o), Some(n)) => format!("{:.2}x", n.as_secs_f64() / o.as_secs_f64()),
+            _ => "n/a".to_owned(),
+        };
+        println!(
+            "{n:>4}  {:>9.2}s  {:>9.2}s  {:>5.2}x  {:>10}  {:>10}  {:>6}   {} / {}",
+            w_old.as_secs_f64(),
+            w_new.as_secs_f64(),
+            w_new.as_secs_f64() / w_old.as_secs_f64(),
+            show(c_old),
+            show(c_new),
+            ratio,
+            secs(&wall_old),
+            secs(&wall_new)
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let opts = options()?;
-    run(Command::new("docker").args(["image", "inspect", IMAGE]))
-        .context("build the image first: flvpc image build")?;
+    let images: Vec<&str> = match &opts.compare {
+        Some((old, new)) => vec![old, new],
+        None => vec![&opts.image],
+    };
+    for image in &images {
+        run(Command::new("docker").args(["image", "inspect", image]))
+            .with_context(|| format!("image {image} not found: build it first (flvpc image build)"))?;
+    }
     let dir = tempfile::tempdir()?;
     let data = dir.path();
     let key = data.join("id");
@@ -195,6 +338,9 @@ async fn main() -> Result<()> {
     let public = std::fs::read_to_string(key.with_extension("pub"))?;
     let authorized_keys = data.join("authorized_keys");
     std::fs::write(&authorized_keys, &public)?;
+    if let Some((old, new)) = &opts.compare {
+        return compare_images(&opts, old, new, &key, &authorized_keys).await;
+    }
 
     let server = Flvpc::start(&opts.flvpc, data, &["--publish-address", "127.0.0.1"]).await?;
     let admin = server.admin.clone();
@@ -207,11 +353,13 @@ async fn main() -> Result<()> {
         .call(&user, Method::POST, "/api/v1/keys", Some(json!({"name": "bench", "public_key": public.trim()})))
         .await?;
 
+    let image = opts.image.as_str();
     println!("cluster-create: API call until every machine answers `ssh root@… true`; runs per size: {}", opts.runs);
-    println!("floor: `docker run` of {IMAGE}, same settings, all at once, key via `docker cp`, same SSH wait");
+    println!("floor: `docker run` of {image}, same settings, all at once, key via `docker cp`, same SSH wait");
+    println!("then stop (floor: one `docker stop -t 10`) and delete (floor: one `docker rm -f`, `docker network rm`)");
     println!(
-        "{:>4}  {:>12}  {:>12}  {:>7}   flvpc runs / floor runs (s)",
-        "N", "flvpc median", "floor median", "ratio"
+        "{:>12}  {:>12}  {:>12}  {:>7}   flvpc runs / floor runs (s)",
+        "N / step", "flvpc median", "floor median", "ratio"
     );
     for &n in &opts.sizes {
         let ns = format!("bench{n}");
@@ -222,19 +370,13 @@ async fn main() -> Result<()> {
         let mut floor = Vec::new();
         for _ in 0..opts.runs {
             // Interleaved, so both see the same machine noise.
-            ours.push(flvpc_once(&server, &user, &ns, n, &key).await?);
-            floor.push(floor_once(n, &key, &authorized_keys).await?);
+            ours.push(flvpc_once(&server, &user, &ns, n, &key, image).await?);
+            floor.push(floor_once(n, &key, &authorized_keys, image).await?.times);
         }
-        let (m_ours, m_floor) = (median(ours.clone()), median(floor.clone()));
-        let fmt = |v: &[Duration]| v.iter().map(|d| format!("{:.2}", d.as_secs_f64())).collect::<Vec<_>>().join(" ");
-        println!(
-            "{n:>4}  {:>11.2}s  {:>11.2}s  {:>6.2}x   {} / {}",
-            m_ours.as_secs_f64(),
-            m_floor.as_secs_f64(),
-            m_ours.as_secs_f64() / m_floor.as_secs_f64(),
-            fmt(&ours),
-            fmt(&floor)
-        );
+        let pick = |v: &[Times], f: fn(&Times) -> Duration| v.iter().map(f).collect::<Vec<_>>();
+        row(&format!("{n} create"), &pick(&ours, |t| t.create), &pick(&floor, |t| t.create));
+        row(&format!("{n} stop"), &pick(&ours, |t| t.stop), &pick(&floor, |t| t.stop));
+        row(&format!("{n} delete"), &pick(&ours, |t| t.delete), &pick(&floor, |t| t.delete));
         server.call(&admin, Method::DELETE, &format!("/api/v1/namespaces/{ns}"), None).await?;
     }
     Ok(())

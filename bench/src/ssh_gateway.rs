@@ -34,6 +34,15 @@ fn setup_time(config: &Path, path: &Path3) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// CPU time (user + system) a process has used, from /proc/PID/stat (clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 fn throughput(config: &Path, path: &Path3, mib: usize) -> Result<f64> {
     let mut child = ssh(config, path).arg("cat > /dev/null").stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
     let chunk = vec![0x5au8; 1024 * 1024];
@@ -178,11 +187,21 @@ async fn main() -> Result<()> {
     }
     let mut setup: Vec<Vec<f64>> = vec![Vec::new(); 3];
     let mut speed: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    // The flvpc server's CPU per stream: unlike throughput, it hardly depends on what else
+    // runs on the host, so it shows a change of the relay even on a busy machine.
+    let mut gateway_cpu: Vec<f64> = Vec::new();
+    let pid = server.process.0.id();
     for _ in 0..runs {
         // Interleaved so that all three see the same machine noise.
         for (i, path) in paths.iter().enumerate() {
             setup[i].push(setup_time(&client_config, path)?.as_secs_f64() * 1000.0);
+            let before = cpu_time(pid);
             speed[i].push(throughput(&client_config, path, mib)?);
+            if i == 2 {
+                if let (Some(before), Some(after)) = (before, cpu_time(pid)) {
+                    gateway_cpu.push(after.saturating_sub(before).as_secs_f64() * 1000.0);
+                }
+            }
         }
     }
     println!("ssh-gateway: {runs} runs, {mib} MiB into `cat > /dev/null` on the machine; same OpenSSH client for all");
@@ -209,6 +228,15 @@ async fn main() -> Result<()> {
         med_setup[2] / med_setup[0]
     );
 
+    if !gateway_cpu.is_empty() {
+        let runs: Vec<String> = gateway_cpu.iter().map(|x| format!("{x:.0}")).collect();
+        println!(
+            "flvpc server CPU per {mib} MiB stream: median {:.0} ms ({})",
+            median_f(gateway_cpu.clone()),
+            runs.join(" ")
+        );
+    }
+
     // Memory with many idle, authenticated connections: the server's resident set before and after.
     let idle = 300usize;
     let rss = |pid: u32| -> u64 {
@@ -219,7 +247,6 @@ async fn main() -> Result<()> {
             })
             .unwrap_or(0)
     };
-    let pid = server.process.0.id();
     let before = rss(pid);
     let mut held = Vec::new();
     for _ in 0..idle {
