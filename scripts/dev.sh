@@ -108,8 +108,12 @@ install_openapi_validator() {
     || die "pip could not install openapi-spec-validator $version"
 }
 
+# QEMU and the disk tools that build and run microVM machines (issue 10; not wired yet).
+VM_PACKAGES=(qemu-system-x86 qemu-utils e2fsprogs)
+
 cmd_run() {
   need_cargo
+  apt_install "${VM_PACKAGES[@]}"
   start_dockerd
   say "building flvpc (release)"
   cargo build --release --locked -p flvpc
@@ -121,7 +125,7 @@ cmd_run() {
 
 cmd_test() {
   need_cargo
-  apt_install openssh-client chromium chromium-driver ca-certificates iputils-ping
+  apt_install openssh-client chromium chromium-driver ca-certificates iputils-ping "${VM_PACKAGES[@]}"
   start_postgres
   start_dockerd
   say "building flvpc"
