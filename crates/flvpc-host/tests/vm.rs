@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 
 use flvpc_host::vm::{
     create_overlay, create_seed, ensure_artifacts, kernel_append, probe_accel, Accel, ArtifactOptions, Artifacts, Disk,
-    DiskFormat, HostForward, PowerOff, QemuCommand, RunningVm, Seed, VmError, QEMU_SYSTEM,
+    DiskFormat, HostForward, PowerOff, ProbeReport, QemuCommand, RunningVm, Seed, VmError, QEMU_SYSTEM,
 };
 use tokio::process::Command;
 use tokio::sync::{Mutex, OnceCell};
 
 static ARTIFACTS: OnceCell<Artifacts> = OnceCell::const_new();
-static ACCEL: OnceCell<Accel> = OnceCell::const_new();
+/// The probe runs once per test process (up to its deadline when KVM does not work): its
+/// report and how long the call took, measured around it.
+static PROBE: OnceCell<(ProbeReport, Duration)> = OnceCell::const_new();
 /// VMs are CPU-heavy under TCG: one test boots at a time (the two-VM test boots its pair together).
 static BOOTING: Mutex<()> = Mutex::const_new(());
 
@@ -45,13 +47,20 @@ async fn artifacts() -> &'static Artifacts {
         .await
 }
 
-async fn accel() -> Accel {
-    *ACCEL
+async fn probe() -> &'static (ProbeReport, Duration) {
+    PROBE
         .get_or_init(|| async {
+            let kernel = &artifacts().await.kernel;
             let dir = tempfile::tempdir().expect("tempdir");
-            probe_accel(Path::new(QEMU_SYSTEM), &artifacts().await.kernel, dir.path(), PROBE_DEADLINE).await.accel
+            let start = Instant::now();
+            let report = probe_accel(Path::new(QEMU_SYSTEM), kernel, dir.path(), PROBE_DEADLINE).await;
+            (report, start.elapsed())
         })
         .await
+}
+
+async fn accel() -> Accel {
+    probe().await.0.accel
 }
 
 fn free_port() -> u16 {
@@ -146,13 +155,10 @@ async fn artifacts_are_complete_and_reused() {
 
 #[tokio::test]
 async fn probe_answers_within_its_deadline() {
-    let kernel = &artifacts().await.kernel;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let start = Instant::now();
-    let report = probe_accel(Path::new(QEMU_SYSTEM), kernel, dir.path(), PROBE_DEADLINE).await;
+    let (report, elapsed) = probe().await;
     // The deadline plus the time to kill and reap QEMU.
-    assert!(start.elapsed() < PROBE_DEADLINE + Duration::from_secs(10), "{report:?}");
-    assert!(report.took <= start.elapsed());
+    assert!(*elapsed < PROBE_DEADLINE + Duration::from_secs(10), "{report:?}");
+    assert!(report.took <= *elapsed);
     assert!(matches!(report.accel.name(), "kvm" | "tcg"));
     assert!(!report.detail.is_empty());
     eprintln!("accelerator probe: {} in {:?} ({})", report.accel.name(), report.took, report.detail);
@@ -172,10 +178,17 @@ async fn two_vms_from_one_base_have_their_own_identity_and_disk_limit() {
     for name in &names {
         vms.push(start_vm(name, &public, disk_bytes, &[]).await);
     }
+    let start = Instant::now();
     for v in vms.iter_mut() {
         if let Err(e) = v.vm.wait_ssh_banner(v.port, BOOT_DEADLINE).await {
             panic!("a VM did not come up: {e}");
         }
+        eprintln!(
+            "VM on port {} answered SSH {:?} after both started ({})",
+            v.port,
+            start.elapsed(),
+            accel().await.name()
+        );
     }
     let mut ids = Vec::new();
     for (v, name) in vms.iter().zip(&names) {
@@ -205,6 +218,7 @@ async fn two_vms_from_one_base_have_their_own_identity_and_disk_limit() {
             PowerOff::Killed(why) => panic!("the VM did not power down gracefully: {why}\n{}", v.vm.serial_tail(30)),
         }
         assert!(start.elapsed() < POWERDOWN_DEADLINE);
+        eprintln!("VM on port {} powered down in {:?}", v.port, start.elapsed());
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "QEMU {pid} is gone");
         let serial = std::fs::read_to_string(v.dir.path().join("serial.log")).expect("serial log");
         assert!(serial.contains("reboot: Power down"), "the guest shut down cleanly");
