@@ -49,3 +49,50 @@ async fn next_line(lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::Owne
         Err(_) => Err(format!("QEMU did not answer on its QMP socket within {REPLY_DEADLINE:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// A one-connection QMP server: greets, then answers each request with `replies[i]`
+    /// (an event line first, as QEMU may interleave them), and returns what it was asked.
+    async fn serve(listener: UnixListener, replies: Vec<&'static str>) -> Vec<String> {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n").await.expect("greet");
+        let mut asked = Vec::new();
+        for reply in replies {
+            let Ok(Some(line)) = lines.next_line().await else { break };
+            asked.push(line);
+            write.write_all(b"{\"event\": \"POWERDOWN\", \"timestamp\": {}}\n").await.expect("event");
+            write.write_all(reply.as_bytes()).await.expect("reply");
+            write.write_all(b"\n").await.expect("newline");
+        }
+        asked
+    }
+
+    #[tokio::test]
+    async fn handshake_then_command_skipping_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("qmp.sock");
+        let server = tokio::spawn(serve(UnixListener::bind(&socket).expect("bind"), vec!["{\"return\": {}}"; 2]));
+        execute(&socket, "system_powerdown").await.expect("QMP exchange");
+        let asked = server.await.expect("server");
+        assert_eq!(asked, ["{\"execute\":\"qmp_capabilities\"}", "{\"execute\":\"system_powerdown\"}"]);
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_command_and_a_missing_socket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("qmp.sock");
+        let refuse = "{\"error\": {\"class\": \"GenericError\", \"desc\": \"no\"}}";
+        let server = tokio::spawn(serve(UnixListener::bind(&socket).expect("bind"), vec!["{\"return\": {}}", refuse]));
+        let err = execute(&socket, "system_powerdown").await.expect_err("refused");
+        assert!(err.contains("refused system_powerdown") && err.contains("GenericError"), "{err}");
+        server.await.expect("server");
+        let err = execute(&dir.path().join("none.sock"), "system_powerdown").await.expect_err("no socket");
+        assert!(err.contains("cannot connect") && err.contains("none.sock"), "{err}");
+    }
+}
