@@ -113,6 +113,7 @@ pub async fn ensure_artifacts(opts: &ArtifactOptions) -> Result<Artifacts, Artif
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(io("create", &parent))?;
+    remove_stale_builds(&parent);
     // Beside the target so that the final rename stays on one file system.
     let scratch = tempfile::Builder::new()
         .prefix(".flvpc-vm-build-")
@@ -134,6 +135,24 @@ pub async fn ensure_artifacts(opts: &ArtifactOptions) -> Result<Artifacts, Artif
     // The scratch directory (tree and any old artifacts) is removed when dropped.
     Artifacts::current(&opts.dir)
         .ok_or_else(|| ArtifactError::Layout(format!("{} is incomplete right after its build", opts.dir.display())))
+}
+
+/// A build's scratch directory is removed when the build ends, but not when its process is
+/// killed; such a leftover holds a whole Debian tree. A build takes minutes: one untouched
+/// for a day is dead. (Best effort: a leftover that cannot be removed costs only space.)
+fn remove_stale_builds(parent: &Path) {
+    const STALE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let is_build = entry.file_name().to_str().is_some_and(|n| n.starts_with(".flvpc-vm-build-"));
+        let age = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if is_build && age.is_some_and(|a| a > STALE) {
+            let path = entry.path();
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!("cannot remove the abandoned VM build {}: {e}", path.display());
+            }
+        }
+    }
 }
 
 fn usable_mirror(uri: &str) -> bool {
