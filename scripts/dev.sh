@@ -108,8 +108,17 @@ install_openapi_validator() {
     || die "pip could not install openapi-spec-validator $version"
 }
 
+# QEMU and the disk tools that build and run microVM machines (issue 10; not wired yet).
+# QEMU first, then the tools, checked again: on a machine with a newer qemu-utils than
+# Debian 12's, installing Debian's qemu-system-x86 removes it.
+install_vm_packages() {
+  apt_install qemu-system-x86
+  apt_install qemu-utils e2fsprogs
+}
+
 cmd_run() {
   need_cargo
+  install_vm_packages
   start_dockerd
   say "building flvpc (release)"
   cargo build --release --locked -p flvpc
@@ -122,6 +131,7 @@ cmd_run() {
 cmd_test() {
   need_cargo
   apt_install openssh-client chromium chromium-driver ca-certificates iputils-ping
+  install_vm_packages
   start_postgres
   start_dockerd
   say "building flvpc"

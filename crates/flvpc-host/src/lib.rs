@@ -11,6 +11,7 @@
 //! - [`cgroup`]: how a machine sees the host's cgroups (read-only but its own subtrees).
 //! - [`fake`]: [`FakeEngine`], an in-memory recording engine for other crates' unit tests.
 //! - [`limits`]: this process's open-file limit (raised at start for the SSH gateway).
+//! - [`vm`]: microVMs on QEMU (command line, accelerator probe, artifacts); not wired yet.
 
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod fake;
 pub mod image;
 pub mod limits;
 pub mod usage;
+pub mod vm;
 
 pub use capacity::{host_capacity, host_limit_warnings, Capacity};
 pub use docker::{wait_ssh_ready, DockerEngine, ExecOutput};
