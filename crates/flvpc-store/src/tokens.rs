@@ -40,7 +40,7 @@ impl TokenKind {
 }
 
 /// A secret just issued: shown once, never stored in clear.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IssuedToken {
     /// The row id (for logout).
     pub id: i64,
@@ -50,6 +50,19 @@ pub struct IssuedToken {
     pub csrf: Option<String>,
     /// When it stops working (ms since the epoch), if ever.
     pub expires_at: Option<i64>,
+}
+
+/// Never prints the secret or the CSRF token: an issued token can end up in a log line
+/// through the `Debug` of what carries it.
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("csrf", &self.csrf.as_ref().map(|_| "<redacted>"))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// An authenticated session: who, and through which token.
@@ -218,5 +231,19 @@ impl Store {
             return Err(StoreError::NotFound(format!("token {:?}", name.as_str())));
         }
         tx.commit().await
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::IssuedToken;
+
+    #[test]
+    fn an_issued_token_never_prints_its_secrets() {
+        let token =
+            IssuedToken { id: 7, secret: "s3cr3t-value".into(), csrf: Some("csrf-value".into()), expires_at: None };
+        let shown = format!("{token:?}");
+        assert!(!shown.contains("s3cr3t-value") && !shown.contains("csrf-value"), "{shown}");
+        assert!(shown.contains("id: 7"), "{shown}");
     }
 }
