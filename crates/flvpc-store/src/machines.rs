@@ -132,17 +132,6 @@ pub(crate) async fn namespace_id(tx: &mut sqlx::AnyConnection, ns: &NamespaceNam
         .ok_or_else(|| StoreError::NotFound(format!("namespace {:?}", ns.as_str())))
 }
 
-macro_rules! select_machines {
-    ($tail:literal) => {
-        concat!(
-            "SELECT m.id, n.name, m.name, m.image, m.backend, m.cpus, m.memory_mb, m.disk_gb, m.spec_hash, m.desired, \
-             m.observed, m.ip, m.error, m.observed_at, m.cpu_cap_milli, m.restart_op, m.host, m.engine \
-             FROM machines m JOIN namespaces n ON n.id = m.namespace_id ",
-            $tail
-        )
-    };
-}
-
 /// A stored placement. Words this version does not know (a newer flvpc's engine, a hand edit)
 /// are refused rather than guessed: a machine is never run by an engine it was not placed on.
 fn placement_from(host: &str, engine: &str) -> Result<Placement, StoreError> {
@@ -157,7 +146,7 @@ fn placement_from(host: &str, engine: &str) -> Result<Placement, StoreError> {
 const PORT_COLUMN: usize = 18;
 
 /// A machine query joined with its host ports: one row per port (one with NULL port columns
-/// for a machine without), the machine's columns as in `select_machines!`, then the port's
+/// for a machine without), the machine's columns (read by `machine_from`), then the port's
 /// from [`PORT_COLUMN`]. One query where machines and then their ports took two, and only the
 /// ports of the machines read (issue 9: the list's cost grew with every port of the host).
 macro_rules! select_machines_with_ports {
@@ -245,31 +234,7 @@ fn machine_from(row: &sqlx::any::AnyRow) -> Result<(i64, MachineRecord), StoreEr
     ))
 }
 
-/// The records of `rows`. A row that does not read as a machine (a name or placement written by
-/// hand or by a newer flvpc) is left out with an error in the log, rather than hiding every
-/// other machine: nothing acts on it, so it is never deleted by mistake either.
-fn machines_from(rows: &[sqlx::any::AnyRow]) -> Vec<(i64, MachineRecord)> {
-    rows.iter()
-        .filter_map(|row| match machine_from(row) {
-            Ok(machine) => Some(machine),
-            Err(err) => {
-                let id = row.try_get::<i64, _>(0).unwrap_or_default();
-                tracing::error!("machine row {id} cannot be read ({err}); left out and left alone");
-                None
-            }
-        })
-        .collect()
-}
-
 impl Store {
-    async fn attach_ports(&self, mut machines: Vec<(i64, MachineRecord)>) -> Result<Vec<MachineRecord>, StoreError> {
-        let mut by_machine = self.ports_by_machine().await?;
-        for (id, machine) in &mut machines {
-            machine.ports = by_machine.remove(id).unwrap_or_default();
-        }
-        Ok(machines.into_iter().map(|(_, m)| m).collect())
-    }
-
     /// The machines of a namespace, with ports, by name.
     pub async fn machines(&self, grant: &NamespaceGrant) -> Result<Vec<MachineRecord>, StoreError> {
         let rows = sqlx::query(select_machines_with_ports!("WHERE n.name = $1 ORDER BY m.name, p.host_port"))
@@ -281,8 +246,10 @@ impl Store {
 
     /// Every machine of every namespace (the reconciler's resync).
     pub async fn all_machines(&self, _: &SystemGrant) -> Result<Vec<MachineRecord>, StoreError> {
-        let rows = sqlx::query(select_machines!("ORDER BY n.name, m.name")).fetch_all(&self.pool).await?;
-        self.attach_ports(machines_from(&rows)).await
+        let rows = sqlx::query(select_machines_with_ports!("ORDER BY n.name, m.name, p.host_port"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(readable(machines_with_ports(&rows)?))
     }
 
     /// One machine of the grant's namespace, if it has a record (the SSH gateway's lookup).

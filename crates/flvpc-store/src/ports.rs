@@ -2,11 +2,11 @@
 //! port twice impossible, and the reservation of a machine's ports when its spec is applied.
 
 use crate::machines::MachinePlan;
-use crate::{Store, StoreError};
+use crate::StoreError;
 use flvpc_model::spec::{PortMapping, Protocol};
 use flvpc_model::{NamespaceName, SuperadminGrant};
 use sqlx::Row;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 /// A host port requested for a machine: the spec's own port mapping (a `host_port` of `None` is
@@ -181,27 +181,4 @@ async fn port_holder(
     } else {
         "by another namespace's machine".into()
     })
-}
-
-impl Store {
-    /// The published ports of every machine, by the machine's row id.
-    pub(crate) async fn ports_by_machine(&self) -> Result<BTreeMap<i64, Vec<PortRecord>>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT machine_id, container_port, host_port, protocol, address FROM host_ports ORDER BY host_port",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut by_machine: BTreeMap<i64, Vec<PortRecord>> = BTreeMap::new();
-        for row in rows {
-            by_machine.entry(row.try_get(0)?).or_default().push(PortRecord {
-                container_port: u16::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
-                host_port: u16::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                protocol: protocol(&row.try_get::<String, _>(3)?),
-                // Written only from a parsed address; anything else would be a hand edit, and
-                // publishing on the default address is the safe reading of it.
-                address: row.try_get::<Option<String>, _>(4)?.and_then(|a| a.parse().ok()),
-            });
-        }
-        Ok(by_machine)
-    }
 }
