@@ -56,6 +56,8 @@ pub struct UsageSampler {
     /// How long the last round took (for the sampler's own overhead).
     last_round: Mutex<Duration>,
     rounds: AtomicU64,
+    /// Rounds finished: what was rendered from the samples stays true until this moves.
+    finished: AtomicU64,
 }
 
 /// One running machine to read in a round.
@@ -83,6 +85,7 @@ impl UsageSampler {
             series: Mutex::default(),
             last_round: Mutex::default(),
             rounds: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
         }
     }
 
@@ -111,6 +114,12 @@ impl UsageSampler {
         if complete {
             lock(&self.series).retain(|k, _| seen.contains(k));
         }
+        self.finished.fetch_add(1, Ordering::Release);
+    }
+
+    /// Moves after every round: a view of the samples taken at one value is current until it moves.
+    pub fn version(&self) -> u64 {
+        self.finished.load(Ordering::Acquire)
     }
 
     /// One round over the running machines of one engine; the keys it sampled, or None when the

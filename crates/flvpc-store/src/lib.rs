@@ -8,6 +8,7 @@
 //! check cannot be skipped by a caller.
 
 mod audit;
+mod cache;
 mod error;
 mod instance;
 mod machines;
@@ -60,6 +61,12 @@ pub struct Store {
     sqlite_writer: Mutex<()>,
     /// Bounds concurrent argon2 work (memory and CPU); see `passwords.rs`.
     hashing: passwords::Hashing,
+    /// The generation of this process's writes, which the cached answers below are checked against.
+    cache: cache::ReadCache,
+    /// Valid sessions by secret hash (`authenticate`).
+    sessions: cache::Answers<String, tokens::CachedSession>,
+    /// Namespaces' machine lists (`machines`).
+    machine_lists: cache::Answers<flvpc_model::NamespaceName, std::sync::Arc<Vec<MachineRecord>>>,
 }
 
 impl Store {
@@ -108,7 +115,15 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Config(format!("cannot open database {:?}: {e}", redact(&url))))?;
-        let store = Self { pool, dialect, sqlite_writer: Mutex::new(()), hashing: passwords::Hashing::default() };
+        let store = Self {
+            pool,
+            dialect,
+            sqlite_writer: Mutex::new(()),
+            hashing: passwords::Hashing::default(),
+            cache: cache::ReadCache::default(),
+            sessions: cache::Answers::default(),
+            machine_lists: cache::Answers::default(),
+        };
         store.migrate().await?;
         if let Some(path) = &sqlite_file {
             // After migrating, so the -wal and -shm files exist: all three hold password and token hashes.
@@ -171,7 +186,7 @@ impl Store {
             Dialect::Postgres => None,
         };
         let tx = self.pool.begin().await?;
-        Ok(WriteTx { tx, _guard: guard })
+        Ok(WriteTx { tx, _guard: guard, cache: &self.cache })
     }
 }
 
@@ -179,11 +194,14 @@ impl Store {
 struct WriteTx<'a> {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     _guard: Option<tokio::sync::MutexGuard<'a, ()>>,
+    /// Told after the commit, so that no cached answer outlives what this wrote.
+    cache: &'a cache::ReadCache,
 }
 
 impl WriteTx<'_> {
     async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
+        self.cache.written();
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ use flvpc_model::{
 };
 use sqlx::Row;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What a machine should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,12 +237,20 @@ fn machine_from(row: &sqlx::any::AnyRow) -> Result<(i64, MachineRecord), StoreEr
 
 impl Store {
     /// The machines of a namespace, with ports, by name.
-    pub async fn machines(&self, grant: &NamespaceGrant) -> Result<Vec<MachineRecord>, StoreError> {
+    pub async fn machines(&self, grant: &NamespaceGrant) -> Result<Arc<Vec<MachineRecord>>, StoreError> {
+        // Every panel page and API list reads this; see `cache.rs` for why an answer kept here
+        // is never older than this process's last write.
+        let generation = self.cache.generation();
+        if let Some(machines) = self.machine_lists.get(grant.namespace(), generation) {
+            return Ok(machines);
+        }
         let rows = sqlx::query(select_machines_with_ports!("WHERE n.name = $1 ORDER BY m.name, p.host_port"))
             .bind(grant.namespace().as_str())
             .fetch_all(&self.pool)
             .await?;
-        Ok(readable(machines_with_ports(&rows)?))
+        let machines = Arc::new(readable(machines_with_ports(&rows)?));
+        self.machine_lists.put(grant.namespace().clone(), generation, Arc::clone(&machines));
+        Ok(machines)
     }
 
     /// Every machine of every namespace (the reconciler's resync).

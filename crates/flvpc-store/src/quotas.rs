@@ -83,13 +83,13 @@ impl Store {
             Dialect::Sqlite => {
                 let guard = self.sqlite_writer.lock().await;
                 let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-                Ok(WriteTx { tx, _guard: Some(guard) })
+                Ok(WriteTx { tx, _guard: Some(guard), cache: &self.cache })
             }
             Dialect::Postgres => {
                 let mut tx = self.pool.begin().await?;
                 // Selected FROM the function: its result type (void) is one sqlx's Any driver cannot read.
                 sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)").bind(ADMISSION_LOCK).execute(&mut *tx).await?;
-                Ok(WriteTx { tx, _guard: None })
+                Ok(WriteTx { tx, _guard: None, cache: &self.cache })
             }
         }
     }

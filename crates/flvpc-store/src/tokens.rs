@@ -89,6 +89,21 @@ pub struct ApiToken {
     pub last_used_at: Option<i64>,
 }
 
+/// A valid session as the store's read cache keeps it: with when it expires (checked on every
+/// use, cached or not) and when its use was last recorded.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedSession {
+    session: Session,
+    expires_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
+
+/// Whether a use at `now` is to be written: at most once a minute per token, to keep reads from
+/// becoming writes.
+fn use_to_record(last_used_at: Option<i64>, now: i64) -> bool {
+    last_used_at.is_none_or(|t| now - t > 60_000)
+}
+
 /// A token with its user's login and superadmin flag (columns 6 and 7), then `$tail`: one query
 /// where the token and then its user took two on every request (issue 9). A macro so the SQL
 /// stays a literal. A user's tokens go with the user (ON DELETE CASCADE), so the join loses none.
@@ -135,11 +150,28 @@ impl Store {
         if secret.len() > 256 {
             return Ok(None);
         }
+        let hash = secret_hash(secret);
+        // Taken before the query: see `cache.rs` for why this order keeps answers fresh.
+        let generation = self.cache.generation();
+        if let Some(cached) = self.sessions.get(&hash, generation) {
+            let now = now_ms();
+            if cached.expires_at.is_some_and(|t| t < now) {
+                return Ok(None);
+            }
+            if !use_to_record(cached.last_used_at, now) {
+                return Ok(Some(cached.session));
+            }
+        }
         let row = sqlx::query(select_session!("WHERE t.secret_hash = $1"))
-            .bind(secret_hash(secret))
+            .bind(hash.clone())
             .fetch_optional(&self.pool)
             .await?;
-        self.session_of(row, true).await
+        let Some(valid) = self.session_of(row, true).await? else { return Ok(None) };
+        let session = valid.session.clone();
+        // Filed under the generation read before the query: if the use was just recorded, that
+        // write makes this answer stale at once and the next request reads the new one.
+        self.sessions.put(hash, generation, valid);
+        Ok(Some(session))
     }
 
     /// The session or token with row id `token_id` if it is still valid now (not revoked, not
@@ -147,10 +179,10 @@ impl Store {
     /// (event streams) call this again and again to end when their credential ends.
     pub async fn session_by_id(&self, token_id: i64) -> Result<Option<Session>, StoreError> {
         let row = sqlx::query(select_session!("WHERE t.id = $1")).bind(token_id).fetch_optional(&self.pool).await?;
-        self.session_of(row, false).await
+        Ok(self.session_of(row, false).await?.map(|valid| valid.session))
     }
 
-    async fn session_of(&self, row: Option<AnyRow>, record_use: bool) -> Result<Option<Session>, StoreError> {
+    async fn session_of(&self, row: Option<AnyRow>, record_use: bool) -> Result<Option<CachedSession>, StoreError> {
         let Some(row) = row else { return Ok(None) };
         let now = now_ms();
         let expires_at: Option<i64> = row.try_get(4)?;
@@ -160,9 +192,8 @@ impl Store {
         let token_id: i64 = row.try_get(0)?;
         let Some(kind) = TokenKind::parse(&row.try_get::<String, _>(2)?) else { return Ok(None) };
         let principal = self.principal_of(row.try_get(1)?, row.try_get(6)?, row.try_get(7)?).await?;
-        // Record use at most once a minute per token, to keep reads from becoming writes.
-        let last_used: Option<i64> = row.try_get(5)?;
-        if record_use && last_used.is_none_or(|t| now - t > 60_000) {
+        let mut last_used_at: Option<i64> = row.try_get(5)?;
+        if record_use && use_to_record(last_used_at, now) {
             let mut tx = self.begin_write().await?;
             sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
                 .bind(now)
@@ -170,8 +201,10 @@ impl Store {
                 .execute(&mut *tx.tx)
                 .await?;
             tx.commit().await?;
+            last_used_at = Some(now);
         }
-        Ok(Some(Session { token_id, kind, csrf: row.try_get(3)?, principal }))
+        let session = Session { token_id, kind, csrf: row.try_get(3)?, principal };
+        Ok(Some(CachedSession { session, expires_at, last_used_at }))
     }
 
     /// Ends the session or token a request was made with (logout): a named API token used

@@ -1,6 +1,7 @@
 //! Cluster specs, machines, operations and live events.
 
 use super::act;
+use super::rendered::RenderedLists;
 use super::responses::{Forbidden, NotFound, PayloadTooLarge, Unauthenticated};
 use super::wire::*;
 use crate::access::server_host;
@@ -11,13 +12,14 @@ use crate::core::{Action, CoreError};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::Stream;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 fn wants_yaml(headers: &HeaderMap, name: header::HeaderName) -> bool {
     headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("yaml"))
@@ -167,14 +169,34 @@ pub async fn delete_cluster(
     ))]
 pub async fn list_machines(
     State(state): State<AppState>,
+    Extension(kept): Extension<Arc<RenderedLists>>,
     caller: Caller,
     headers: HeaderMap,
     Path(ns): Path<String>,
-) -> ApiResult<Json<Vec<MachineOut>>> {
+) -> ApiResult<Response> {
     let host = server_host(&headers);
-    let reach = Reach { login: caller.principal().login().as_str(), host: &host, ssh_port: state.config.ssh_port };
+    // Read before rendering: a round that ends while this renders makes the body stale at once.
+    let usage_version = state.usage.version();
     let machines = ops::list(&state, caller.principal(), &ns).await?;
-    Ok(Json(machines.into_iter().map(|m| MachineView::new(m, reach, &state.usage).into()).collect()))
+    let key = (ns, caller.principal().login().to_string(), host);
+    let body = match kept.get(&key, &machines, usage_version) {
+        Some(body) => body,
+        None => {
+            let reach = Reach { login: &key.1, host: &key.2, ssh_port: state.config.ssh_port };
+            let out: Vec<MachineOut> =
+                machines.iter().map(|m| MachineView::new(m, reach, &state.usage).into()).collect();
+            let body = Bytes::from(serde_json::to_vec(&out).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("cannot write the machine list: {e}"),
+                )
+            })?);
+            kept.put(key, machines, usage_version, body.clone());
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Start one machine (members).

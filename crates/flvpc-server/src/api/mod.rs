@@ -5,6 +5,7 @@
 mod accounts;
 mod machines;
 mod namespaces;
+mod rendered;
 mod responses;
 pub mod rules;
 pub mod wire;
@@ -77,6 +78,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(machines::events))
         .routes(routes!(machines::ssh_config))
         .routes(routes!(machines::machine_metrics))
+        .layer(axum::Extension(std::sync::Arc::new(rendered::RenderedLists::default())))
         .split_for_parts()
 }
 

@@ -12,6 +12,7 @@ use flvpc_model::{NamespaceGrant, NamespaceName, Principal};
 use flvpc_store::{Desired, MachinePlan, MachineRecord, Operation, StoreError, StoredSpec};
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The namespace's cluster spec (members).
@@ -257,17 +258,39 @@ pub(super) async fn machine_action(
 }
 
 /// The machines of a namespace (members).
-pub async fn list(state: &AppState, caller: &Principal, ns: &str) -> CoreResult<Vec<MachineRecord>> {
+pub async fn list(state: &AppState, caller: &Principal, ns: &str) -> CoreResult<MachineList> {
     let ns = namespace(ns)?;
     let grant = caller.namespace_member(&ns)?;
-    state.store.get_namespace(&grant).await?;
-    Ok(state
-        .store
-        .machines(&grant)
-        .await?
-        .into_iter()
-        .filter(|m| m.desired != Desired::Deleted || m.observed != flvpc_model::Observed::NotCreated)
-        .collect())
+    let machines = state.store.machines(&grant).await?;
+    // A namespace with machines exists; only an empty list needs the namespace read to tell
+    // an empty namespace from a missing one (a superadmin's grant covers any name).
+    if machines.is_empty() {
+        state.store.get_namespace(&grant).await?;
+    }
+    Ok(MachineList(machines))
+}
+
+/// A namespace's machines as its members see them: shared with the store's read cache (no copy
+/// per request), without the records of machines deleted before they were ever created.
+#[derive(Debug, Clone, Default)]
+pub struct MachineList(Arc<Vec<MachineRecord>>);
+
+impl MachineList {
+    /// The machines, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &MachineRecord> {
+        self.0.iter().filter(|m| m.desired != Desired::Deleted || m.observed != flvpc_model::Observed::NotCreated)
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// Whether `other` is this very answer of the store: the store hands out the same answer
+    /// until a write, so nothing in the list changed since `other` was read.
+    pub fn same_as(&self, other: &MachineList) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// One operation (who started it, or the superadmin).

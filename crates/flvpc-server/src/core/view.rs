@@ -84,7 +84,7 @@ pub struct Reach<'a> {
 
 impl MachineView {
     /// The view of `m` for a person who reaches the server at `reach`, with the latest use.
-    pub fn new(m: MachineRecord, reach: Reach<'_>, usage: &UsageSampler) -> Self {
+    pub fn new(m: &MachineRecord, reach: Reach<'_>, usage: &UsageSampler) -> Self {
         let Reach { login, host, ssh_port } = reach;
         let (latest, oom_kills) = usage.latest(m.namespace.as_str(), m.name.as_str());
         let running = m.observed == Observed::Running;
@@ -107,17 +107,17 @@ impl MachineView {
             name: m.name.to_string(),
             state,
             desired: m.desired,
-            ip: m.ip,
-            error: m.error,
-            image: m.image,
-            backend: m.backend,
+            ip: m.ip.clone(),
+            error: m.error.clone(),
+            image: m.image.clone(),
+            backend: m.backend.clone(),
             cpus: m.cpus,
             cpu_cap: m.cpu_cap_milli.map(|c| f64::from(c) / 1000.0),
             memory_mb: m.memory_mb,
             disk_gb: m.disk_gb,
             ports: m
                 .ports
-                .into_iter()
+                .iter()
                 .map(|p| PortView {
                     container_port: p.container_port,
                     host_port: p.host_port,

@@ -83,7 +83,7 @@ pub async fn section(
                 table.machines {
                     thead { tr { th { "Machine" } th { "State" } th { "IP" } th { "Resources" } th { "Ports" } th { "SSH" } th {} } }
                     tbody {
-                        @for m in machines {
+                        @for m in machines.iter() {
                             @let out = MachineView::new(m, reach, &state.usage);
                             tr data-machine=(out.name) {
                                 td { strong { (out.name) } br; span.muted { (out.image) } }
