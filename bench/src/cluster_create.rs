@@ -180,10 +180,44 @@ struct Floor {
     cpu: Option<Duration>,
 }
 
+/// The cgroups a floor machine gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FloorCgroups {
+    /// footloose's way: the host's cgroup tree read-only, so systemd in the machine makes none
+    /// of its own (and boots faster than a machine that does).
+    Footloose,
+    /// flvpc's own settings: the machine's delegated cgroup subtree (prepared as flvpc does, with
+    /// `flvpc_host::cgroup`), its cgroup parent and flvpc's default PID limit; what plain Docker
+    /// costs for exactly the machine flvpc makes.
+    Flvpc,
+}
+
 /// The floor: `docker run` of the same image and settings, all at once, key copied in with
 /// `docker cp`; then `docker stop` and `docker rm -f` of all of them (each one command, which
 /// Docker's client runs in parallel) and `docker network rm`.
-async fn floor_once(n: usize, key: &Path, authorized_keys: &Path, image: &str) -> Result<Floor> {
+async fn floor_once(n: usize, key: &Path, authorized_keys: &Path, image: &str, cgroups: FloorCgroups) -> Result<Floor> {
+    let layout = flvpc_host::cgroup::CgroupLayout::detect();
+    let machine = |i: usize| flvpc_model::MachineKey::parse("benchfloor", &format!("m{i}"));
+    let mut cgroup_args: Vec<Vec<String>> = Vec::new();
+    for i in 0..n {
+        let mut args = Vec::new();
+        match cgroups {
+            FloorCgroups::Footloose => args.extend(["-v".into(), "/sys/fs/cgroup:/sys/fs/cgroup:ro".into()]),
+            FloorCgroups::Flvpc => {
+                let machine = machine(i)?;
+                layout.prepare(&machine).context("prepare the floor machine's cgroups (run as root)")?;
+                if let Some(parent) = layout.parent(&machine) {
+                    args.extend(["--cgroup-parent".into(), parent]);
+                }
+                for bind in layout.binds(&machine) {
+                    args.extend(["-v".into(), bind]);
+                }
+                args.extend(["--pids-limit".into(), flvpc_server::reconcile::DEFAULT_PIDS_LIMIT.to_string()]);
+                args.extend(["-e".into(), "container=docker".into()]);
+            }
+        }
+        cgroup_args.push(args);
+    }
     let network = "flvpc-bench-floor";
     let _ = Command::new("docker").args(["network", "rm", network]).output();
     // The network is part of the work (flvpc makes one per namespace), so it is timed too.
@@ -193,39 +227,39 @@ async fn floor_once(n: usize, key: &Path, authorized_keys: &Path, image: &str) -
     for i in 0..n {
         let authorized_keys = authorized_keys.to_path_buf();
         let image = image.to_owned();
+        let cgroup_args = cgroup_args[i].clone();
         tasks.push(tokio::task::spawn_blocking(move || -> Result<String> {
             let name = format!("flvpc-bench-floor-{i}");
             let port = FLOOR_PORT_BASE + i as u16;
-            let id = run(Command::new("docker").args([
-                "run",
-                "-d",
-                "--name",
-                &name,
-                "--hostname",
-                &format!("m{i}"),
-                "--network",
-                network,
-                "--tmpfs",
-                "/run",
-                "--tmpfs",
-                "/run/lock",
-                "--tmpfs",
-                "/tmp",
-                "-v",
-                "/sys/fs/cgroup:/sys/fs/cgroup:ro",
-                "--cpu-shares",
-                "1024",
-                "--memory",
-                "256m",
-                "--memory-swap",
-                "256m",
-                "--stop-signal",
-                "SIGRTMIN+3",
-                "-p",
-                &format!("127.0.0.1:{port}:22"),
-                &image,
-                "/sbin/init",
-            ]))?;
+            let id = run(Command::new("docker")
+                .args([
+                    "run",
+                    "-d",
+                    "--name",
+                    &name,
+                    "--hostname",
+                    &format!("m{i}"),
+                    "--network",
+                    network,
+                    "--tmpfs",
+                    "/run",
+                    "--tmpfs",
+                    "/run/lock",
+                    "--tmpfs",
+                    "/tmp",
+                    "--cpu-shares",
+                    "1024",
+                    "--memory",
+                    "256m",
+                    "--memory-swap",
+                    "256m",
+                    "--stop-signal",
+                    "SIGRTMIN+3",
+                    "-p",
+                    &format!("127.0.0.1:{port}:22"),
+                ])
+                .args(&cgroup_args)
+                .args([&image, "/sbin/init"]))?;
             run(Command::new("docker")
                 .arg("cp")
                 .arg(&authorized_keys)
@@ -250,6 +284,18 @@ async fn floor_once(n: usize, key: &Path, authorized_keys: &Path, image: &str) -
     run(Command::new("docker").args(["rm", "-f"]).args(&names))?;
     run(Command::new("docker").args(["network", "rm", network]))?;
     let delete = started.elapsed();
+    if cgroups == FloorCgroups::Flvpc {
+        for i in 0..n {
+            // Best effort, after the timing: the kernel may still hold an emptied cgroup a moment.
+            let machine = machine(i)?;
+            for _ in 0..20 {
+                if layout.cleanup(&machine) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
     Ok(Floor { times: Times { create, stop, delete }, cpu })
 }
 
@@ -290,8 +336,8 @@ async fn compare_images(opts: &Options, old: &str, new: &str, key: &Path, author
         let (mut wall_old, mut wall_new, mut cpu_old, mut cpu_new) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..opts.runs {
             // Interleaved, so both see the same machine noise.
-            let a = floor_once(n, key, authorized_keys, old).await?;
-            let b = floor_once(n, key, authorized_keys, new).await?;
+            let a = floor_once(n, key, authorized_keys, old, FloorCgroups::Footloose).await?;
+            let b = floor_once(n, key, authorized_keys, new, FloorCgroups::Footloose).await?;
             wall_old.push(a.times.create);
             wall_new.push(b.times.create);
             cpu_old.extend(a.cpu);
@@ -356,6 +402,8 @@ async fn main() -> Result<()> {
     let image = opts.image.as_str();
     println!("cluster-create: API call until every machine answers `ssh root@… true`; runs per size: {}", opts.runs);
     println!("floor: `docker run` of {image}, same settings, all at once, key via `docker cp`, same SSH wait");
+    println!("  (same settings: flvpc's delegated cgroup subtree, cgroup parent and PID limit; the `create ro` row");
+    println!("  compares with footloose's way instead, the host's cgroups read-only, where systemd makes none)");
     println!("then stop (floor: one `docker stop -t 10`) and delete (floor: one `docker rm -f`, `docker network rm`)");
     println!(
         "{:>12}  {:>12}  {:>12}  {:>7}   flvpc runs / floor runs (s)",
@@ -368,15 +416,18 @@ async fn main() -> Result<()> {
         server.call(&admin, Method::PUT, &member, Some(json!({"role": "admin"}))).await?;
         let mut ours = Vec::new();
         let mut floor = Vec::new();
+        let mut footloose = Vec::new();
         for _ in 0..opts.runs {
-            // Interleaved, so both see the same machine noise.
+            // Interleaved, so all three see the same machine noise.
             ours.push(flvpc_once(&server, &user, &ns, n, &key, image).await?);
-            floor.push(floor_once(n, &key, &authorized_keys, image).await?.times);
+            floor.push(floor_once(n, &key, &authorized_keys, image, FloorCgroups::Flvpc).await?.times);
+            footloose.push(floor_once(n, &key, &authorized_keys, image, FloorCgroups::Footloose).await?.times);
         }
         let pick = |v: &[Times], f: fn(&Times) -> Duration| v.iter().map(f).collect::<Vec<_>>();
         row(&format!("{n} create"), &pick(&ours, |t| t.create), &pick(&floor, |t| t.create));
         row(&format!("{n} stop"), &pick(&ours, |t| t.stop), &pick(&floor, |t| t.stop));
         row(&format!("{n} delete"), &pick(&ours, |t| t.delete), &pick(&floor, |t| t.delete));
+        row(&format!("{n} create ro"), &pick(&ours, |t| t.create), &pick(&footloose, |t| t.create));
         server.call(&admin, Method::DELETE, &format!("/api/v1/namespaces/{ns}"), None).await?;
     }
     Ok(())

@@ -46,6 +46,36 @@ pub const SYSTEMD_STOP_SIGNAL: &str = "SIGRTMIN+3";
 /// Default timeout for one API call; long calls (stop, import) set their own.
 const API_TIMEOUT_SECS: u64 = 120;
 /// How long one subscription to Docker's events lasts before it is renewed.
+/// How long a Docker object seen is taken as still there without asking again (see
+/// [`RecentlySeen`]): about one reconcile pass, so that one removed behind flvpc's back is
+/// noticed by the next pass.
+const SEEN_KEPT: Duration = Duration::from_secs(10);
+
+/// Names of Docker objects (networks, images) seen a moment ago, so that one create does not
+/// ask Docker the same question twice. Bounded: past 1,024 names it starts afresh.
+#[derive(Debug, Default)]
+struct RecentlySeen(std::sync::Mutex<HashMap<String, std::time::Instant>>);
+
+impl RecentlySeen {
+    fn saw(&self, name: &str) {
+        if let Ok(mut seen) = self.0.lock() {
+            if seen.len() >= 1024 {
+                seen.clear();
+            }
+            seen.insert(name.to_owned(), std::time::Instant::now());
+        }
+    }
+
+    fn recently(&self, name: &str) -> bool {
+        self.0.lock().ok().and_then(|seen| seen.get(name).map(|at| at.elapsed() < SEEN_KEPT)).unwrap_or(false)
+    }
+
+    fn forget(&self, name: &str) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.remove(name);
+        }
+    }
+}
 const EVENTS_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The output of a command run inside a machine.
@@ -68,6 +98,12 @@ pub struct DockerEngine {
     /// which then makes `flvpc-<ns>` ambiguous; serialising `ensure_network` in the process
     /// prevents that (there is one flvpc server per host).
     network_lock: Arc<Mutex<()>>,
+    /// Networks `ensure_network` found or made ours, and when: a create right after need not
+    /// inspect the network again (issue 9: the create path of one machine). Forgotten after
+    /// [`NETWORK_CHECK_KEPT`] and when the network is removed.
+    networks_checked: Arc<RecentlySeen>,
+    /// Images found a moment ago: admission asks before every create (issue 9, same path).
+    images_seen: Arc<RecentlySeen>,
     /// The flvpc instance whose machines this handle manages (`None`: images only).
     instance: Option<String>,
     /// How machines see the host's cgroups.
@@ -103,6 +139,8 @@ impl DockerEngine {
             docker,
             socket: socket.to_owned(),
             network_lock: Arc::new(Mutex::new(())),
+            networks_checked: Arc::default(),
+            images_seen: Arc::default(),
             instance: None,
             cgroups: Arc::new(CgroupLayout::detect()),
         })
@@ -165,8 +203,16 @@ impl DockerEngine {
 
     /// Whether the image exists locally.
     pub async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
+        // Only a found image is remembered: one made a moment ago is seen at once, and one
+        // removed within the moment fails the create with `ImageNotFound`, which says what to do.
+        if self.images_seen.recently(image) {
+            return Ok(true);
+        }
         match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.images_seen.saw(image);
+                Ok(true)
+            }
             Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
             Err(e) => Err(self.error(format!("inspect image {image:?}"), e)),
         }
@@ -178,6 +224,15 @@ impl DockerEngine {
     /// namespace find each other by name.
     pub async fn ensure_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
         let name = network_name(namespace);
+        let ensured = self.ensure_network_named(&name, namespace).await;
+        if ensured.is_ok() {
+            self.networks_checked.saw(&name);
+        }
+        ensured
+    }
+
+    async fn ensure_network_named(&self, name: &str, namespace: &NamespaceName) -> Result<(), EngineError> {
+        let name = name.to_owned();
         let _serialised = self.network_lock.lock().await;
         if self.network_labels(&name).await?.is_some() {
             return self.check_network_owner(&name, namespace).await;
@@ -219,6 +274,7 @@ impl DockerEngine {
     pub async fn remove_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
         let name = network_name(namespace);
         let _serialised = self.network_lock.lock().await;
+        self.networks_checked.forget(&name);
         let inspected =
             match self.docker.inspect_network(&name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
                 Ok(net) => net,
@@ -274,8 +330,11 @@ impl DockerEngine {
         let container = spec.container_name();
         let network = network_name(&spec.key.namespace);
         // Docker 20.10 accepts a missing network at create time and only fails at start:
-        // check now, so the error comes from the call that can be fixed.
-        self.check_network_owner(&network, &spec.key.namespace).await?;
+        // check now, so the error comes from the call that can be fixed (unless
+        // `ensure_network` checked it a moment ago, as the reconciler's create path does).
+        if !self.networks_checked.recently(&network) {
+            self.check_network_owner(&network, &spec.key.namespace).await?;
+        }
         self.cgroups.prepare(&spec.key).map_err(|e| EngineError::Docker {
             action: format!("prepare the cgroups of {container:?}"),
             detail: format!("{e} (flvpc must run as root on a host with cgroups mounted under /sys/fs/cgroup)"),
@@ -375,7 +434,20 @@ impl DockerEngine {
         if let Err(err) = self.cgroups.prepare(key) {
             tracing::warn!(container, "cannot prepare the machine's cgroups: {err}");
         }
-        match self.docker.start_container(&id, None::<bollard::query_parameters::StartContainerOptions>).await {
+        self.start_container(&id, container).await
+    }
+
+    /// Creates the machine and starts the container just created, by its ID, without looking
+    /// it up again (the reconciler's path for a new machine; `create_machine` prepared its
+    /// cgroups). Returns the container ID.
+    pub async fn create_and_start_machine(&self, spec: &MachineSpec) -> Result<String, EngineError> {
+        let id = self.create_machine(spec).await?;
+        self.start_container(&id, spec.container_name()).await?;
+        Ok(id)
+    }
+
+    async fn start_container(&self, id: &str, container: String) -> Result<(), EngineError> {
+        match self.docker.start_container(id, None::<bollard::query_parameters::StartContainerOptions>).await {
             Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
             Err(BollardError::DockerResponseServerError { message, .. }) if is_port_conflict(&message) => {
                 Err(EngineError::PortUnavailable { container, detail: message })
@@ -884,6 +956,9 @@ impl Engine for DockerEngine {
     }
     async fn start_machine(&self, key: &MachineKey) -> Result<(), EngineError> {
         DockerEngine::start_machine(self, key).await
+    }
+    async fn create_and_start_machine(&self, spec: &MachineSpec) -> Result<String, EngineError> {
+        DockerEngine::create_and_start_machine(self, spec).await
     }
     async fn stop_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError> {
         DockerEngine::stop_machine(self, key, timeout).await

@@ -386,6 +386,14 @@ pub trait Engine: Send + Sync {
     async fn create_machine(&self, spec: &MachineSpec) -> Result<String, EngineError>;
     /// Starts a machine (no-op when running).
     async fn start_machine(&self, key: &MachineKey) -> Result<(), EngineError>;
+    /// Creates a machine and starts it (the reconciler's path for a new machine that should
+    /// run); returns the container ID. An engine may start what it just created without looking
+    /// it up again. The default creates, then starts by key.
+    async fn create_and_start_machine(&self, spec: &MachineSpec) -> Result<String, EngineError> {
+        let id = self.create_machine(spec).await?;
+        self.start_machine(&spec.key).await?;
+        Ok(id)
+    }
     /// Stops a machine, killing it after `timeout` (no-op when stopped).
     async fn stop_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError>;
     /// Restarts a machine (starts it when stopped).

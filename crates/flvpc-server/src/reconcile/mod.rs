@@ -414,6 +414,7 @@ impl Reconciler {
 
     async fn converge(&self, key: &Key, record: &MachineRecord, engine: &Arc<dyn Engine>) -> Result<(), EngineError> {
         let mut actual = engine.inspect_machine(key).await?;
+        let mut created = false;
         if actual.as_ref().is_some_and(|a| a.info.labels.get(LABEL_SPEC) != Some(&record.spec_hash)) {
             tracing::info!("recreating {key}: its settings changed");
             engine.remove_machine(key).await?;
@@ -425,17 +426,24 @@ impl Reconciler {
                 self.observe_change(key, record, Observed::NotCreated, None, None).await;
                 return Ok(());
             }
-            self.observe(key, Observed::Creating, None, None).await;
             // A new container has no keys, whatever was written to an earlier one.
             lock(&self.inner.keys_written).remove(key);
-            engine.ensure_network(&key.namespace).await?;
-            engine.create_machine(&self.machine_spec(key, record)).await?;
+            // Recording "creating" need not hold up the engine (both end before anything else
+            // is recorded, so the states stay in order).
+            let ((), network) =
+                tokio::join!(self.observe(key, Observed::Creating, None, None), engine.ensure_network(&key.namespace));
+            network?;
+            // Only a machine that should run gets here (a stopped one is not created): created
+            // and started in one step, as `docker run` does.
+            engine.create_and_start_machine(&self.machine_spec(key, record)).await?;
+            created = true;
         }
-        self.write_keys(key, engine, actual.as_ref()).await?;
         let restart = record.restart_op.as_deref();
         let state = actual.as_ref().map(|a| a.info.state);
         let stop_timeout = self.inner.settings.stop_timeout;
         let acted = match record.desired {
+            // Just created and started: a pending restart is thereby done too.
+            _ if created => true,
             Desired::Running if restart.is_some() && state == Some(MachineState::Running) => {
                 engine.restart_machine(key, stop_timeout).await?;
                 true
@@ -464,6 +472,13 @@ impl Reconciler {
             Some(before) if !acted => Some(before),
             _ => engine.inspect_machine(key).await?,
         };
+        // The keys go in once the machine is as wanted, into the container just inspected (no
+        // second lookup): a new machine is started first and its keys follow, as `docker cp`
+        // follows `docker run`, into a mounted file system and before its sshd has booted
+        // (issue 9: the create path of one machine was 1.7x plain Docker's).
+        if let Some(details) = details.as_ref() {
+            self.write_keys(key, engine, details).await?;
+        }
         let (observed, ip, mut error) = describe(details.as_ref());
         if error.is_none() && details.as_ref().is_some_and(lacks_isolation) {
             // Recreating would lose what the tenant has in the machine: say so instead, loudly.
@@ -495,13 +510,13 @@ impl Reconciler {
     /// Writes the namespace members' keys to the machine, whole, unless the same content was
     /// written since the last resync (which forgets what was written, see [`Self::resync`]).
     ///
-    /// `inspected`: the machine as this pass inspected it, if its container was there already;
-    /// the keys then go to that container without a second lookup.
+    /// `inspected`: the machine as this pass last inspected it; the keys go to that container
+    /// without a second lookup.
     async fn write_keys(
         &self,
         machine: &Key,
         engine: &Arc<dyn Engine>,
-        inspected: Option<&MachineDetails>,
+        inspected: &MachineDetails,
     ) -> Result<(), EngineError> {
         let ns = &machine.namespace;
         let keys = match self.inner.store.namespace_keys(&system(), ns).await {
@@ -522,10 +537,7 @@ impl Reconciler {
         if lock(&self.inner.keys_written).get(machine) == Some(&content) {
             return Ok(());
         }
-        match inspected {
-            Some(details) => engine.write_authorized_keys_to(details, &content).await?,
-            None => engine.write_authorized_keys(machine, &content).await?,
-        }
+        engine.write_authorized_keys_to(inspected, &content).await?;
         lock(&self.inner.keys_written).insert(machine.clone(), content);
         Ok(())
     }
