@@ -8,10 +8,11 @@ use flvpc_host::{BuildOptions, DockerEngine, Phase, DEFAULT_IMAGE};
 /// `flvpc image …`.
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build the default machine image flvpc/debian:12 (systemd + sshd) with debootstrap; idempotent.
+    /// Build the default machine image flvpc/debian:12 (systemd + sshd) with debootstrap, or the
+    /// microVM runner image flvpc/vm-runner (QEMU); idempotent.
     Build {
-        /// Which image: only debian-12 for now.
-        #[arg(default_value = "debian-12", value_parser = ["debian-12"])]
+        /// Which image: debian-12 (machines) or vm-runner (what runs a microVM in its container).
+        #[arg(default_value = "debian-12", value_parser = ["debian-12", "vm-runner"])]
         which: String,
         /// Debian mirror URL (default: the one in this host's apt configuration).
         #[arg(long, env = "FLVPC_MIRROR")]
@@ -28,11 +29,16 @@ pub enum ImageCommand {
 pub async fn run(command: &ImageCommand) -> anyhow::Result<()> {
     let engine = DockerEngine::connect().await?;
     match command {
-        ImageCommand::Build { which: _, mirror, force } => {
+        ImageCommand::Build { which, mirror, force } => {
             let options = BuildOptions { mirror: mirror.clone(), force: *force, ..BuildOptions::default() };
             let started = std::time::Instant::now();
             let mut progress = Progress::on_stderr();
-            let info = flvpc_host::build_debian12(&engine, options, |p| {
+            let recipe = match which.as_str() {
+                "vm-runner" => &flvpc_host::image::VM_RUNNER,
+                _ => &flvpc_host::image::DEBIAN12,
+            };
+            let options = BuildOptions { tag: recipe.tag.to_owned(), ..options };
+            let info = flvpc_host::image::build_image(&engine, recipe, options, |p| {
                 progress.update(Update {
                     step: p.phase.label(),
                     done: p.done,
