@@ -12,8 +12,11 @@ pub enum ImageCommand {
     /// microVM runner image flvpc/vm-runner (QEMU); idempotent.
     Build {
         /// Which image: debian-12 (machines) or vm-runner (what runs a microVM in its container).
-        #[arg(default_value = "debian-12", value_parser = ["debian-12", "vm-runner"])]
+        #[arg(default_value = "debian-12", value_parser = ["debian-12", "vm-runner", "debian-12-vm"])]
         which: String,
+        /// For debian-12-vm: where the VM artifacts go (kernel, initrd, base image), default `vm` in the data dir.
+        #[arg(long, env = "FLVPC_VM_DIR")]
+        vm_dir: Option<std::path::PathBuf>,
         /// Debian mirror URL (default: the one in this host's apt configuration).
         #[arg(long, env = "FLVPC_MIRROR")]
         mirror: Option<String>,
@@ -26,10 +29,26 @@ pub enum ImageCommand {
 }
 
 /// Runs an image command.
-pub async fn run(command: &ImageCommand) -> anyhow::Result<()> {
+pub async fn run(command: &ImageCommand, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    if let ImageCommand::Build { which, mirror, force, vm_dir } = command {
+        if which == "debian-12-vm" {
+            let dir = vm_dir.clone().unwrap_or_else(|| data_dir.join("vm"));
+            eprintln!("VM artifacts in {} (built with debootstrap if missing: about four minutes)", dir.display());
+            let started = std::time::Instant::now();
+            let opts = flvpc_host::vm::ArtifactOptions { dir, mirror: mirror.clone(), force: *force };
+            let artifacts = flvpc_host::vm::ensure_artifacts(&opts).await.context("the VM artifacts build failed")?;
+            println!(
+                "VM artifacts ready in {} (kernel {}, {:.0} s)",
+                artifacts.dir.display(),
+                artifacts.manifest.kernel_version,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+    }
     let engine = DockerEngine::connect().await?;
     match command {
-        ImageCommand::Build { which, mirror, force } => {
+        ImageCommand::Build { which, mirror, force, vm_dir: _ } => {
             let options = BuildOptions { mirror: mirror.clone(), force: *force, ..BuildOptions::default() };
             let started = std::time::Instant::now();
             let mut progress = Progress::on_stderr();

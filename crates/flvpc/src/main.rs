@@ -128,7 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin { command: AdminCommand::Init { login, password_stdin: _ } } => {
             admin_init(&cli.database_url()?, login).await
         }
-        Command::Image { command } => image::run(command).await,
+        Command::Image { command } => image::run(command, &cli.data_dir).await,
         Command::Login(args) => client::login(args).await,
         Command::Logout => client::logout().await,
         Command::Me => client::me().await,

@@ -14,8 +14,13 @@ pub const SEED_LABEL: &str = "flvpc-seed";
 
 /// The kernel command line of a normal boot: serial console, root by label (the disk order
 /// is not an interface), and any panic ends QEMU (`-no-reboot`) so a failed boot is seen.
+/// `no_timer_check`: under TCG on a loaded host the emulated timer can tick too late for the
+/// kernel's IO-APIC timer check, which then panics ("IO-APIC + timer doesn't work", seen here
+/// while the host compiled); the timer itself works.
 pub fn kernel_append() -> Vec<String> {
-    ["console=ttyS0", &format!("root=LABEL={ROOT_LABEL}"), "rw", "panic=-1", "reboot=t"].map(String::from).to_vec()
+    ["console=ttyS0", &format!("root=LABEL={ROOT_LABEL}"), "rw", "panic=-1", "reboot=t", "no_timer_check"]
+        .map(String::from)
+        .to_vec()
 }
 
 const FIRST_BOOT_PATH: &str = "usr/local/lib/flvpc/first-boot";

@@ -23,11 +23,11 @@
 //!   Resync and events cover every registered engine: nothing here assumes there is one.
 
 pub mod engine;
-mod engines;
+pub mod engines;
 #[cfg(test)]
 mod tests;
 
-pub use engines::Engines;
+pub use engines::{Engines, VmSetup};
 
 use crate::events::Event;
 use flvpc_host::{Engine, EngineError, MachineDetails, MachineSpec, MachineState, PortMapping};
