@@ -12,7 +12,7 @@
 //! - [`fake`]: [`FakeEngine`], an in-memory recording engine for other crates' unit tests.
 //! - [`limits`]: this process's open-file limit (raised at start for the SSH gateway).
 //! - [`vm`]: microVMs on QEMU (command line, accelerator probe, artifacts, the runner and
-//!   [`vm::MicroVmEngine`]); the reconciler does not register the engine yet.
+//!   [`vm::MicroVmEngine`], which the server registers when the artifacts and runner image exist).
 
 #![warn(missing_docs)]
 
