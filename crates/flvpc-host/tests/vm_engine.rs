@@ -176,6 +176,16 @@ async fn memory_mib(container: &str) -> Option<u64> {
     stats.memory_stats?.usage.map(|u| u >> 20)
 }
 
+/// `VmRSS` of a process, in kB as /proc says it.
+fn rss_kb(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").to_owned()))
+        })
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn a_microvm_is_a_machine_like_any_other() {
     let docker = docker().await;
@@ -220,6 +230,8 @@ async fn a_microvm_is_a_machine_like_any_other() {
     let host = inspected.host_config.clone().expect("host config");
     assert_eq!(host.privileged, Some(false));
     assert_eq!(host.cap_add, Some(vec!["NET_ADMIN".to_owned()]));
+    assert_eq!(host.pids_limit, Some(512), "the machine's PID limit");
+    assert!(host.cgroup_parent.as_deref().is_some_and(|p| p.contains("flvpc")), "the machine's cgroup parent");
     for bind in host.binds.clone().unwrap_or_default() {
         assert!(bind.ends_with(":ro") && !bind.contains("docker.sock"), "bind {bind}");
     }
@@ -268,6 +280,16 @@ async fn a_microvm_is_a_machine_like_any_other() {
     if let Some(mib) = memory_mib(&container).await {
         eprintln!("runner container memory: {mib} MiB for a 512 MiB VM (limit {} MiB)", 512 + QEMU_OVERHEAD_MIB);
     }
+    let runner_pid = running.pid.expect("the runner's PID");
+    let qemu_pid = std::fs::read_to_string(format!("/proc/{runner_pid}/task/{runner_pid}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next().map(str::to_owned));
+    let guest_used = ssh_ok(&first, port, &["free", "-m"]).await;
+    eprintln!(
+        "idle VM: QEMU RSS {} kB, runner RSS {} kB; in the guest:\n{guest_used}",
+        qemu_pid.map(|p| rss_kb(&p)).unwrap_or_default(),
+        rss_kb(&runner_pid.to_string())
+    );
 
     // Keys rewritten while the VM runs take effect within seconds.
     let start = Instant::now();

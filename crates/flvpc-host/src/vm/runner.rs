@@ -48,6 +48,10 @@ pub const SERIAL_LOG: &str = "serial.log";
 /// The link-local address of the bridge where the DNS relay listens; the guest reaches it
 /// through a host route on its card (it is outside the Docker network's subnet).
 pub const DNS_RELAY: Ipv4Addr = Ipv4Addr::new(169, 254, 53, 1);
+/// The bridge of the container's `eth0` and the VM's tap.
+pub const BRIDGE: &str = "br0";
+/// The tap device of the VM's network card.
+pub const TAP: &str = "tap0";
 /// Docker's embedded DNS server inside a container on a user-defined network.
 const DOCKER_DNS: &str = "127.0.0.11:53";
 /// The largest authorized_keys sent to the guest (the guest refuses more).
@@ -169,7 +173,7 @@ async fn run(config: &RunnerConfig) -> Result<i32, String> {
         Disk { path: disk, format: DiskFormat::Qcow2, read_only: false },
         Disk { path: seed, format: DiskFormat::Raw, read_only: true },
     ];
-    cmd.tap = Some(TapNet { ifname: "tap0".into(), mac: link.mac });
+    cmd.tap = Some(TapNet { ifname: TAP.into(), mac: link.mac });
     cmd.serial_ports = vec![SerialPort { name: KEYS_PORT.into(), socket: keys_socket.clone() }];
     cmd.qmp_socket = Some(qmp_socket);
     cmd.tcg_cache_mib = Some(TCG_CACHE_MIB);
@@ -297,15 +301,15 @@ async fn bridge(link: &Link) -> Result<(), String> {
         &["link", "set", "dev", "eth0", "down"],
         &["link", "set", "dev", "eth0", "address", &runner_mac],
         &["addr", "flush", "dev", "eth0"],
-        &["link", "add", "name", "br0", "type", "bridge", "forward_delay", "0"],
-        &["tuntap", "add", "dev", "tap0", "mode", "tap"],
-        &["link", "set", "dev", "eth0", "master", "br0"],
-        &["link", "set", "dev", "tap0", "master", "br0"],
+        &["link", "add", "name", BRIDGE, "type", "bridge", "forward_delay", "0"],
+        &["tuntap", "add", "dev", TAP, "mode", "tap"],
+        &["link", "set", "dev", "eth0", "master", BRIDGE],
+        &["link", "set", "dev", TAP, "master", BRIDGE],
         &["link", "set", "dev", "eth0", "up"],
-        &["link", "set", "dev", "tap0", "up"],
-        &["link", "set", "dev", "br0", "up"],
-        &["addr", "add", &relay, "dev", "br0"],
-        &["route", "add", &vm_route, "dev", "br0", "src", &relay_ip],
+        &["link", "set", "dev", TAP, "up"],
+        &["link", "set", "dev", BRIDGE, "up"],
+        &["addr", "add", &relay, "dev", BRIDGE],
+        &["route", "add", &vm_route, "dev", BRIDGE, "src", &relay_ip],
     ];
     for step in steps {
         ip(step).await?;
