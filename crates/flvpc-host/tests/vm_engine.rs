@@ -195,7 +195,6 @@ async fn a_microvm_is_a_machine_like_any_other() {
     eprintln!("accelerator: {} ({})", probe.accel.name(), probe.detail);
     let mut config = MicroVmConfig::new(env!("CARGO_BIN_EXE_flvpc-vm-runner"), &artifacts.dir, probe.accel);
     config.runner_args.clear();
-    config.disk_bytes = artifacts.manifest.base_virtual_bytes + (256 << 20);
     config.min_stop_timeout = STOP;
     let vms = MicroVmEngine::new(docker.clone(), config);
 
@@ -211,6 +210,7 @@ async fn a_microvm_is_a_machine_like_any_other() {
     let mut spec = MachineSpec::new(vm.clone(), DEFAULT_IMAGE);
     spec.memory_mb = 512;
     spec.pids_limit = Some(512);
+    spec.disk_gb = Some(2);
     spec.ports = vec![PortMapping::tcp(22, Some(port)).on(IpAddr::V4(Ipv4Addr::LOCALHOST))];
     vms.create_machine(&spec).await.expect("create the VM machine");
     let created = vms.inspect_machine(&vm).await.expect("inspect").expect("the VM machine exists");
@@ -257,6 +257,14 @@ async fn a_microvm_is_a_machine_like_any_other() {
     let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("host kernel");
     assert_ne!(kernel, host_kernel.trim(), "the VM runs its own kernel");
     assert_eq!(ssh_ok(&first, port, &["cat", "/proc/1/comm"]).await, "systemd");
+    // The spec's disk is the VM's: its file system was grown to it, and no further.
+    let size: u64 = ssh_ok(&first, port, &["df", "-B1", "--output=size", "/"])
+        .await
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df prints a size");
+    assert!(size > artifacts.manifest.base_virtual_bytes && size <= 2 << 30, "file system of {size} bytes");
     let running = vms.inspect_machine(&vm).await.expect("inspect").expect("exists");
     assert_eq!(running.info.state, MachineState::Running);
     let vm_ip = running.info.ip.clone().expect("the VM's address on the namespace network");

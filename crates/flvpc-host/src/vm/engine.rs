@@ -72,7 +72,7 @@ pub struct MicroVmConfig {
     pub artifacts_dir: PathBuf,
     /// The accelerator the probe found.
     pub accel: Accel,
-    /// The disk size of a new VM in bytes (at least the base image's).
+    /// The disk size in bytes of a new VM whose spec names none (at least the base image's).
     pub disk_bytes: u64,
     /// The least time a VM gets to shut down when stopped or restarted.
     pub min_stop_timeout: Duration,
@@ -250,7 +250,12 @@ impl Engine for MicroVmEngine {
             cpus: spec.cpus,
             memory_mib: u32::try_from(spec.memory_mb)
                 .map_err(|_| EngineError::InvalidSpec(format!("{} MiB is too much for a VM", spec.memory_mb)))?,
-            disk_bytes: self.config.disk_bytes.max(artifacts.manifest.base_virtual_bytes),
+            // The spec's disk, else the default; never smaller than the base image (1 GiB, the
+            // spec's least, is larger than it).
+            disk_bytes: spec
+                .disk_gb
+                .map_or(self.config.disk_bytes, |gb| gb << 30)
+                .max(artifacts.manifest.base_virtual_bytes),
             accel: self.config.accel.name().to_owned(),
         };
         self.docker.create_machine_with(spec, |body| adjust_body(&self.config, spec, &runner, body)).await
