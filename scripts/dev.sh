@@ -91,6 +91,9 @@ build_image() {
   local flvpc=$1
   say "machine image flvpc/debian:12 (built with debootstrap if missing: about two minutes)"
   "$flvpc" image build debian-12
+  # What runs a microVM inside its container (QEMU, no init); rebuilt only when its recipe changes.
+  say "microVM runner image flvpc/vm-runner (built with debootstrap if missing: about two minutes)"
+  "$flvpc" image build vm-runner
 }
 
 # openapi-spec-validator, which tests/openapi.rs runs on the served OpenAPI document: pinned, in a venv
@@ -108,7 +111,8 @@ install_openapi_validator() {
     || die "pip could not install openapi-spec-validator $version"
 }
 
-# QEMU and the disk tools that build and run microVM machines (issue 10; not wired yet).
+# QEMU and the disk tools that build and run microVM machines (issue 10; the microVM engine
+# runs QEMU inside its runner image, the host's QEMU builds the artifacts and probes KVM).
 # QEMU first, then the tools, checked again: on a machine with a newer qemu-utils than
 # Debian 12's, installing Debian's qemu-system-x86 removes it.
 install_vm_packages() {

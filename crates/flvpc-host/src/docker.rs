@@ -325,6 +325,17 @@ impl DockerEngine {
     ///
     /// The namespace network must exist ([`Self::ensure_network`]) and the image must be local.
     pub async fn create_machine(&self, spec: &MachineSpec) -> Result<String, EngineError> {
+        self.create_machine_with(spec, |_| {}).await
+    }
+
+    /// [`Self::create_machine`] with the container definition adjusted by `adjust` before it
+    /// goes to Docker: how another engine of this crate (the microVM runner) gets a machine's
+    /// name, labels, network, ports, limits and cgroup parent and changes only what differs.
+    pub(crate) async fn create_machine_with(
+        &self,
+        spec: &MachineSpec,
+        adjust: impl FnOnce(&mut ContainerCreateBody),
+    ) -> Result<String, EngineError> {
         spec.validate()?;
         let instance = self.instance()?;
         let container = spec.container_name();
@@ -339,7 +350,8 @@ impl DockerEngine {
             action: format!("prepare the cgroups of {container:?}"),
             detail: format!("{e} (flvpc must run as root on a host with cgroups mounted under /sys/fs/cgroup)"),
         })?;
-        let body = container_body(spec, &network, instance, &self.cgroups);
+        let mut body = container_body(spec, &network, instance, &self.cgroups);
+        adjust(&mut body);
         let options = CreateContainerOptionsBuilder::new().name(&container).build();
         match self.docker.create_container(Some(options), body).await {
             Ok(created) => {

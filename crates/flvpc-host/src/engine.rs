@@ -67,12 +67,15 @@ pub struct MachineSpec {
     pub pids_limit: Option<u32>,
     /// Ports published on the host.
     pub ports: Vec<PortMapping>,
+    /// The machine's disk in GiB where the engine gives machines a disk of their own (microVMs);
+    /// the container engine ignores it. `None`: the engine's default.
+    pub disk_gb: Option<u64>,
     /// Extra labels; the keys flvpc sets itself (namespace, machine, instance) are refused.
     pub labels: BTreeMap<String, String>,
 }
 
 impl MachineSpec {
-    /// A spec with 1 CPU, 1024 MiB, no cap, no PID limit, no ports and no extra labels.
+    /// A spec with 1 CPU, 1024 MiB, no cap, no PID limit, no ports, the engine's disk and no extra labels.
     pub fn new(key: MachineKey, image: impl Into<String>) -> Self {
         Self {
             key,
@@ -82,6 +85,7 @@ impl MachineSpec {
             memory_mb: 1024,
             pids_limit: None,
             ports: Vec::new(),
+            disk_gb: None,
             labels: BTreeMap::new(),
         }
     }
@@ -115,6 +119,12 @@ impl MachineSpec {
             return Err(EngineError::InvalidSpec(format!(
                 "memory_mb must be between 6 and 16777216 MiB, not {}",
                 self.memory_mb
+            )));
+        }
+        if self.disk_gb.is_some_and(|gb| gb == 0 || gb > 16 * 1024) {
+            return Err(EngineError::InvalidSpec(format!(
+                "disk_gb must be between 1 and 16384, not {:?}",
+                self.disk_gb
             )));
         }
         if self.pids_limit.is_some_and(|n| n < 16) {
@@ -451,6 +461,9 @@ mod tests {
         let mut bad = ok.clone();
         bad.cpus = 0;
         assert!(bad.validate().is_err());
+        let mut bad = ok.clone();
+        bad.disk_gb = Some(0);
+        assert!(bad.validate().expect_err("disk").to_string().contains("disk_gb"));
         let mut bad = ok.clone();
         bad.cpu_cap = Some(f64::NAN);
         assert!(bad.validate().is_err());

@@ -7,11 +7,12 @@
 //!
 //! - [`engine`]: the [`Engine`] trait a reconciler is written against, and its types.
 //! - [`docker`]: [`DockerEngine`], the real implementation (bollard, local unix socket).
-//! - [`image`]: building `flvpc/debian:12` and listing local images.
+//! - [`image`]: building `flvpc/debian:12` and the microVM runner image, listing local images.
 //! - [`cgroup`]: how a machine sees the host's cgroups (read-only but its own subtrees).
 //! - [`fake`]: [`FakeEngine`], an in-memory recording engine for other crates' unit tests.
 //! - [`limits`]: this process's open-file limit (raised at start for the SSH gateway).
-//! - [`vm`]: microVMs on QEMU (command line, accelerator probe, artifacts); not wired yet.
+//! - [`vm`]: microVMs on QEMU (command line, accelerator probe, artifacts, the runner and
+//!   [`vm::MicroVmEngine`], which the server registers when the artifacts and runner image exist).
 
 #![warn(missing_docs)]
 

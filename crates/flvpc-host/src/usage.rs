@@ -53,11 +53,14 @@ fn stat_value(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// Sums received and sent bytes over the interfaces of `/proc/<pid>/net/dev`, loopback excluded.
+/// Sums received and sent bytes over the interfaces of `/proc/<pid>/net/dev`, loopback excluded,
+/// and a microVM runner's bridge and tap too: a VM's traffic crosses its runner's `eth0` once and
+/// the tap again (machine containers cannot make interfaces: they have no `NET_ADMIN`).
 pub fn parse_net_dev(text: &str) -> (u64, u64) {
+    let skipped = ["lo", crate::vm::runner::BRIDGE, crate::vm::runner::TAP];
     text.lines().skip(2).fold((0, 0), |(rx, tx), line| {
         let Some((name, counters)) = line.split_once(':') else { return (rx, tx) };
-        if name.trim() == "lo" {
+        if skipped.contains(&name.trim()) {
             return (rx, tx);
         }
         let fields: Vec<u64> = counters.split_whitespace().filter_map(|f| f.parse().ok()).collect();
@@ -159,6 +162,11 @@ mod tests {
                     eth0:    5000      10    0    0    0     0          0         0     7000      12    0    0    0     0       0          0\n";
         assert_eq!(parse_net_dev(text), (5000, 7000));
         assert_eq!(parse_net_dev(""), (0, 0));
+        let runner = format!(
+            "{text}    br0:      40       1    0    0    0     0          0         0       40       1    0    0    0     0       0          0\n  \
+             tap0:    6900      11    0    0    0     0          0         0     4900       9    0    0    0     0       0          0\n"
+        );
+        assert_eq!(parse_net_dev(&runner), (5000, 7000), "a VM's traffic counted once, at its runner's eth0");
     }
 
     #[test]

@@ -81,7 +81,7 @@ async fn start_vm(hostname: &str, public_key: &str, disk_bytes: u64, extra_appen
     let disk = dir.path().join("disk.qcow2");
     create_overlay(artifacts, &disk, disk_bytes).await.expect("create the overlay");
     let seed = dir.path().join("seed.img");
-    create_seed(&Seed { hostname: hostname.into(), authorized_keys: public_key.into() }, &seed)
+    create_seed(&Seed { hostname: hostname.into(), authorized_keys: public_key.into(), network: None }, &seed)
         .await
         .expect("create the seed disk");
     let port = free_port();

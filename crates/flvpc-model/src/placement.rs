@@ -15,8 +15,8 @@ use std::fmt;
 pub enum EngineKind {
     /// A systemd container in Docker (the spec's `backend: docker`).
     Container,
-    /// A QEMU microVM (the spec's `backend: microvm` or `ignite`). Declared for the next engine;
-    /// the server still refuses specs that ask for it (`backend_unavailable`).
+    /// A QEMU microVM (the spec's `backend: microvm` or `ignite`). A server without the microVM
+    /// engine (no VM artifacts or runner image) refuses specs that ask for it (`backend_unavailable`).
     MicroVm,
 }
 

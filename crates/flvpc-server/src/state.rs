@@ -49,6 +49,8 @@ pub struct Config {
     /// A bearer token that may read the per-machine series of /metrics (a scraper's), besides
     /// the superadmin's tokens. Anonymous /metrics shows only aggregate counters.
     pub metrics_token: Option<String>,
+    /// Where the microVM engine finds its artifacts and runner (`None`: no microVMs).
+    pub vm: Option<reconcile::engines::VmSetup>,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             sample_every: Duration::from_secs(5),
             machine_pids_limit: Some(reconcile::DEFAULT_PIDS_LIMIT),
             metrics_token: None,
+            vm: None,
         }
     }
 }
@@ -150,7 +153,17 @@ impl AppState {
             pids_limit: config.machine_pids_limit,
             ..reconcile::Settings::default()
         };
-        let reconciler = Reconciler::new(store.clone(), engine, settings);
+        let local = flvpc_model::Placement::new(settings.host.clone(), flvpc_model::EngineKind::Container);
+        let mut engines = reconcile::Engines::new().with(local, engine);
+        if let Some(vm) = &config.vm {
+            let (with_vm, outcome) = engines.with_microvm(settings.host.clone(), &settings.instance, vm).await;
+            engines = with_vm;
+            match outcome {
+                Ok(accel) => tracing::info!("microVMs: available, accelerator {accel}"),
+                Err(why) => tracing::info!("microVMs: not available: {why}"),
+            }
+        }
+        let reconciler = Reconciler::with_engines(store.clone(), engines, settings);
         let usage = Arc::new(crate::usage::UsageSampler::new(reconciler.engines().clone(), config.sample_every));
         Ok(Self(Arc::new(Inner {
             store,

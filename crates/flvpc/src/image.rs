@@ -8,11 +8,15 @@ use flvpc_host::{BuildOptions, DockerEngine, Phase, DEFAULT_IMAGE};
 /// `flvpc image …`.
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build the default machine image flvpc/debian:12 (systemd + sshd) with debootstrap; idempotent.
+    /// Build the default machine image flvpc/debian:12 (systemd + sshd) with debootstrap, or the
+    /// microVM runner image flvpc/vm-runner (QEMU); idempotent.
     Build {
-        /// Which image: only debian-12 for now.
-        #[arg(default_value = "debian-12", value_parser = ["debian-12"])]
+        /// Which image: debian-12 (machines) or vm-runner (what runs a microVM in its container).
+        #[arg(default_value = "debian-12", value_parser = ["debian-12", "vm-runner", "debian-12-vm"])]
         which: String,
+        /// For debian-12-vm: where the VM artifacts go (kernel, initrd, base image), default `vm` in the data dir.
+        #[arg(long, env = "FLVPC_VM_DIR")]
+        vm_dir: Option<std::path::PathBuf>,
         /// Debian mirror URL (default: the one in this host's apt configuration).
         #[arg(long, env = "FLVPC_MIRROR")]
         mirror: Option<String>,
@@ -25,14 +29,35 @@ pub enum ImageCommand {
 }
 
 /// Runs an image command.
-pub async fn run(command: &ImageCommand) -> anyhow::Result<()> {
+pub async fn run(command: &ImageCommand, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    if let ImageCommand::Build { which, mirror, force, vm_dir } = command {
+        if which == "debian-12-vm" {
+            let dir = vm_dir.clone().unwrap_or_else(|| data_dir.join("vm"));
+            eprintln!("VM artifacts in {} (built with debootstrap if missing: about four minutes)", dir.display());
+            let started = std::time::Instant::now();
+            let opts = flvpc_host::vm::ArtifactOptions { dir, mirror: mirror.clone(), force: *force };
+            let artifacts = flvpc_host::vm::ensure_artifacts(&opts).await.context("the VM artifacts build failed")?;
+            println!(
+                "VM artifacts ready in {} (kernel {}, {:.0} s)",
+                artifacts.dir.display(),
+                artifacts.manifest.kernel_version,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+    }
     let engine = DockerEngine::connect().await?;
     match command {
-        ImageCommand::Build { which: _, mirror, force } => {
+        ImageCommand::Build { which, mirror, force, vm_dir: _ } => {
             let options = BuildOptions { mirror: mirror.clone(), force: *force, ..BuildOptions::default() };
             let started = std::time::Instant::now();
             let mut progress = Progress::on_stderr();
-            let info = flvpc_host::build_debian12(&engine, options, |p| {
+            let recipe = match which.as_str() {
+                "vm-runner" => &flvpc_host::image::VM_RUNNER,
+                _ => &flvpc_host::image::DEBIAN12,
+            };
+            let options = BuildOptions { tag: recipe.tag.to_owned(), ..options };
+            let info = flvpc_host::image::build_image(&engine, recipe, options, |p| {
                 progress.update(Update {
                     step: p.phase.label(),
                     done: p.done,

@@ -74,6 +74,13 @@ enum Command {
         #[command(subcommand)]
         command: client::KeysCommand,
     },
+    /// Run one microVM as PID 1 of its runner container: started by flvpc's microVM engine
+    /// (with the binary mounted read-only into the container), not by hand.
+    #[command(hide = true)]
+    VmRunner {
+        /// The runner configuration (JSON), written by the engine.
+        config: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,7 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin { command: AdminCommand::Init { login, password_stdin: _ } } => {
             admin_init(&cli.database_url()?, login).await
         }
-        Command::Image { command } => image::run(command).await,
+        Command::Image { command } => image::run(command, &cli.data_dir).await,
         Command::Login(args) => client::login(args).await,
         Command::Logout => client::logout().await,
         Command::Me => client::me().await,
@@ -131,6 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SshConfig => client::ssh_config().await,
         Command::Ssh { target, args } => client::ssh(target, args).await,
         Command::Machines { command } => client::machines(command).await,
+        Command::VmRunner { config } => std::process::exit(flvpc_host::vm::runner::main(vec![config.clone()]).await),
     }
 }
 

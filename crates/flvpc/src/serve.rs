@@ -6,7 +6,7 @@ use flvpc_model::spec::PortList;
 use flvpc_server::gateway::GatewayConfig;
 use flvpc_server::{AppState, Config};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Flags of `flvpc serve`.
@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// of /metrics; without it only the superadmin's token does. Anonymous /metrics has aggregates only.
     #[arg(long, env = "FLVPC_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// Where the microVM artifacts are (kernel, initrd, base image: `flvpc image build debian-12-vm`),
+    /// default `vm` in the data dir. MicroVMs are offered when they and the runner image exist.
+    #[arg(long, env = "FLVPC_VM_DIR")]
+    vm_dir: Option<PathBuf>,
 }
 
 fn parse_pids_limit(value: &str) -> Result<u32, String> {
@@ -201,6 +205,12 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         ssh_host_key: Some((host_key.fingerprint.clone(), host_key.public.clone())),
         machine_pids_limit: (args.machine_pids_limit > 0).then_some(args.machine_pids_limit),
         metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
+        vm: Some(flvpc_server::reconcile::VmSetup {
+            artifacts_dir: args.vm_dir.clone().unwrap_or_else(|| data_dir.join("vm")),
+            // The runner is this very binary (`flvpc vm-runner`), mounted read-only into runner containers.
+            runner_program: std::env::current_exe().context("cannot find the flvpc binary for the VM runner")?,
+            runner_args: vec!["vm-runner".to_owned()],
+        }),
         ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use super::recipe::{DEBIAN12_PACKAGES, DEBIAN12_SUITE};
+use super::recipe::DEBIAN12_SUITE;
 use super::scratch::ScratchDir;
 use super::{io_err, spawn_error, ImageError, Phase, Progress};
 
@@ -34,13 +34,13 @@ fn classify(line: &str) -> Step {
     }
 }
 
-fn debootstrap_args(print_debs: bool) -> Vec<String> {
+fn debootstrap_args(print_debs: bool, packages: &[&str]) -> Vec<String> {
     let mut args = Vec::new();
     if print_debs {
         args.push("--print-debs".to_owned());
     }
     args.push("--variant=minbase".to_owned());
-    args.push(format!("--include={}", DEBIAN12_PACKAGES.join(",")));
+    args.push(format!("--include={}", packages.join(",")));
     args.push(DEBIAN12_SUITE.to_owned());
     args
 }
@@ -50,6 +50,7 @@ pub(super) async fn debootstrap(
     target: &Path,
     mirror: &str,
     work_dir: &Path,
+    packages: &'static [&'static str],
     progress: &mut (impl FnMut(Progress) + Send),
 ) -> Result<(), ImageError> {
     // debootstrap never prints how many packages it will fetch. `--print-debs` does, at the
@@ -61,7 +62,7 @@ pub(super) async fn debootstrap(
     let counter = tokio::spawn(async move {
         let _keep = count_dir;
         let out = Command::new("debootstrap")
-            .args(debootstrap_args(true))
+            .args(debootstrap_args(true, packages))
             .arg(&count_target)
             .arg(&mirror_owned)
             .stdin(Stdio::null())
@@ -76,7 +77,7 @@ pub(super) async fn debootstrap(
     });
 
     let mut child = Command::new("debootstrap")
-        .args(debootstrap_args(false))
+        .args(debootstrap_args(false, packages))
         .arg(target)
         .arg(mirror)
         .stdin(Stdio::null())

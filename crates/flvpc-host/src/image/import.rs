@@ -13,7 +13,7 @@ use bollard::query_parameters::ImportImageOptionsBuilder;
 use futures::StreamExt;
 use tokio::process::Command;
 
-use super::recipe::{LABEL_RECIPE, RECIPE_VERSION};
+use super::recipe::{Recipe, LABEL_RECIPE};
 use super::scratch::ScratchDir;
 use super::{io_err, spawn_error, ImageError, Phase, Progress};
 use crate::docker::DockerEngine;
@@ -44,7 +44,7 @@ fn tar_size(root: &Path) -> u64 {
 /// Written by hand rather than through `docker import --change`, because Docker 20.10's
 /// import accepts no `STOPSIGNAL` ("stopsignal is not a valid change command"), and systemd
 /// as PID 1 only shuts down cleanly on SIGRTMIN+3.
-fn image_config(diff_id: &str, created: &str) -> serde_json::Value {
+fn image_config(recipe: &Recipe, diff_id: &str, created: &str) -> serde_json::Value {
     let architecture = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -56,17 +56,15 @@ fn image_config(diff_id: &str, created: &str) -> serde_json::Value {
         "os": "linux",
         "created": created,
         "config": {
-            "Cmd": ["/sbin/init"],
-            "Env": [
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "container=docker"
-            ],
-            "StopSignal": crate::docker::SYSTEMD_STOP_SIGNAL,
-            "ExposedPorts": { "22/tcp": {} },
-            "Labels": { LABEL_IMAGE: "debian-12", LABEL_RECIPE: RECIPE_VERSION }
+            "Cmd": recipe.cmd,
+            "Env": recipe.env,
+            "StopSignal": recipe.stop_signal,
+            "ExposedPorts": recipe.exposed_ports.iter().map(|p| ((*p).to_owned(), serde_json::json!({})))
+                .collect::<serde_json::Map<_, _>>(),
+            "Labels": { LABEL_IMAGE: recipe.name, LABEL_RECIPE: recipe.version }
         },
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_id}")] },
-        "history": [{ "created": created, "created_by": "flvpc image build debian-12 (debootstrap)" }]
+        "history": [{ "created": created, "created_by": format!("flvpc image build {} (debootstrap)", recipe.name) }]
     })
 }
 
@@ -94,6 +92,7 @@ fn tar_padding(size: u64) -> Vec<u8> {
 /// (layer, config, manifest) is streamed into the image load API.
 pub(super) async fn import(
     engine: &DockerEngine,
+    recipe: &Recipe,
     root: &Path,
     work_dir: &Path,
     repo: &str,
@@ -162,7 +161,7 @@ pub(super) async fn import(
     let created = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into());
-    let config = serde_json::to_vec(&image_config(&diff_id, &created))
+    let config = serde_json::to_vec(&image_config(recipe, &diff_id, &created))
         .map_err(|e| ImageError::Import(format!("could not encode the image config: {e}")))?;
     let config_name = format!("{:x}.json", sha2::Sha256::digest(&config));
     let layer_name = format!("{diff_id}/layer.tar");
@@ -233,11 +232,12 @@ mod tests {
 
     #[test]
     fn image_config_makes_systemd_stop_cleanly() {
-        let config = image_config("ab12", "2026-01-01T00:00:00Z");
+        let config = image_config(&super::super::recipe::DEBIAN12, "ab12", "2026-01-01T00:00:00Z");
         assert_eq!(config["config"]["StopSignal"], "SIGRTMIN+3");
         assert_eq!(config["config"]["Cmd"][0], "/sbin/init");
         assert_eq!(config["config"]["Labels"][LABEL_IMAGE], "debian-12");
-        assert_eq!(config["config"]["Labels"][LABEL_RECIPE], RECIPE_VERSION);
+        assert_eq!(config["config"]["Labels"][LABEL_RECIPE], super::super::recipe::RECIPE_VERSION);
+        assert_eq!(config["config"]["ExposedPorts"]["22/tcp"], serde_json::json!({}));
         assert_eq!(config["rootfs"]["diff_ids"][0], "sha256:ab12");
         assert_eq!(tar_padding(512).len(), 0);
         assert_eq!(tar_padding(513).len(), 511);

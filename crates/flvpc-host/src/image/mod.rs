@@ -20,10 +20,14 @@ mod list;
 mod mirror;
 mod recipe;
 mod scratch;
+mod vm_runner;
 
 pub use list::{image_exists, list_images};
 pub use mirror::{find_apt_mirror_in, mirror_from_deb822, mirror_from_one_line};
-pub use recipe::{DEBIAN12_PACKAGES, DEBIAN12_SUITE, LABEL_RECIPE, MASKED_GENERATORS, MASKED_UNITS, RECIPE_VERSION};
+pub use recipe::{
+    Recipe, DEBIAN12, DEBIAN12_PACKAGES, DEBIAN12_SUITE, LABEL_RECIPE, MASKED_GENERATORS, MASKED_UNITS, RECIPE_VERSION,
+};
+pub use vm_runner::{build_vm_runner, VM_RUNNER, VM_RUNNER_IMAGE, VM_RUNNER_PACKAGES};
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -35,7 +39,6 @@ use debootstrap::debootstrap;
 use import::import;
 use list::{find_image, recipe_of};
 use mirror::usable_mirror;
-use recipe::configure_rootfs;
 use scratch::ScratchDir;
 
 /// How to build the image.
@@ -216,14 +219,26 @@ pub fn parse_tag(reference: &str) -> Result<(String, String), ImageError> {
 pub async fn build_debian12(
     engine: &DockerEngine,
     opts: BuildOptions,
+    progress: impl FnMut(Progress) + Send,
+) -> Result<ImageInfo, ImageError> {
+    build_image(engine, &DEBIAN12, opts, progress).await
+}
+
+/// Builds the image of `recipe` as `opts.tag`, unless an image of the same recipe version
+/// is there already (see [`build_debian12`]).
+pub async fn build_image(
+    engine: &DockerEngine,
+    recipe: &Recipe,
+    opts: BuildOptions,
     mut progress: impl FnMut(Progress) + Send,
 ) -> Result<ImageInfo, ImageError> {
     let (repo, tag) = parse_tag(&opts.tag)?;
     let reference = format!("{repo}:{tag}");
     let previous = find_image(engine, &reference).await?;
     if let (Some(existing), false) = (&previous, opts.force) {
+        let this = recipe;
         let recipe = recipe_of(engine, &reference).await?;
-        if is_current(recipe.as_deref()) {
+        if is_current(recipe.as_deref(), this.version) {
             progress(Progress::new(Phase::Done, None, None, format!("{reference} is already present")));
             return Ok(existing.clone());
         }
@@ -232,7 +247,7 @@ pub async fn build_debian12(
             Phase::ResolvingMirror,
             None,
             None,
-            format!("{reference} was made by an older recipe ({made_by}, now {RECIPE_VERSION}): rebuilding it"),
+            format!("{reference} was made by an older recipe ({made_by}, now {}): rebuilding it", this.version),
         ));
     }
     let uid = fs::metadata("/proc/self").map(|m| m.uid()).map_err(io_err("read", Path::new("/proc/self")))?;
@@ -253,16 +268,17 @@ pub async fn build_debian12(
 
     fs::create_dir_all(&opts.work_dir).map_err(io_err("create", &opts.work_dir))?;
     let mut rootfs = ScratchDir::new(&opts.work_dir)?;
-    debootstrap(rootfs.path(), &mirror, &opts.work_dir, &mut progress).await?;
+    debootstrap(rootfs.path(), &mirror, &opts.work_dir, recipe.packages, &mut progress).await?;
 
-    progress(Progress::new(Phase::Configuring, Some(0), Some(1), "masking units, SSH host key unit, empty machine-id"));
+    progress(Progress::new(Phase::Configuring, Some(0), Some(1), format!("adjusting the {} tree", recipe.name)));
     let path = rootfs.path().to_owned();
-    tokio::task::spawn_blocking(move || configure_rootfs(&path))
+    let configure = recipe.configure;
+    tokio::task::spawn_blocking(move || configure(&path))
         .await
         .map_err(|e| ImageError::Import(format!("the configuration task failed: {e}")))??;
     progress(Progress::new(Phase::Configuring, Some(1), Some(1), "root file system configured"));
 
-    import(engine, rootfs.path(), &opts.work_dir, &repo, &tag, &mut progress).await?;
+    import(engine, recipe, rootfs.path(), &opts.work_dir, &repo, &tag, &mut progress).await?;
 
     // Removing ~10 000 files blocks for a moment: keep it off the async workers.
     let _ = tokio::task::spawn_blocking(move || rootfs.cleanup()).await;
@@ -280,9 +296,9 @@ pub async fn build_debian12(
     Ok(info)
 }
 
-/// Whether an image with this recipe label is what the current recipe would build.
-fn is_current(recipe: Option<&str>) -> bool {
-    recipe == Some(RECIPE_VERSION)
+/// Whether an image with this recipe label is what the current recipe (`version`) would build.
+fn is_current(recipe: Option<&str>, version: &str) -> bool {
+    recipe == Some(version)
 }
 
 fn spawn_error(program: &'static str, hint: &'static str) -> impl FnOnce(std::io::Error) -> ImageError {
@@ -301,10 +317,10 @@ mod tests {
 
     #[test]
     fn only_the_current_recipe_is_reused() {
-        assert!(is_current(Some(RECIPE_VERSION)));
-        assert!(!is_current(Some("1")));
+        assert!(is_current(Some(RECIPE_VERSION), RECIPE_VERSION));
+        assert!(!is_current(Some("1"), RECIPE_VERSION));
         // Images built before the label existed are the first recipe.
-        assert!(!is_current(None));
+        assert!(!is_current(None, RECIPE_VERSION));
     }
 
     #[test]

@@ -8,6 +8,44 @@ use std::path::Path;
 
 use super::{io_err, ImageError};
 
+/// What one image build makes: its Debian packages, how the tree is adjusted, and the image
+/// config Docker gets. `flvpc/debian:12` ([`DEBIAN12`]) and the microVM runner image
+/// (`super::vm_runner::VM_RUNNER`) are the two.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipe {
+    /// The value of the image's `flvpc.image` label (e.g. `debian-12`).
+    pub name: &'static str,
+    /// The value of its [`LABEL_RECIPE`] label: raise it with every change of the recipe.
+    pub version: &'static str,
+    /// The default tag.
+    pub tag: &'static str,
+    /// Packages added to debootstrap's `minbase`.
+    pub packages: &'static [&'static str],
+    /// Adjusts the debootstrapped tree (writes files only, runs nothing in it).
+    pub configure: fn(&Path) -> Result<(), ImageError>,
+    /// The image's command.
+    pub cmd: &'static [&'static str],
+    /// The image's environment.
+    pub env: &'static [&'static str],
+    /// The signal `docker stop` sends.
+    pub stop_signal: &'static str,
+    /// Ports the image documents (`22/tcp`).
+    pub exposed_ports: &'static [&'static str],
+}
+
+/// The machine image `flvpc/debian:12`.
+pub const DEBIAN12: Recipe = Recipe {
+    name: "debian-12",
+    version: RECIPE_VERSION,
+    tag: crate::engine::DEFAULT_IMAGE,
+    packages: DEBIAN12_PACKAGES,
+    configure: configure_rootfs,
+    cmd: &["/sbin/init"],
+    env: &["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "container=docker"],
+    stop_signal: crate::docker::SYSTEMD_STOP_SIGNAL,
+    exposed_ports: &["22/tcp"],
+};
+
 /// The version of the recipe below, written into the image as the label [`LABEL_RECIPE`].
 /// Raise it with every change of what the image holds: `flvpc image build` rebuilds an
 /// image whose label differs (once), which is how developers and CI pick the change up.

@@ -16,7 +16,7 @@ use crate::image::{find_apt_mirror_in, DEBIAN12_PACKAGES, DEBIAN12_SUITE};
 
 /// Bump when anything that goes into the artifacts changes: a directory with another
 /// recipe is rebuilt.
-pub const VM_RECIPE: &str = "debian-12-vm/1";
+pub const VM_RECIPE: &str = "debian-12-vm/4";
 
 /// Packages added to the container recipe's: the kernel (its dependencies bring
 /// initramfs-tools, which makes the initrd) and udev (the guest has real devices; the seed

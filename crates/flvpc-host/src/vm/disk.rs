@@ -2,6 +2,7 @@
 //! its virtual size is the VM's disk limit) and a small read-only seed disk carrying the
 //! VM's host name and root's authorized_keys as plain files.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use super::artifacts::Artifacts;
@@ -41,6 +42,70 @@ pub struct Seed {
     pub hostname: String,
     /// root's authorized_keys, one OpenSSH public key per line.
     pub authorized_keys: String,
+    /// A static address for the VM's network card (a runner's VM takes over its container's
+    /// address); `None` leaves the image's DHCP configuration.
+    pub network: Option<GuestNetwork>,
+}
+
+/// The VM's IPv4 configuration, written as a systemd-networkd file from typed values only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestNetwork {
+    /// The network card it applies to.
+    pub mac: MacAddr,
+    /// The VM's address.
+    pub address: Ipv4Addr,
+    /// Its prefix length (0..=32).
+    pub prefix: u8,
+    /// The default gateway, if any.
+    pub gateway: Option<Ipv4Addr>,
+    /// The DNS server, reached on the link (a host route, not through the gateway).
+    pub dns: Ipv4Addr,
+}
+
+/// An Ethernet address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// Reads `aa:bb:cc:dd:ee:ff`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 6];
+        let mut parts = text.split(':');
+        for b in bytes.iter_mut() {
+            let part = parts.next()?;
+            if part.len() != 2 {
+                return None;
+            }
+            *b = u8::from_str_radix(part, 16).ok()?;
+        }
+        parts.next().is_none().then_some(Self(bytes))
+    }
+}
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+    }
+}
+
+impl GuestNetwork {
+    /// The `.network` file the guest's first-boot script installs.
+    pub fn networkd_file(&self) -> String {
+        let mut text = format!(
+            "# Written by flvpc's VM runner: this VM owns its container's address.\n[Match]\nMACAddress={}\n\n\
+             [Network]\nAddress={}/{}\nDNS={}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n",
+            self.mac,
+            self.address,
+            self.prefix.min(32),
+            self.dns
+        );
+        if let Some(gateway) = self.gateway {
+            text.push_str(&format!("Gateway={gateway}\n"));
+        }
+        text.push_str(&format!("\n[Route]\nDestination={}/32\nScope=link\n", self.dns));
+        text
+    }
 }
 
 impl Seed {
@@ -56,7 +121,12 @@ impl Seed {
                 "host name {h:?} is not valid: use 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'"
             )));
         }
-        for line in self.authorized_keys.lines().filter(|l| !l.trim().is_empty()) {
+        // Comment lines (flvpc's own header) are kept: sshd skips them.
+        let keys = self.authorized_keys.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
+        if let Some(bad) = self.authorized_keys.lines().find(|l| l.chars().any(|c| c.is_control() && c != '\t')) {
+            return Err(ArtifactError::Invalid(format!("authorized_keys line {bad:?} has a control character")));
+        }
+        for line in keys {
             let mut words = line.split_whitespace();
             let (kind, blob) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
             let kind_ok = kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
@@ -82,6 +152,10 @@ pub async fn create_seed(seed: &Seed, image: &Path) -> Result<(), ArtifactError>
     };
     write("hostname", format!("{}\n", seed.hostname))?;
     write("authorized_keys", seed.authorized_keys.clone())?;
+    if let Some(network) = &seed.network {
+        write("network", network.networkd_file())?;
+        write("resolv.conf", format!("nameserver {}\n", network.dns))?;
+    }
     let args: Vec<std::ffi::OsString> = vec![
         "-q".into(),
         "-F".into(),
@@ -104,7 +178,7 @@ mod tests {
     use super::*;
 
     fn seed(hostname: &str, keys: &str) -> Seed {
-        Seed { hostname: hostname.into(), authorized_keys: keys.into() }
+        Seed { hostname: hostname.into(), authorized_keys: keys.into(), network: None }
     }
 
     #[test]
@@ -112,11 +186,39 @@ mod tests {
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB+x/y= me@laptop\n";
         assert!(seed("vm-1", key).validate().is_ok());
         assert!(seed("vm-1", "").validate().is_ok());
+        assert!(seed("vm-1", &format!("# Managed by flvpc\n{key}")).validate().is_ok());
+        assert!(seed("vm-1", "# a\u{1b}[2J comment\n").validate().is_err());
         for bad in ["", "-a", "a-", "UPPER", "a.b", "a b", &"x".repeat(64)] {
             assert!(seed(bad, key).validate().is_err(), "{bad:?}");
         }
         for bad in ["command=\"rm -rf /\" ssh-ed25519 AAAA", "ssh-ed25519", "ssh-ed25519 AA$(x)", "hello world"] {
             assert!(seed("vm", bad).validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn network_file_from_typed_values() {
+        let mac = MacAddr::parse("02:42:ac:14:00:02").expect("mac");
+        assert_eq!(mac.to_string(), "02:42:ac:14:00:02");
+        for bad in ["", "02:42:ac:14:00", "02:42:ac:14:00:02:03", "2:42:ac:14:00:02", "zz:42:ac:14:00:02"] {
+            assert!(MacAddr::parse(bad).is_none(), "{bad:?}");
+        }
+        let net = GuestNetwork {
+            mac,
+            address: Ipv4Addr::new(172, 20, 0, 2),
+            prefix: 16,
+            gateway: Some(Ipv4Addr::new(172, 20, 0, 1)),
+            dns: Ipv4Addr::new(169, 254, 53, 1),
+        };
+        let text = net.networkd_file();
+        for line in [
+            "MACAddress=02:42:ac:14:00:02",
+            "Address=172.20.0.2/16",
+            "Gateway=172.20.0.1",
+            "DNS=169.254.53.1",
+            "Destination=169.254.53.1/32",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
         }
     }
 }

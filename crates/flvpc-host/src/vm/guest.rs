@@ -14,8 +14,13 @@ pub const SEED_LABEL: &str = "flvpc-seed";
 
 /// The kernel command line of a normal boot: serial console, root by label (the disk order
 /// is not an interface), and any panic ends QEMU (`-no-reboot`) so a failed boot is seen.
+/// `no_timer_check`: under TCG on a loaded host the emulated timer can tick too late for the
+/// kernel's IO-APIC timer check, which then panics ("IO-APIC + timer doesn't work", seen here
+/// while the host compiled); the timer itself works.
 pub fn kernel_append() -> Vec<String> {
-    ["console=ttyS0", &format!("root=LABEL={ROOT_LABEL}"), "rw", "panic=-1", "reboot=t"].map(String::from).to_vec()
+    ["console=ttyS0", &format!("root=LABEL={ROOT_LABEL}"), "rw", "panic=-1", "reboot=t", "no_timer_check"]
+        .map(String::from)
+        .to_vec()
 }
 
 const FIRST_BOOT_PATH: &str = "usr/local/lib/flvpc/first-boot";
@@ -39,10 +44,77 @@ if [ -f "$mnt/authorized_keys" ]; then
     install -d -m 0700 /root/.ssh
     install -m 0600 "$mnt/authorized_keys" /root/.ssh/authorized_keys
 fi
+# A VM run by flvpc's runner owns its container's address: the runner wrote it here.
+if [ -f "$mnt/network" ]; then
+    install -D -m 0644 "$mnt/network" /run/systemd/network/10-flvpc.network
+fi
+# No systemd-resolved in the image: the resolver is whatever /etc/resolv.conf names.
+if [ -f "$mnt/resolv.conf" ]; then
+    rm -f /etc/resolv.conf
+    install -m 0644 "$mnt/resolv.conf" /etc/resolv.conf
+fi
 umount "$mnt"
 # The base image has no SSH host keys: each VM makes its own, once.
 ssh-keygen -A
 "#;
+
+const KEYS_SYNC_PATH: &str = "usr/local/lib/flvpc/keys-sync";
+
+/// Port name of the virtio-serial channel that carries root's authorized_keys while the VM
+/// runs (the cloud kernel has no 9p; virtio-console is a module udev loads).
+pub const KEYS_PORT: &str = "org.flvpc.keys";
+
+/// Keeps root's authorized_keys equal to what the host sends on [`KEYS_PORT`]. The protocol:
+/// the guest says `ready` when it opened the port (the host may have written before, which
+/// the guest driver drops), the host answers and sends again at every change a frame: the
+/// length in decimal on its own line, then that many bytes of authorized_keys. The shell
+/// reads only the length, checked to be digits; the keys go through `head -c` into a file,
+/// never into a shell variable. EOF (the host side closed) ends the script with a failure, and
+/// systemd starts it again; a VM without the port (QEMU started by hand) ends it for good.
+const KEYS_SYNC_SCRIPT: &str = r#"#!/bin/bash
+# flvpc: root's authorized_keys, live from the host (see the host's vm/guest.rs).
+set -u
+port=/dev/virtio-ports/org.flvpc.keys
+i=0
+while [ ! -e "$port" ]; do
+    [ "$i" -lt 60 ] || exit 0
+    sleep 1
+    i=$((i + 1))
+done
+exec 3<>"$port"
+printf 'ready\n' >&3
+while IFS= read -r len <&3; do
+    case "$len" in '' | *[!0-9]*) continue ;; esac
+    [ "${#len}" -le 7 ] && [ "$len" -le 1048576 ] || exit 1
+    install -d -m 0700 /root/.ssh
+    tmp=$(mktemp /root/.ssh/.authorized_keys.XXXXXX)
+    head -c "$len" <&3 >"$tmp"
+    if [ "$(stat -c %s "$tmp")" = "$len" ]; then
+        chmod 0600 "$tmp"
+        mv -f "$tmp" /root/.ssh/authorized_keys
+    else
+        rm -f "$tmp"
+    fi
+done
+# The host closed its side (the runner restarted its connection): open the port again.
+exit 1
+"#;
+
+const KEYS_SYNC_UNIT: &str = "\
+[Unit]
+Description=flvpc: root's SSH keys kept in sync with the host
+After=flvpc-first-boot.service
+# Restarted as often as the host side goes away, never given up on.
+StartLimitIntervalSec=0
+
+[Service]
+ExecStart=/usr/local/lib/flvpc/keys-sync
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+";
 
 const FIRST_BOOT_UNIT: &str = "\
 [Unit]
@@ -72,7 +144,8 @@ const MASKED: &[&str] =
     &["systemd-firstboot.service", "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer"];
 
 /// Units enabled in the image.
-const ENABLED: &[&str] = &["systemd-networkd.service", "ssh.service", "flvpc-first-boot.service"];
+const ENABLED: &[&str] =
+    &["systemd-networkd.service", "ssh.service", "flvpc-first-boot.service", "flvpc-keys-sync.service"];
 
 /// Turns a debootstrapped tree into a VM root: the files above, no machine id (systemd
 /// makes a new one at each VM's first boot, so two VMs of one base differ), no SSH host keys.
@@ -85,6 +158,8 @@ pub async fn prepare_tree(tree: &Path) -> Result<(), ArtifactError> {
     write(tree, "etc/systemd/network/80-flvpc-dhcp.network", NETWORK, 0o644)?;
     write(tree, FIRST_BOOT_PATH, FIRST_BOOT_SCRIPT, 0o755)?;
     write(tree, "etc/systemd/system/flvpc-first-boot.service", FIRST_BOOT_UNIT, 0o644)?;
+    write(tree, KEYS_SYNC_PATH, KEYS_SYNC_SCRIPT, 0o755)?;
+    write(tree, "etc/systemd/system/flvpc-keys-sync.service", KEYS_SYNC_UNIT, 0o644)?;
     let ssh = tree.join("etc/ssh");
     for entry in std::fs::read_dir(&ssh).map_err(io("read", &ssh))? {
         let path = entry.map_err(io("read", &ssh))?.path();

@@ -127,6 +127,11 @@ impl RunningVm {
         }
     }
 
+    /// Waits for QEMU to end, however long that takes.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
     /// Waits for QEMU to end by itself within `deadline` (killing it after). `Ok(status)`
     /// when it ended, `Err` with the console tail when it had to be killed.
     pub async fn wait_exit(&mut self, deadline: Duration) -> Result<ExitStatus, VmError> {

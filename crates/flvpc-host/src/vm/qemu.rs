@@ -105,6 +105,25 @@ pub struct HostForward {
     pub guest_port: u16,
 }
 
+/// A tap device the VM's network card is plugged into (a runner bridges it to its
+/// container's interface).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapNet {
+    /// The tap interface, which must exist (QEMU opens it, `script=no`).
+    pub ifname: String,
+    /// The card's Ethernet address.
+    pub mac: super::disk::MacAddr,
+}
+
+/// A virtio-serial port backed by a unix socket QEMU listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialPort {
+    /// The port's name in the guest (`/dev/virtio-ports/NAME`).
+    pub name: String,
+    /// The socket on the host side.
+    pub socket: PathBuf,
+}
+
 /// A VM's QEMU invocation. Build it with [`QemuCommand::new`], set fields, then take
 /// [`QemuCommand::argv`] or [`QemuCommand::command`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +148,13 @@ pub struct QemuCommand {
     pub disks: Vec<Disk>,
     /// QEMU user network (slirp) with these forwards; `None` gives the guest no network.
     pub user_net: Option<Vec<HostForward>>,
+    /// A network card on a tap device (instead of, or with, the user network).
+    pub tap: Option<TapNet>,
+    /// virtio-serial ports.
+    pub serial_ports: Vec<SerialPort>,
+    /// Under TCG, the translated-code cache in MiB (QEMU's default reserves 1 GiB, which a
+    /// long-running VM fills, and which counts against its container's memory limit).
+    pub tcg_cache_mib: Option<u32>,
     /// The guest's serial console (ttyS0) is appended to this file.
     pub serial_log: PathBuf,
     /// A QMP unix socket QEMU listens on (for `system_powerdown`).
@@ -142,6 +168,9 @@ pub enum QemuError {
     /// it into words nobody meant.
     #[error("kernel command line word {0:?} contains whitespace or a control character: pass one word per entry")]
     BadAppendWord(String),
+    /// A tap or port name with characters QEMU's option syntax would read otherwise.
+    #[error("{0:?} is not a valid interface or port name: use letters, digits, '.', '-' and '_'")]
+    BadName(String),
     /// Zero CPUs or memory below what a kernel needs.
     #[error("a VM needs at least 1 CPU and 64 MiB of memory (asked for {cpus} CPUs, {memory_mib} MiB)")]
     TooSmall {
@@ -167,6 +196,9 @@ impl QemuCommand {
             append: Vec::new(),
             disks: Vec::new(),
             user_net: None,
+            tap: None,
+            serial_ports: Vec::new(),
+            tcg_cache_mib: None,
             serial_log: serial_log.into(),
             qmp_socket: None,
         }
@@ -186,7 +218,14 @@ impl QemuCommand {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |s: &str| a.push(OsString::from(s));
         push("-machine");
-        push(&format!("{},accel={}", self.machine.name(), self.accel.name()));
+        match (self.accel, self.tcg_cache_mib) {
+            (Accel::Tcg, Some(mib)) => {
+                push(self.machine.name());
+                push("-accel");
+                push(&format!("tcg,tb-size={mib}"));
+            }
+            _ => push(&format!("{},accel={}", self.machine.name(), self.accel.name())),
+        }
         push("-cpu");
         push(self.accel.cpu());
         push("-smp");
@@ -241,6 +280,31 @@ impl QemuCommand {
             a.push(netdev.into());
             a.push("-device".into());
             a.push(format!("virtio-net-{virtio},netdev=net0").into());
+        }
+        if let Some(tap) = &self.tap {
+            if tap.ifname.is_empty() || !tap.ifname.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(QemuError::BadName(tap.ifname.clone()));
+            }
+            a.push("-netdev".into());
+            a.push(format!("tap,id=net1,ifname={},script=no,downscript=no", tap.ifname).into());
+            a.push("-device".into());
+            a.push(format!("virtio-net-{virtio},netdev=net1,mac={}", tap.mac).into());
+        }
+        if !self.serial_ports.is_empty() {
+            a.push("-device".into());
+            a.push(format!("virtio-serial-{virtio}").into());
+        }
+        for (i, port) in self.serial_ports.iter().enumerate() {
+            if port.name.is_empty() || !port.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+                return Err(QemuError::BadName(port.name.clone()));
+            }
+            a.push("-chardev".into());
+            let mut spec = opt(&format!("socket,id=port{i},path="), &port.socket);
+            spec.push(",server=on,wait=off");
+            a.push(spec);
+            a.push("-device".into());
+            a.push(format!("virtserialport,chardev=port{i},name={}", port.name).into());
         }
         if let Some(qmp) = &self.qmp_socket {
             a.push("-qmp".into());
@@ -334,6 +398,34 @@ mod tests {
         assert_eq!(after(&argv, "-device"), ["virtio-rng-device"]);
         assert_eq!(after(&argv, "-cpu"), ["host"]);
         assert!(after(&argv, "-netdev").is_empty() && after(&argv, "-append").is_empty());
+    }
+
+    #[test]
+    fn tap_serial_ports_and_a_bounded_tcg_cache() {
+        let mut q = QemuCommand::new(Accel::Tcg, "/k", "/s");
+        q.tcg_cache_mib = Some(64);
+        q.tap =
+            Some(TapNet { ifname: "tap0".into(), mac: crate::vm::MacAddr::parse("02:42:ac:14:00:02").expect("mac") });
+        q.serial_ports.push(SerialPort { name: "org.flvpc.keys".into(), socket: "/vm/keys,x.sock".into() });
+        let argv = strings(q.argv().expect("valid"));
+        assert_eq!(after(&argv, "-machine"), ["q35"]);
+        assert_eq!(after(&argv, "-accel"), ["tcg,tb-size=64"]);
+        assert_eq!(after(&argv, "-netdev"), ["tap,id=net1,ifname=tap0,script=no,downscript=no"]);
+        assert_eq!(
+            after(&argv, "-device"),
+            [
+                "virtio-rng-pci",
+                "virtio-net-pci,netdev=net1,mac=02:42:ac:14:00:02",
+                "virtio-serial-pci",
+                "virtserialport,chardev=port0,name=org.flvpc.keys"
+            ]
+        );
+        assert!(after(&argv, "-chardev").contains(&"socket,id=port0,path=/vm/keys,,x.sock,server=on,wait=off"));
+        q.serial_ports[0].name = "a,b".into();
+        assert_eq!(q.argv(), Err(QemuError::BadName("a,b".into())));
+        q.serial_ports.clear();
+        q.tap.as_mut().expect("tap").ifname = "tap0,script=/x".into();
+        assert!(q.argv().is_err());
     }
 
     #[test]

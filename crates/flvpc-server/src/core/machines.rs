@@ -42,10 +42,11 @@ async fn validate(state: &AppState, spec: &ClusterSpec, ns: &NamespaceName) -> C
         validated.machines.iter().map(|m| (state.reconciler.placement_for(m.backend), m.image.as_str())).collect();
     images.sort_unstable();
     images.dedup();
-    if let Some(vm) = validated.machines.iter().find(|m| m.backend == Backend::MicroVm) {
-        return Err(CoreError::BackendUnavailable(format!(
-            "{}: the microvm backend is not available on this server yet; use backend: docker",
-            vm.name
+    let floor = flvpc_host::vm::VM_MIN_MEMORY_MB;
+    if let Some(vm) = validated.machines.iter().find(|m| m.backend == Backend::MicroVm && m.memory_mb < floor) {
+        return Err(CoreError::InvalidSpec(format!(
+            "{}: a microVM needs at least {floor} MB of memory (its own kernel, systemd and sshd), not {} MB",
+            vm.name, vm.memory_mb
         )));
     }
     for (placement, image) in images {

@@ -5,10 +5,31 @@
 //! local host); the microVM engine and further hosts are entries, not special cases.
 
 use flvpc_host::Engine;
-use flvpc_model::Placement;
+use flvpc_model::{EngineKind, HostName, Placement};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// What the microVM engine needs from the host (`flvpc serve --vm-dir`): registered only when
+/// the VM artifacts and the runner image are there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSetup {
+    /// The VM artifacts (kernel, initrd, base image): `flvpc image build debian-12-vm`.
+    pub artifacts_dir: PathBuf,
+    /// The runner program mounted into runner containers (the flvpc binary itself).
+    pub runner_program: PathBuf,
+    /// Its arguments before the runner configuration (`vm-runner`).
+    pub runner_args: Vec<String>,
+}
+
+/// How long the accelerator probe may boot a kernel under KVM before TCG is chosen.
+const PROBE_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How to make microVMs available, for error messages (admission and the log at start).
+pub const MICROVM_HOWTO: &str = "build the VM artifacts and the runner image with `flvpc image build debian-12-vm` \
+     and `flvpc image build vm-runner`, then restart flvpc";
 
 /// Placement → engine handle. Cheap to clone (handles are shared).
 #[derive(Clone, Default)]
@@ -29,6 +50,37 @@ impl Engines {
         self
     }
 
+    /// The registry with the microVM engine of `host` added, if `setup`'s artifacts and the
+    /// runner image are there; the accelerator is probed by booting the kernel (KVM if that works,
+    /// TCG otherwise). Returns why not otherwise, and the registry unchanged.
+    pub async fn with_microvm(self, host: HostName, instance: &str, setup: &VmSetup) -> (Self, Result<String, String>) {
+        use flvpc_host::vm::{probe_accel, Artifacts, MicroVmConfig, MicroVmEngine, QEMU_SYSTEM};
+        let Some(artifacts) = Artifacts::current(&setup.artifacts_dir) else {
+            let why = format!("no current VM artifacts in {}: {MICROVM_HOWTO}", setup.artifacts_dir.display());
+            return (self, Err(why));
+        };
+        let docker = match flvpc_host::DockerEngine::connect().await {
+            Ok(d) => d.for_instance(instance),
+            Err(e) => return (self, Err(e.to_string())),
+        };
+        match docker.image_exists(flvpc_host::image::VM_RUNNER_IMAGE).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let why =
+                    format!("the runner image {} is missing: {MICROVM_HOWTO}", flvpc_host::image::VM_RUNNER_IMAGE);
+                return (self, Err(why));
+            }
+            Err(e) => return (self, Err(e.to_string())),
+        }
+        let probe_dir = std::env::temp_dir();
+        let probe = probe_accel(std::path::Path::new(QEMU_SYSTEM), &artifacts.kernel, &probe_dir, PROBE_DEADLINE).await;
+        let mut config = MicroVmConfig::new(&setup.runner_program, &setup.artifacts_dir, probe.accel);
+        config.runner_args = setup.runner_args.clone();
+        let engine: Arc<dyn Engine> = Arc::new(MicroVmEngine::new(docker, config));
+        let accel = format!("{} ({})", probe.accel.name(), probe.detail);
+        (self.with(Placement::new(host, EngineKind::MicroVm), engine), Ok(accel))
+    }
+
     /// The engine of `placement`, if one is registered.
     pub fn get(&self, placement: &Placement) -> Option<&Arc<dyn Engine>> {
         self.by_placement.get(placement)
@@ -43,9 +95,10 @@ impl Engines {
     pub fn missing(&self, placement: &Placement) -> String {
         let known: Vec<String> = self.by_placement.keys().map(Placement::to_string).collect();
         let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+        let howto = if placement.engine == EngineKind::MicroVm { format!("; {MICROVM_HOWTO}") } else { String::new() };
         format!(
             "no {} engine on host {} (this server has: {known}); the machine is left as it is until that engine \
-             is available",
+             is available{howto}",
             placement.engine, placement.host
         )
     }

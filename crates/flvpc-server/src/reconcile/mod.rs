@@ -23,11 +23,11 @@
 //!   Resync and events cover every registered engine: nothing here assumes there is one.
 
 pub mod engine;
-mod engines;
+pub mod engines;
 #[cfg(test)]
 mod tests;
 
-pub use engines::Engines;
+pub use engines::{Engines, VmSetup};
 
 use crate::events::Event;
 use flvpc_host::{Engine, EngineError, MachineDetails, MachineSpec, MachineState, PortMapping};
@@ -398,6 +398,7 @@ impl Reconciler {
         spec.pids_limit = self.inner.settings.pids_limit;
         spec.cpu_cap = record.cpu_cap_milli.map(|m| f64::from(m) / 1000.0);
         spec.memory_mb = record.memory_mb;
+        spec.disk_gb = Some(record.disk_gb).filter(|gb| *gb > 0);
         spec.ports = record
             .ports
             .iter()
