@@ -42,11 +42,10 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-/// CPU time of this process's children that ended and were waited for (their own waited-for
-/// children included): the client `ssh` processes of a stream, measured exactly.
-fn children_cpu_time() -> Option<Duration> {
-    let fields = stat_fields("/proc/self/stat")?;
-    let ticks: u64 = fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?;
+/// CPU time of a process and of its children that ended and were reaped (sshd's connections).
+fn tree_cpu_time(pid: u32) -> Option<Duration> {
+    let fields = stat_fields(&format!("/proc/{pid}/stat"))?;
+    let ticks = fields.get(11..15)?.iter().map(|f| f.parse::<u64>().ok()).sum::<Option<u64>>()?;
     Some(Duration::from_millis(ticks * 10))
 }
 
@@ -110,8 +109,6 @@ fn container_with_ip(ip: &str) -> Result<u32> {
 /// Where the CPU of one stream went, in milliseconds.
 #[derive(Default, Clone, Copy)]
 struct StreamCpu {
-    /// Every client `ssh` process of the stream together (exact).
-    client: f64,
     /// The client's `ssh` process itself (sampled every 20 ms while it runs).
     inner: f64,
     /// The jump's `ssh -W` process (sampled every 20 ms while it runs; 0 for the direct path).
@@ -122,7 +119,7 @@ struct StreamCpu {
 
 /// Streams `mib` MiB into `cat > /dev/null` on the machine: MiB/s and where the CPU went.
 fn throughput(config: &Path, path: &Path3, mib: usize, container: u32) -> Result<(f64, StreamCpu)> {
-    let (client_before, machine_before) = (children_cpu_time(), container_cpu(container));
+    let machine_before = container_cpu(container);
     let mut child = ssh(config, path).arg("cat > /dev/null").stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
     // The jump's own ssh runs as a child of the client: its CPU is sampled until it ends.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -162,7 +159,6 @@ fn throughput(config: &Path, path: &Path3, mib: usize, container: u32) -> Result
         _ => f64::NAN,
     };
     let cpu = StreamCpu {
-        client: ms(client_before, children_cpu_time()),
         inner: inner.as_secs_f64() * 1000.0,
         outer: outer.as_secs_f64() * 1000.0,
         machine: ms(machine_before, container_cpu(container)),
@@ -304,18 +300,28 @@ async fn main() -> Result<()> {
     // The flvpc server's CPU per stream: unlike throughput, it hardly depends on what else
     // runs on the host, so it shows a change of the relay even on a busy machine.
     let mut gateway_cpu: Vec<f64> = Vec::new();
+    // OpenSSH's sshd as jump host: its connection processes, reaped by the listening one.
+    let mut sshd_cpu: Vec<f64> = Vec::new();
     let pid = server.process.0.id();
+    let sshd_pid = _sshd.0.id();
     for _ in 0..runs {
         // Interleaved so that all three see the same machine noise.
         for (i, path) in paths.iter().enumerate() {
             setup[i].push(setup_time(&client_config, path)?.as_secs_f64() * 1000.0);
-            let before = cpu_time(pid);
+            let (before, sshd_before) = (cpu_time(pid), tree_cpu_time(sshd_pid));
             let (mib_s, used) = throughput(&client_config, path, mib, container)?;
             speed[i].push(mib_s);
             cpu[i].push(used);
             if i == 2 {
                 if let (Some(before), Some(after)) = (before, cpu_time(pid)) {
                     gateway_cpu.push(after.saturating_sub(before).as_secs_f64() * 1000.0);
+                }
+            }
+            if i == 1 {
+                // Time for sshd to reap the connection's processes, which counts their CPU.
+                std::thread::sleep(Duration::from_millis(300));
+                if let (Some(before), Some(after)) = (sshd_before, tree_cpu_time(sshd_pid)) {
+                    sshd_cpu.push(after.saturating_sub(before).as_secs_f64() * 1000.0);
                 }
             }
         }
@@ -344,26 +350,31 @@ async fn main() -> Result<()> {
         med_setup[2] / med_setup[0]
     );
 
-    // Where the CPU of a stream goes: on 2 cores, a jump's second encryption in the client and
-    // the jump host's decryption compete with the direct path's only two processes.
-    println!(
-        "CPU per {mib} MiB stream, medians (ms): client ssh (inner + jump's ssh -W) | machine (sshd + cat) | jump host"
-    );
+    // Where the CPU of a stream goes: a jump adds the client's second ssh (a second encryption)
+    // and the jump host's decryption to the direct path's two processes; the direct path's
+    // stages leave a core partly idle, which is what lets a jump come near it on 2 cores.
+    println!("CPU per {mib} MiB stream, medians (ms): the client's ssh, the jump's ssh -W, the machine (sshd + cat), the jump host");
+    let mut totals = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         let med = |f: fn(&StreamCpu) -> f64| median_f(cpu[i].iter().map(f).collect());
-        let (client, inner, outer, machine) =
-            (med(|c| c.client), med(|c| c.inner), med(|c| c.outer), med(|c| c.machine));
+        let (inner, outer, machine) = (med(|c| c.inner), med(|c| c.outer), med(|c| c.machine));
         let jump = match i {
-            2 if !gateway_cpu.is_empty() => format!("{:.0}", median_f(gateway_cpu.clone())),
-            2 => "?".into(),
-            1 => "(sshd, not measured)".into(),
-            _ => "-".into(),
+            2 if !gateway_cpu.is_empty() => median_f(gateway_cpu.clone()),
+            1 if !sshd_cpu.is_empty() => median_f(sshd_cpu.clone()),
+            _ => 0.0,
         };
+        let total = inner + outer + machine + jump;
+        totals.push(total);
         println!(
-            "{:<12} waited-for clients {:>5.0} | ssh {:>5.0} | ssh -W {:>5.0} | machine {:>5.0} | jump host {jump}",
-            path.name, client, inner, outer, machine
+            "{:<12} ssh {inner:>5.0} | ssh -W {outer:>5.0} | machine {machine:>5.0} | jump host {jump:>5.0} | total {total:>5.0}",
+            path.name
         );
     }
+    println!(
+        "CPU per stream vs direct: sshd jump {:.2}x, flvpc jump {:.2}x (with every core busy, throughput would follow 1 / this)",
+        totals[1] / totals[0],
+        totals[2] / totals[0]
+    );
     if !gateway_cpu.is_empty() {
         let runs: Vec<String> = gateway_cpu.iter().map(|x| format!("{x:.0}")).collect();
         println!(
