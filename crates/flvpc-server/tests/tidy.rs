@@ -144,3 +144,36 @@ fn the_transport_scan_sees_what_it_must() {
     assert_eq!(transport_names_in("#[derive(utoipa::ToSchema)]"), ["utoipa"]);
     assert!(transport_names_in(code_of("let x = 1; // no axum:: here")).is_empty());
 }
+
+/// The names of the `async fn`s in `code` from the line that starts with `start` to the next
+/// line that is a lone `}` (a trait or impl block at the top level).
+fn methods_in_block(code: &str, start: &str) -> Vec<String> {
+    let mut lines = code.lines().skip_while(|l| !l.starts_with(start));
+    assert!(lines.next().is_some(), "no block starting with {start:?}");
+    lines
+        .take_while(|l| *l != "}")
+        .filter_map(|l| l.trim_start().strip_prefix("async fn "))
+        .filter_map(|rest| rest.split(['(', '<']).next().map(str::to_owned))
+        .collect()
+}
+
+/// An engine that wraps or is Docker forwards every method of the trait: a default body left in
+/// place does the work the slow way (the server's engine once looked every machine up again
+/// before writing its keys, so an optimisation of the Docker engine never ran).
+#[test]
+fn docker_engines_forward_every_engine_method() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |path: &str| {
+        std::fs::read_to_string(workspace.join(path)).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+    };
+    let trait_methods = methods_in_block(&read("flvpc-host/src/engine.rs"), "pub trait Engine");
+    assert!(trait_methods.len() > 10, "the trait's methods were not found: {trait_methods:?}");
+    for (path, block) in [
+        ("flvpc-server/src/reconcile/engine.rs", "impl Engine for ReconnectingDocker"),
+        ("flvpc-host/src/docker.rs", "impl Engine for DockerEngine"),
+    ] {
+        let implemented = methods_in_block(&read(path), block);
+        let missing: Vec<&String> = trait_methods.iter().filter(|m| !implemented.contains(m)).collect();
+        assert!(missing.is_empty(), "{path}: `{block}` leaves {missing:?} to the trait's default bodies");
+    }
+}

@@ -68,6 +68,10 @@ impl Engine for ReconnectingDocker {
         let r = self.get().await?.start_machine(key).await;
         self.check(r).await
     }
+    async fn create_and_start_machine(&self, spec: &MachineSpec) -> Result<String, EngineError> {
+        let r = self.get().await?.create_and_start_machine(spec).await;
+        self.check(r).await
+    }
     async fn stop_machine(&self, key: &MachineKey, timeout: Duration) -> Result<(), EngineError> {
         let r = self.get().await?.stop_machine(key, timeout).await;
         self.check(r).await
@@ -90,6 +94,10 @@ impl Engine for ReconnectingDocker {
     }
     async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError> {
         let r = self.get().await?.write_authorized_keys(key, content).await;
+        self.check(r).await
+    }
+    async fn write_authorized_keys_to(&self, inspected: &MachineDetails, content: &str) -> Result<(), EngineError> {
+        let r = self.get().await?.write_authorized_keys_to(inspected, content).await;
         self.check(r).await
     }
     async fn machine_events(&self) -> Result<Option<MachineEvents>, EngineError> {
