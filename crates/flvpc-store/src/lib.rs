@@ -67,6 +67,8 @@ pub struct Store {
     sessions: cache::Answers<String, tokens::CachedSession>,
     /// Namespaces' machine lists (`machines`).
     machine_lists: cache::Answers<flvpc_model::NamespaceName, std::sync::Arc<Vec<MachineRecord>>>,
+    /// Namespaces' members' public keys (`namespace_keys`, the reconciler's).
+    namespace_keys: cache::Answers<flvpc_model::NamespaceName, Vec<String>>,
 }
 
 impl Store {
@@ -123,6 +125,7 @@ impl Store {
             cache: cache::ReadCache::default(),
             sessions: cache::Answers::default(),
             machine_lists: cache::Answers::default(),
+            namespace_keys: cache::Answers::default(),
         };
         store.migrate().await?;
         if let Some(path) = &sqlite_file {

@@ -557,13 +557,21 @@ impl Store {
 
     /// The authorized_keys lines for a namespace's machines: every key of every member, in a stable order.
     pub async fn namespace_keys(&self, _: &SystemGrant, ns: &NamespaceName) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        // Read for every machine at every resync: kept between writes like the lists (`cache.rs`),
+        // so a key removed is gone from the next pass's answer.
+        let generation = self.cache.generation();
+        if let Some(keys) = self.namespace_keys.get(ns, generation) {
+            return Ok(keys);
+        }
+        let keys: Vec<String> = sqlx::query_scalar(
             "SELECT k.public_key FROM ssh_keys k JOIN memberships m ON m.user_id = k.user_id \
              JOIN namespaces n ON n.id = m.namespace_id WHERE n.name = $1 ORDER BY k.user_id, k.name",
         )
         .bind(ns.as_str())
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        self.namespace_keys.put(ns.clone(), generation, keys.clone());
+        Ok(keys)
     }
 }
 
