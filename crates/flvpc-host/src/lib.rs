@@ -36,4 +36,4 @@ pub use engine::{
 pub use fake::FakeEngine;
 pub use image::{build_debian12, image_exists, list_images, BuildOptions, ImageError, ImageInfo, Phase, Progress};
 pub use limits::{fd_limit, raise_fd_limit, FdLimit, LimitError};
-pub use usage::{is_container_init, read_usage, RawUsage};
+pub use usage::{is_container_init, read_usage, ContainerInit, RawUsage};

@@ -3,13 +3,14 @@
 //! Read straight from the kernel's counters through `flvpc_host::read_usage`.
 //!
 //! Its cost grows with the machines, every round, so a round asks the engine once (the list
-//! of containers) and reads the kernel's files in one blocking task: a machine's PID 1 is kept
-//! while the kernel still says it is that container's init (an inspect only for new or
-//! restarted containers), and the OOM kill count walks a machine's cgroups only when its memory
+//! of containers) and reads the kernel's files in one blocking task: a machine's PID 1 is found
+//! once, with its start time and the container's cgroup directories, and kept while that process
+//! still has that start time (an inspect only for new or restarted containers; no
+//! `/proc/PID/status` or `/proc/PID/cgroup` read in a settled round), and the OOM kill count walks a machine's cgroups only when its memory
 //! limit was hit, or every [`OOM_WALK_EVERY`] rounds (issue 9: idle cost at 200 machines).
 
 use crate::reconcile::Engines;
-use flvpc_host::{Engine, MachineState, RawUsage};
+use flvpc_host::{ContainerInit, Engine, MachineState, RawUsage};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -38,8 +39,8 @@ pub const OOM_WALK_EVERY: u64 = 12;
 
 struct Series {
     container_id: String,
-    /// The container's PID 1 on the host when last sampled.
-    pid: Option<u32>,
+    /// The container's PID 1 on the host (with its start time and cgroups) when last sampled.
+    init: Option<ContainerInit>,
     last_raw: RawUsage,
     last_at: Instant,
     points: VecDeque<UsagePoint>,
@@ -65,7 +66,9 @@ struct Job {
     key: (String, String),
     machine: flvpc_model::MachineKey,
     container_id: String,
-    pid: Option<u32>,
+    init: Option<ContainerInit>,
+    /// The PID the engine reported, when `init` had to be found again.
+    reported_pid: Option<u32>,
     previous: Option<RawUsage>,
 }
 
@@ -136,7 +139,8 @@ impl UsageSampler {
                     let key = (m.key.namespace.to_string(), m.key.name.to_string());
                     let known = series.get(&key).filter(|s| s.container_id == m.id);
                     Job {
-                        pid: known.and_then(|s| s.pid),
+                        init: known.and_then(|s| s.init.clone()),
+                        reported_pid: None,
                         previous: known.filter(|_| !full_oom).map(|s| s.last_raw),
                         key,
                         machine: m.key,
@@ -145,10 +149,10 @@ impl UsageSampler {
                 })
                 .collect()
         };
-        // A PID kept from the last round is used only while it is still the container's init.
+        // An init kept from the last round is used only while it is still the same process.
         let mut jobs = tokio::task::spawn_blocking(move || {
             for job in &mut jobs {
-                job.pid = job.pid.filter(|&pid| flvpc_host::is_container_init(pid, &job.container_id));
+                job.init = job.init.take().filter(ContainerInit::is_current);
             }
             jobs
         })
@@ -156,9 +160,9 @@ impl UsageSampler {
         .ok()?;
         let mut read = Vec::with_capacity(jobs.len());
         for mut job in jobs.drain(..) {
-            if job.pid.is_none() {
+            if job.init.is_none() {
                 let Ok(Some(details)) = engine.inspect_machine(&job.machine).await else { continue };
-                job.pid = details.pid;
+                job.reported_pid = details.pid;
                 job.previous = None;
             }
             read.push(job);
@@ -166,8 +170,16 @@ impl UsageSampler {
         let root = self.cgroup_root.clone();
         let readings = tokio::task::spawn_blocking(move || {
             read.into_iter()
-                .filter_map(|job| {
-                    let raw = flvpc_host::read_usage(&root, &job.container_id, job.pid, job.previous.as_ref())?;
+                .filter_map(|mut job| {
+                    if job.init.is_none() {
+                        job.init = job.reported_pid.and_then(|pid| ContainerInit::find(&root, &job.container_id, pid));
+                    }
+                    let raw = match &job.init {
+                        Some(init) => init.read_usage(job.previous.as_ref())?,
+                        // No init found (a container between states): the counters by the container's
+                        // ID alone, without its network.
+                        None => flvpc_host::read_usage(&root, &job.container_id, None, job.previous.as_ref())?,
+                    };
                     Some((job, raw))
                 })
                 .collect::<Vec<_>>()
@@ -176,19 +188,19 @@ impl UsageSampler {
         .ok()?;
         let mut seen = Vec::with_capacity(readings.len());
         for (job, raw) in readings {
-            self.record(job.key.clone(), &job.container_id, job.pid, raw);
+            self.record(job.key.clone(), &job.container_id, job.init, raw);
             seen.push(job.key);
         }
         Some(seen)
     }
 
-    fn record(&self, key: (String, String), container_id: &str, pid: Option<u32>, raw: RawUsage) {
+    fn record(&self, key: (String, String), container_id: &str, init: Option<ContainerInit>, raw: RawUsage) {
         let now = Instant::now();
         let t = flvpc_store::now_ms();
         let mut all = lock(&self.series);
         let series = all.entry(key).or_insert_with(|| Series {
             container_id: container_id.to_owned(),
-            pid,
+            init: init.clone(),
             last_raw: raw,
             last_at: now,
             points: VecDeque::new(),
@@ -198,7 +210,7 @@ impl UsageSampler {
             // A new container (recreated machine): its counters start again.
             *series = Series {
                 container_id: container_id.to_owned(),
-                pid,
+                init,
                 last_raw: raw,
                 last_at: now,
                 points: VecDeque::new(),
@@ -222,7 +234,7 @@ impl UsageSampler {
             series.points.pop_front();
         }
         series.oom_kills = raw.oom_kills;
-        series.pid = pid;
+        series.init = init;
         series.last_raw = raw;
         series.last_at = now;
     }
