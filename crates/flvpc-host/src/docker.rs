@@ -582,16 +582,31 @@ impl DockerEngine {
     }
 
     async fn upload_authorized_keys(&self, id: &str, key: &MachineKey, content: &str) -> Result<(), EngineError> {
+        let archive = authorized_keys_tar(content);
+        self.upload_keys_archive(id, key, "/root", "/root/.ssh/authorized_keys", archive).await
+    }
+
+    /// Extracts `archive` (built by [`authorized_keys_tar`] or the like) into `dir` of container
+    /// `id`, which is machine `key`'s; `file` names what it writes, for the error. Through the
+    /// archive API: no process runs in the container and no key text passes through a shell.
+    pub(crate) async fn upload_keys_archive(
+        &self,
+        id: &str,
+        key: &MachineKey,
+        dir: &str,
+        file: &str,
+        archive: std::io::Result<Vec<u8>>,
+    ) -> Result<(), EngineError> {
         let container = container_name(key);
-        let archive = authorized_keys_tar(content).map_err(|e| EngineError::Docker {
-            action: format!("build the authorized_keys archive for {container:?}"),
+        let archive = archive.map_err(|e| EngineError::Docker {
+            action: format!("build the archive of {file} for {container:?}"),
             detail: e.to_string(),
         })?;
-        let options = UploadToContainerOptionsBuilder::new().path("/root").build();
+        let options = UploadToContainerOptionsBuilder::new().path(dir).build();
         self.docker
             .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
             .await
-            .map_err(|e| self.error(format!("write /root/.ssh/authorized_keys in {container:?}"), e))
+            .map_err(|e| self.error(format!("write {file} in {container:?}"), e))
     }
 
     /// Runs `argv` (no shell) as root inside the running machine and collects its output.
@@ -893,18 +908,27 @@ fn authorized_keys_tar(content: &str) -> std::io::Result<Vec<u8>> {
     dir.set_cksum();
     builder.append(&dir, std::io::empty())?;
 
+    append_private_file(&mut builder, ".ssh/authorized_keys", content, mtime)?;
+    builder.into_inner()
+}
+
+/// Appends `content` to `builder` as a regular file at `path`, mode 0600, owned by root.
+pub(crate) fn append_private_file(
+    builder: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    content: &str,
+    mtime: u64,
+) -> std::io::Result<()> {
     let mut file = tar::Header::new_ustar();
     file.set_entry_type(tar::EntryType::Regular);
-    file.set_path(".ssh/authorized_keys")?;
+    file.set_path(path)?;
     file.set_mode(0o600);
     file.set_uid(0);
     file.set_gid(0);
     file.set_size(content.len() as u64);
     file.set_mtime(mtime);
     file.set_cksum();
-    builder.append(&file, content.as_bytes())?;
-
-    builder.into_inner()
+    builder.append(&file, content.as_bytes())
 }
 
 /// Waits until something on `127.0.0.1:host_port` sends an SSH-2.0 banner and returns that

@@ -30,7 +30,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bollard::models::{ContainerCreateBody, DeviceMapping};
-use bollard::query_parameters::UploadToContainerOptionsBuilder;
 use flvpc_model::{MachineKey, NamespaceName};
 
 use super::artifacts::Artifacts;
@@ -136,17 +135,8 @@ impl MicroVmEngine {
     }
 
     async fn upload_keys(&self, id: &str, key: &MachineKey, content: &str) -> Result<(), EngineError> {
-        let container = container_name(key);
-        let archive = keys_tar(content).map_err(|e| EngineError::Docker {
-            action: format!("build the authorized_keys archive for {container:?}"),
-            detail: e.to_string(),
-        })?;
-        let options = UploadToContainerOptionsBuilder::new().path(STATE_DIR).build();
-        self.docker
-            .client()
-            .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
-            .await
-            .map_err(|e| self.docker.error(format!("write the VM's authorized_keys in {container:?}"), e))
+        let file = format!("{STATE_DIR}/{KEYS_FILE}");
+        self.docker.upload_keys_archive(id, key, STATE_DIR, &file, keys_tar(content)).await
     }
 }
 
@@ -202,16 +192,7 @@ fn is_runner(info: &MachineInfo) -> bool {
 fn keys_tar(content: &str) -> std::io::Result<Vec<u8>> {
     let mtime = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut builder = tar::Builder::new(Vec::new());
-    let mut file = tar::Header::new_ustar();
-    file.set_entry_type(tar::EntryType::Regular);
-    file.set_path(KEYS_FILE)?;
-    file.set_mode(0o600);
-    file.set_uid(0);
-    file.set_gid(0);
-    file.set_size(content.len() as u64);
-    file.set_mtime(mtime);
-    file.set_cksum();
-    builder.append(&file, content.as_bytes())?;
+    crate::docker::append_private_file(&mut builder, KEYS_FILE, content, mtime)?;
     builder.into_inner()
 }
 
