@@ -128,8 +128,15 @@ impl Drop for TestNs {
 
 /// A host port that was free a moment ago (bound to 127.0.0.1:0 and released).
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    free_ports(1)[0]
+}
+
+/// `n` distinct free ports: every listener is held until all are picked, since the kernel may
+/// hand out a port just released again (ten ports picked one by one once held a duplicate).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
 }
 
 /// The flvpc instance these tests act as (the engine only touches containers labelled with it).
@@ -248,7 +255,8 @@ async fn two_machines_boot_with_own_identity_and_real_ssh() {
 
     engine.ensure_network(&n(&ns.name)).await.expect("network");
     engine.ensure_network(&n(&ns.name)).await.expect("ensure_network is idempotent");
-    let (port_a, port_b) = (free_port(), free_port());
+    let ports = free_ports(2);
+    let (port_a, port_b) = (ports[0], ports[1]);
     let start = Instant::now();
     engine.create_machine(&machine(&ns.name, "node0", port_a)).await.expect("create node0");
     engine.create_machine(&machine(&ns.name, "node1", port_b)).await.expect("create node1");
@@ -496,7 +504,7 @@ async fn ten_machines_created_concurrently_all_answer_ssh() {
     let engine = engine().await;
     let ns = TestNs::new();
     engine.ensure_network(&n(&ns.name)).await.expect("network");
-    let ports: Vec<u16> = (0..10).map(|_| free_port()).collect();
+    let ports = free_ports(10);
     let start = Instant::now();
     let tasks = ports.iter().enumerate().map(|(i, port)| {
         let engine = engine.clone();
