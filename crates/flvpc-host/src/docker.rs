@@ -17,12 +17,13 @@ use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings,
-    ExecConfig, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, PortSummaryTypeEnum, RestartPolicy,
-    RestartPolicyNameEnum,
+    ExecConfig, HostConfig, HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    PortSummaryTypeEnum, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    RestartContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -609,6 +610,85 @@ impl DockerEngine {
             .map_err(|e| self.error(format!("write {file} in {container:?}"), e))
     }
 
+    /// The file at `path` in container `id` (of machine `key`), through Docker's archive API;
+    /// `None` when it does not exist. Refuses a file larger than `max` bytes.
+    /// With the file's modification time (seconds since the epoch).
+    pub(crate) async fn read_small_file_with_mtime(
+        &self,
+        id: &str,
+        key: &MachineKey,
+        path: &str,
+        max: usize,
+    ) -> Result<Option<(Vec<u8>, i64)>, EngineError> {
+        let container = container_name(key);
+        let options = DownloadFromContainerOptionsBuilder::default().path(path).build();
+        let mut stream = self.docker.download_from_container(id, Some(options));
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => archive.extend_from_slice(&bytes),
+                Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
+                Err(e) => return Err(self.error(format!("read {path} in {container:?}"), e)),
+            }
+            // A tar of one file is the file and a few headers.
+            if archive.len() > max + 8 * 1024 {
+                return Err(EngineError::Docker {
+                    action: format!("read {path} in {container:?}"),
+                    detail: format!("it is larger than {max} bytes"),
+                });
+            }
+        }
+        let mut reader = tar::Archive::new(archive.as_slice());
+        let unreadable = |e: std::io::Error| EngineError::Docker {
+            action: format!("read {path} in {container:?}"),
+            detail: format!("Docker sent an archive that cannot be read: {e}"),
+        };
+        let mut entries = reader.entries().map_err(unreadable)?;
+        let Some(entry) = entries.next() else { return Ok(None) };
+        let mut entry = entry.map_err(unreadable)?;
+        let mtime = entry.header().mtime().ok().and_then(|m| i64::try_from(m).ok()).unwrap_or(0);
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut entry, max as u64), &mut content)
+            .map_err(unreadable)?;
+        Ok(Some((content, mtime)))
+    }
+
+    /// The last `lines` lines the container of machine `key` printed on the chosen streams
+    /// (Docker's log of the container, bounded by the log options of [`container_body`]).
+    pub(crate) async fn log_tail(
+        &self,
+        key: &MachineKey,
+        lines: usize,
+        stdout: bool,
+        stderr: bool,
+    ) -> Result<String, EngineError> {
+        let id = self.require(key).await?;
+        let options = LogsOptionsBuilder::default().stdout(stdout).stderr(stderr).tail(&lines.to_string()).build();
+        let mut stream = self.docker.logs(&id, Some(options));
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.error(format!("read the log of {:?}", container_name(key)), e))?;
+            text.extend_from_slice(&chunk.into_bytes());
+        }
+        Ok(crate::vm::console::last_lines(&String::from_utf8_lossy(&text), lines))
+    }
+
+    /// The last `lines` lines of the machine's system journal since its boot (systemd in a
+    /// container logs there, not to the container's output): `journalctl` run in the machine,
+    /// no shell.
+    pub async fn journal_tail(&self, key: &MachineKey, lines: usize) -> Result<String, EngineError> {
+        let count = lines.to_string();
+        let argv = ["journalctl", "--no-pager", "--quiet", "--boot", "--lines", &count, "--output", "short-iso"];
+        let out = self.exec_machine(key, &argv).await?;
+        if out.exit_code != 0 {
+            return Err(EngineError::Docker {
+                action: format!("read the journal of {:?}", container_name(key)),
+                detail: format!("journalctl exited with {}: {}", out.exit_code, out.stderr.trim()),
+            });
+        }
+        Ok(crate::vm::console::last_lines(&out.stdout, lines))
+    }
+
     /// Runs `argv` (no shell) as root inside the running machine and collects its output.
     /// Meant for readiness checks and tests (`systemctl is-system-running --wait`).
     pub async fn exec_machine(&self, key: &MachineKey, argv: &[&str]) -> Result<ExecOutput, EngineError> {
@@ -658,6 +738,12 @@ impl DockerEngine {
         })
     }
 }
+
+/// One file of a machine's console log (Docker's `max-size`): the last lines are all anybody
+/// reads (the panel's console view, a failed boot's message).
+const CONSOLE_LOG_FILE_BYTES: &str = "1m";
+/// Files of a machine's console log kept by Docker (`max-file`): at most 2 MiB per machine.
+const CONSOLE_LOG_FILES: &str = "2";
 
 fn is_port_conflict(message: &str) -> bool {
     message.contains("port is already allocated") || message.contains("address already in use")
@@ -719,6 +805,16 @@ fn container_body(spec: &MachineSpec, network: &str, instance: &str, cgroups: &C
         binds: Some(cgroups.binds(&spec.key)),
         network_mode: Some(network.to_owned()),
         privileged: Some(false),
+        // Whatever PID 1 prints (a tenant can write to it: root inside may open /proc/1/fd/1)
+        // lands in the host's Docker log files: bounded here, whatever the daemon's default,
+        // so a machine cannot fill the host's disk through its console.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".to_owned()),
+            config: Some(HashMap::from([
+                ("max-size".to_owned(), CONSOLE_LOG_FILE_BYTES.to_owned()),
+                ("max-file".to_owned(), CONSOLE_LOG_FILES.to_owned()),
+            ])),
+        }),
         ..Default::default()
     };
     let endpoint = EndpointSettings { aliases: Some(vec![spec.key.name.to_string()]), ..Default::default() };
@@ -889,6 +985,13 @@ fn details_from_inspect(key: &MachineKey, c: bollard::models::ContainerInspectRe
         pid: state.pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0),
         pids_limit: host.pids_limit.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0),
         error: non_empty(state.error),
+        started_at: state
+            .started_at
+            .as_deref()
+            .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+            .map(time::OffsetDateTime::unix_timestamp)
+            // Docker says 0001-01-01 for a container never started.
+            .filter(|t| *t > 0),
     }
 }
 
@@ -1020,6 +1123,9 @@ impl Engine for DockerEngine {
     async fn write_authorized_keys_to(&self, inspected: &MachineDetails, content: &str) -> Result<(), EngineError> {
         DockerEngine::write_authorized_keys_to(self, inspected, content).await
     }
+    async fn console(&self, key: &MachineKey, lines: usize) -> Result<String, EngineError> {
+        DockerEngine::journal_tail(self, key, lines).await
+    }
 }
 
 #[cfg(test)]
@@ -1054,6 +1160,11 @@ mod tests {
         assert_eq!(labels.get(LABEL_ISOLATION).map(String::as_str), Some(ISOLATION));
         let host = body.host_config.as_ref().expect("host config");
         assert_eq!(host.privileged, Some(false));
+        let logs = host.log_config.as_ref().expect("a bounded console log");
+        assert_eq!(logs.typ.as_deref(), Some("json-file"));
+        let log_options = logs.config.as_ref().expect("log options");
+        assert_eq!(log_options.get("max-size").map(String::as_str), Some("1m"));
+        assert_eq!(log_options.get("max-file").map(String::as_str), Some("2"));
         assert_eq!(host.cpu_shares, Some(2048));
         assert_eq!(host.nano_cpus, Some(1_500_000_000));
         assert_eq!(host.memory, Some(512 * 1024 * 1024));

@@ -185,6 +185,11 @@ pub enum MachineState {
     Removing,
     /// Dead: Docker failed to stop or remove it; remove it again.
     Dead,
+    /// Running, but what runs inside is not up yet: a VM whose guest has not answered SSH.
+    Starting,
+    /// Ended by itself and stays so until restarted: a VM that did not boot. The details'
+    /// `error` says why.
+    Failed,
     /// Docker reported a state this version does not know.
     Unknown,
 }
@@ -200,6 +205,8 @@ impl MachineState {
             MachineState::Stopped => "stopped",
             MachineState::Removing => "removing",
             MachineState::Dead => "dead",
+            MachineState::Starting => "starting",
+            MachineState::Failed => "failed",
             MachineState::Unknown => "unknown",
         }
     }
@@ -269,6 +276,8 @@ pub struct MachineDetails {
     pub pids_limit: Option<u32>,
     /// Docker's own error for the last start, e.g. a port already allocated.
     pub error: Option<String>,
+    /// When it was last started (seconds since the epoch), if ever.
+    pub started_at: Option<i64>,
 }
 
 /// What went wrong talking to the machine engine. Each message says what to do.
@@ -431,6 +440,13 @@ pub trait Engine: Send + Sync {
     /// every change, later).
     async fn machine_events(&self) -> Result<Option<MachineEvents>, EngineError> {
         Ok(None)
+    }
+
+    /// The last `lines` lines of the machine's console, for the people of its namespace: a
+    /// VM's serial console, a container machine's system journal. Its text is the tenant's.
+    async fn console(&self, key: &MachineKey, lines: usize) -> Result<String, EngineError> {
+        let _ = lines;
+        Err(EngineError::NotRunning { container: container_name(key) })
     }
 }
 

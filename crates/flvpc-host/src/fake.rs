@@ -552,6 +552,7 @@ impl Engine for FakeEngine {
             pid: None,
             pids_limit: m.spec.pids_limit,
             error: None,
+            started_at: None,
         }))
     }
 
@@ -561,6 +562,12 @@ impl Engine for FakeEngine {
         let m = own(&mut state, key)?.ok_or_else(|| missing(key))?;
         m.authorized_keys = Some(content.to_owned());
         Ok(())
+    }
+
+    /// A fixed text naming the machine (whether or not it exists here: callers of the fake test
+    /// who may read a console, not what it says).
+    async fn console(&self, key: &MachineKey, lines: usize) -> Result<String, EngineError> {
+        Ok(format!("fake console of {} ({lines} lines)", crate::engine::container_name(key)))
     }
 }
 

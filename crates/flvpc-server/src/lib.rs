@@ -22,7 +22,7 @@ pub mod usage;
 
 pub use state::{AppState, Config};
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -53,23 +53,70 @@ pub fn app(state: AppState) -> Router {
 /// served (503). Without the engine the panel, API and gateway still serve what is recorded, but
 /// machines cannot change and their shown state may be stale: 200 with `degraded: …`, so that a
 /// monitor sees it without a load balancer taking the server out.
-async fn healthz(State(state): State<AppState>) -> Response {
-    if let Err(err) = state.store.ping().await {
+///
+/// `/healthz?detail` answers the same status as JSON with each part named: the database, every
+/// engine, and whether microVMs can be made with which accelerator.
+async fn healthz(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let detail = query.as_deref().is_some_and(asks_for_detail);
+    let database = state.store.ping().await;
+    if let Err(err) = &database {
         tracing::error!("health check: database does not answer: {err}");
-        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response();
+        if !detail {
+            return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response();
+        }
     }
     // Every registered engine is asked; the first that does not answer is named.
+    let mut engines = Vec::new();
+    let mut problem = None;
     for (placement, engine) in state.reconciler.engines().iter() {
-        let engine = tokio::time::timeout(std::time::Duration::from_secs(2), engine.ping()).await;
-        let problem = match engine {
-            Ok(Ok(())) => continue,
-            Ok(Err(err)) => format!("does not answer: {err}"),
-            Err(_) => "did not answer within 2 s".to_owned(),
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(2), engine.ping()).await;
+        let failure = match answer {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(format!("does not answer: {err}")),
+            Err(_) => Some("did not answer within 2 s".to_owned()),
         };
-        tracing::debug!("health check: the {placement} engine {problem}");
-        return (StatusCode::OK, format!("degraded: the machine engine {problem}\n")).into_response();
+        if let Some(failure) = &failure {
+            tracing::debug!("health check: the {placement} engine {failure}");
+            problem.get_or_insert_with(|| failure.clone());
+        }
+        engines.push(serde_json::json!({
+            "host": placement.host.to_string(),
+            "engine": placement.engine.as_str(),
+            "ok": failure.is_none(),
+            "detail": failure,
+        }));
     }
-    (StatusCode::OK, "ok\n").into_response()
+    let status = match (&database, &problem) {
+        (Err(_), _) => "database unavailable".to_owned(),
+        (Ok(()), Some(problem)) => format!("degraded: the machine engine {problem}"),
+        (Ok(()), None) => "ok".to_owned(),
+    };
+    if !detail {
+        return (StatusCode::OK, format!("{status}\n")).into_response();
+    }
+    let code = if database.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "status": status,
+        // The database's own error stays in the log: it can name hosts and users.
+        "database": {"ok": database.is_ok()},
+        "engines": engines,
+        "microvm": {
+            "available": state.microvm.available,
+            "accelerator": state.microvm.accelerator,
+            "detail": state.microvm.detail,
+        },
+    });
+    (code, Json(body)).into_response()
+}
+
+/// Whether a query string has a `detail` parameter (any value).
+fn asks_for_detail(query: &str) -> bool {
+    for pair in query.split('&') {
+        if pair == "detail" || pair.starts_with("detail=") {
+            return true;
+        }
+    }
+    false
 }
 
 /// Aggregate counters for everyone; the per-machine series (which name namespaces and

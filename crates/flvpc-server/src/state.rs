@@ -124,6 +124,8 @@ pub struct Inner {
     pub usage: Arc<crate::usage::UsageSampler>,
     /// When the server started.
     pub started: std::time::Instant,
+    /// Whether microVMs can be made here, with which accelerator.
+    pub microvm: reconcile::MicroVmStatus,
 }
 
 impl AppState {
@@ -155,13 +157,18 @@ impl AppState {
         };
         let local = flvpc_model::Placement::new(settings.host.clone(), flvpc_model::EngineKind::Container);
         let mut engines = reconcile::Engines::new().with(local, engine);
+        let mut microvm = reconcile::MicroVmStatus {
+            detail: "flvpc was started without a VM artifacts directory (--vm-dir)".to_owned(),
+            ..Default::default()
+        };
         if let Some(vm) = &config.vm {
-            let (with_vm, outcome) = engines.with_microvm(settings.host.clone(), &settings.instance, vm).await;
+            let (with_vm, status) = engines.with_microvm(settings.host.clone(), &settings.instance, vm).await;
             engines = with_vm;
-            match outcome {
-                Ok(accel) => tracing::info!("microVMs: available, accelerator {accel}"),
-                Err(why) => tracing::info!("microVMs: not available: {why}"),
+            match &status.accelerator {
+                Some(accel) => tracing::info!("microVMs: available, accelerator {accel} ({})", status.detail),
+                None => tracing::info!("microVMs: not available: {}", status.detail),
             }
+            microvm = status;
         }
         let reconciler = Reconciler::with_engines(store.clone(), engines, settings);
         let usage = Arc::new(crate::usage::UsageSampler::new(reconciler.engines().clone(), config.sample_every));
@@ -173,6 +180,7 @@ impl AppState {
             reconciler,
             usage,
             started: std::time::Instant::now(),
+            microvm,
         })))
     }
 }

@@ -600,6 +600,12 @@ fn api_rows() -> Vec<ApiRow> {
             |_| "/api/v1/namespaces/red/machines/n0/metrics".into(),
             MEMBERS,
         ),
+        row(
+            "GET",
+            "/api/v1/namespaces/{ns}/machines/{name}/console",
+            |_| "/api/v1/namespaces/red/machines/n0/console".into(),
+            MEMBERS,
+        ),
     ]
 }
 
@@ -921,6 +927,11 @@ fn panel_pages() -> Vec<PanelRow> {
         page("/admin/audit", "/admin/audit", ADMIN_ONLY),
         page("/admin/capacity", "/admin/capacity", ADMIN_ONLY),
         page("/namespaces/{ns}", "/namespaces/red", [TO_LOGIN, OK, OK, OK, Status(404)]),
+        page(
+            "/namespaces/{ns}/machines/{name}/console",
+            "/namespaces/red/machines/n0/console",
+            [TO_LOGIN, OK, OK, OK, Status(404)],
+        ),
         page("/static/app.css", "/static/app.css", [OK; 5]),
         page("/static/app.js", "/static/app.js", [OK; 5]),
     ]

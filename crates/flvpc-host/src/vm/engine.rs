@@ -23,9 +23,9 @@
 //! other container. Start, stop, restart, remove, networks and events are the Docker
 //! engine's, unchanged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -33,12 +33,15 @@ use bollard::models::{ContainerCreateBody, DeviceMapping};
 use flvpc_model::{MachineKey, NamespaceName};
 
 use super::artifacts::Artifacts;
+use super::boot::{BootState, BOOT_FILE, BOOT_FILE_MAX_BYTES};
 use super::qemu::Accel;
 use super::runner::{RunnerConfig, ARTIFACTS_MOUNT, KEYS_FILE, RUNNER_MOUNT, STATE_DIR};
 use crate::docker::DockerEngine;
 use crate::engine::{
-    container_name, Engine, EngineError, MachineDetails, MachineEvents, MachineInfo, MachineSpec, DEFAULT_IMAGE,
+    container_name, Engine, EngineError, MachineDetails, MachineEvents, MachineInfo, MachineSpec, MachineState,
+    DEFAULT_IMAGE,
 };
+use futures::StreamExt;
 
 /// Label marking a runner container, value [`ENGINE_MICROVM`].
 pub const LABEL_ENGINE: &str = "flvpc.engine";
@@ -48,6 +51,12 @@ pub const ENGINE_MICROVM: &str = "microvm";
 pub const LABEL_VM_IMAGE: &str = "flvpc.vm.image";
 /// Label with the accelerator the VM was created for (`kvm` or `tcg`).
 pub const LABEL_VM_ACCEL: &str = "flvpc.vm.accel";
+/// Label on runners that report their boot in [`BOOT_FILE`] (value `1`); runners made before
+/// do not, and are taken as booted.
+pub const LABEL_VM_BOOT_FILE: &str = "flvpc.vm.boot-file";
+
+/// How often a booting VM's boot file is read while the engine's events are followed.
+const BOOT_POLL: Duration = Duration::from_secs(1);
 
 /// Memory the runner container gets beyond the VM's own: QEMU's code and devices (about
 /// 40 MiB resident), its translated-code cache under TCG ([`super::runner::TCG_CACHE_MIB`]),
@@ -75,6 +84,9 @@ pub struct MicroVmConfig {
     pub disk_bytes: u64,
     /// The least time a VM gets to shut down when stopped or restarted.
     pub min_stop_timeout: Duration,
+    /// How long a VM has from QEMU's start until its guest answers SSH; after that it is
+    /// stopped and reported failed with its console's last lines.
+    pub boot_deadline: Duration,
 }
 
 impl MicroVmConfig {
@@ -89,6 +101,11 @@ impl MicroVmConfig {
             accel,
             disk_bytes: 4 << 30,
             min_stop_timeout: Duration::from_secs(60),
+            // TCG boots took 40-70 s here on a loaded 2-CPU host; KVM boots take seconds.
+            boot_deadline: Duration::from_secs(match accel {
+                Accel::Kvm => 120,
+                Accel::Tcg => super::runner::DEFAULT_BOOT_DEADLINE_SECS,
+            }),
         }
     }
 }
@@ -98,13 +115,33 @@ impl MicroVmConfig {
 pub struct MicroVmEngine {
     docker: DockerEngine,
     config: Arc<MicroVmConfig>,
+    boots: Arc<BootWatch>,
+}
+
+/// What the engine knows of its VMs' boots (see [`super::boot`]).
+#[derive(Debug, Default)]
+struct BootWatch {
+    /// Final boot states by runner container ID, with the runner's host PID (a restart makes
+    /// a new one, and a new boot): read once per boot, not at every inspect.
+    settled: Mutex<HashMap<String, (u32, BootState)>>,
+    /// Machines last seen booting: looked at again every second while the engine's events
+    /// are followed, so the reconciler hears when they are up or failed.
+    booting: Mutex<HashSet<MachineKey>>,
+}
+
+/// Settled boot states kept at most: a runner removed outside flvpc leaves its entry, so the
+/// map is cleared when it reaches this (then each VM's boot file is read once more).
+const SETTLED_MAX: usize = 4096;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl MicroVmEngine {
     /// An engine making runner containers through `docker` (which must act for an instance,
     /// see [`DockerEngine::for_instance`]).
     pub fn new(docker: DockerEngine, config: MicroVmConfig) -> Self {
-        Self { docker, config: Arc::new(config) }
+        Self { docker, config: Arc::new(config), boots: Arc::default() }
     }
 
     /// Its configuration.
@@ -134,6 +171,89 @@ impl MicroVmEngine {
         Ok(details)
     }
 
+    /// A running runner's details told as the VM's: starting while the guest boots, failed
+    /// (with why) when it did not boot.
+    async fn with_boot_state(&self, mut details: MachineDetails) -> MachineDetails {
+        if details.info.state != MachineState::Running {
+            return details;
+        }
+        let key = details.info.key.clone();
+        match self.boot_state(&details).await {
+            BootState::Ready => {
+                lock(&self.boots.booting).remove(&key);
+            }
+            BootState::Booting => {
+                details.info.state = MachineState::Starting;
+                lock(&self.boots.booting).insert(key);
+            }
+            BootState::Failed(why) => {
+                details.info.state = MachineState::Failed;
+                details.error = Some(why);
+                lock(&self.boots.booting).remove(&key);
+            }
+        }
+        details
+    }
+
+    /// The boot state of a running runner: remembered once final, else read from its volume.
+    async fn boot_state(&self, details: &MachineDetails) -> BootState {
+        // Runners made before the boot file existed never write it: their VMs are up.
+        if !details.info.labels.contains_key(LABEL_VM_BOOT_FILE) {
+            return BootState::Ready;
+        }
+        let (id, pid) = (details.info.id.clone(), details.pid.unwrap_or(0));
+        if let Some((seen_pid, state)) = lock(&self.boots.settled).get(&id) {
+            if *seen_pid == pid {
+                return state.clone();
+            }
+        }
+        let path = format!("{STATE_DIR}/{BOOT_FILE}");
+        let read = self.docker.read_small_file_with_mtime(&id, &details.info.key, &path, BOOT_FILE_MAX_BYTES).await;
+        let state = match read {
+            // A file older than this start is the previous boot's: this one has not said yet.
+            Ok(Some((text, mtime))) if details.started_at.is_none_or(|s| mtime >= s) => {
+                BootState::parse(&String::from_utf8_lossy(&text)).unwrap_or(BootState::Booting)
+            }
+            Ok(_) => BootState::Booting,
+            Err(err) => {
+                tracing::debug!("cannot read the boot state of {}: {err}", details.info.key);
+                BootState::Booting
+            }
+        };
+        if state.is_final() {
+            let mut settled = lock(&self.boots.settled);
+            if settled.len() >= SETTLED_MAX {
+                settled.clear();
+            }
+            settled.insert(id, (pid, state.clone()));
+        }
+        state
+    }
+
+    /// Looks at the machines seen booting every second and sends those that are up or
+    /// failed (or gone) to `tx`, until its receiver is dropped.
+    async fn watch_boots(self, tx: tokio::sync::mpsc::Sender<MachineKey>) {
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(BOOT_POLL) => {}
+            }
+            let booting: Vec<MachineKey> = lock(&self.boots.booting).iter().cloned().collect();
+            for key in booting {
+                let still = matches!(
+                    self.inspect_machine(&key).await,
+                    Ok(Some(ref d)) if d.info.state == MachineState::Starting
+                );
+                if !still {
+                    lock(&self.boots.booting).remove(&key);
+                    if tx.send(key).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     async fn upload_keys(&self, id: &str, key: &MachineKey, content: &str) -> Result<(), EngineError> {
         let file = format!("{STATE_DIR}/{KEYS_FILE}");
         self.docker.upload_keys_archive(id, key, STATE_DIR, &file, keys_tar(content)).await
@@ -155,6 +275,7 @@ fn adjust_body(c: &MicroVmConfig, spec: &MachineSpec, runner: &RunnerConfig, bod
     labels.insert(LABEL_ENGINE.to_owned(), ENGINE_MICROVM.to_owned());
     labels.insert(LABEL_VM_IMAGE.to_owned(), spec.image.clone());
     labels.insert(LABEL_VM_ACCEL.to_owned(), c.accel.name().to_owned());
+    labels.insert(LABEL_VM_BOOT_FILE.to_owned(), "1".to_owned());
     let host = body.host_config.get_or_insert_with(Default::default);
     let memory = i64::try_from((spec.memory_mb + QEMU_OVERHEAD_MIB).saturating_mul(1 << 20)).unwrap_or(i64::MAX);
     host.memory = Some(memory);
@@ -238,6 +359,7 @@ impl Engine for MicroVmEngine {
                 .map_or(self.config.disk_bytes, |gb| gb << 30)
                 .max(artifacts.manifest.base_virtual_bytes),
             accel: self.config.accel.name().to_owned(),
+            boot_deadline_secs: self.config.boot_deadline.as_secs().max(1),
         };
         self.docker.create_machine_with(spec, |body| adjust_body(&self.config, spec, &runner, body)).await
     }
@@ -270,11 +392,29 @@ impl Engine for MicroVmEngine {
     }
 
     async fn inspect_machine(&self, key: &MachineKey) -> Result<Option<MachineDetails>, EngineError> {
-        self.docker.inspect_machine(key).await?.map(Self::vm_details).transpose()
+        match self.docker.inspect_machine(key).await?.map(Self::vm_details).transpose()? {
+            Some(details) => Ok(Some(self.with_boot_state(details).await)),
+            None => {
+                lock(&self.boots.booting).remove(key);
+                Ok(None)
+            }
+        }
     }
 
+    /// Docker's events, and the machines whose boot ended (up or failed): no Docker event
+    /// says that.
     async fn machine_events(&self) -> Result<Option<MachineEvents>, EngineError> {
-        self.docker.machine_events().map(Some)
+        let docker = self.docker.machine_events()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(self.clone().watch_boots(tx));
+        let boots = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|key| (key, rx)) });
+        Ok(Some(futures::stream::select(docker, boots).boxed()))
+    }
+
+    /// The guest's serial console: the runner's standard output (its own messages go to its
+    /// standard error).
+    async fn console(&self, key: &MachineKey, lines: usize) -> Result<String, EngineError> {
+        self.docker.log_tail(key, lines, true, false).await
     }
 
     async fn write_authorized_keys(&self, key: &MachineKey, content: &str) -> Result<(), EngineError> {
@@ -308,8 +448,14 @@ mod tests {
         let mut spec = MachineSpec::new(key, DEFAULT_IMAGE);
         spec.memory_mb = 512;
         spec.ports = vec![PortMapping::tcp(22, Some(2222))];
-        let runner =
-            RunnerConfig { hostname: "vm0".into(), cpus: 1, memory_mib: 512, disk_bytes: 1 << 32, accel: "tcg".into() };
+        let runner = RunnerConfig {
+            hostname: "vm0".into(),
+            cpus: 1,
+            memory_mib: 512,
+            disk_bytes: 1 << 32,
+            accel: "tcg".into(),
+            boot_deadline_secs: 300,
+        };
         let mut body = ContainerCreateBody {
             labels: Some(HashMap::from([("flvpc.namespace".to_owned(), "team1".to_owned())])),
             cmd: Some(vec!["/sbin/init".into()]),

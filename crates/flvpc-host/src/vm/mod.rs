@@ -11,6 +11,8 @@
 //! the image copies, never as shell text or kernel command line.
 
 pub mod artifacts;
+pub mod boot;
+pub mod console;
 pub mod disk;
 pub mod engine;
 pub mod guest;

@@ -1,16 +1,22 @@
 //! A running QEMU process: waiting for it to come up (or fail, with its console's last
 //! lines), and stopping it gracefully through QMP with a deadline, then by force.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Child;
 
+use super::console::{forward, ConsoleRing};
 use super::qemu::{QemuCommand, QemuError};
 use super::qmp;
+
+/// Console bytes a [`RunningVm`] keeps when its console is on QEMU's standard output.
+const CONSOLE_RING_BYTES: usize = 64 * 1024;
 
 /// How many console lines an error carries: enough for a kernel panic's reason.
 pub const TAIL_LINES: usize = 30;
@@ -73,23 +79,33 @@ pub enum PowerOff {
 pub struct RunningVm {
     child: Child,
     serial_log: PathBuf,
+    /// The console's last bytes, when it is on QEMU's standard output.
+    console: Option<Arc<ConsoleRing>>,
     stderr_log: PathBuf,
     qmp_socket: Option<PathBuf>,
 }
 
 impl RunningVm {
     /// Starts `cmd`. QEMU's own messages go to `SERIAL_LOG.qemu-stderr` beside the console log.
+    /// A console on QEMU's standard output is copied to this process's standard output (and
+    /// kept in memory for [`Self::serial_tail`]); needs a Tokio runtime.
     pub fn spawn(cmd: &QemuCommand) -> Result<Self, VmError> {
         let stderr_log = sibling(&cmd.serial_log, "qemu-stderr");
         let stderr =
             std::fs::File::create(&stderr_log).map_err(|source| VmError::File { path: stderr_log.clone(), source })?;
-        let child = cmd
+        let stdout = if cmd.console_on_stdout { Stdio::piped() } else { Stdio::null() };
+        let mut child = cmd
             .command()?
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .map_err(|source| VmError::Spawn { program: cmd.program.display().to_string(), source })?;
-        Ok(Self { child, serial_log: cmd.serial_log.clone(), stderr_log, qmp_socket: cmd.qmp_socket.clone() })
+        let console = child.stdout.take().map(|out| {
+            let ring = Arc::new(ConsoleRing::new(CONSOLE_RING_BYTES));
+            tokio::spawn(forward(out, Arc::clone(&ring), tokio::io::stdout()));
+            ring
+        });
+        Ok(Self { child, serial_log: cmd.serial_log.clone(), console, stderr_log, qmp_socket: cmd.qmp_socket.clone() })
     }
 
     /// QEMU's process id (`None` once it has been reaped).
@@ -99,7 +115,10 @@ impl RunningVm {
 
     /// The last `n` lines of the guest's serial console.
     pub fn serial_tail(&self, n: usize) -> String {
-        tail(&self.serial_log, n)
+        match &self.console {
+            Some(ring) => ring.tail(n),
+            None => tail(&self.serial_log, n),
+        }
     }
 
     /// The exit status if QEMU has ended.
@@ -116,7 +135,7 @@ impl RunningVm {
             if let Some(status) = self.try_exited() {
                 return Err(self.exited(status));
             }
-            if ssh_banner(port).await {
+            if ssh_banner(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await {
                 return Ok(());
             }
             if start.elapsed() >= deadline {
@@ -181,10 +200,10 @@ impl RunningVm {
     }
 }
 
-/// `true` when something on 127.0.0.1:`port` greets like an SSH server within 2 s.
-async fn ssh_banner(port: u16) -> bool {
+/// `true` when something on `address` greets like an SSH server within 2 s.
+pub async fn ssh_banner(address: SocketAddr) -> bool {
     let attempt = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut stream = TcpStream::connect(address).await.ok()?;
         let mut buf = [0u8; 4];
         stream.read_exact(&mut buf).await.ok()?;
         // Say hello back so that sshd does not log a dropped pre-auth connection as an error.

@@ -155,8 +155,11 @@ pub struct QemuCommand {
     /// Under TCG, the translated-code cache in MiB (QEMU's default reserves 1 GiB, which a
     /// long-running VM fills, and which counts against its container's memory limit).
     pub tcg_cache_mib: Option<u32>,
-    /// The guest's serial console (ttyS0) is appended to this file.
+    /// The guest's serial console (ttyS0) is appended to this file, unless
+    /// `console_on_stdout`; QEMU's own messages go beside it (`SERIAL_LOG.qemu-stderr`).
     pub serial_log: PathBuf,
+    /// The console goes to QEMU's standard output instead (see [`super::console`]).
+    pub console_on_stdout: bool,
     /// A QMP unix socket QEMU listens on (for `system_powerdown`).
     pub qmp_socket: Option<PathBuf>,
 }
@@ -200,6 +203,7 @@ impl QemuCommand {
             serial_ports: Vec::new(),
             tcg_cache_mib: None,
             serial_log: serial_log.into(),
+            console_on_stdout: false,
             qmp_socket: None,
         }
     }
@@ -242,7 +246,12 @@ impl QemuCommand {
         // decides what happens next, and a VM that cannot boot does not loop.
         push("-no-reboot");
         push("-chardev");
-        a.push(opt("file,id=serial0,path=", &self.serial_log));
+        if self.console_on_stdout {
+            // signal=off: a ^C in the console is the guest's, never a signal to QEMU.
+            push("stdio,id=serial0,signal=off");
+        } else {
+            a.push(opt("file,id=serial0,path=", &self.serial_log));
+        }
         let mut push = |s: &str| a.push(OsString::from(s));
         push("-serial");
         push("chardev:serial0");
@@ -434,6 +443,9 @@ mod tests {
         q.disks.push(Disk { path: "/d,readonly=off".into(), format: DiskFormat::Qcow2, read_only: true });
         let argv = strings(q.argv().expect("valid"));
         assert_eq!(after(&argv, "-chardev"), ["file,id=serial0,path=/x,,append=evil/serial"]);
+        q.console_on_stdout = true;
+        let argv = strings(q.argv().expect("valid"));
+        assert_eq!(after(&argv, "-chardev"), ["stdio,id=serial0,signal=off"]);
         assert_eq!(after(&argv, "-drive"), ["id=disk0,if=none,format=qcow2,file=/d,,readonly=off,read-only=on"]);
     }
 

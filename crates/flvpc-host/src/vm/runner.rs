@@ -19,20 +19,21 @@
 //!
 //! Everything is spawned with argv lists; user data (keys) are only ever file contents.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UdpSocket, UnixStream};
 
 use super::artifacts::Artifacts;
+use super::boot::{write_state, BootState, BOOT_FILE};
 use super::disk::{create_overlay, create_seed, GuestNetwork, MacAddr, Seed};
 use super::guest::{kernel_append, KEYS_PORT};
-use super::process::{PowerOff, RunningVm};
+use super::process::{ssh_banner, PowerOff, RunningVm, TAIL_LINES};
 use super::qemu::{Accel, Disk, DiskFormat, QemuCommand, SerialPort, TapNet};
 
 /// Where the engine mounts the VM artifacts (read-only) in the runner container.
@@ -43,7 +44,8 @@ pub const RUNNER_MOUNT: &str = "/flvpc/runner";
 pub const STATE_DIR: &str = "/vm";
 /// The file the engine writes root's authorized_keys to (in [`STATE_DIR`]).
 pub const KEYS_FILE: &str = "authorized_keys";
-/// The guest's console, in [`STATE_DIR`].
+/// The base name of QEMU's own message file in [`STATE_DIR`] (`serial.log.qemu-stderr`); the
+/// guest's console itself goes to the runner's standard output (see [`super::console`]).
 pub const SERIAL_LOG: &str = "serial.log";
 /// The link-local address of the bridge where the DNS relay listens; the guest reaches it
 /// through a host route on its card (it is outside the Docker network's subnet).
@@ -77,6 +79,18 @@ pub struct RunnerConfig {
     pub disk_bytes: u64,
     /// `kvm` or `tcg`.
     pub accel: String,
+    /// How long the guest has from QEMU's start until it answers SSH; then it is reported
+    /// failed (see [`super::boot`]). Runner containers made before this field get the default.
+    #[serde(default = "default_boot_deadline_secs")]
+    pub boot_deadline_secs: u64,
+}
+
+/// The boot deadline of a runner whose configuration names none: a TCG boot on a loaded
+/// host took up to about 70 s here.
+pub const DEFAULT_BOOT_DEADLINE_SECS: u64 = 300;
+
+fn default_boot_deadline_secs() -> u64 {
+    DEFAULT_BOOT_DEADLINE_SECS
 }
 
 impl RunnerConfig {
@@ -165,6 +179,9 @@ async fn run(config: &RunnerConfig) -> Result<i32, String> {
         let _ = std::fs::remove_file(stale);
     }
     let mut cmd = QemuCommand::new(accel, &artifacts.kernel, state.join(SERIAL_LOG));
+    // The console goes to the runner's standard output: Docker's bounded log of the runner
+    // container (see super::console).
+    cmd.console_on_stdout = true;
     cmd.cpus = config.cpus;
     cmd.memory_mib = config.memory_mib;
     cmd.initrd = Some(artifacts.initrd.clone());
@@ -177,6 +194,8 @@ async fn run(config: &RunnerConfig) -> Result<i32, String> {
     cmd.serial_ports = vec![SerialPort { name: KEYS_PORT.into(), socket: keys_socket.clone() }];
     cmd.qmp_socket = Some(qmp_socket);
     cmd.tcg_cache_mib = Some(TCG_CACHE_MIB);
+    let boot_file = state.join(BOOT_FILE);
+    set_boot_state(&boot_file, &BootState::Booting);
     let mut vm = RunningVm::spawn(&cmd).map_err(|e| e.to_string())?;
     eprintln!(
         "flvpc-vm-runner: started {} ({} CPUs, {} MiB, {}) at {}/{}",
@@ -193,17 +212,87 @@ async fn run(config: &RunnerConfig) -> Result<i32, String> {
         .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| format!("cannot handle SIGINT: {e}"))?;
-    let code = tokio::select! {
-        status = vm.wait() => {
-            let status = status.map_err(|e| format!("cannot wait for QEMU: {e}"))?;
-            eprintln!("flvpc-vm-runner: the VM stopped by itself ({status}); last console lines:\n{}", vm.serial_tail(10));
-            status.code().unwrap_or(1)
+    let deadline = Duration::from_secs(config.boot_deadline_secs);
+    let started = Instant::now();
+    let boot = wait_for_ssh(SocketAddr::from((link.address, 22)), deadline);
+    tokio::pin!(boot);
+    let mut booted = false;
+    let code = loop {
+        tokio::select! {
+            status = vm.wait() => {
+                let status = status.map_err(|e| format!("cannot wait for QEMU: {e}"))?;
+                if booted {
+                    eprintln!("flvpc-vm-runner: the VM stopped by itself ({status}); last console lines:\n{}", vm.serial_tail(10));
+                    break status.code().unwrap_or(1);
+                }
+                let why = format!(
+                    "the VM stopped while booting ({status}); last console lines:\n{}",
+                    vm.serial_tail(TAIL_LINES)
+                );
+                break failed(&boot_file, &why, &mut term, &mut int).await;
+            }
+            up = &mut boot, if !booted => {
+                if up {
+                    booted = true;
+                    set_boot_state(&boot_file, &BootState::Ready);
+                    eprintln!("flvpc-vm-runner: the VM answers SSH, {:.1} s after its start", started.elapsed().as_secs_f64());
+                    continue;
+                }
+                vm.kill().await;
+                let why = format!(
+                    "the VM did not answer SSH within {} s of its start (it was stopped; restart the machine to try \
+                     again); last console lines:\n{}",
+                    deadline.as_secs(),
+                    vm.serial_tail(TAIL_LINES)
+                );
+                break failed(&boot_file, &why, &mut term, &mut int).await;
+            }
+            _ = term.recv() => break power_down(&mut vm).await,
+            _ = int.recv() => break power_down(&mut vm).await,
         }
-        _ = term.recv() => power_down(&mut vm).await,
-        _ = int.recv() => power_down(&mut vm).await,
     };
     sync.abort();
     Ok(code)
+}
+
+/// Records the boot state for the engine; a write that fails is said, not fatal (the
+/// engine then sees the VM booting until its deadline).
+fn set_boot_state(path: &Path, state: &BootState) {
+    if let Err(e) = write_state(path, state) {
+        eprintln!("flvpc-vm-runner: cannot write {}: {e}", path.display());
+    }
+}
+
+/// A boot that failed: said in the boot file and the log; then the runner waits to be stopped
+/// (exiting would make Docker's restart policy boot it again and again).
+async fn failed(
+    boot_file: &Path,
+    why: &str,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> i32 {
+    eprintln!("flvpc-vm-runner: {why}");
+    set_boot_state(boot_file, &BootState::Failed(why.to_owned()));
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    0
+}
+
+/// `true` once the guest's sshd greets on `address` (tried every second), `false` when
+/// `deadline` passed first.
+async fn wait_for_ssh(address: SocketAddr, deadline: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        if ssh_banner(address).await {
+            return true;
+        }
+        if start.elapsed() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn power_down(vm: &mut RunningVm) -> i32 {
@@ -453,10 +542,21 @@ mod tests {
 
     #[test]
     fn config_round_trip_and_accelerators() {
-        let c =
-            RunnerConfig { hostname: "vm0".into(), cpus: 1, memory_mib: 512, disk_bytes: 1 << 30, accel: "tcg".into() };
+        let c = RunnerConfig {
+            hostname: "vm0".into(),
+            cpus: 1,
+            memory_mib: 512,
+            disk_bytes: 1 << 30,
+            accel: "tcg".into(),
+            boot_deadline_secs: 60,
+        };
         let back: RunnerConfig = serde_json::from_str(&serde_json::to_string(&c).expect("json")).expect("parse");
         assert_eq!(back, c);
+        // A runner container made before the boot deadline existed keeps working.
+        let old: RunnerConfig =
+            serde_json::from_str(r#"{"hostname":"vm0","cpus":1,"memory_mib":512,"disk_bytes":1,"accel":"tcg"}"#)
+                .expect("an older configuration");
+        assert_eq!(old.boot_deadline_secs, DEFAULT_BOOT_DEADLINE_SECS);
         assert_eq!(c.accel(), Ok(Accel::Tcg));
         let bad = RunnerConfig { accel: "xen".into(), ..c };
         assert!(bad.accel().is_err());

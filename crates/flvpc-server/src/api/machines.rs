@@ -289,6 +289,37 @@ pub async fn ssh_config(State(state): State<AppState>, caller: Caller, headers: 
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
+/// How much of a console to read.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsoleQuery {
+    /// The last this many lines (default 200); values outside 1–1000 are taken as the nearest of those.
+    pub lines: Option<usize>,
+}
+
+/// The last lines of a machine's console (members): a microVM's serial console (boot messages,
+/// login prompt; also while it is stopped), a container machine's system journal since its boot
+/// (while it runs).
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/machines/{name}/console", tag = "machines", security(("bearer" = [])),
+    params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("name" = super::rules::MachineName, Path, description = "The machine's name"), ConsoleQuery),
+    responses(
+        (status = 200, description = "The console's last lines", body = ConsoleOut),
+        (status = 400, description = "A query parameter is not of its type (`bad_request`)", body = ErrorBody),
+        Unauthenticated,
+        NotFound,
+        (status = 409, description = "A container machine that is not running has no journal to read (`conflict`)", body = ErrorBody),
+        (status = 503, description = "The machine's engine did not answer (`engine_unavailable`)", body = ErrorBody),
+    ))]
+pub async fn machine_console(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ns, name)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<ConsoleQuery>,
+) -> ApiResult<Json<ConsoleOut>> {
+    let (engine, text) = ops::console(&state, caller.principal(), &ns, &name, q.lines.unwrap_or(200)).await?;
+    Ok(Json(ConsoleOut { machine: name, engine: engine.as_str().to_owned(), text }))
+}
+
 /// CPU, memory and network samples of one machine for the last hour (members).
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/machines/{name}/metrics", tag = "machines", security(("bearer" = [])),
     params(("ns" = super::rules::NamespaceName, Path, description = "The namespace's name"), ("name" = super::rules::MachineName, Path, description = "The machine's name")),

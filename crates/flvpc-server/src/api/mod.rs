@@ -78,6 +78,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(machines::events))
         .routes(routes!(machines::ssh_config))
         .routes(routes!(machines::machine_metrics))
+        .routes(routes!(machines::machine_console))
         .layer(axum::Extension(std::sync::Arc::new(rendered::RenderedLists::default())))
         .split_for_parts()
 }

@@ -242,6 +242,11 @@ pub async fn capacity(State(state): State<AppState>, caller: Caller) -> ApiResul
         running: report.running.into(),
         used: used_out(report.used),
         disk_enforced: report.disk_enforced,
+        microvm: MicroVmOut {
+            available: report.microvm.available,
+            accelerator: report.microvm.accelerator,
+            detail: report.microvm.detail,
+        },
         namespaces: report.namespaces.into_iter().map(namespace_capacity).collect(),
     }))
 }

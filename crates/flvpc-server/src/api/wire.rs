@@ -249,9 +249,23 @@ pub struct CapacityOut {
     /// All namespaces together: used right now.
     pub used: UsedOut,
     /// Whether disk sizes are enforced: Docker's overlay2 on this host cannot limit a container's disk.
+    /// (A microVM's disk is its own and enforced: see each machine's `disk_enforced`.)
     pub disk_enforced: bool,
+    /// Whether microVMs can be made here, and with which accelerator.
+    pub microvm: MicroVmOut,
     /// Per namespace.
     pub namespaces: Vec<NamespaceCapacity>,
+}
+
+/// Whether microVMs can be made on this server.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MicroVmOut {
+    /// The microVM engine is there (VM artifacts and runner image found at start).
+    pub available: bool,
+    /// `kvm` or `tcg` (software emulation, much slower), probed at start by booting a kernel.
+    pub accelerator: Option<String>,
+    /// What the probe found, or why microVMs are not available and how to make them so.
+    pub detail: String,
 }
 
 /// A namespace.
@@ -532,21 +546,22 @@ pub struct MachineOut {
     pub namespace: String,
     /// Container name `<name>.<ns>`.
     pub container: String,
-    /// not_created, creating, running, stopped, error (deleting while it is removed).
+    /// not_created, creating (a microVM: until its guest answers SSH), running, stopped, error
+    /// (deleting while it is removed).
     pub state: String,
     /// What it should be: running, stopped, deleted.
     pub desired: String,
     /// Address on the namespace network.
     pub ip: Option<String>,
-    /// Last error.
+    /// Last error (a microVM that did not boot: why, with its console's last lines).
     pub error: Option<String>,
     /// Image.
     pub image: String,
-    /// docker or microvm.
+    /// The spec's backend: docker, microvm (or ignite, as old files name it).
     pub backend: String,
     /// The host the machine lives on (`local`: this server's host).
     pub host: String,
-    /// The kind of engine that runs it on that host: `container` (or `microvm`, not available yet).
+    /// The kind of engine that runs it on that host: `container` or `microvm`.
     pub engine: String,
     /// CPUs (CPU shares: a weight, overcommit allowed).
     pub cpus: u32,
@@ -556,6 +571,9 @@ pub struct MachineOut {
     pub memory_mb: u64,
     /// Disk size asked for.
     pub disk_gb: u64,
+    /// Whether `disk_gb` is a hard limit: a microVM's own disk is; a container's is not (Docker's
+    /// overlay2 on this host cannot limit it).
+    pub disk_enforced: bool,
     /// Published ports.
     pub ports: Vec<PortOut>,
     /// SSH commands.
@@ -586,6 +604,7 @@ impl From<crate::core::view::MachineView> for MachineOut {
             cpu_cap: m.cpu_cap,
             memory_mb: m.memory_mb,
             disk_gb: m.disk_gb,
+            disk_enforced: m.disk_enforced,
             ports: m
                 .ports
                 .into_iter()
@@ -597,6 +616,19 @@ impl From<crate::core::view::MachineView> for MachineOut {
             oom_kills: m.oom_kills,
         }
     }
+}
+
+/// `GET /api/v1/namespaces/{ns}/machines/{name}/console`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsoleOut {
+    /// The machine.
+    pub machine: String,
+    /// The kind of engine that runs it: `container` (the text is its system journal) or
+    /// `microvm` (its serial console).
+    pub engine: String,
+    /// The last lines, oldest first, joined with newlines (at most 256 KiB: the newest are kept).
+    /// The machine's own output: show it as text, never as markup.
+    pub text: String,
 }
 
 /// `GET /api/v1/namespaces/{ns}/machines/{name}/metrics`.

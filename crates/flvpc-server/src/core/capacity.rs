@@ -57,6 +57,8 @@ pub struct CapacityReport {
     pub used: Used,
     /// Whether disk sizes are enforced (overlay2 on ext4 cannot).
     pub disk_enforced: bool,
+    /// Whether microVMs can be made, with which accelerator (their disks are enforced).
+    pub microvm: crate::reconcile::MicroVmStatus,
     /// Per namespace, in name order.
     pub namespaces: Vec<NamespaceResources>,
 }
@@ -103,6 +105,7 @@ pub async fn capacity(state: &AppState, principal: &Principal) -> CoreResult<Cap
         running: Resources::default(),
         used: Used::default(),
         disk_enforced: false,
+        microvm: state.microvm.clone(),
         namespaces: Vec::new(),
     };
     for ns in state.store.list_namespaces(&grant).await? {

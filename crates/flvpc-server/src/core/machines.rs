@@ -294,6 +294,59 @@ impl MachineList {
     }
 }
 
+/// Console lines one request may ask for.
+pub const CONSOLE_MAX_LINES: usize = 1000;
+/// The most console text one answer carries (the newest is kept).
+pub const CONSOLE_MAX_BYTES: usize = 256 * 1024;
+/// How long reading a console may take before the answer says so.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The last `lines` lines of a machine's console (members): a VM's serial console, a container
+/// machine's system journal (which needs it running). The text is the tenant's own output.
+/// Returns the kind of engine that runs the machine, and the text.
+pub async fn console(
+    state: &AppState,
+    caller: &Principal,
+    ns: &str,
+    name: &str,
+    lines: usize,
+) -> CoreResult<(flvpc_model::EngineKind, String)> {
+    let machines = list(state, caller, ns).await?;
+    let machine = machines
+        .iter()
+        .find(|m| m.name.as_str() == name)
+        .ok_or_else(|| CoreError::NotFound(format!("machine {name:?}")))?;
+    let engines = state.reconciler.engines();
+    let engine = engines
+        .get(&machine.placement)
+        .ok_or_else(|| CoreError::EngineUnavailable(engines.missing(&machine.placement)))?;
+    let lines = lines.clamp(1, CONSOLE_MAX_LINES);
+    let read = tokio::time::timeout(CONSOLE_TIMEOUT, engine.console(&machine.key(), lines)).await;
+    let mut text = match read {
+        Ok(Ok(text)) => text,
+        Ok(Err(flvpc_host::EngineError::NotRunning { .. } | flvpc_host::EngineError::MachineNotFound { .. })) => {
+            return Err(CoreError::Conflict(format!(
+                "machine {name:?} has no console to read while it is not running: start it first"
+            )))
+        }
+        Ok(Err(err)) => return Err(err.into()),
+        Err(_) => {
+            return Err(CoreError::EngineUnavailable(format!(
+                "the console of {name:?} could not be read within {} s: try again",
+                CONSOLE_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    if text.len() > CONSOLE_MAX_BYTES {
+        let mut cut = text.len() - CONSOLE_MAX_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        text.drain(..cut);
+    }
+    Ok((machine.placement.engine, text))
+}
+
 /// One operation (who started it, or the superadmin).
 pub async fn operation(state: &AppState, caller: &Principal, id: &str) -> CoreResult<Operation> {
     Ok(state.store.operation(caller, id).await?)

@@ -59,6 +59,8 @@ pub struct MachineView {
     pub memory_mb: u64,
     /// Disk size asked for.
     pub disk_gb: u64,
+    /// Whether the disk size is a hard limit (a microVM's own disk).
+    pub disk_enforced: bool,
     /// Published ports.
     pub ports: Vec<PortView>,
     /// SSH commands.
@@ -115,6 +117,7 @@ impl MachineView {
             cpu_cap: m.cpu_cap_milli.map(|c| f64::from(c) / 1000.0),
             memory_mb: m.memory_mb,
             disk_gb: m.disk_gb,
+            disk_enforced: m.placement.engine == flvpc_model::EngineKind::MicroVm,
             ports: m
                 .ports
                 .iter()

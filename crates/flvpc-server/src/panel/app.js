@@ -44,3 +44,23 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   };
 });
+// A machine's console page: the last lines again every 2 s, kept scrolled to the end unless
+// the reader scrolled up. textContent only: the console is the tenant's text.
+document.addEventListener("DOMContentLoaded", () => {
+  const pre = document.querySelector("pre#console[data-console-url]");
+  if (!pre || !window.fetch) return;
+  const status = document.querySelector("#console-status");
+  pre.scrollTop = pre.scrollHeight;
+  const refresh = async () => {
+    try {
+      const answer = await fetch(pre.dataset.consoleUrl, { credentials: "same-origin" });
+      const body = await answer.json();
+      if (!answer.ok) { if (status) status.textContent = (body.error && body.error.message) || "The console cannot be read now."; return; }
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+      pre.textContent = body.text || "(nothing yet)";
+      if (atEnd) pre.scrollTop = pre.scrollHeight;
+      if (status) status.textContent = "Refreshed at " + new Date().toLocaleTimeString() + " (every 2 seconds).";
+    } catch { if (status) status.textContent = "The console cannot be read now; retrying."; }
+  };
+  setInterval(refresh, 2000);
+});

@@ -188,7 +188,18 @@ pub async fn capacity_page(State(state): State<AppState>, user: PanelUser) -> Re
             (bar("CPUs busy now", cpu_used, host.cpus as f64, ""))
             (bar("Memory promised to running machines", running.memory_mb as f64, cap(state.config.overcommit_memory, host.memory_mb), " MB"))
             (bar("Memory used now", mem_used, host.memory_mb as f64, " MB"))
-            p.muted { (allocated.machines) " machines in all, " (running.machines) " meant to run. Disk sizes are recorded and counted against quotas, but this host's storage driver (overlay2) cannot enforce them." }
+            p.muted { (allocated.machines) " machines in all, " (running.machines) " meant to run. Disk sizes are recorded and counted against quotas, but this host's storage driver (overlay2) cannot enforce them for containers; a microVM's disk is its own and enforced." }
+        }
+        div.card #microvms {
+            h2 { "MicroVMs" }
+            @match &report.microvm.accelerator {
+                Some(accel) => {
+                    p { "Available. Accelerator: " strong data-accelerator=(accel) { (accel.to_uppercase()) }
+                        @if accel == "tcg" { " — software emulation: a VM boots in about a minute and runs several times slower than under KVM." } }
+                    p.muted { "Probe: " (report.microvm.detail) }
+                }
+                None => { p { "Not available: " (report.microvm.detail) } }
+            }
         }
         h2 { "Namespaces" }
         @if report.namespaces.is_empty() { p.empty { "No namespaces yet." } }

@@ -86,7 +86,11 @@ pub async fn section(
                         @for m in machines.iter() {
                             @let out = MachineView::new(m, reach, &state.usage);
                             tr data-machine=(out.name) {
-                                td { strong { (out.name) } br; span.muted { (out.image) } }
+                                td {
+                                    strong { (out.name) } br; span.muted { (out.image) }
+                                    @if out.engine == "microvm" { " " span.badge title="a microVM: its own kernel" { "VM" } }
+                                    br; a.small href={ (base) "/machines/" (seg(&out.name)) "/console" } { "Console" }
+                                }
                                 td { span class={ "state " (out.state) } data-state { (out.state) } @if let Some(e) = &out.error { br; span.error-text { (e) } } }
                                 td data-ip { (out.ip.clone().unwrap_or_else(|| "—".into())) }
                                 td.muted {

@@ -8,6 +8,7 @@
 mod account;
 mod admin;
 mod capacity;
+mod console;
 mod home;
 mod layout;
 mod machines;
@@ -47,6 +48,7 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/cluster", post(machines::save_yaml))
         .route("/namespaces/{ns}/cluster/form", post(machines::save_form))
         .route("/namespaces/{ns}/cluster/{action}", post(machines::cluster_action))
+        .route("/namespaces/{ns}/machines/{name}/console", get(console::show))
         .route("/namespaces/{ns}/machines/{name}/{action}", post(machines::machine_action))
         .route("/namespaces/{ns}/members", post(namespace::set_member))
         .route("/namespaces/{ns}/members/{login}/delete", post(namespace::remove_member))

@@ -104,4 +104,8 @@ impl Engine for ReconnectingDocker {
         let r = self.get().await?.machine_events().map(Some);
         self.check(r).await
     }
+    async fn console(&self, key: &MachineKey, lines: usize) -> Result<String, EngineError> {
+        let r = self.get().await?.journal_tail(key, lines).await;
+        self.check(r).await
+    }
 }

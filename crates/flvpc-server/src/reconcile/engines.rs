@@ -31,6 +31,24 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(20);
 pub const MICROVM_HOWTO: &str = "build the VM artifacts and the runner image with `flvpc image build debian-12-vm` \
      and `flvpc image build vm-runner`, then restart flvpc";
 
+/// Whether microVMs can be made on this server, and with which accelerator: for `/healthz`,
+/// the capacity view and the log at start.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MicroVmStatus {
+    /// Whether the microVM engine is registered.
+    pub available: bool,
+    /// `kvm` or `tcg`, when available (probed once at start by booting a kernel).
+    pub accelerator: Option<String>,
+    /// What the probe found, or why microVMs are not available and how to make them so.
+    pub detail: String,
+}
+
+impl MicroVmStatus {
+    fn unavailable(why: String) -> Self {
+        Self { available: false, accelerator: None, detail: why }
+    }
+}
+
 /// Placement → engine handle. Cheap to clone (handles are shared).
 #[derive(Clone, Default)]
 pub struct Engines {
@@ -52,33 +70,34 @@ impl Engines {
 
     /// The registry with the microVM engine of `host` added, if `setup`'s artifacts and the
     /// runner image are there; the accelerator is probed by booting the kernel (KVM if that works,
-    /// TCG otherwise). Returns why not otherwise, and the registry unchanged.
-    pub async fn with_microvm(self, host: HostName, instance: &str, setup: &VmSetup) -> (Self, Result<String, String>) {
+    /// TCG otherwise). Otherwise the registry unchanged, and the status says why.
+    pub async fn with_microvm(self, host: HostName, instance: &str, setup: &VmSetup) -> (Self, MicroVmStatus) {
         use flvpc_host::vm::{probe_accel, Artifacts, MicroVmConfig, MicroVmEngine, QEMU_SYSTEM};
         let Some(artifacts) = Artifacts::current(&setup.artifacts_dir) else {
             let why = format!("no current VM artifacts in {}: {MICROVM_HOWTO}", setup.artifacts_dir.display());
-            return (self, Err(why));
+            return (self, MicroVmStatus::unavailable(why));
         };
         let docker = match flvpc_host::DockerEngine::connect().await {
             Ok(d) => d.for_instance(instance),
-            Err(e) => return (self, Err(e.to_string())),
+            Err(e) => return (self, MicroVmStatus::unavailable(e.to_string())),
         };
         match docker.image_exists(flvpc_host::image::VM_RUNNER_IMAGE).await {
             Ok(true) => {}
             Ok(false) => {
                 let why =
                     format!("the runner image {} is missing: {MICROVM_HOWTO}", flvpc_host::image::VM_RUNNER_IMAGE);
-                return (self, Err(why));
+                return (self, MicroVmStatus::unavailable(why));
             }
-            Err(e) => return (self, Err(e.to_string())),
+            Err(e) => return (self, MicroVmStatus::unavailable(e.to_string())),
         }
         let probe_dir = std::env::temp_dir();
         let probe = probe_accel(std::path::Path::new(QEMU_SYSTEM), &artifacts.kernel, &probe_dir, PROBE_DEADLINE).await;
         let mut config = MicroVmConfig::new(&setup.runner_program, &setup.artifacts_dir, probe.accel);
         config.runner_args = setup.runner_args.clone();
         let engine: Arc<dyn Engine> = Arc::new(MicroVmEngine::new(docker, config));
-        let accel = format!("{} ({})", probe.accel.name(), probe.detail);
-        (self.with(Placement::new(host, EngineKind::MicroVm), engine), Ok(accel))
+        let status =
+            MicroVmStatus { available: true, accelerator: Some(probe.accel.name().to_owned()), detail: probe.detail };
+        (self.with(Placement::new(host, EngineKind::MicroVm), engine), status)
     }
 
     /// The engine of `placement`, if one is registered.

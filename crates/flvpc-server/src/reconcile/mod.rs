@@ -27,7 +27,7 @@ pub mod engines;
 #[cfg(test)]
 mod tests;
 
-pub use engines::{Engines, VmSetup};
+pub use engines::{Engines, MicroVmStatus, VmSetup};
 
 use crate::events::Event;
 use flvpc_host::{Engine, EngineError, MachineDetails, MachineSpec, MachineState, PortMapping};
@@ -442,14 +442,17 @@ impl Reconciler {
         let restart = record.restart_op.as_deref();
         let state = actual.as_ref().map(|a| a.info.state);
         let stop_timeout = self.inner.settings.stop_timeout;
+        // A VM still booting counts as started; one that failed to boot is started again only
+        // by a restart (starting it at every resync would boot it again and again).
+        let started = matches!(state, Some(MachineState::Running | MachineState::Starting | MachineState::Failed));
         let acted = match record.desired {
             // Just created and started: a pending restart is thereby done too.
             _ if created => true,
-            Desired::Running if restart.is_some() && state == Some(MachineState::Running) => {
+            Desired::Running if restart.is_some() && started => {
                 engine.restart_machine(key, stop_timeout).await?;
                 true
             }
-            Desired::Running if state != Some(MachineState::Running) => {
+            Desired::Running if !started => {
                 engine.start_machine(key).await?;
                 true
             }
@@ -617,7 +620,14 @@ fn describe(details: Option<&MachineDetails>) -> (Observed, Option<String>, Opti
         None => (Observed::NotCreated, None, None),
         Some(d) => match d.info.state {
             MachineState::Running => (Observed::Running, d.info.ip.clone(), None),
-            MachineState::Restarting => (Observed::Creating, None, None),
+            // A VM booting, or a container restarted by Docker: not up yet.
+            MachineState::Restarting | MachineState::Starting => (Observed::Creating, None, None),
+            // A VM that did not boot: its error says why; it waits for a restart.
+            MachineState::Failed => (
+                Observed::Error,
+                None,
+                Some(d.error.clone().filter(|e| !e.is_empty()).unwrap_or_else(|| "the machine failed".to_owned())),
+            ),
             MachineState::Created | MachineState::Stopped | MachineState::Paused => match &d.error {
                 Some(error) if !error.is_empty() => (Observed::Error, None, Some(error.clone())),
                 _ => (Observed::Stopped, None, None),
