@@ -133,7 +133,8 @@ async fn ssh_ok(key: &Path, port: u16, argv: &[&str]) -> String {
 /// The runner container's log (the runner's own lines), for failure messages.
 async fn runner_log(container: &str) -> String {
     let Ok(docker) = bollard::Docker::connect_with_unix_defaults() else { return String::new() };
-    let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail("40").build();
+    // The runner's own lines (its standard error): its standard output is the guest's console.
+    let options = LogsOptionsBuilder::new().stdout(false).stderr(true).tail("40").build();
     let mut logs = docker.logs(container, Some(options));
     let mut text = String::new();
     while let Some(Ok(chunk)) = logs.next().await {
@@ -248,7 +249,11 @@ async fn a_microvm_is_a_machine_like_any_other() {
     let (second, second_pub) = keypair(keys.path(), "second").await;
     vms.write_authorized_keys(&vm, &format!("# Managed by flvpc\n{first_pub}")).await.expect("keys before the start");
     vms.start_machine(&vm).await.expect("start the VM machine");
+    // The runner runs at once, the guest boots for a while: the engine says "starting".
+    let booting = vms.inspect_machine(&vm).await.expect("inspect").expect("exists");
+    assert_eq!(booting.info.state, MachineState::Starting, "a VM is starting until its guest answers SSH");
     wait_vm_ssh(port, &container).await;
+    wait_state(&vms, &vm, MachineState::Running).await;
 
     // Its own kernel and its own systemd, under the machine's name.
     assert_eq!(ssh_ok(&first, port, &["hostname"]).await, "vm0");
@@ -299,6 +304,29 @@ async fn a_microvm_is_a_machine_like_any_other() {
         rss_kb(&runner_pid.to_string())
     );
 
+    // The console: the guest's kernel and boot messages, from the runner's standard output.
+    let console = vms.console(&vm, 400).await.expect("the VM's console");
+    assert!(console.contains("Debian GNU/Linux 12 vm0 ttyS0"), "the console shows the login banner:\n{console}");
+    assert!(console.contains("Reached target"), "the console shows systemd booting:\n{console}");
+    assert!(!console.contains("flvpc-vm-runner:"), "the runner's own lines are not the console's:\n{console}");
+
+    // The disk is the limit: its block device has the spec's size and a file past it is refused.
+    let device: u64 = ssh_ok(&first, port, &["blockdev", "--getsize64", "/dev/vda"]).await.parse().expect("bytes");
+    assert_eq!(device, 2 << 30, "the VM's disk is the spec's 2 GiB");
+    let (ok, _, err) = ssh(&first, port, &["fallocate", "-l", "3G", "/root/past-the-disk"]).await;
+    assert!(!ok && err.contains("No space left"), "a 3 GiB file on a 2 GiB disk: {err}");
+
+    // Root in the guest floods its console: what reaches the host's disk stays bounded by the
+    // runner container's log options (2 files of 1 MiB), and the VM keeps answering.
+    let flood = "head -c 3000000 /dev/zero | tr '\\0' x > /dev/ttyS0";
+    let (flooded, _, err) = ssh(&first, port, &[&format!("timeout 240 sh -c \"{flood}\"")]).await;
+    assert!(flooded, "the flood could not be written to the console: {err}");
+    let logged = container_log_bytes(&container).await;
+    eprintln!("after a 3 MB console flood the runner's log files hold {logged} bytes");
+    assert!(logged > 512 << 10, "the flood did not reach the log ({logged} bytes): the test proves nothing");
+    assert!(logged <= (2 << 20) + (64 << 10), "the console log grew to {logged} bytes, past its bound");
+    assert_eq!(ssh_ok(&first, port, &["echo", "alive"]).await, "alive");
+
     // Keys rewritten while the VM runs take effect within seconds.
     let start = Instant::now();
     vms.write_authorized_keys(&vm, &format!("# Managed by flvpc\n{second_pub}")).await.expect("rewrite the keys");
@@ -333,6 +361,7 @@ async fn a_microvm_is_a_machine_like_any_other() {
 
     vms.start_machine(&vm).await.expect("start again");
     wait_vm_ssh(port, &container).await;
+    wait_state(&vms, &vm, MachineState::Running).await;
     assert_eq!(ssh_ok(&second, port, &["cat", "/root/kept"]).await, "vm0", "the disk kept its content");
 
     // Another namespace cannot reach it, by name or by address.
@@ -352,4 +381,79 @@ async fn a_microvm_is_a_machine_like_any_other() {
     let gone = raw.inspect_volume(&volume).await;
     assert!(gone.is_err(), "the VM's disk volume {volume} is left behind");
     vms.remove_machine(&vm).await.expect("removing a removed VM is fine");
+}
+
+/// A VM that does not answer SSH within its boot deadline is stopped and reported failed
+/// with its console's last lines, and stays so (not booted again and again) until removed.
+#[tokio::test]
+async fn a_vm_that_does_not_boot_in_time_is_reported_failed_with_its_console() {
+    let docker = docker().await;
+    let artifacts = prerequisites(&docker).await;
+    // Whatever the accelerator, no guest reaches sshd in 2 s.
+    let mut config =
+        MicroVmConfig::new(env!("CARGO_BIN_EXE_flvpc-vm-runner"), &artifacts.dir, flvpc_host::vm::Accel::Tcg);
+    config.runner_args.clear();
+    config.boot_deadline = Duration::from_secs(2);
+    let vms = MicroVmEngine::new(docker.clone(), config);
+    let ns = format!("vf{:08x}", rand::random::<u32>());
+    let _cleanup = Cleanup { namespaces: vec![ns.clone()] };
+    let namespace = NamespaceName::parse(&ns).expect("namespace");
+    let vm = MachineKey::parse(&ns, "slow0").expect("key");
+    vms.ensure_network(&namespace).await.expect("namespace network");
+    let mut spec = MachineSpec::new(vm.clone(), DEFAULT_IMAGE);
+    spec.memory_mb = 256;
+    vms.create_and_start_machine(&spec).await.expect("create and start");
+    let failed = wait_state(&vms, &vm, MachineState::Failed).await;
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(error.contains("did not answer SSH within 2 s"), "{error}");
+    assert!(error.contains("last console lines"), "{error}");
+    // QEMU is gone: the runner container holds only the runner.
+    let pid = failed.pid.expect("the runner still runs, waiting to be stopped");
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    assert!(children.trim().is_empty(), "QEMU still runs under the failed runner: {children}");
+    // Still failed a while later: not restarted by Docker's restart policy.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = vms.inspect_machine(&vm).await.expect("inspect").expect("exists");
+    assert_eq!(later.info.state, MachineState::Failed);
+    assert_eq!(later.pid, failed.pid, "the runner was not restarted");
+    vms.remove_machine(&vm).await.expect("remove");
+    assert!(vms.inspect_machine(&vm).await.expect("inspect").is_none());
+}
+
+/// Inspects `key` every 500 ms until it is in `want` (at most the boot deadline).
+async fn wait_state(engine: &MicroVmEngine, key: &MachineKey, want: MachineState) -> flvpc_host::MachineDetails {
+    let start = Instant::now();
+    loop {
+        let details = engine.inspect_machine(key).await.expect("inspect").expect("the machine exists");
+        if details.info.state == want {
+            eprintln!("{key} was {want} {:?} after the wait began", start.elapsed());
+            return details;
+        }
+        assert!(
+            start.elapsed() < BOOT,
+            "{key} is {} not {want} after {BOOT:?}\n{}",
+            details.info.state,
+            runner_log(&details.info.container).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The bytes of the container's Docker log files on the host (rotated ones included).
+async fn container_log_bytes(container: &str) -> u64 {
+    let docker = bollard::Docker::connect_with_unix_defaults().expect("docker");
+    let inspected = docker
+        .inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>)
+        .await
+        .expect("inspect the runner");
+    let path = PathBuf::from(inspected.log_path.expect("a json-file log path"));
+    let dir = path.parent().expect("log dir");
+    let name = path.file_name().and_then(|n| n.to_str()).expect("log file name").to_owned();
+    std::fs::read_dir(dir)
+        .expect("read the container's directory")
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&name)))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }

@@ -5,7 +5,7 @@ use crate::progress::{Progress, Update};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use flvpc_server::api::wire::{
-    ErrorBody, LoginRequest, LoginResponse, MachineOut, OperationOut, OperationStarted, SpecSaved,
+    ConsoleOut, ErrorBody, LoginRequest, LoginResponse, MachineOut, OperationOut, OperationStarted, SpecSaved,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,14 @@ pub enum MachinesCommand {
     Stop { target: String },
     /// Restart NS/MACHINE.
     Restart { target: String },
+    /// Print the last lines of NS/MACHINE's console: a microVM's serial console (boot
+    /// messages, also while it is stopped), a container machine's journal (while it runs).
+    Console {
+        target: String,
+        /// How many lines (1 to 1000).
+        #[arg(long, default_value_t = 200)]
+        lines: usize,
+    },
 }
 
 /// `flvpc keys …`.
@@ -228,6 +236,17 @@ pub async fn cluster(command: &ClusterCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `flvpc api PATH`: GETs an API path with the stored token and prints the JSON answer, for
+/// what the other commands do not show (e.g. `/api/v1/capacity`).
+pub async fn api_get(path: &str) -> anyhow::Result<()> {
+    if !path.starts_with("/api/v1/") || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("give an API path such as /api/v1/capacity (see docs/api.md)");
+    }
+    let answer = call(reqwest::Method::GET, path, None).await?;
+    println!("{}", serde_json::to_string_pretty(&answer).context("cannot print the answer")?);
+    Ok(())
+}
+
 fn split_target(target: &str) -> anyhow::Result<(&str, &str)> {
     let (ns, name) = target.split_once('/').context("give the machine as NAMESPACE/MACHINE, e.g. team1/node0")?;
     Ok((segment(ns)?, segment(name)?))
@@ -239,14 +258,21 @@ pub async fn machines(command: &MachinesCommand) -> anyhow::Result<()> {
         MachinesCommand::List { namespace } => {
             let path = format!("/api/v1/namespaces/{}/machines", segment(namespace)?);
             let list: Vec<MachineOut> = call_as(reqwest::Method::GET, &path, None).await?;
-            println!("{:<20} {:<12} {:<16} {:<24} SSH", "NAME", "STATE", "IP", "PORTS");
+            println!("{:<20} {:<12} {:<10} {:<16} {:<24} SSH", "NAME", "STATE", "ENGINE", "IP", "PORTS");
             for m in &list {
                 let ports: Vec<String> =
                     m.ports.iter().map(|p| format!("{}->{}", p.host_port, p.container_port)).collect();
                 let ssh = m.ssh.direct.as_deref().unwrap_or("-");
                 let ip = m.ip.as_deref().unwrap_or("-");
-                println!("{:<20} {:<12} {:<16} {:<24} {ssh}", m.name, m.state, ip, ports.join(","));
+                println!("{:<20} {:<12} {:<10} {:<16} {:<24} {ssh}", m.name, m.state, m.engine, ip, ports.join(","));
             }
+            return Ok(());
+        }
+        MachinesCommand::Console { target, lines } => {
+            let (ns, name) = split_target(target)?;
+            let path = format!("/api/v1/namespaces/{ns}/machines/{name}/console?lines={lines}");
+            let console: ConsoleOut = call_as(reqwest::Method::GET, &path, None).await?;
+            println!("{}", console.text);
             return Ok(());
         }
         MachinesCommand::Start { target } => (target, "start"),

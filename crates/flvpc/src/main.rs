@@ -54,10 +54,15 @@ enum Command {
         #[command(subcommand)]
         command: client::ClusterCommand,
     },
-    /// Machines: list, start, stop, restart.
+    /// Machines: list, start, stop, restart, console.
     Machines {
         #[command(subcommand)]
         command: client::MachinesCommand,
+    },
+    /// GET an API path with your token and print the JSON answer (e.g. /api/v1/capacity).
+    Api {
+        /// The path, starting with /api/v1/.
+        path: String,
     },
     /// Print ~/.ssh/config blocks that reach your machines through the flvpc SSH gateway.
     SshConfig,
@@ -135,6 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ns { command } => client::ns(command).await,
         Command::Keys { command } => client::keys(command).await,
         Command::Cluster { command } => client::cluster(command).await,
+        Command::Api { path } => client::api_get(path).await,
         Command::SshConfig => client::ssh_config().await,
         Command::Ssh { target, args } => client::ssh(target, args).await,
         Command::Machines { command } => client::machines(command).await,

@@ -47,6 +47,36 @@ pub fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// `text` without terminal escape sequences (colours, cursor moves: systemd colours its boot
+/// status on a serial console), for showing it as plain text.
+pub fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            // CSI: parameters and intermediates up to a final byte in @..~.
+            Some('[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            // A two-character escape (e.g. ESC c, ESC 7).
+            Some(_) => {
+                chars.next();
+            }
+            None => {}
+        }
+    }
+    out
+}
+
 /// Copies `from` into `ring` and `to` until `from` ends. A failing `to` is dropped, never
 /// waited for: the console keeps draining, so the guest never blocks on it.
 pub async fn forward(mut from: impl AsyncRead + Unpin, ring: Arc<ConsoleRing>, mut to: impl AsyncWrite + Unpin) {
@@ -78,6 +108,15 @@ mod tests {
         ring.push(&[b'x'; 100]);
         assert_eq!(ring.tail(1), "xxxxxxxx");
         assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
+    }
+
+    #[test]
+    fn escapes_are_stripped() {
+        assert_eq!(
+            strip_escapes("[\u{1b}[0;32m  OK  \u{1b}[0m] Reached \u{1b}[0;1;39mbasic.target\u{1b}[0m\u{1b}[K."),
+            "[  OK  ] Reached basic.target."
+        );
+        assert_eq!(strip_escapes("plain\u{1b}c text\u{1b}"), "plain text");
     }
 
     #[tokio::test]

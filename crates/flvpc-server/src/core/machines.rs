@@ -323,7 +323,8 @@ pub async fn console(
     let lines = lines.clamp(1, CONSOLE_MAX_LINES);
     let read = tokio::time::timeout(CONSOLE_TIMEOUT, engine.console(&machine.key(), lines)).await;
     let mut text = match read {
-        Ok(Ok(text)) => text,
+        // Plain text: a serial console carries systemd's colours.
+        Ok(Ok(text)) => flvpc_host::vm::console::strip_escapes(&text),
         Ok(Err(flvpc_host::EngineError::NotRunning { .. } | flvpc_host::EngineError::MachineNotFound { .. })) => {
             return Err(CoreError::Conflict(format!(
                 "machine {name:?} has no console to read while it is not running: start it first"
