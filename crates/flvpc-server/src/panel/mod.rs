@@ -8,6 +8,7 @@
 mod account;
 mod admin;
 mod capacity;
+mod form;
 mod home;
 mod layout;
 mod machines;
