@@ -68,13 +68,14 @@ fn measured(value: f64, max: f64, decimals: usize, unit: &str) -> String {
     format!("{value:.decimals$} / {max:.0}{unit}")
 }
 
-/// A counted amount (machines, CPUs and memory promised) against a namespace's quota, or against
-/// `host` when the namespace has none; whole numbers, and "no quota" said in words, never a
-/// made-up limit.
+/// A counted amount (machines, CPUs and memory promised) against a namespace's quota, or, when the
+/// namespace has none, said as "no quota" in words (with a bar of the share of `host`, where there is
+/// a host amount): whole numbers, never a made-up limit.
 fn counted(label: &str, value: u64, quota: Option<u64>, host: Option<u64>, unit: &str) -> Markup {
     match (quota, host) {
         (Some(q), _) => bar(label, value as f64, q as f64, format!("{value} / {q}{unit}")),
-        (None, Some(h)) => bar(label, value as f64, h as f64, format!("{value} / {h}{unit} of the host · no quota")),
+        // The bar then shows the share of the host's own amount.
+        (None, Some(h)) => bar(label, value as f64, h as f64, format!("{value}{unit} · no quota")),
         (None, None) => html! {
             div.meter { div.meter-label { span { (label) } span.muted { (value) (unit) " · no quota" } } }
         },
