@@ -65,9 +65,10 @@ async fn users_page(state: &AppState, user: &PanelUser) -> Response {
                         }
                         td { (time(u.created_at)) }
                         td.actions {
-                            details.inline {
+                            @let reset = format!("/admin/users/{}/password", seg(u.login.as_str()));
+                            // Open when its form was refused, so the refusal inside it is seen.
+                            details.inline open[user.failed_at(&reset)] {
                                 summary { "Reset password" }
-                                @let reset = format!("/admin/users/{}/password", seg(u.login.as_str()));
                                 form.row method="post" action=(reset) {
                                     (csrf_field(user))
                                     (form_error(user, &reset))

@@ -47,6 +47,27 @@ impl Failed {
         &self.message
     }
 
+    /// True when this is the refusal of the form posted to `action`.
+    pub fn is_for(&self, action: &str) -> bool {
+        self.action == action
+    }
+
+    /// What was typed in `field` of the form posted to `action`, when that is this form.
+    pub fn value(&self, action: &str, field: &str) -> Option<&str> {
+        let typed = if self.is_for(action) { self.typed.as_slice() } else { &[] };
+        typed.iter().find(|(name, _)| *name == field).map(|(_, value)| value.as_str())
+    }
+
+    /// The message inside the form posted to `action`, when that is this form (and then the frame
+    /// need not show it again).
+    fn inside(&self, action: &str) -> Markup {
+        if !self.is_for(action) {
+            return html! {};
+        }
+        self.shown.store(true, Ordering::Relaxed);
+        html! { p.form-error id=(ERROR_ID) role="alert" { (self.message) } }
+    }
+
     /// True when no form on the page has shown the message.
     pub fn unshown(&self) -> bool {
         !self.shown.load(Ordering::Relaxed)
@@ -56,13 +77,12 @@ impl Failed {
 impl PanelUser {
     /// What was typed in `field` of the form posted to `action`, when that form was refused.
     pub fn typed(&self, action: &str, field: &str) -> Option<&str> {
-        let failed = self.failed.as_ref().filter(|f| f.action == action)?;
-        failed.typed.iter().find(|(name, _)| *name == field).map(|(_, value)| value.as_str())
+        self.failed.as_ref()?.value(action, field)
     }
 
     /// True when the form posted to `action` is the one refused.
     pub fn failed_at(&self, action: &str) -> bool {
-        self.failed.as_ref().is_some_and(|f| f.action == action)
+        self.failed.as_ref().is_some_and(|f| f.is_for(action))
     }
 
     /// Renders the page again for the refused form `failed`: the frame must not repeat an old flash.
@@ -75,13 +95,7 @@ impl PanelUser {
 
 /// The refusal message inside the form posted to `action`, if that is the form refused.
 pub fn form_error(user: &PanelUser, action: &str) -> Markup {
-    match user.failed.as_ref().filter(|f| f.action == action) {
-        Some(failed) => {
-            failed.shown.store(true, Ordering::Relaxed);
-            html! { p.form-error id=(ERROR_ID) role="alert" { (failed.message) } }
-        }
-        None => html! {},
-    }
+    user.failed.as_ref().map(|failed| failed.inside(action)).unwrap_or_default()
 }
 
 /// The page answering a refused form, with the refusal's status (a 4xx, not a redirect).
@@ -91,4 +105,27 @@ pub fn with_status(err: &CoreError, mut page: Response) -> Response {
         *page.status_mut() = crate::error::http_status(err);
     }
     page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_refused_form_gets_the_message_and_the_typed_values() {
+        let err = CoreError::Invalid("public_key: not a key <b>".into());
+        let failed = Failed::new("/account/keys", &err).typed("name", "laptop").typed("public_key", "ssh-ed25519 x");
+        assert_eq!(failed.value("/account/keys", "name"), Some("laptop"));
+        assert_eq!(failed.value("/account/keys", "public_key"), Some("ssh-ed25519 x"));
+        assert_eq!(failed.value("/account/keys", "password"), None, "only what was kept");
+        assert_eq!(failed.value("/account/tokens", "name"), None, "another form keeps its defaults");
+
+        // Another form shows nothing, and the frame still has to show the message.
+        assert_eq!(failed.inside("/account/tokens").into_string(), "");
+        assert!(failed.unshown());
+        // The refused form shows it, announced and escaped; the frame then does not repeat it.
+        let shown = failed.inside("/account/keys").into_string();
+        assert_eq!(shown, r#"<p class="form-error" id="form-error" role="alert">public_key: not a key &lt;b&gt;</p>"#);
+        assert!(!failed.unshown());
+    }
 }
