@@ -419,6 +419,7 @@ async fn superadmin_sets_up_a_team_and_the_user_sees_only_their_role() {
     assert!(!body_text(&client).await.contains("Login("), "no Rust debug text");
     assert_eq!(value_of(&client, "form[action='/admin/users'] input[name=login]").await, "eve");
     assert_eq!(value_of(&client, "form[action='/admin/users'] input[name=password]").await, "", "never a password");
+    screenshot(&client, "03b-user-refused").await;
 
     client.goto(&format!("{base}/namespaces/team1")).await.expect("open");
     client
@@ -502,6 +503,9 @@ async fn superadmin_sets_up_a_team_and_the_user_sees_only_their_role() {
         value_of(&client, &format!("{keys_form} textarea[name=public_key]")).await,
         "ssh-ed25519 not-a-key eve@laptop"
     );
+    let focused = js(&client, "document.activeElement.name").await;
+    assert_eq!(focused, serde_json::json!("public_key"), "the cursor is in the field the refusal names");
+    screenshot(&client, "06b-key-refused").await;
 
     // Eve adds her SSH key in the panel; the fingerprint is shown.
     client.goto(&format!("{base}/account")).await.expect("open");

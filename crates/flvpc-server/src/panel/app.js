@@ -37,7 +37,10 @@ document.addEventListener("DOMContentLoaded", () => {
   const refusal = document.getElementById("form-error");
   if (refusal) {
     const form = refusal.closest("form");
-    const field = form && form.querySelector("input:not([type=hidden]), textarea, select");
+    // The field the message names ("public_key: …"), else the form's first field.
+    const named = refusal.textContent.split(":")[0].trim();
+    const fields = form ? [...form.querySelectorAll("input:not([type=hidden]), textarea, select")] : [];
+    const field = fields.find((f) => f.name === named) || fields[0];
     if (field) {
       field.setAttribute("aria-invalid", "true");
       field.setAttribute("aria-describedby", "form-error");
