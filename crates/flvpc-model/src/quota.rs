@@ -58,6 +58,31 @@ pub struct Quota {
     pub host_ports: Option<u64>,
 }
 
+impl fmt::Display for Quota {
+    /// Plain words for people and the audit log ("machines 4, CPUs unlimited, …"), never the
+    /// struct's Debug text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Quota::default() {
+            return f.write_str("no quota (everything unlimited)");
+        }
+        let fields = [
+            ("machines", self.machines, ""),
+            ("CPUs", self.cpus, ""),
+            ("memory", self.memory_mb, " MB"),
+            ("disk", self.disk_gb, " GB"),
+            ("host ports", self.host_ports, ""),
+        ];
+        for (i, (name, limit, unit)) in fields.into_iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            match limit {
+                Some(limit) => write!(f, "{sep}{name} {limit}{unit}")?,
+                None => write!(f, "{sep}{name} unlimited")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Which resource a refusal is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
@@ -194,6 +219,16 @@ mod tests {
 
     fn r(machines: u64, cpus: u64, memory_mb: u64) -> Resources {
         Resources { machines, cpus, memory_mb, disk_gb: 0, host_ports: 0 }
+    }
+
+    #[test]
+    fn a_quota_reads_as_words_not_as_a_struct() {
+        let quota = Quota { machines: Some(4), memory_mb: Some(2048), ..Quota::default() };
+        assert_eq!(
+            quota.to_string(),
+            "machines 4, CPUs unlimited, memory 2048 MB, disk unlimited, host ports unlimited"
+        );
+        assert_eq!(Quota::default().to_string(), "no quota (everything unlimited)");
     }
 
     #[test]

@@ -938,19 +938,19 @@ fn panel_pages() -> Vec<PanelRow> {
 }
 
 /// Panel forms, as a browser with a valid session and CSRF token sends them.
-/// Refusals of the role are a redirect back with an error message (and no change).
+/// Refusals of the role are the form's page again with the refusal next to the form and the
+/// refusal's status: 403, or 404 for someone outside the namespace (and no change).
 fn panel_forms() -> Vec<PanelRow> {
-    use Flash::{Error, Ok};
+    use Flash::Ok;
     use Want::{Redirect, Status};
+    const FORBIDDEN: Want = Status(403);
+    const NOT_FOUND: Want = Status(404);
     let signed_in = |to: &'static str| Redirect(to, Flash::None);
     let all_ok = |to: &'static str| [TO_LOGIN, Redirect(to, Ok), Redirect(to, Ok), Redirect(to, Ok), Redirect(to, Ok)];
-    let admin_ok = |to: &'static str, refused: &'static str| {
-        [TO_LOGIN, Redirect(to, Ok), Redirect(refused, Error), Redirect(refused, Error), Redirect(refused, Error)]
-    };
-    let ns_admin_ok =
-        |to: &'static str| [TO_LOGIN, Redirect(to, Ok), Redirect(to, Ok), Redirect(to, Error), Redirect(to, Error)];
-    let members_ok =
-        |to: &'static str| [TO_LOGIN, Redirect(to, Ok), Redirect(to, Ok), Redirect(to, Ok), Redirect(to, Error)];
+    // Superadmin only; `outsider` is what Carol, in no namespace, is told.
+    let admin_ok = |to: &'static str, outsider: Want| [TO_LOGIN, Redirect(to, Ok), FORBIDDEN, FORBIDDEN, outsider];
+    let ns_admin_ok = |to: &'static str| [TO_LOGIN, Redirect(to, Ok), Redirect(to, Ok), FORBIDDEN, NOT_FOUND];
+    let members_ok = |to: &'static str| [TO_LOGIN, Redirect(to, Ok), Redirect(to, Ok), Redirect(to, Ok), NOT_FOUND];
     vec![
         form(
             "/login",
@@ -989,49 +989,39 @@ fn panel_forms() -> Vec<PanelRow> {
             "/admin/users",
             "/admin/users",
             |_, _| vec![("login", "erin".into()), ("password", "erin-password".into())],
-            admin_ok("/admin/users", "/admin/users"),
+            admin_ok("/admin/users", FORBIDDEN),
         ),
-        form(
-            "/admin/users/{login}/delete",
-            "/admin/users/dave/delete",
-            no_form,
-            admin_ok("/admin/users", "/admin/users"),
-        ),
+        form("/admin/users/{login}/delete", "/admin/users/dave/delete", no_form, admin_ok("/admin/users", FORBIDDEN)),
         form(
             "/admin/users/{login}/password",
             "/admin/users/bob/password",
             |_, _| vec![("password", "a-brand-new-password".into())],
-            admin_ok("/admin/users", "/admin/users"),
+            admin_ok("/admin/users", FORBIDDEN),
         ),
         form(
             "/admin/namespaces",
             "/admin/namespaces",
             |_, _| vec![("name", "green".into())],
-            [
-                TO_LOGIN,
-                Redirect("/namespaces/green", Ok),
-                Redirect("/admin/namespaces", Error),
-                Redirect("/admin/namespaces", Error),
-                Redirect("/admin/namespaces", Error),
-            ],
+            admin_ok("/namespaces/green", FORBIDDEN),
         ),
+        // The namespace's name typed to confirm, as the form asks.
         form(
             "/namespaces/{ns}/delete",
             "/namespaces/red/delete",
-            no_form,
-            admin_ok("/admin/namespaces", "/namespaces/red"),
+            |_, _| vec![("confirm", "red".into())],
+            admin_ok("/admin/namespaces", NOT_FOUND),
         ),
         form(
             "/namespaces/{ns}/members",
             "/namespaces/red/members",
             |_, _| vec![("login", "dave".into()), ("role", "user".into())],
-            admin_ok("/namespaces/red", "/namespaces/red"),
+            admin_ok("/namespaces/red", NOT_FOUND),
         ),
         form(
             "/namespaces/{ns}/members/{login}/delete",
             "/namespaces/red/members/bob/delete",
             no_form,
-            admin_ok("/namespaces/red", "/namespaces/red"),
+            admin_ok("/namespaces/red", NOT_FOUND),
         ),
         form(
             "/namespaces/{ns}/cluster",
@@ -1062,7 +1052,7 @@ fn panel_forms() -> Vec<PanelRow> {
             "/namespaces/{ns}/quota",
             "/namespaces/red/quota",
             |_, _| vec![("machines", "5".into()), ("memory_mb", "4096".into()), ("cpus", "".into())],
-            admin_ok("/namespaces/red#resources", "/namespaces/red#resources"),
+            admin_ok("/namespaces/red#resources", NOT_FOUND),
         ),
         form(
             "/namespaces/{ns}/cluster/{action}",

@@ -93,6 +93,53 @@ async fn submit(client: &Client, form: &str) {
     client.wait().for_element(Locator::Css("body")).await.expect("new page");
 }
 
+/// The value of a JavaScript expression in the page.
+async fn js(client: &Client, expression: &str) -> serde_json::Value {
+    client.execute(&format!("return ({expression});"), vec![]).await.unwrap_or_else(|e| panic!("{expression}: {e}"))
+}
+
+/// The refusal shown inside the form `form`: its text, after checking that it is announced
+/// (role="alert"), sits in that very form, and is in view (not at the top of a page that jumped).
+async fn refusal_in(client: &Client, form: &str) -> String {
+    let alert = client
+        .find(Locator::Css(&format!("{form} [role=alert]")))
+        .await
+        .unwrap_or_else(|e| panic!("no refusal with role=alert inside {form}: {e}"));
+    let in_view = js(
+        client,
+        &format!(
+            "(() => {{ const r = document.querySelector({:?}).getBoundingClientRect(); \
+             return r.top >= 0 && r.bottom <= window.innerHeight; }})()",
+            format!("{form} [role=alert]")
+        ),
+    )
+    .await;
+    assert_eq!(in_view, serde_json::json!(true), "the refusal in {form} is in view");
+    alert.text().await.expect("text")
+}
+
+/// The current value of a field (what the person sees in it).
+async fn value_of(client: &Client, selector: &str) -> String {
+    let field = client.find(Locator::Css(selector)).await.unwrap_or_else(|e| panic!("field {selector}: {e}"));
+    field.prop("value").await.expect("value").unwrap_or_default()
+}
+
+/// Loads the namespace page at `url` until it shows no operation in progress. The state cells
+/// follow live events, so a wait on them can end before the server renders that state, and a page
+/// with an operation in progress reloads itself when it ends (under a test's next click): this
+/// fresh load renders what the server holds, and stays.
+async fn settle(client: &Client, url: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        client.goto(url).await.expect("reload");
+        if client.find_all(Locator::Css("[data-operation]")).await.expect("operations").is_empty() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "an operation is still in progress on {url}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 async fn body_text(client: &Client) -> String {
     client.find(Locator::Css("body")).await.expect("body").text().await.expect("text")
 }
@@ -131,13 +178,21 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     client.goto(&format!("{base}/namespaces/{ns}")).await.expect("open");
     assert!(body_text(&client).await.contains("No machines yet"));
 
-    // A spec with a mistake: the error names the field, nothing is saved.
+    assert_eq!(js(&client, "document.documentElement.lang").await, serde_json::json!("en"), "<html lang>");
+
+    // A spec with a mistake: the error names the field, next to the editor, which keeps the
+    // edited text; nothing is saved.
+    let yaml_form = format!("form[action='/namespaces/{ns}/cluster']");
+    let typed = "machines:\n- count: 2\n  spec:\n    name: web\n";
     let editor = client.find(Locator::Css("textarea[name=spec]")).await.expect("editor");
     editor.clear().await.expect("clear");
-    editor.send_keys("machines:\n- count: 2\n  spec:\n    name: web\n").await.expect("type");
-    submit(&client, &format!("form[action='/namespaces/{ns}/cluster']")).await;
-    let text = body_text(&client).await;
-    assert!(text.contains("machines[0].spec.name"), "{text}");
+    editor.send_keys(typed).await.expect("type");
+    submit(&client, &yaml_form).await;
+    let refusal = refusal_in(&client, &yaml_form).await;
+    assert!(refusal.contains("machines[0].spec.name"), "{refusal}");
+    assert_eq!(value_of(&client, "textarea[name=spec]").await, typed, "the edited spec is kept");
+    assert!(body_text(&client).await.contains("No machines yet"), "nothing was created");
+    screenshot(&client, "07b-spec-refused").await;
 
     // The quick form writes a valid spec; Create makes the machines and the page shows them running.
     let form = format!("form[action='/namespaces/{ns}/cluster/form']");
@@ -168,9 +223,50 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
         assert!(std::time::Instant::now() < deadline, "machines not running: {texts:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    settle(&client, &format!("{base}/namespaces/{ns}")).await;
     let text = body_text(&client).await;
     assert!(text.contains("ssh -p ") && text.contains("root@127.0.0.1"), "ready-to-copy SSH command: {text}");
     screenshot(&client, "08-machines-running").await;
+    let disabled =
+        |path: &str| format!("document.querySelector(\"form[action='/namespaces/{ns}/{path}'] button\").disabled");
+    assert_eq!(js(&client, &disabled("cluster/start")).await, serde_json::json!(true), "Start all: all run");
+    assert_eq!(js(&client, &disabled("cluster/stop")).await, serde_json::json!(false), "Stop all");
+
+    // Copy buttons are buttons, reachable by keyboard, and say that they copied.
+    let copy = client.find(Locator::Css("tr[data-machine=node0] .copyable button.copy")).await.expect("copy button");
+    assert_eq!(copy.tag_name().await.expect("tag"), "button");
+    assert!(copy.is_displayed().await.expect("displayed"), "the copy button is shown");
+    let focused = js(
+        &client,
+        "(() => { const b = document.querySelector('tr[data-machine=node0] button.copy'); b.focus(); \
+         return document.activeElement === b; })()",
+    )
+    .await;
+    assert_eq!(focused, serde_json::json!(true), "the copy button takes the keyboard focus");
+    copy.send_keys("\u{E007}").await.expect("press Enter on the copy button");
+    let said = "document.querySelector('tr[data-machine=node0] .copied[aria-live]').textContent";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while js(&client, said).await != serde_json::json!("Copied") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the live region did not say Copied: {}",
+            js(&client, said).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Row actions name their machine; Restart and Stop all ask first.
+    for (machine, label) in [("node0", "Stop node0"), ("node0", "Restart node0"), ("node1", "Stop node1")] {
+        let selector = format!("tr[data-machine={machine}] button[aria-label='{label}']");
+        assert!(client.find(Locator::Css(&selector)).await.is_ok(), "{selector}");
+    }
+    let confirm = |path: &str| {
+        format!("document.querySelector(\"form[action='/namespaces/{ns}/{path}']\").dataset.confirm || ''")
+    };
+    let restart = js(&client, &confirm("machines/node0/restart")).await;
+    assert!(restart.as_str().is_some_and(|c| c.starts_with("Restart node0?")), "{restart}");
+    let stop_all = js(&client, &confirm("cluster/stop")).await;
+    assert!(stop_all.as_str().is_some_and(|c| c.contains(&format!("Stop all 2 machines of {ns}?"))), "{stop_all}");
 
     // Stop one machine from its row; the state follows.
     submit(&client, &format!("form[action='/namespaces/{ns}/machines/node1/stop']")).await;
@@ -184,7 +280,62 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
         assert!(std::time::Instant::now() < deadline, "node1 did not stop");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    settle(&client, &format!("{base}/namespaces/{ns}")).await;
     screenshot(&client, "09-machine-stopped").await;
+
+    // A stopped machine shows no SSH command; Start all and Stop all both apply now.
+    let ssh = client.find(Locator::Css("tr[data-machine=node1] td.ssh")).await.expect("ssh cell");
+    let shown = ssh.text().await.expect("text");
+    assert!(!shown.contains("ssh ") && shown.contains("when running"), "{shown}");
+    let node0 = client.find(Locator::Css("tr[data-machine=node0] td.ssh")).await.expect("ssh cell").text().await;
+    assert!(node0.expect("text").contains("ssh "), "node0 runs and shows its commands");
+    assert!(client.find(Locator::Css("tr[data-machine=node1] button[aria-label='Start node1']")).await.is_ok());
+    assert_eq!(js(&client, &disabled("cluster/start")).await, serde_json::json!(false), "Start all");
+    assert_eq!(js(&client, &disabled("cluster/stop")).await, serde_json::json!(false), "Stop all");
+
+    // Deleting the machines asks for the namespace's name, and the server checks it.
+    let delete_form = format!("form[action='/namespaces/{ns}/cluster/delete']");
+    client.find(Locator::Css("details.delete-machines summary")).await.expect("summary").click().await.expect("open");
+    let said = client.find(Locator::Css(&delete_form)).await.expect("form").text().await.expect("text");
+    assert!(said.contains(&format!("Deletes all 2 machines of {ns}")), "{said}");
+    fill(&client, &format!("{delete_form} input[name=confirm]"), "not-it").await;
+    submit(&client, &delete_form).await;
+    let refusal = refusal_in(&client, &delete_form).await;
+    assert!(
+        refusal.contains("nothing was deleted") && refusal.contains(&format!("type the namespace's name, {ns}")),
+        "{refusal}"
+    );
+    assert_eq!(value_of(&client, &format!("{delete_form} input[name=confirm]")).await, "not-it");
+    assert_eq!(client.find_all(Locator::Css("tr[data-machine]")).await.expect("rows").len(), 2, "nothing deleted");
+    screenshot(&client, "10-delete-refused").await;
+
+    // The superadmin's namespace deletion names the machines it would delete and wants the name too.
+    submit(&client, "form[action='/logout']").await;
+    client.wait().for_element(Locator::Css("form[action='/login']")).await.expect("signed out");
+    sign_in(&client, &base, "root", ROOT_PASSWORD).await;
+    client.goto(&format!("{base}/namespaces/{ns}")).await.expect("open");
+    let ns_delete = format!("form[action='/namespaces/{ns}/delete']");
+    let zone = client.find(Locator::Css("section#delete")).await.expect("danger zone").text().await.expect("text");
+    assert!(zone.contains(&format!("Deletes the namespace {ns} and everything in it: 2 machines")), "{zone}");
+    client
+        .execute(
+            &format!("document.querySelector(\"{ns_delete} input[name=confirm]\").removeAttribute('required')"),
+            vec![],
+        )
+        .await
+        .expect("js");
+    submit(&client, &ns_delete).await;
+    let refusal = refusal_in(&client, &ns_delete).await;
+    assert!(refusal.contains(&format!("the namespace {ns} and all its machines")), "{refusal}");
+    client.goto(&format!("{base}/namespaces/{ns}")).await.expect("the namespace is still there");
+    assert_eq!(client.find_all(Locator::Css("tr[data-machine]")).await.expect("rows").len(), 2, "nothing deleted");
+
+    // With the name typed, the machines go.
+    client.find(Locator::Css("details.delete-machines summary")).await.expect("summary").click().await.expect("open");
+    fill(&client, &format!("{delete_form} input[name=confirm]"), &ns).await;
+    submit(&client, &delete_form).await;
+    let text = body_text(&client).await;
+    assert!(text.contains("started (2 machines)"), "{text}");
     client.close().await.expect("close browser");
 }
 
@@ -259,6 +410,17 @@ async fn superadmin_sets_up_a_team_and_the_user_sees_only_their_role() {
     assert!(body_text(&client).await.contains("User eve created"));
     screenshot(&client, "03-users").await;
 
+    // The same login again: a plain sentence next to the form, which keeps the login typed.
+    fill(&client, "form[action='/admin/users'] input[name=login]", "eve").await;
+    fill(&client, "form[action='/admin/users'] input[name=password]", "eve-password").await;
+    submit(&client, "form[action='/admin/users']").await;
+    let refusal = refusal_in(&client, "form[action='/admin/users']").await;
+    assert!(refusal.contains("a user named \"eve\" already exists"), "{refusal}");
+    assert!(!body_text(&client).await.contains("Login("), "no Rust debug text");
+    assert_eq!(value_of(&client, "form[action='/admin/users'] input[name=login]").await, "eve");
+    assert_eq!(value_of(&client, "form[action='/admin/users'] input[name=password]").await, "", "never a password");
+    screenshot(&client, "03b-user-refused").await;
+
     client.goto(&format!("{base}/namespaces/team1")).await.expect("open");
     client
         .find(Locator::Css("form[action='/namespaces/team1/members'] select[name=login] option[value=eve]"))
@@ -273,15 +435,29 @@ async fn superadmin_sets_up_a_team_and_the_user_sees_only_their_role() {
     assert!(text.contains("Resources") && text.contains("unlimited"), "quota table: {text}");
     screenshot(&client, "04-namespace-superadmin").await;
 
+    // Without a quota, the capacity page says so in words rather than inventing a limit.
+    client.goto(&format!("{base}/admin/capacity")).await.expect("open");
+    let text = body_text(&client).await;
+    assert!(text.contains("0 · no quota") && !text.contains("0.0 / 1"), "{text}");
+
     // Quotas are set on the namespace page; the capacity page shows bars.
+    client.goto(&format!("{base}/namespaces/team1")).await.expect("open");
     fill(&client, "form[action='/namespaces/team1/quota'] input[name=machines]", "4").await;
     submit(&client, "form[action='/namespaces/team1/quota']").await;
     assert!(body_text(&client).await.contains("Quota set."));
     client.goto(&format!("{base}/admin/capacity")).await.expect("open");
     let text = body_text(&client).await;
     assert!(text.contains("Whole host") && text.contains("CPUs promised to running machines"), "{text}");
+    assert!(text.contains("Machines\n0 / 4") || text.contains("Machines 0 / 4"), "machine counts are whole: {text}");
+    assert!(!text.contains("0.0 / 4"), "{text}");
     assert!(client.find(Locator::Css(".meter progress")).await.is_ok(), "bars are drawn");
     screenshot(&client, "04b-capacity").await;
+
+    // The audit log says what the quota became in words.
+    client.goto(&format!("{base}/admin/audit")).await.expect("open");
+    let text = body_text(&client).await;
+    assert!(text.contains("namespace.quota machines 4, CPUs unlimited, memory unlimited"), "{text}");
+    assert!(!text.contains("Quota {") && !text.contains("Some("), "no Rust debug text: {text}");
 
     // Sign out, sign in as eve.
     submit(&client, "form[action='/logout']").await;
@@ -313,8 +489,25 @@ async fn superadmin_sets_up_a_team_and_the_user_sees_only_their_role() {
     client.goto(&format!("{base}/namespaces/other")).await.expect("open");
     assert!(body_text(&client).await.contains("not a member"), "404 page for a namespace she is not in");
 
-    // Eve adds her SSH key in the panel; the fingerprint is shown.
+    // A key that is not one is refused next to the form, which keeps the name and the text.
     let key = common::ssh_keygen("ed25519", None, "eve@laptop");
+    client.goto(&format!("{base}/account")).await.expect("open");
+    let keys_form = "form[action='/account/keys']";
+    fill(&client, &format!("{keys_form} input[name=name]"), "laptop").await;
+    fill(&client, &format!("{keys_form} textarea[name=public_key]"), "ssh-ed25519 not-a-key eve@laptop").await;
+    submit(&client, keys_form).await;
+    let refusal = refusal_in(&client, keys_form).await;
+    assert!(!refusal.is_empty(), "the refusal says why");
+    assert_eq!(value_of(&client, &format!("{keys_form} input[name=name]")).await, "laptop");
+    assert_eq!(
+        value_of(&client, &format!("{keys_form} textarea[name=public_key]")).await,
+        "ssh-ed25519 not-a-key eve@laptop"
+    );
+    let focused = js(&client, "document.activeElement.name").await;
+    assert_eq!(focused, serde_json::json!("public_key"), "the cursor is in the field the refusal names");
+    screenshot(&client, "06b-key-refused").await;
+
+    // Eve adds her SSH key in the panel; the fingerprint is shown.
     client.goto(&format!("{base}/account")).await.expect("open");
     fill(&client, "form[action='/account/keys'] input[name=name]", "laptop").await;
     fill(&client, "form[action='/account/keys'] textarea[name=public_key]", &key).await;
@@ -322,6 +515,25 @@ async fn superadmin_sets_up_a_team_and_the_user_sees_only_their_role() {
     let text = body_text(&client).await;
     assert!(text.contains("Key laptop added (SHA256:"), "{text}");
     screenshot(&client, "07-account").await;
+
+    // Back as the superadmin: deleting team1 says what goes and needs its name typed.
+    submit(&client, "form[action='/logout']").await;
+    client.wait().for_element(Locator::Css("form[action='/login']")).await.expect("signed out");
+    sign_in(&client, &base, "root", ROOT_PASSWORD).await;
+    client.goto(&format!("{base}/namespaces/team1")).await.expect("open");
+    let zone = client.find(Locator::Css("section#delete")).await.expect("danger zone").text().await.expect("text");
+    assert!(zone.contains("Deletes the namespace team1 and everything in it: 0 machines"), "{zone}");
+    fill(&client, "form[action='/namespaces/team1/delete'] input[name=confirm]", "team2").await;
+    submit(&client, "form[action='/namespaces/team1/delete']").await;
+    let refusal = refusal_in(&client, "form[action='/namespaces/team1/delete']").await;
+    assert!(refusal.contains("type the namespace's name, team1"), "{refusal}");
+    let confirm = client.find(Locator::Css("form[action='/namespaces/team1/delete'] input[name=confirm]")).await;
+    let confirm = confirm.expect("confirm field");
+    confirm.clear().await.expect("clear");
+    confirm.send_keys("team1").await.expect("type");
+    submit(&client, "form[action='/namespaces/team1/delete']").await;
+    assert_eq!(client.current_url().await.expect("url").path(), "/admin/namespaces");
+    assert!(body_text(&client).await.contains("Namespace team1 deleted."));
 
     client.close().await.expect("close browser");
 }

@@ -127,6 +127,9 @@ async fn gateway_forwards_members_to_their_machines_and_refuses_everything_else(
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains(&format!("ssh -J alice@127.0.0.1:{gw} root@n0.{a}")), "{help}");
     assert!(help.contains("ProxyJump flvpc-gateway"), "{help}");
+    // The ssh-config block names alice's real namespace, not a placeholder.
+    assert!(help.contains(&format!("Host *.{a}\r\n")), "{help}");
+    assert!(!help.contains("{namespace}"), "{help}");
 
     // Removing a membership takes effect for the next channel at once.
     let r = server.call(Method::DELETE, &format!("/api/v1/namespaces/{a}/members/bob"), Some(&root), None).await;

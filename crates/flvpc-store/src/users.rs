@@ -62,7 +62,11 @@ impl Store {
             .bind(now_ms())
             .execute(&mut *tx.tx)
             .await
-            .map_err(|e| StoreError::unique(e, || format!("a superadmin or a user named {login:?} already exists")))?;
+            .map_err(|e| {
+                StoreError::unique(e, || {
+                    format!("a superadmin or a user named {:?} already exists: choose another login", login.as_str())
+                })
+            })?;
         tx.commit().await
     }
 
@@ -78,7 +82,11 @@ impl Store {
             .bind(created_at)
             .execute(&mut *tx.tx)
             .await
-            .map_err(|e| StoreError::unique(e, || format!("a user named {login:?} already exists")))?;
+            .map_err(|e| {
+                StoreError::unique(e, || {
+                    format!("a user named {:?} already exists: choose another login", login.as_str())
+                })
+            })?;
         tx.commit().await?;
         Ok(User { login: login.clone(), superadmin: false, created_at, namespaces: Vec::new() })
     }
@@ -120,7 +128,7 @@ impl Store {
             .bind(login.as_str())
             .fetch_optional(&mut *tx.tx)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("user {login:?}")))?;
+            .ok_or_else(|| StoreError::NotFound(format!("user {:?}", login.as_str())))?;
         let id: i64 = row.try_get(0)?;
         if row.try_get::<i64, _>(1)? == 1 {
             return Err(StoreError::Conflict("the superadmin cannot be deleted".into()));

@@ -255,7 +255,7 @@ impl Action {
                 plain(login)
             }
             Self::CreateNamespace { name, .. } => in_namespace(name),
-            Self::SetQuota { ns, quota } => AuditTarget { detail: Some(format!("{quota:?}")), ..in_namespace(ns) },
+            Self::SetQuota { ns, quota } => AuditTarget { detail: Some(quota.to_string()), ..in_namespace(ns) },
             Self::DeleteNamespace { ns } => in_namespace(ns),
             Self::SetMember { ns, login, role } => AuditTarget {
                 target: shown(login),

@@ -192,8 +192,10 @@ impl Connection {
         );
         let principal = self.shared.state.store.principal(user.user_id).await.ok().flatten();
         let mut any = false;
+        let mut namespaces = Vec::new();
         if let Some(principal) = principal {
             for (ns, role) in principal.memberships() {
+                namespaces.push(ns.to_string());
                 let Ok(grant) = principal.namespace_member(ns) else { continue };
                 let machines = self.shared.state.store.machines(&grant).await.unwrap_or_default();
                 text.push_str(&format!("Namespace {ns} ({role}):\r\n"));
@@ -212,13 +214,17 @@ impl Connection {
             }
         }
         if any {
-            text.push_str(&format!(
-                "\r\nOr add this to ~/.ssh/config and run `ssh <machine>.<namespace>`:\r\n\r\n\
-                 Host flvpc-gateway\r\n    HostName {host}\r\n    Port {port}\r\n    User {login}\r\n\
-                 Host *.{{namespace}}\r\n    User root\r\n    ProxyJump flvpc-gateway\r\n\r\n\
-                 (`flvpc ssh-config` prints it with your namespaces filled in.)\r\n",
-                login = user.login
-            ));
+            // The same blocks as `flvpc ssh-config` and the panel print, one `Host *.<ns>` per
+            // namespace, with the terminal's line ends.
+            let config = crate::access::ssh_config_text(
+                &user.login,
+                &host,
+                port,
+                self.shared.state.config.ssh_host_key.as_ref(),
+                &namespaces,
+            );
+            text.push_str("\r\nOr add this to ~/.ssh/config and run `ssh <machine>.<namespace>`:\r\n\r\n");
+            text.push_str(&config.replace('\n', "\r\n"));
         }
         text
     }

@@ -1,10 +1,11 @@
 //! Superadmin pages: users, namespaces, the audit log.
 
-use super::account::finish;
+use super::form::{form_error, with_status, Failed};
 use super::layout::{self, csrf_field, danger_button, page, seg, time, Nav};
 use super::session::CsrfForm;
+use super::user::{redirect_with, Flash};
 use super::PanelUser;
-use crate::core::{self, Action};
+use crate::core::{self, Action, CoreError, CoreResult};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -17,12 +18,34 @@ fn superadmin_refusal(user: &PanelUser) -> Option<Response> {
     user.caller.principal().superadmin().err().map(|d| layout::error_page(d.into()))
 }
 
+/// Redirects to `to` with a success message, or shows the users page again with the refusal next
+/// to the form that was sent.
+async fn finish_users<T>(
+    state: &AppState,
+    user: PanelUser,
+    result: CoreResult<T>,
+    ok: impl FnOnce(T) -> String,
+    failed: impl FnOnce(&CoreError) -> Failed,
+) -> Response {
+    match result {
+        Ok(value) => redirect_with(state, "/admin/users", Flash::ok(ok(value))),
+        Err(err) => {
+            let user = user.refused(failed(&err));
+            with_status(&err, users_page(state, &user).await)
+        }
+    }
+}
+
 /// GET /admin/users.
 pub async fn users(State(state): State<AppState>, user: PanelUser) -> Response {
-    if let Some(denied) = superadmin_refusal(&user) {
+    users_page(&state, &user).await
+}
+
+async fn users_page(state: &AppState, user: &PanelUser) -> Response {
+    if let Some(denied) = superadmin_refusal(user) {
         return denied;
     }
-    let list = match core::list_users(&state, user.caller.principal()).await {
+    let list = match core::list_users(state, user.caller.principal()).await {
         Ok(list) => list,
         Err(err) => return layout::error_page(err),
     };
@@ -42,16 +65,20 @@ pub async fn users(State(state): State<AppState>, user: PanelUser) -> Response {
                         }
                         td { (time(u.created_at)) }
                         td.actions {
-                            details.inline {
+                            @let reset = format!("/admin/users/{}/password", seg(u.login.as_str()));
+                            // Open when its form was refused, so the refusal inside it is seen.
+                            details.inline open[user.failed_at(&reset)] {
                                 summary { "Reset password" }
-                                form.row method="post" action={ "/admin/users/" (seg(u.login.as_str())) "/password" } {
-                                    (csrf_field(&user))
+                                form.row method="post" action=(reset) {
+                                    (csrf_field(user))
+                                    (form_error(user, &reset))
                                     input name="password" type="password" placeholder="new password" minlength="8" required autocomplete="new-password";
                                     button type="submit" { "Set" }
                                 }
                             }
                             @if !u.superadmin {
-                                (danger_button(&user, &format!("/admin/users/{}/delete", seg(u.login.as_str())), "Delete",
+                                (danger_button(user, &format!("/admin/users/{}/delete", seg(u.login.as_str())), "Delete",
+                                    &format!("Delete the user {}", u.login.as_str()),
                                     &format!("Delete {}? Their memberships, keys and tokens go too, and they are signed out at once.", u.login.as_str())))
                             }
                         }
@@ -62,13 +89,15 @@ pub async fn users(State(state): State<AppState>, user: PanelUser) -> Response {
         @if list.len() <= 1 { p.empty { "Only you so far. Create the people of your team below, then give them roles on a namespace page." } }
         h2 { "New user" }
         form.card.row method="post" action="/admin/users" {
-            (csrf_field(&user))
-            label { "Login" input name="login" required pattern="[a-z][a-z0-9._\\-]{0,31}" title="a lowercase letter, then up to 31 of a-z 0-9 . _ -"; }
+            (csrf_field(user))
+            (form_error(user, "/admin/users"))
+            label { "Login" input name="login" required pattern="[a-z][a-z0-9._\\-]{0,31}" title="a lowercase letter, then up to 31 of a-z 0-9 . _ -"
+                value=[user.typed("/admin/users", "login")]; }
             label { "Password" input name="password" type="password" required minlength="8" autocomplete="new-password"; }
             button.primary type="submit" { "Create user" }
         }
     };
-    page(&state, &user, "Users", Nav::Users, body)
+    page(state, user, "Users", Nav::Users, body)
 }
 
 /// The new-user form.
@@ -85,11 +114,13 @@ pub async fn create_user(State(state): State<AppState>, user: PanelUser, Form(fo
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let action = Action::CreateUser { login: form.login, password: form.password };
+    let action = Action::CreateUser { login: form.login.clone(), password: form.password };
     let result = user.act(&state, action).await.and_then(|o| o.into_user());
-    finish(&state, "/admin/users", result, |u| {
+    let ok = |u: flvpc_store::User| {
         format!("User {} created. Add them to a namespace to give them a role.", u.login.as_str())
-    })
+    };
+    // The login is typed back; the password never is.
+    finish_users(&state, user, result, ok, |err| Failed::new("/admin/users", err).typed("login", &form.login)).await
 }
 
 /// POST /admin/users/{login}/delete.
@@ -103,7 +134,8 @@ pub async fn delete_user(
         return refused;
     }
     let result = user.act(&state, Action::DeleteUser { login: login.clone() }).await.map(drop);
-    finish(&state, "/admin/users", result, |()| format!("User {login} deleted."))
+    let action = format!("/admin/users/{}/delete", seg(&login));
+    finish_users(&state, user, result, |()| format!("User {login} deleted."), |err| Failed::new(action, err)).await
 }
 
 /// The reset-password form.
@@ -126,17 +158,21 @@ pub async fn reset_password(
     }
     let action = Action::SetPassword { login: login.clone(), current: None, new: form.password };
     let result = user.act(&state, action).await.map(drop);
-    finish(&state, "/admin/users", result, |()| {
-        format!("Password of {login} set; their sessions were signed out and their API tokens revoked.")
-    })
+    let action = format!("/admin/users/{}/password", seg(&login));
+    let ok = |()| format!("Password of {login} set; their sessions were signed out and their API tokens revoked.");
+    finish_users(&state, user, result, ok, |err| Failed::new(action, err)).await
 }
 
 /// GET /admin/namespaces.
 pub async fn namespaces(State(state): State<AppState>, user: PanelUser) -> Response {
-    if let Some(denied) = superadmin_refusal(&user) {
+    namespaces_page(&state, &user).await
+}
+
+async fn namespaces_page(state: &AppState, user: &PanelUser) -> Response {
+    if let Some(denied) = superadmin_refusal(user) {
         return denied;
     }
-    let list = match core::visible_namespaces(&state, user.caller.principal()).await {
+    let list = match core::visible_namespaces(state, user.caller.principal()).await {
         Ok(list) => list,
         Err(err) => return layout::error_page(err),
     };
@@ -160,12 +196,14 @@ pub async fn namespaces(State(state): State<AppState>, user: PanelUser) -> Respo
         }
         h2 { "New namespace" }
         form.card.row method="post" action="/admin/namespaces" {
-            (csrf_field(&user))
-            label { "Name" input name="name" required pattern="[a-z][a-z0-9\\-]{0,30}" title="a lowercase letter, then up to 30 of a-z 0-9 -" placeholder="team1"; }
+            (csrf_field(user))
+            (form_error(user, "/admin/namespaces"))
+            label { "Name" input name="name" required pattern="[a-z][a-z0-9\\-]{0,30}" title="a lowercase letter, then up to 30 of a-z 0-9 -" placeholder="team1"
+                value=[user.typed("/admin/namespaces", "name")]; }
             button.primary type="submit" { "Create namespace" }
         }
     };
-    page(&state, &user, "Namespaces", Nav::Namespaces, body)
+    page(state, user, "Namespaces", Nav::Namespaces, body)
 }
 
 /// The new-namespace form.
@@ -186,7 +224,7 @@ pub async fn create_namespace(
         return refused;
     }
     match user
-        .act(&state, Action::CreateNamespace { name: form.name, quota: None })
+        .act(&state, Action::CreateNamespace { name: form.name.clone(), quota: None })
         .await
         .and_then(|o| o.into_namespace())
     {
@@ -196,7 +234,8 @@ pub async fn create_namespace(
             super::user::Flash::ok(format!("Namespace {} created. Add its members below.", ns.name.as_str())),
         ),
         Err(err) => {
-            super::user::redirect_with(&state, "/admin/namespaces", super::user::Flash::error(super::user::say(&err)))
+            let user = user.refused(Failed::new("/admin/namespaces", &err).typed("name", &form.name));
+            with_status(&err, namespaces_page(&state, &user).await)
         }
     }
 }

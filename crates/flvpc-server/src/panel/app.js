@@ -9,10 +9,44 @@ document.addEventListener("DOMContentLoaded", () => {
     const t = new Date(el.getAttribute("datetime"));
     if (!isNaN(t)) { el.title = el.textContent; el.textContent = t.toLocaleString(); }
   }
-  // Click a <pre class="copy"> to copy it.
-  for (const pre of document.querySelectorAll("pre.copy")) {
-    pre.title = "Click to copy";
-    pre.addEventListener("click", () => navigator.clipboard && navigator.clipboard.writeText(pre.textContent.trim()));
+  // Copy buttons: shown once the script can copy; the result is said in a live region.
+  const canCopy = !!(navigator.clipboard || document.queryCommandSupported?.("copy"));
+  for (const button of document.querySelectorAll(".copyable button.copy")) {
+    if (!canCopy) continue;
+    button.hidden = false;
+    const box = button.closest(".copyable");
+    const pre = box.querySelector("pre.copy");
+    const said = box.querySelector(".copied");
+    button.setAttribute("aria-label", "Copy " + (pre.title || "the text above"));
+    button.addEventListener("click", async () => {
+      const text = pre.textContent.trim();
+      let done = false;
+      try { await navigator.clipboard.writeText(text); done = true; } catch {
+        // Without clipboard permission (an insecure origin, an unfocused page): copy the selection.
+        const range = document.createRange(); range.selectNodeContents(pre);
+        const selection = getSelection(); selection.removeAllRanges(); selection.addRange(range);
+        try { done = document.execCommand("copy"); } catch { done = false; }
+      }
+      said.textContent = "";
+      said.textContent = done ? "Copied" : "Copy failed: select the text and press Ctrl+C";
+      button.textContent = done ? "Copied" : "Copy";
+      setTimeout(() => { button.textContent = "Copy"; said.textContent = ""; }, 3000);
+    });
+  }
+  // A refused form: bring its message into view and put the cursor where the fix goes.
+  const refusal = document.getElementById("form-error");
+  if (refusal) {
+    const form = refusal.closest("form");
+    // The field the message names ("public_key: …"), else the form's first field.
+    const named = refusal.textContent.split(":")[0].trim();
+    const fields = form ? [...form.querySelectorAll("input:not([type=hidden]), textarea, select")] : [];
+    const field = fields.find((f) => f.name === named) || fields[0];
+    if (field) {
+      field.setAttribute("aria-invalid", "true");
+      field.setAttribute("aria-describedby", "form-error");
+      field.focus({ preventScroll: true });
+    }
+    refusal.scrollIntoView({ block: "center" });
   }
 });
 // Live machine states and operation progress on a namespace page (Server-Sent Events).
@@ -33,6 +67,9 @@ document.addEventListener("DOMContentLoaded", () => {
       if (cell) { cell.textContent = event.state; cell.className = "state " + event.state; }
       const ip = row.querySelector("[data-ip]");
       if (ip) ip.textContent = event.ip || "—";
+      // SSH commands only while the machine runs.
+      const ssh = row.querySelector("[data-ssh]"), off = row.querySelector("[data-ssh-off]");
+      if (ssh && off) { ssh.hidden = event.state !== "running"; off.hidden = !ssh.hidden; }
     } else if (event.type === "operation") {
       const card = section.querySelector(`[data-operation="${CSS.escape(event.id)}"]`);
       if (card) {

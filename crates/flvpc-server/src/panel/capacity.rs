@@ -1,12 +1,14 @@
 //! Capacity and quotas in the panel: the superadmin's capacity page (bars a person reads
 //! at a glance), a namespace's quota vs allocated vs used, and small usage graphs.
 
-use super::account::finish;
+use super::form::{form_error, Failed};
 use super::layout::{self, csrf_field, page, seg, Nav};
+use super::namespace::finish;
 use super::PanelUser;
 use crate::state::AppState;
 use crate::usage::UsagePoint;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Form;
 use flvpc_model::quota::{Quota, Resources};
@@ -14,13 +16,13 @@ use flvpc_model::NamespaceName;
 use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
 
-/// A horizontal bar: `value` of `max`, with a label; red when over.
-fn bar(label: &str, value: f64, max: f64, unit: &str) -> Markup {
+/// A horizontal bar: `value` of `max`, with a label and the amounts as `shown`; red when over.
+fn bar(label: &str, value: f64, max: f64, shown: String) -> Markup {
     let percent = if max > 0.0 { (value / max * 100.0).min(100.0) } else { 0.0 };
     let over = max > 0.0 && value > max;
     html! {
         div.meter {
-            div.meter-label { span { (label) } span.muted { (format!("{value:.1}")) " / " (format!("{max:.0}")) (unit) } }
+            div.meter-label { span { (label) } span.muted { (shown) } }
             // A native <progress>: no inline style, which the panel's CSP forbids.
             progress class=[over.then_some("over")] max="100" value=(format!("{percent:.1}")) { (format!("{percent:.0}")) "%" }
         }
@@ -61,6 +63,25 @@ pub fn machine_graphs(points: &[UsagePoint]) -> Markup {
     }
 }
 
+/// A measured amount (CPUs busy, memory used) against a whole: one decimal where it has them.
+fn measured(value: f64, max: f64, decimals: usize, unit: &str) -> String {
+    format!("{value:.decimals$} / {max:.0}{unit}")
+}
+
+/// A counted amount (machines, CPUs and memory promised) against a namespace's quota, or, when the
+/// namespace has none, said as "no quota" in words (with a bar of the share of `host`, where there is
+/// a host amount): whole numbers, never a made-up limit.
+fn counted(label: &str, value: u64, quota: Option<u64>, host: Option<u64>, unit: &str) -> Markup {
+    match (quota, host) {
+        (Some(q), _) => bar(label, value as f64, q as f64, format!("{value} / {q}{unit}")),
+        // The bar then shows the share of the host's own amount.
+        (None, Some(h)) => bar(label, value as f64, h as f64, format!("{value}{unit} · no quota")),
+        (None, None) => html! {
+            div.meter { div.meter-label { span { (label) } span.muted { (value) (unit) " · no quota" } } }
+        },
+    }
+}
+
 fn limit(v: Option<u64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "unlimited".into())
 }
@@ -98,11 +119,14 @@ pub async fn namespace_section(state: &AppState, user: &PanelUser, ns: &Namespac
                 }
             }
             @if user.caller.principal().is_superadmin() {
-                form.card.row method="post" action={ (base) "/quota" } {
+                @let action = format!("{base}/quota");
+                form.card.row method="post" action=(action) {
                     (csrf_field(user))
+                    (form_error(user, &action))
                     @for (field, label, value) in [("machines", "Machines", quota.machines), ("cpus", "CPUs", quota.cpus),
                         ("memory_mb", "Memory (MB)", quota.memory_mb), ("disk_gb", "Disk (GB)", quota.disk_gb), ("host_ports", "Host ports", quota.host_ports)] {
-                        label { (label) input name=(field) type="number" min="0" placeholder="unlimited" value=[value]; }
+                        @let shown = match user.typed(&action, field) { Some(typed) => Some(typed.to_owned()), None => value.map(|v| v.to_string()) };
+                        label { (label) input name=(field) type="number" min="0" placeholder="unlimited" value=[shown]; }
                     }
                     button.primary type="submit" { "Set quota" }
                 }
@@ -132,6 +156,7 @@ pub struct QuotaForm {
 pub async fn set_quota(
     State(state): State<AppState>,
     user: PanelUser,
+    headers: HeaderMap,
     Path(ns): Path<String>,
     Form(form): Form<QuotaForm>,
 ) -> Response {
@@ -160,7 +185,21 @@ pub async fn set_quota(
         Ok(quota) => user.act(&state, crate::core::Action::SetQuota { ns: ns.clone(), quota }).await.map(drop),
         Err(err) => Err(err),
     };
-    finish(&state, &format!("/namespaces/{}#resources", seg(&ns)), result, |()| "Quota set.".into())
+    let to = format!("/namespaces/{}#resources", seg(&ns));
+    let action = format!("/namespaces/{}/quota", seg(&ns));
+    finish(&state, user, &headers, &ns, &to, result.map(|()| "Quota set.".into()), |err| {
+        let failed = Failed::new(action, err);
+        [
+            ("machines", &form.machines),
+            ("cpus", &form.cpus),
+            ("memory_mb", &form.memory_mb),
+            ("disk_gb", &form.disk_gb),
+            ("host_ports", &form.host_ports),
+        ]
+        .into_iter()
+        .fold(failed, |failed, (field, value)| failed.typed(field, value))
+    })
+    .await
 }
 
 /// GET /admin/capacity.
@@ -184,10 +223,12 @@ pub async fn capacity_page(State(state): State<AppState>, user: PanelUser) -> Re
         }
         div.card {
             h2 { "Whole host" }
-            (bar("CPUs promised to running machines", running.cpus as f64, cap(state.config.overcommit_cpu, host.cpus), ""))
-            (bar("CPUs busy now", cpu_used, host.cpus as f64, ""))
-            (bar("Memory promised to running machines", running.memory_mb as f64, cap(state.config.overcommit_memory, host.memory_mb), " MB"))
-            (bar("Memory used now", mem_used, host.memory_mb as f64, " MB"))
+            @let cpu_cap = cap(state.config.overcommit_cpu, host.cpus);
+            @let memory_cap = cap(state.config.overcommit_memory, host.memory_mb);
+            (bar("CPUs promised to running machines", running.cpus as f64, cpu_cap, measured(running.cpus as f64, cpu_cap, 0, "")))
+            (bar("CPUs busy now", cpu_used, host.cpus as f64, measured(cpu_used, host.cpus as f64, 1, "")))
+            (bar("Memory promised to running machines", running.memory_mb as f64, memory_cap, measured(running.memory_mb as f64, memory_cap, 0, " MB")))
+            (bar("Memory used now", mem_used, host.memory_mb as f64, measured(mem_used, host.memory_mb as f64, 0, " MB")))
             p.muted { (allocated.machines) " machines in all, " (running.machines) " meant to run. Disk sizes are recorded and counted against quotas, but this host's storage driver (overlay2) cannot enforce them for containers; a microVM's disk is its own and enforced." }
         }
         div.card #microvms {
@@ -210,9 +251,9 @@ pub async fn capacity_page(State(state): State<AppState>, user: PanelUser) -> Re
                 @let (c, m) = (ns.used.cpus, ns.used.memory_mb);
                 div.card {
                     h3 { a href={ "/namespaces/" (seg(ns.name.as_str())) "#resources" } { (ns.name.as_str()) } }
-                    (bar("Machines", u.allocated.machines as f64, q.machines.map_or(u.allocated.machines.max(1) as f64, |v| v as f64), ""))
-                    (bar("CPUs allocated", u.allocated.cpus as f64, q.cpus.map_or(host.cpus as f64, |v| v as f64), ""))
-                    (bar("Memory allocated", u.allocated.memory_mb as f64, q.memory_mb.map_or(host.memory_mb as f64, |v| v as f64), " MB"))
+                    (counted("Machines", u.allocated.machines, q.machines, None, ""))
+                    (counted("CPUs allocated", u.allocated.cpus, q.cpus, Some(host.cpus), ""))
+                    (counted("Memory allocated", u.allocated.memory_mb, q.memory_mb, Some(host.memory_mb), " MB"))
                     p.muted { "Now: " (format!("{c:.2}")) " CPUs busy, " (format!("{m:.0}")) " MB used. "
                         @if q == Quota::default() { "No quota." } }
                 }

@@ -2,8 +2,9 @@
 //! cluster and machine actions fitted to the role, operation progress, and the
 //! cluster spec editor (as a form and as YAML).
 
-use super::account::finish;
-use super::layout::{csrf_field, seg, time};
+use super::form::{form_error, Failed};
+use super::layout::{copyable, csrf_field, seg, time};
+use super::namespace::{confirmation_refusal, finish};
 use super::session::CsrfForm;
 use super::user::{redirect_with, Flash};
 use super::PanelUser;
@@ -43,24 +44,48 @@ pub async fn section(
         Err(_) => Vec::new(),
     };
     let admin = role == Role::Admin;
-    let action = |path: &str, label: &str, class: &str, confirm: Option<&str>| {
+    // A one-button form; `aria` names the machine where the label alone ("Stop") does not, and a
+    // button that cannot apply is disabled rather than left to fail.
+    let action = |path: &str, label: &str, class: &str, confirm: Option<&str>, aria: Option<&str>, disabled: bool| {
+        let target = format!("{base}/{path}");
         html! {
-            form.inline method="post" action={ (base) "/" (path) } data-confirm=[confirm] {
+            form.inline method="post" action=(target) data-confirm=[confirm] {
                 (csrf_field(user))
-                button class=(class) type="submit" { (label) }
+                (form_error(user, &target))
+                button class=(class) type="submit" aria-label=[aria] disabled[disabled] { (label) }
             }
         }
     };
+    let views: Vec<MachineView> = machines.iter().map(|m| MachineView::new(m, reach, &state.usage)).collect();
+    let running = views.iter().filter(|m| m.state == "running").count();
+    let all_running = running == views.len() && views.iter().all(|m| m.desired == Desired::Running);
+    let none_running = running == 0 && views.iter().all(|m| m.desired != Desired::Running);
+    let stop_all =
+        format!("Stop all {} machines of {}? Their processes end; their disks stay.", views.len(), ns.as_str());
+    let delete_all = format!("{base}/cluster/delete");
     html! {
         section #machines data-namespace=(ns.as_str()) {
             div.title-row {
                 h2 { "Machines" }
                 div.actions {
-                    @if admin && spec.is_some() { (action("cluster/create", "Create / apply spec", "primary", None)) }
+                    @if admin && spec.is_some() { (action("cluster/create", "Create / apply spec", "primary", None, None, false)) }
                     @if !machines.is_empty() {
-                        (action("cluster/start", "Start all", "", None))
-                        (action("cluster/stop", "Stop all", "", None))
-                        @if admin { (action("cluster/delete", "Delete machines", "danger", Some("Delete every machine of this namespace? Their disks are lost; the spec stays."))) }
+                        (action("cluster/start", "Start all", "", None, None, all_running))
+                        (action("cluster/stop", "Stop all", "", Some(&stop_all), None, none_running))
+                        @if admin {
+                            details.inline.delete-machines open[user.failed_at(&delete_all)] {
+                                summary { "Delete machines…" }
+                                form.card.stack method="post" action=(delete_all) {
+                                    (csrf_field(user))
+                                    (form_error(user, &delete_all))
+                                    p { "Deletes all " strong { (views.len()) " machine" @if views.len() != 1 { "s" } } " of " strong { (ns.as_str()) }
+                                        " and their disks. The cluster spec stays." }
+                                    label { span { "Type " strong { (ns.as_str()) } " to confirm" }
+                                        input name="confirm" required autocomplete="off" spellcheck="false" value=[user.typed(&delete_all, "confirm")]; }
+                                    button.danger type="submit" { "Delete " (views.len()) " machine" @if views.len() != 1 { "s" } }
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -83,8 +108,7 @@ pub async fn section(
                 table.machines {
                     thead { tr { th { "Machine" } th { "State" } th { "IP" } th { "Resources" } th { "Ports" } th { "SSH" } th {} } }
                     tbody {
-                        @for m in machines.iter() {
-                            @let out = MachineView::new(m, reach, &state.usage);
+                        @for out in &views {
                             tr data-machine=(out.name) {
                                 td {
                                     strong { (out.name) } br; span.muted { (out.image) }
@@ -99,17 +123,24 @@ pub async fn section(
                                     (super::capacity::machine_graphs(&state.usage.points(ns.as_str(), &out.name)))
                                 }
                                 td { @for p in &out.ports { code { (p.host_port) "→" (p.container_port) "/" (p.protocol) } " " } }
+                                // SSH commands only while the machine runs (the page's script shows
+                                // and hides them as the state changes).
+                                @let up = out.state == "running";
                                 td.ssh {
-                                    @if let Some(direct) = &out.ssh.direct { pre.copy.small { (direct) } }
-                                    pre.copy.small title="through the flvpc SSH gateway" { (out.ssh.jump) }
+                                    div data-ssh hidden[!up] {
+                                        @if let Some(direct) = &out.ssh.direct { (copyable(direct, true, None)) }
+                                        (copyable(&out.ssh.jump, true, Some("through the flvpc SSH gateway")))
+                                    }
+                                    span.muted data-ssh-off hidden[up] { "when running" }
                                 }
                                 td.actions {
                                     @let mbase = format!("machines/{}", seg(&out.name));
+                                    @let restart = format!("Restart {}? Its processes are stopped and started again.", out.name);
                                     @if out.desired == Desired::Running {
-                                        (action(&format!("{mbase}/restart"), "Restart", "", None))
-                                        (action(&format!("{mbase}/stop"), "Stop", "", None))
+                                        (action(&format!("{mbase}/restart"), "Restart", "", Some(&restart), Some(&format!("Restart {}", out.name)), false))
+                                        (action(&format!("{mbase}/stop"), "Stop", "", None, Some(&format!("Stop {}", out.name)), false))
                                     } @else if out.desired == Desired::Stopped {
-                                        (action(&format!("{mbase}/start"), "Start", "", None))
+                                        (action(&format!("{mbase}/start"), "Start", "", None, Some(&format!("Start {}", out.name)), false))
                                     }
                                 }
                             }
@@ -122,23 +153,30 @@ pub async fn section(
             h2 { "Cluster spec" }
             @if let Some(s) = &spec { p.muted { "Saved by " (s.updated_by) ", " (time(s.updated_at)) ". footloose.yaml compatible." } }
             @if admin {
-                details.card open[spec.is_none()] {
+                @let quick = format!("{base}/cluster/form");
+                @let yaml = format!("{base}/cluster");
+                // A refused form comes back with what was typed in it, not with the defaults.
+                @let field = |name: &str, default: &'static str| user.typed(&quick, name).unwrap_or(default).to_owned();
+                details.card open[spec.is_none() || user.failed_at(&quick)] {
                     summary { "Quick form: one group of identical machines" }
-                    form.row method="post" action={ (base) "/cluster/form" } {
+                    form.row method="post" action=(quick) {
                         (csrf_field(user))
-                        label { "Count" input name="count" type="number" min="0" max="256" value="2" required; }
-                        label { "Name" input name="name" value="node%d" required title="must contain %d"; }
-                        label { "Image" input name="image" value="flvpc/debian:12" required; }
-                        label { "CPUs" input name="cpus" type="number" min="1" max="256" value="1" required; }
-                        label { "Memory (MB)" input name="memory_mb" type="number" min="64" value="512" required; }
-                        label { "Disk (GB)" input name="disk_gb" type="number" min="1" value="4" required; }
-                        label { "SSH host port" input name="ssh_port" type="number" min="0" max="65535" value="0" title="0: allocated automatically; N: node i gets N+i"; }
+                        (form_error(user, &quick))
+                        label { "Count" input name="count" type="number" min="0" max="256" value=(field("count", "2")) required; }
+                        label { "Name" input name="name" value=(field("name", "node%d")) required title="must contain %d"; }
+                        label { "Image" input name="image" value=(field("image", "flvpc/debian:12")) required; }
+                        label { "CPUs" input name="cpus" type="number" min="1" max="256" value=(field("cpus", "1")) required; }
+                        label { "Memory (MB)" input name="memory_mb" type="number" min="64" value=(field("memory_mb", "512")) required; }
+                        label { "Disk (GB)" input name="disk_gb" type="number" min="1" value=(field("disk_gb", "4")) required; }
+                        label { "SSH host port" input name="ssh_port" type="number" min="0" max="65535" value=(field("ssh_port", "0")) title="0: allocated automatically; N: node i gets N+i"; }
                         button.primary type="submit" { "Save spec" }
                     }
                 }
-                form.stack method="post" action={ (base) "/cluster" } {
+                form.stack method="post" action=(yaml) {
                     (csrf_field(user))
-                    textarea.code name="spec" rows="14" spellcheck="false" { (spec.as_ref().map(|s| s.spec.as_str()).unwrap_or(EXAMPLE_SPEC)) }
+                    (form_error(user, &yaml))
+                    textarea.code name="spec" rows="14" spellcheck="false" aria-label="Cluster spec (YAML)" {
+                        (user.typed(&yaml, "spec").or(spec.as_ref().map(|s| s.spec.as_str())).unwrap_or(EXAMPLE_SPEC)) }
                     button.primary type="submit" { "Save YAML" }
                 }
             } @else if let Some(s) = &spec {
@@ -172,6 +210,7 @@ pub struct SpecForm {
 pub async fn save_yaml(
     State(state): State<AppState>,
     user: PanelUser,
+    headers: HeaderMap,
     Path(ns): Path<String>,
     Form(form): Form<SpecForm>,
 ) -> Response {
@@ -180,19 +219,29 @@ pub async fn save_yaml(
     }
     let action = Action::SaveSpec { ns: ns.clone(), spec: ops::parse(&form.spec, true) };
     let result = user.act(&state, action).await.and_then(|o| o.into_spec());
-    saved(&state, &ns, result)
+    let failed =
+        |err: &CoreError| Failed::new(format!("/namespaces/{}/cluster", seg(&ns)), err).typed("spec", &form.spec);
+    saved(&state, user, &headers, &ns, result, failed).await
 }
 
-fn saved(state: &AppState, ns: &str, result: CoreResult<SavedSpec>) -> Response {
+async fn saved(
+    state: &AppState,
+    user: PanelUser,
+    headers: &HeaderMap,
+    ns: &str,
+    result: CoreResult<SavedSpec>,
+    failed: impl FnOnce(&CoreError) -> Failed,
+) -> Response {
     let to = format!("/namespaces/{}#spec", seg(ns));
-    finish(state, &to, result, |s| {
+    let ok = |s: SavedSpec| {
         let mut message = format!("Spec saved: {} machine(s): {}.", s.machines.len(), s.machines.join(", "));
         if !s.warnings.is_empty() {
             message.push_str(&format!(" Note: {}", s.warnings.join("; ")));
         }
         message.push_str(" Press “Create / apply spec” to make it so.");
         message
-    })
+    };
+    finish(state, user, headers, ns, &to, result.map(ok), failed).await
 }
 
 /// The quick form.
@@ -214,6 +263,7 @@ pub struct QuickForm {
 pub async fn save_form(
     State(state): State<AppState>,
     user: PanelUser,
+    headers: HeaderMap,
     Path(ns): Path<String>,
     Form(form): Form<QuickForm>,
 ) -> Response {
@@ -243,36 +293,68 @@ pub async fn save_form(
         ops::parse(&doc.to_string(), false)
     })();
     let result = user.act(&state, Action::SaveSpec { ns: ns.clone(), spec }).await.and_then(|o| o.into_spec());
-    saved(&state, &ns, result)
+    let failed = |err: &CoreError| {
+        Failed::new(format!("/namespaces/{}/cluster/form", seg(&ns)), err)
+            .typed("count", &form.count)
+            .typed("name", &form.name)
+            .typed("image", &form.image)
+            .typed("cpus", &form.cpus)
+            .typed("memory_mb", &form.memory_mb)
+            .typed("disk_gb", &form.disk_gb)
+            .typed("ssh_port", &form.ssh_port)
+    };
+    saved(&state, user, &headers, &ns, result, failed).await
 }
 
-/// POST /namespaces/{ns}/cluster/{action}.
+/// A cluster action's form: the namespace's name, typed to confirm a deletion.
+#[derive(Deserialize)]
+pub struct ClusterForm {
+    #[serde(default)]
+    _csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// POST /namespaces/{ns}/cluster/{action}; `delete` only when the namespace's name was typed.
 pub async fn cluster_action(
     State(state): State<AppState>,
     user: PanelUser,
-    Path((ns, action)): Path<(String, String)>,
-    Form(form): Form<CsrfForm>,
+    headers: HeaderMap,
+    Path((ns, verb)): Path<(String, String)>,
+    Form(form): Form<ClusterForm>,
 ) -> Response {
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
     }
-    let action = match action.as_str() {
+    let action = match verb.as_str() {
         "create" => Action::CreateCluster { ns: ns.clone() },
         "start" => Action::StartCluster { ns: ns.clone() },
         "stop" => Action::StopCluster { ns: ns.clone() },
         "delete" => Action::DeleteCluster { ns: ns.clone() },
         _ => return redirect_with(&state, &format!("/namespaces/{}", seg(&ns)), Flash::error("unknown action")),
     };
-    let result = user.act(&state, action).await.and_then(|o| o.into_operation());
-    finish(&state, &format!("/namespaces/{}#machines", seg(&ns)), result, |op| {
-        format!("{} started ({} machines).", op.kind, op.total)
-    })
+    let unconfirmed = if verb == "delete" {
+        confirmation_refusal(&form.confirm, &ns, &format!("every machine of {ns}"))
+    } else {
+        None
+    };
+    let result = match unconfirmed {
+        Some(refusal) => Err(refusal),
+        None => user.act(&state, action).await.and_then(|o| o.into_operation()),
+    };
+    let to = format!("/namespaces/{}#machines", seg(&ns));
+    let ok = |op: Operation| format!("{} started ({} machines).", op.kind, op.total);
+    let failed = |err: &CoreError| {
+        Failed::new(format!("/namespaces/{}/cluster/{}", seg(&ns), seg(&verb)), err).typed("confirm", &form.confirm)
+    };
+    finish(&state, user, &headers, &ns, &to, result.map(ok), failed).await
 }
 
 /// POST /namespaces/{ns}/machines/{name}/{action}.
 pub async fn machine_action(
     State(state): State<AppState>,
     user: PanelUser,
+    headers: HeaderMap,
     Path((ns, name, action)): Path<(String, String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
@@ -280,6 +362,7 @@ pub async fn machine_action(
         return refused;
     }
     let (ns_, name_) = (ns.clone(), name.clone());
+    let target = format!("/namespaces/{}/machines/{}/{}", seg(&ns), seg(&name), seg(&action));
     let action = match action.as_str() {
         "start" => Action::StartMachine { ns: ns_, name: name_ },
         "stop" => Action::StopMachine { ns: ns_, name: name_ },
@@ -287,7 +370,7 @@ pub async fn machine_action(
         _ => return redirect_with(&state, &format!("/namespaces/{}", seg(&ns)), Flash::error("unknown action")),
     };
     let result = user.act(&state, action).await.and_then(|o| o.into_operation());
-    finish(&state, &format!("/namespaces/{}#machines", seg(&ns)), result, |op| {
-        format!("{} of {name} started.", op.kind)
-    })
+    let to = format!("/namespaces/{}#machines", seg(&ns));
+    let ok = |op: Operation| format!("{} of {name} started.", op.kind);
+    finish(&state, user, &headers, &ns, &to, result.map(ok), |err| Failed::new(target, err)).await
 }

@@ -9,6 +9,7 @@ mod account;
 mod admin;
 mod capacity;
 mod console;
+mod form;
 mod home;
 mod layout;
 mod machines;

@@ -29,7 +29,7 @@ impl FromRequestParts<AppState> for PanelUser {
             Err(err) => return Err(layout::error_page(CoreError::from(err))),
         };
         let flash = cookie(parts, FLASH_COOKIE).and_then(Flash::decode);
-        Ok(PanelUser { caller: Caller { session, source }, flash })
+        Ok(PanelUser { caller: Caller { session, source }, flash, failed: None })
     }
 }
 
@@ -48,10 +48,11 @@ pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Re
     if signed_in {
         return Redirect::to("/").into_response();
     }
-    render_login(&state, None, StatusCode::OK).await
+    render_login(&state, None, StatusCode::OK, "").await
 }
 
-async fn render_login(state: &AppState, error: Option<String>, status: StatusCode) -> Response {
+/// The sign-in page; `login` is what was typed, kept after a refusal (the password never is).
+async fn render_login(state: &AppState, error: Option<String>, status: StatusCode, login: &str) -> Response {
     let has_admin = match state.store.superadmin_exists().await {
         Ok(yes) => yes,
         Err(err) => return layout::error_page(err.into()),
@@ -65,14 +66,14 @@ async fn render_login(state: &AppState, error: Option<String>, status: StatusCod
                 div.card {
                     h2 { "Welcome — one step first" }
                     p { "This server has no superadmin yet. There is no registration page: on the server, as the user that runs flvpc, create one with" }
-                    pre.copy { "flvpc admin init --login admin --password-stdin" }
+                    (layout::copyable("flvpc admin init --login admin --password-stdin", false, None))
                     p.muted { "Type the password and press Enter, then reload this page." }
                 }
             } @else {
                 form.card method="post" action="/login" {
                     @if let Some(error) = &error { p.flash.error role="alert" { (error) } }
                     input type="hidden" name="_csrf" value=(csrf);
-                    label { "Login" input name="login" autocomplete="username" required autofocus; }
+                    label { "Login" input name="login" autocomplete="username" required autofocus value=[(!login.is_empty()).then_some(login)]; }
                     label { "Password" input name="password" type="password" autocomplete="current-password" required; }
                     button.primary type="submit" { "Sign in" }
                 }
@@ -113,10 +114,10 @@ pub async fn login_submit(
         .as_deref()
         .is_none_or(|e| form._csrf.is_empty() || !constant_time_eq(e.as_bytes(), form._csrf.as_bytes()))
     {
-        return render_login(&state, Some("The form expired; please sign in again.".into()), StatusCode::FORBIDDEN)
-            .await;
+        let expired = Some("The form expired; please sign in again.".into());
+        return render_login(&state, expired, StatusCode::FORBIDDEN, &form.login).await;
     }
-    let action = Action::SignIn { login: form.login, password: form.password, kind: TokenKind::Panel };
+    let action = Action::SignIn { login: form.login.clone(), password: form.password, kind: TokenKind::Panel };
     match core::dispatch(&state, &Actor::anonymous(source), action).await.and_then(|o| o.into_signed_in()) {
         Ok(signed_in) => {
             let mut response = Redirect::to("/").into_response();
@@ -127,7 +128,9 @@ pub async fn login_submit(
             response.headers_mut().append(header::SET_COOKIE, cookie_header(&state, LOGIN_CSRF_COOKIE, "", 0));
             response
         }
-        Err(err) => render_login(&state, Some(super::user::say(&err)), crate::error::http_status(&err)).await,
+        Err(err) => {
+            render_login(&state, Some(super::user::say(&err)), crate::error::http_status(&err), &form.login).await
+        }
     }
 }
 

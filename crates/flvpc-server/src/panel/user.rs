@@ -17,6 +17,8 @@ pub struct PanelUser {
     pub caller: Caller,
     /// The message left by the previous action, if any.
     pub flash: Option<Flash>,
+    /// The form this request sent and the core refused, when the page is rendered again for it.
+    pub failed: Option<super::form::Failed>,
 }
 
 impl PanelUser {
