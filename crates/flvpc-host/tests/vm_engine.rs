@@ -134,7 +134,7 @@ async fn ssh_ok(key: &Path, port: u16, argv: &[&str]) -> String {
 async fn runner_log(container: &str) -> String {
     let Ok(docker) = bollard::Docker::connect_with_unix_defaults() else { return String::new() };
     // The runner's own lines (its standard error): its standard output is the guest's console.
-    let options = LogsOptionsBuilder::new().stdout(false).stderr(true).tail("40").build();
+    let options = LogsOptionsBuilder::new().stdout(false).stderr(true).tail("all").build();
     let mut logs = docker.logs(container, Some(options));
     let mut text = String::new();
     while let Some(Ok(chunk)) = logs.next().await {
@@ -315,6 +315,8 @@ async fn a_microvm_is_a_machine_like_any_other() {
     assert_eq!(device, 2 << 30, "the VM's disk is the spec's 2 GiB");
     let (ok, _, err) = ssh(&first, port, &["fallocate", "-l", "3G", "/root/past-the-disk"]).await;
     assert!(!ok && err.contains("No space left"), "a 3 GiB file on a 2 GiB disk: {err}");
+    // ext4 keeps what fallocate got before it failed: a full disk would stop the keys agent.
+    ssh_ok(&first, port, &["rm", "-f", "/root/past-the-disk"]).await;
 
     // Keys rewritten while the VM runs take effect within seconds.
     let start = Instant::now();
@@ -338,13 +340,13 @@ async fn a_microvm_is_a_machine_like_any_other() {
     // Root in the guest floods its console: what reaches the host's disk stays bounded by the
     // runner container's log options (2 files of 1 MiB), and the VM keeps answering.
     let flood = "head -c 3000000 /dev/zero | tr '\\0' x > /dev/ttyS0";
-    let (flooded, _, err) = ssh(&first, port, &[&format!("timeout 240 sh -c \"{flood}\"")]).await;
+    let (flooded, _, err) = ssh(&second, port, &[&format!("timeout 240 sh -c \"{flood}\"")]).await;
     assert!(flooded, "the flood could not be written to the console: {err}");
     let logged = container_log_bytes(&container).await;
     eprintln!("after a 3 MB console flood the runner's log files hold {logged} bytes");
     assert!(logged > 512 << 10, "the flood did not reach the log ({logged} bytes): the test proves nothing");
     assert!(logged <= (2 << 20) + (64 << 10), "the console log grew to {logged} bytes, past its bound");
-    assert_eq!(ssh_ok(&first, port, &["echo", "alive"]).await, "alive");
+    assert_eq!(ssh_ok(&second, port, &["echo", "alive"]).await, "alive");
 
     // The keys channel still works after the flood.
     let start = Instant::now();
@@ -354,7 +356,11 @@ async fn a_microvm_is_a_machine_like_any_other() {
         if ok {
             break;
         }
-        assert!(start.elapsed() < KEY_SYNC, "keys written after a console flood do not work\n{}", runner_log(&container).await);
+        assert!(
+            start.elapsed() < KEY_SYNC,
+            "keys written after a console flood do not work\n{}",
+            runner_log(&container).await
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
@@ -386,6 +392,25 @@ async fn a_microvm_is_a_machine_like_any_other() {
     let probe = format!("exec 3<>/dev/tcp/{vm_ip}/22; head -c 8 <&3");
     let reach = exec(&docker, &stranger, &["timeout", "5", "bash", "-c", &probe]).await;
     assert!(reach.exit_code != 0 && !reach.stdout.contains("SSH"), "another namespace reached the VM: {reach:?}");
+
+    // A disk made over another build of the artifacts is refused with the reason, not booted
+    // into a corrupt file system (and not restarted in a loop).
+    vms.stop_machine(&vm, Duration::from_secs(10)).await.expect("stop before the swap");
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    let other_build = b"debian-12-vm/4 another-build 1 1";
+    header.set_size(other_build.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    archive.append_data(&mut header, "base.id", &other_build[..]).expect("tar");
+    let options = bollard::query_parameters::UploadToContainerOptionsBuilder::new().path("/vm").build();
+    raw.upload_to_container(&container, Some(options), bollard::body_full(archive.into_inner().expect("tar").into()))
+        .await
+        .expect("put another build's identity beside the disk");
+    vms.start_machine(&vm).await.expect("start over the other build");
+    let refused = wait_state(&vms, &vm, MachineState::Failed).await;
+    let why = refused.error.unwrap_or_default();
+    assert!(why.contains("another build of the VM artifacts"), "{why}");
 
     // Remove leaves neither the container nor its disk.
     vms.remove_machine(&vm).await.expect("remove the VM machine");

@@ -44,6 +44,18 @@ pub struct Manifest {
     pub base_virtual_bytes: u64,
     /// The base image's file size in bytes.
     pub base_file_bytes: u64,
+    /// Unique per build (empty in manifests written before it existed): a VM's disk is an
+    /// overlay of exactly this build's base image.
+    #[serde(default)]
+    pub build_id: String,
+}
+
+impl Manifest {
+    /// What a VM's disk overlay depends on: another build of the base, even of the same recipe
+    /// and size, holds other blocks, and an overlay over it reads garbage.
+    pub fn base_identity(&self) -> String {
+        format!("{} {} {} {}", self.recipe, self.build_id, self.base_file_bytes, self.base_virtual_bytes)
+    }
 }
 
 /// Built artifacts and where they are.
@@ -229,7 +241,15 @@ pub async fn pack(tree: &Path, out: &Path) -> Result<Manifest, ArtifactError> {
         initrd_bytes,
         base_virtual_bytes,
         base_file_bytes,
+        build_id: build_id(),
     })
+}
+
+/// A build's identity: the time in nanoseconds and the builder's PID (two builds of one host
+/// never share both).
+fn build_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{nanos:x}-{:x}", std::process::id())
 }
 
 /// The one kernel release installed in `boot` (`vmlinuz-RELEASE`).
@@ -292,6 +312,7 @@ mod tests {
             initrd_bytes: 1,
             base_virtual_bytes: 1,
             base_file_bytes: 1,
+            build_id: "b1".into(),
         };
         for name in [KERNEL, INITRD, BASE] {
             std::fs::write(dir.path().join(name), "x").expect("write");
@@ -300,6 +321,14 @@ mod tests {
         assert_eq!(Artifacts::current(dir.path()), None, "old recipe");
         let m = Manifest { recipe: VM_RECIPE.into(), ..m };
         std::fs::write(dir.path().join(MANIFEST), serde_json::to_string(&m).expect("json")).expect("write");
-        assert_eq!(Artifacts::current(dir.path()).map(|a| a.manifest), Some(m));
+        assert_eq!(Artifacts::current(dir.path()).map(|a| a.manifest), Some(m.clone()));
+        let rebuilt = Manifest { build_id: "b2".into(), ..m.clone() };
+        assert_ne!(rebuilt.base_identity(), m.base_identity(), "another build is another base");
+        let old: Manifest = serde_json::from_str(
+            r#"{"recipe":"r","kernel_version":"k","kernel_bytes":1,
+            "initrd_bytes":1,"base_virtual_bytes":1,"base_file_bytes":1}"#,
+        )
+        .expect("a manifest written before build ids");
+        assert_eq!(old.build_id, "");
     }
 }

@@ -42,6 +42,8 @@ pub const ARTIFACTS_MOUNT: &str = "/flvpc/artifacts";
 pub const RUNNER_MOUNT: &str = "/flvpc/runner";
 /// The container's volume: disk overlay, keys, console, sockets.
 pub const STATE_DIR: &str = "/vm";
+/// What the VM's disk overlay was made over ([`super::Manifest::base_identity`]), in [`STATE_DIR`].
+pub const BASE_ID_FILE: &str = "base.id";
 /// The file the engine writes root's authorized_keys to (in [`STATE_DIR`]).
 pub const KEYS_FILE: &str = "authorized_keys";
 /// The base name of QEMU's own message file in [`STATE_DIR`] (`serial.log.qemu-stderr`); the
@@ -122,16 +124,27 @@ pub async fn main(args: Vec<String>) -> i32 {
             return 2;
         }
     };
-    match run(&config).await {
+    let signals = (
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+    );
+    let (Ok(mut term), Ok(mut int)) = signals else {
+        eprintln!("flvpc-vm-runner: cannot handle SIGTERM and SIGINT");
+        return 1;
+    };
+    match run(&config, &mut term, &mut int).await {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("flvpc-vm-runner: {e}");
-            1
-        }
+        // Exiting would make Docker's restart policy run it again and again: the VM is reported
+        // failed with the reason, until it is restarted or removed.
+        Err(why) => failed(&Path::new(STATE_DIR).join(BOOT_FILE), &why, &mut term, &mut int).await,
     }
 }
 
-async fn run(config: &RunnerConfig) -> Result<i32, String> {
+async fn run(
+    config: &RunnerConfig,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> Result<i32, String> {
     let accel = config.accel()?;
     let state = Path::new(STATE_DIR);
     let artifacts = Artifacts::current(Path::new(ARTIFACTS_MOUNT)).ok_or_else(|| {
@@ -141,12 +154,29 @@ async fn run(config: &RunnerConfig) -> Result<i32, String> {
         )
     })?;
     let disk = state.join("disk.qcow2");
+    let base_id = state.join(BASE_ID_FILE);
+    let identity = artifacts.manifest.base_identity();
     if !disk.exists() {
         // Made beside, then renamed: a runner killed while making it leaves no half disk.
         let part = state.join("disk.qcow2.part");
         create_overlay(&artifacts, &part, config.disk_bytes).await.map_err(|e| e.to_string())?;
+        std::fs::write(&base_id, &identity).map_err(|e| format!("cannot write {}: {e}", base_id.display()))?;
         std::fs::rename(&part, &disk).map_err(|e| format!("cannot rename {}: {e}", part.display()))?;
         eprintln!("flvpc-vm-runner: made the VM's disk ({} bytes)", config.disk_bytes);
+    }
+    match std::fs::read_to_string(&base_id) {
+        Ok(made_over) if made_over != identity => {
+            return Err(format!(
+                "this VM's disk was made over another build of the VM artifacts ({made_over}) than the one \
+                 there now ({identity}): booting it would corrupt its file system. The artifacts were rebuilt; \
+                 recreate this machine (its disk is lost), or put the old build back"
+            ))
+        }
+        Ok(_) => {}
+        // A disk made before the check existed: over the artifacts there now, as nothing else was.
+        Err(_) => {
+            std::fs::write(&base_id, &identity).map_err(|e| format!("cannot write {}: {e}", base_id.display()))?
+        }
     }
 
     let link = read_eth0().await?;
@@ -208,10 +238,6 @@ async fn run(config: &RunnerConfig) -> Result<i32, String> {
     );
     let sync = tokio::spawn(sync_keys(keys_socket, keys_file));
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| format!("cannot handle SIGINT: {e}"))?;
     let deadline = Duration::from_secs(config.boot_deadline_secs);
     let started = Instant::now();
     let boot = wait_for_ssh(SocketAddr::from((link.address, 22)), deadline);
@@ -229,7 +255,7 @@ async fn run(config: &RunnerConfig) -> Result<i32, String> {
                     "the VM stopped while booting ({status}); last console lines:\n{}",
                     vm.serial_tail(TAIL_LINES)
                 );
-                break failed(&boot_file, &why, &mut term, &mut int).await;
+                break failed(&boot_file, &why, term, int).await;
             }
             up = &mut boot, if !booted => {
                 if up {
@@ -245,7 +271,7 @@ async fn run(config: &RunnerConfig) -> Result<i32, String> {
                     deadline.as_secs(),
                     vm.serial_tail(TAIL_LINES)
                 );
-                break failed(&boot_file, &why, &mut term, &mut int).await;
+                break failed(&boot_file, &why, term, int).await;
             }
             _ = term.recv() => break power_down(&mut vm).await,
             _ = int.recv() => break power_down(&mut vm).await,
@@ -473,6 +499,7 @@ async fn sync_keys(socket: PathBuf, keys_file: PathBuf) {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };
+        eprintln!("flvpc-vm-runner: keys channel connected");
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read.take(1 << 16)).lines();
         let mut sent: Option<String> = None;
@@ -485,10 +512,14 @@ async fn sync_keys(socket: PathBuf, keys_file: PathBuf) {
                         if write.write_all(&keys_frame(&keys)).await.is_err() {
                             break;
                         }
+                        eprintln!("flvpc-vm-runner: the guest's keys agent is ready: sent {} bytes of keys", keys.len());
                         sent = Some(keys);
                     }
                     Ok(Some(_)) => {}
-                    _ => break,
+                    other => {
+                        eprintln!("flvpc-vm-runner: keys channel closed ({other:?}): connecting again");
+                        break;
+                    }
                 },
                 _ = tick.tick() => {
                     // Before the guest said ready, it would drop what is sent: wait for it.
@@ -497,6 +528,7 @@ async fn sync_keys(socket: PathBuf, keys_file: PathBuf) {
                         if write.write_all(&keys_frame(&keys)).await.is_err() {
                             break;
                         }
+                        eprintln!("flvpc-vm-runner: the keys changed: sent {} bytes", keys.len());
                         sent = Some(keys);
                     }
                 }
