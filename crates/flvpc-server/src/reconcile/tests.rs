@@ -506,3 +506,33 @@ async fn a_settled_machine_costs_one_inspect_and_no_write_per_resync() {
     assert_eq!(failing_after.observed, Observed::Error);
     assert!(failing_after.observed_at > failing.observed_at, "an error is written again");
 }
+
+/// A machine that failed by itself (a VM that did not boot) is shown as an error and is not
+/// started again by a resync (that would boot it again and again); a restart boots it again. A
+/// machine still starting (a VM booting) is left alone and shown as creating.
+#[tokio::test]
+async fn a_failed_machine_waits_for_a_restart_and_a_starting_one_is_left_alone() {
+    let w = world().await;
+    w.scenario("f", Want::Running, Have::Missing).await;
+    w.pass().await;
+    let key = machine("f");
+    assert_eq!(w.fake.boots(&key), 1);
+
+    w.fake.set_state(&key, MachineState::Starting);
+    w.pass().await;
+    assert_eq!(w.fake.boots(&key), 1, "a machine still starting is not started again");
+    assert_eq!(w.record_of("f").await.expect("record").observed, flvpc_model::Observed::Creating);
+
+    w.fake.set_state(&key, MachineState::Failed);
+    w.pass().await;
+    w.pass().await;
+    assert_eq!(w.fake.boots(&key), 1, "a failed machine is not started by a resync");
+    let record = w.record_of("f").await.expect("record");
+    assert_eq!(record.observed, flvpc_model::Observed::Error);
+    assert!(record.error.is_some_and(|e| !e.is_empty()), "a failed machine says why");
+
+    w.restart("f").await;
+    w.pass().await;
+    assert_eq!(w.fake.boots(&key), 2, "a restart boots it again");
+    assert_eq!(w.fake.state_of(&key), Some(MachineState::Running));
+}
