@@ -38,6 +38,12 @@ use crate::engine::{
 };
 use flvpc_model::{MachineKey, NamespaceName};
 
+/// Docker API 1.41 allows two networks with the same name when created concurrently, which
+/// then makes `flvpc-<ns>` ambiguous. Every engine handle of the process (the container engine
+/// and the microVM engine each have one, and create in the same namespace network at once)
+/// serialises network creation and removal here (there is one flvpc server per host).
+static NETWORK_LOCK: Mutex<()> = Mutex::const_new(());
+
 /// Where dockerd listens by default.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
@@ -95,10 +101,6 @@ pub struct ExecOutput {
 pub struct DockerEngine {
     docker: Docker,
     socket: String,
-    /// Docker API 1.41 allows two networks with the same name when created concurrently,
-    /// which then makes `flvpc-<ns>` ambiguous; serialising `ensure_network` in the process
-    /// prevents that (there is one flvpc server per host).
-    network_lock: Arc<Mutex<()>>,
     /// Networks `ensure_network` found or made ours, and when: a create right after need not
     /// inspect the network again (issue 9: the create path of one machine). Forgotten after
     /// [`NETWORK_CHECK_KEPT`] and when the network is removed.
@@ -139,7 +141,6 @@ impl DockerEngine {
         Ok(Self {
             docker,
             socket: socket.to_owned(),
-            network_lock: Arc::new(Mutex::new(())),
             networks_checked: Arc::default(),
             images_seen: Arc::default(),
             instance: None,
@@ -234,7 +235,7 @@ impl DockerEngine {
 
     async fn ensure_network_named(&self, name: &str, namespace: &NamespaceName) -> Result<(), EngineError> {
         let name = name.to_owned();
-        let _serialised = self.network_lock.lock().await;
+        let _serialised = NETWORK_LOCK.lock().await;
         if self.network_labels(&name).await?.is_some() {
             return self.check_network_owner(&name, namespace).await;
         }
@@ -274,7 +275,7 @@ impl DockerEngine {
     /// (flvpc's or not) is still attached, so that nothing is cut off silently.
     pub async fn remove_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
         let name = network_name(namespace);
-        let _serialised = self.network_lock.lock().await;
+        let _serialised = NETWORK_LOCK.lock().await;
         self.networks_checked.forget(&name);
         let inspected =
             match self.docker.inspect_network(&name, None::<bollard::query_parameters::InspectNetworkOptions>).await {

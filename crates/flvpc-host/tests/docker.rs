@@ -611,3 +611,28 @@ async fn root_in_a_machine_cannot_reach_the_hosts_cgroups() {
     }
     assert!(left().is_empty(), "cgroups left behind: {:?}", left());
 }
+
+/// Two engine handles of one process (the container and the microVM engine) ensuring one
+/// namespace network at the same moment make one network, not two of the same name (Docker's
+/// API 1.41 allows that, and the name is then ambiguous for every later call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_handles_make_one_network() {
+    let ns = NamespaceName::parse(&format!("nw{:08x}", rand::random::<u32>())).expect("namespace");
+    let (first, second) = (engine().await, engine().await);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (engine, ns) = (if i % 2 == 0 { first.clone() } else { second.clone() }, ns.clone());
+        tasks.push(tokio::spawn(async move { engine.ensure_network(&ns).await }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("ensure the network");
+    }
+    let raw = bollard::Docker::connect_with_unix_defaults().expect("docker");
+    let name = flvpc_host::network_name(&ns);
+    let filters = std::collections::HashMap::from([("name".to_owned(), vec![name.clone()])]);
+    let options = bollard::query_parameters::ListNetworksOptionsBuilder::new().filters(&filters).build();
+    let found = raw.list_networks(Some(options)).await.expect("list networks");
+    let same: Vec<_> = found.iter().filter(|n| n.name.as_deref() == Some(name.as_str())).collect();
+    first.remove_network(&ns).await.expect("remove the network");
+    assert_eq!(same.len(), 1, "networks named {name}: {same:?}");
+}
