@@ -291,7 +291,11 @@ fn footloose_vpc_panel_file_is_accepted() {
     }
     assert_eq!(
         v.warnings,
-        ["cluster.privateKey: ignored: machines accept the SSH keys that the namespace's members uploaded"]
+        [
+            "cluster.privateKey: ignored: machines accept the SSH keys that the namespace's members uploaded",
+            "machines[0].spec.ignite.kernel: recorded, not used: microVMs boot the kernel of flvpc's VM image \
+             (Debian 12's cloud kernel)"
+        ]
     );
 }
 

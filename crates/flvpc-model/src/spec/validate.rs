@@ -428,7 +428,13 @@ impl Validator<'_> {
                     );
                 }
                 match backend {
-                    Backend::MicroVm => Some(kernel.to_owned()),
+                    Backend::MicroVm => {
+                        self.warnings.warn(
+                            &kernel_path,
+                            "recorded, not used: microVMs boot the kernel of flvpc's VM image (Debian 12's cloud kernel)",
+                        );
+                        Some(kernel.to_owned())
+                    }
                     Backend::Docker => {
                         self.warnings
                             .warn(&kernel_path, "ignored by the docker backend: containers run on the host's kernel");
