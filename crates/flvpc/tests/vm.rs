@@ -302,7 +302,7 @@ fn a_microvm_cluster_is_reached_through_the_gateway() {
     // The machine objects: engine, enforced disk, the VM's host port.
     let list = machines(data, &ns);
     let (vm0, c0) = (machine(&list, "vm0"), machine(&list, "c0"));
-    assert_eq!((vm0["engine"].as_str(), vm0["backend"].as_str()), (Some("microvm"), Some("ignite")), "{vm0}");
+    assert_eq!((vm0["engine"].as_str(), vm0["backend"].as_str()), (Some("microvm"), Some("microvm")), "{vm0}");
     assert_eq!((vm0["disk_enforced"].as_bool(), c0["disk_enforced"].as_bool()), (Some(true), Some(false)));
     assert_eq!(c0["engine"], "container");
     let vm_ip = vm0["ip"].as_str().expect("the VM's address").to_owned();

@@ -557,7 +557,7 @@ pub struct MachineOut {
     pub error: Option<String>,
     /// Image.
     pub image: String,
-    /// The spec's backend: docker, microvm (or ignite, as old files name it).
+    /// The spec's backend: docker or microvm (`ignite` in a spec is microvm).
     pub backend: String,
     /// The host the machine lives on (`local`: this server's host).
     pub host: String,
