@@ -321,18 +321,7 @@ async fn a_microvm_is_a_machine_like_any_other() {
     // Keys rewritten while the VM runs take effect within seconds.
     let start = Instant::now();
     vms.write_authorized_keys(&vm, &format!("# Managed by flvpc\n{second_pub}")).await.expect("rewrite the keys");
-    loop {
-        let (ok, _, _) = ssh(&second, port, &["true"]).await;
-        if ok {
-            break;
-        }
-        assert!(
-            start.elapsed() < KEY_SYNC,
-            "the new key does not work {KEY_SYNC:?} after it was written\n{}",
-            runner_log(&container).await
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_key_works(&second, port, &container, "a rewritten key").await;
     eprintln!("a rewritten key worked {:?} after the write", start.elapsed());
     let (ok, _, _) = ssh(&first, port, &["true"]).await;
     assert!(!ok, "the removed key still works");
@@ -349,20 +338,8 @@ async fn a_microvm_is_a_machine_like_any_other() {
     assert_eq!(ssh_ok(&second, port, &["echo", "alive"]).await, "alive");
 
     // The keys channel still works after the flood.
-    let start = Instant::now();
     vms.write_authorized_keys(&vm, &format!("# Managed by flvpc\n{first_pub}{second_pub}")).await.expect("keys again");
-    loop {
-        let (ok, _, _) = ssh(&first, port, &["true"]).await;
-        if ok {
-            break;
-        }
-        assert!(
-            start.elapsed() < KEY_SYNC,
-            "keys written after a console flood do not work\n{}",
-            runner_log(&container).await
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_key_works(&first, port, &container, "a key written after a console flood").await;
 
     // Stop powers the guest down within the deadline; the disk keeps what was written.
     ssh_ok(&second, port, &["cp", "/etc/hostname", "/root/kept"]).await;
@@ -455,6 +432,23 @@ async fn a_vm_that_does_not_boot_in_time_is_reported_failed_with_its_console() {
     assert_eq!(later.pid, failed.pid, "the runner was not restarted");
     vms.remove_machine(&vm).await.expect("remove");
     assert!(vms.inspect_machine(&vm).await.expect("inspect").is_none());
+}
+
+/// Tries `key` every 500 ms until it logs in, at most [`KEY_SYNC`].
+async fn wait_key_works(key: &Path, port: u16, container: &str, what: &str) {
+    let start = Instant::now();
+    loop {
+        let (ok, _, _) = ssh(key, port, &["true"]).await;
+        if ok {
+            return;
+        }
+        assert!(
+            start.elapsed() < KEY_SYNC,
+            "{what} does not work {KEY_SYNC:?} after it was written\n{}",
+            runner_log(container).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Inspects `key` every 500 ms until it is in `want` (at most the boot deadline).

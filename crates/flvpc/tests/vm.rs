@@ -106,12 +106,13 @@ fn serve(data: &Path, port: u16, gateway: u16, log: &Path) -> Server {
     server
 }
 
-/// `ssh -F CONFIG -J admin@127.0.0.1:GATEWAY root@TARGET ARGV…`: (success, stdout, stderr).
-fn jump(config: &Path, gateway: u16, target: &str, argv: &[&str]) -> (bool, String, String) {
+/// `ssh -F CONFIG ROUTE… -- ARGV…`: (success, stdout, stderr).
+fn ssh(config: &Path, route: &[&str], argv: &[&str]) -> (bool, String, String) {
     let out = Command::new("ssh")
         .arg("-F")
         .arg(config)
-        .args(["-J", &format!("admin@127.0.0.1:{gateway}"), &format!("root@{target}"), "--"])
+        .args(route)
+        .arg("--")
         .args(argv)
         .stdin(Stdio::null())
         .output()
@@ -120,18 +121,14 @@ fn jump(config: &Path, gateway: u16, target: &str, argv: &[&str]) -> (bool, Stri
     (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
-/// `ssh -F CONFIG -p PORT root@127.0.0.1 ARGV…` (the machine's own host port).
+/// Through the gateway: `ssh -J admin@127.0.0.1:GATEWAY root@TARGET`.
+fn jump(config: &Path, gateway: u16, target: &str, argv: &[&str]) -> (bool, String, String) {
+    ssh(config, &["-J", &format!("admin@127.0.0.1:{gateway}"), &format!("root@{target}")], argv)
+}
+
+/// Through the machine's own host port: `ssh -p PORT root@127.0.0.1`.
 fn direct(config: &Path, port: u16, argv: &[&str]) -> (bool, String, String) {
-    let out = Command::new("ssh")
-        .arg("-F")
-        .arg(config)
-        .args(["-p", &port.to_string(), "root@127.0.0.1", "--"])
-        .args(argv)
-        .stdin(Stdio::null())
-        .output()
-        .expect("ssh (openssh-client) is needed");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
+    ssh(config, &["-p", &port.to_string(), "root@127.0.0.1"], argv)
 }
 
 /// `jump`, which must succeed: its standard output.
