@@ -159,10 +159,16 @@ pub async fn login(client: &reqwest::Client, base: &str, login: &str, password: 
     Ok(resp["token"].as_str().context("no token")?.to_owned())
 }
 
-/// The median (the upper one of an even count); zero for no values.
+/// The median (of an even count, the mean of the middle two: with the two runs a slow
+/// benchmark can afford, the upper one would be the maximum); zero for no values.
 pub fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
-    values.get(values.len() / 2).copied().unwrap_or_default()
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 0 => (values[mid - 1] + values[mid]) / 2,
+        _ => values[mid],
+    }
 }
 
 /// Durations in seconds with two decimals, space-separated.

@@ -428,9 +428,15 @@ fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
+/// The median as [`median`] takes it.
 fn median_kib(mut values: Vec<u64>) -> u64 {
     values.sort_unstable();
-    values.get(values.len() / 2).copied().unwrap_or_default()
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => 0,
+        n if n % 2 == 0 => (values[mid - 1] + values[mid]) / 2,
+        _ => values[mid],
+    }
 }
 
 /// The whole benchmark, with everything it starts owned by this future (dropping it kills
