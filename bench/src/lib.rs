@@ -47,6 +47,13 @@ pub struct Flvpc {
 impl Flvpc {
     /// `flvpc admin init` and `flvpc serve --listen 127.0.0.1:<free> <extra>` in `data`, then signs in.
     pub async fn start(binary: &Path, data: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_logged(binary, data, extra, None).await
+    }
+
+    /// [`Flvpc::start`], with the server's output written to `log` at level `info` when given
+    /// (what a benchmark reads back from the log, e.g. the accelerator the server found), else
+    /// discarded at level `warn`.
+    pub async fn start_logged(binary: &Path, data: &Path, extra: &[&str], log: Option<&Path>) -> Result<Self> {
         if !binary.exists() {
             bail!(
                 "{} not found: build it first (cargo build --release -p flvpc) or pass --flvpc PATH",
@@ -62,16 +69,19 @@ impl Flvpc {
         init.stdin.take().context("stdin")?.write_all(b"admin-password\n")?;
         init.wait()?;
         let port = free_port()?;
-        let process = Killed(
-            Command::new(binary)
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .args(extra)
-                .env("FLVPC_DATA_DIR", data)
-                .env("FLVPC_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
+        let mut serve = Command::new(binary);
+        serve.args(["serve", "--listen", &format!("127.0.0.1:{port}")]).args(extra).env("FLVPC_DATA_DIR", data);
+        match log {
+            Some(log) => {
+                let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+                // No colour codes in a file that is parsed.
+                serve.env("FLVPC_LOG", "info").env("NO_COLOR", "1").stdout(file.try_clone()?).stderr(file);
+            }
+            None => {
+                serve.env("FLVPC_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let process = Killed(serve.spawn()?);
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -147,4 +157,28 @@ pub async fn login(client: &reqwest::Client, base: &str, login: &str, password: 
         .json()
         .await?;
     Ok(resp["token"].as_str().context("no token")?.to_owned())
+}
+
+/// The median (of an even count, the mean of the middle two: with the two runs a slow
+/// benchmark can afford, the upper one would be the maximum); zero for no values.
+pub fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 0 => (values[mid - 1] + values[mid]) / 2,
+        _ => values[mid],
+    }
+}
+
+/// Durations in seconds with two decimals, space-separated.
+pub fn secs(values: &[Duration]) -> String {
+    values.iter().map(|d| format!("{:.2}", d.as_secs_f64())).collect::<Vec<_>>().join(" ")
+}
+
+/// The host's load average (1, 5 and 15 minutes) as the kernel prints it.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|e| format!("unknown (/proc/loadavg: {e})"))
 }
