@@ -105,18 +105,7 @@ pub async fn render(state: &AppState, user: &PanelUser, headers: &HeaderMap, ns:
                 @if view.engine == "microvm" { span.badge title="a microVM: its own kernel" { "VM" } }
                 div.actions { (actions(user, ns, &view)) }
             }
-            div.flash.error role="alert" data-error hidden[view.error.is_none()] {
-                span data-error-text { (view.error.clone().unwrap_or_default()) }
-                @if view.engine == "microvm" && view.error.is_some() {
-                    @if let Ok(text) = &console {
-                        @let tail = last_lines(text, ERROR_LINES);
-                        @if !tail.is_empty() {
-                            p { "The console's last lines:" }
-                            pre.console.small { (tail) }
-                        }
-                    }
-                }
-            }
+            (error_box(view.error.as_deref(), view.engine == "microvm", &console))
             (facts(record, &view))
             h2 { "Last hour" }
             (machine_charts(&points, view.memory_mb))
@@ -138,6 +127,24 @@ async fn read_console(state: &AppState, user: &PanelUser, ns: &str, name: &str) 
         Ok(Ok((_, text))) => Ok(text),
         Ok(Err(err)) => Err(super::user::say(&err)),
         Err(_) => Err(format!("the console was not read within {} s: open the console page", CONSOLE_WAIT.as_secs())),
+    }
+}
+
+/// The machine's error, if any (kept in the page, hidden, for the script to fill in live); a
+/// microVM's with the last lines of its console, where a boot that failed says why.
+fn error_box(error: Option<&str>, vm: bool, console: &Result<String, String>) -> Markup {
+    let tail = match (error, console) {
+        (Some(_), Ok(text)) if vm => last_lines(text, ERROR_LINES),
+        _ => String::new(),
+    };
+    html! {
+        div.flash.error role="alert" data-error hidden[error.is_none()] {
+            span data-error-text { (error.unwrap_or_default()) }
+            @if !tail.is_empty() {
+                p { "The console's last lines:" }
+                pre.console.small { (tail) }
+            }
+        }
     }
 }
 
@@ -293,6 +300,34 @@ mod tests {
         assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
         assert_eq!(last_lines("a", 5), "a");
         assert_eq!(last_lines("", 5), "");
+    }
+
+    #[test]
+    fn a_vm_that_failed_shows_its_console_last_lines_as_text() {
+        let console: Result<String, String> =
+            Ok((1..=30).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n") + "\n<script>x</script>\n");
+        let vm = error_box(Some("the VM did not boot within 300 s"), true, &console).into_string();
+        assert!(vm.contains("the VM did not boot within 300 s") && vm.contains("The console's last lines:"), "{vm}");
+        assert!(vm.contains("line 24") && !vm.contains("line 23\n"), "the last {ERROR_LINES} lines: {vm}");
+        assert!(vm.contains("&lt;script&gt;") && !vm.contains("<script>"), "escaped: {vm}");
+        assert!(!vm.contains("hidden"), "shown: {vm}");
+        let container = error_box(Some("port taken"), false, &console).into_string();
+        assert!(container.contains("port taken") && !container.contains("line 30"), "{container}");
+        let fine = error_box(None, true, &console).into_string();
+        assert!(fine.contains("hidden") && !fine.contains("line 30"), "kept hidden for the script: {fine}");
+        let unread = error_box(Some("did not boot"), true, &Err("no console".into())).into_string();
+        assert!(unread.contains("did not boot") && !unread.contains("last lines"), "{unread}");
+    }
+
+    #[test]
+    fn the_console_tail_is_escaped_text() {
+        let html = console_section("team", "web0", &Ok("<b>boot</b>\n".into())).into_string();
+        assert!(
+            html.contains("&lt;b&gt;boot&lt;/b&gt;") && html.contains("/namespaces/team/machines/web0/console"),
+            "{html}"
+        );
+        let refused = console_section("team", "web0", &Err("start it first".into())).into_string();
+        assert!(refused.contains("start it first") && !refused.contains("<pre"), "{refused}");
     }
 
     #[test]
