@@ -430,6 +430,22 @@ async fn a_machine_page_shows_the_machine_and_follows_it_live() {
     screenshot(&client, "11-machine-page").await;
     client.execute("document.querySelector('table.operations').scrollIntoView()", vec![]).await.expect("scroll");
     screenshot(&client, "11b-machine-page-console-operations").await;
+    // On a phone the page's own content fits the width (the charts and facts wrap, commands scroll
+    // inside their boxes); the page frame's navigation is the layout's part.
+    client.set_window_size(390, 844).await.expect("phone width");
+    client.goto(&format!("{base}{page}")).await.expect("reload");
+    let fits = js(
+        &client,
+        "(() => { const s = document.querySelector('section#machine'); \
+         return [...s.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 \
+         && !e.closest('pre, .copyable, svg')).map(e => e.tagName + '.' + e.className + ' ' \
+         + Math.round(e.getBoundingClientRect().right) + '/' + window.innerWidth); })()",
+    )
+    .await;
+    screenshot(&client, "11c-machine-page-390").await;
+    assert_eq!(fits, serde_json::json!([]), "what sticks out of a 390 px window");
+    client.set_window_size(1280, 900).await.expect("desktop width");
+    client.goto(&format!("{base}{page}")).await.expect("reload");
 
     // Stop, pressed on the page: answered on this page, and the state follows without a reload.
     submit(&client, &format!("form[action='{page}/stop']")).await;

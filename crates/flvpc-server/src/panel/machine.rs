@@ -267,14 +267,14 @@ fn operations_table(operations: &[Operation]) -> Markup {
                 tbody {
                     @for op in operations {
                         tr data-operation-row=(op.id) {
-                            td { (time(op.created_at)) }
-                            td { code { (op.kind) } @if op.total > 1 { span.muted { " (" (op.total) " machines)" } } }
-                            td { (op.created_by) }
-                            td {
+                            td data-label="Started" { (time(op.created_at)) }
+                            td data-label="Operation" { code { (op.kind) } @if op.total > 1 { span.muted { " (" (op.total) " machines)" } } }
+                            td data-label="By" { (op.created_by) }
+                            td data-label="State" {
                                 span class={ "outcome " (outcome(op.state)) } data-op-state { (op.state.as_str()) }
                                 @if let Some(e) = &op.error { br; span.error-text { (e) } }
                             }
-                            td { @if let Some(at) = op.finished_at { (time(at)) } @else { "—" } }
+                            td data-label="Finished" { @if let Some(at) = op.finished_at { (time(at)) } @else { "—" } }
                         }
                     }
                 }
