@@ -927,6 +927,13 @@ fn panel_pages() -> Vec<PanelRow> {
         page("/admin/audit", "/admin/audit", ADMIN_ONLY),
         page("/admin/capacity", "/admin/capacity", ADMIN_ONLY),
         page("/namespaces/{ns}", "/namespaces/red", [TO_LOGIN, OK, OK, OK, Status(404)]),
+        page("/namespaces/{ns}/machines/{name}", "/namespaces/red/machines/n0", [TO_LOGIN, OK, OK, OK, Status(404)]),
+        // A machine that does not exist is the same 404 for everyone (a member learns nothing more).
+        page(
+            "/namespaces/{ns}/machines/{name}",
+            "/namespaces/red/machines/nope",
+            [TO_LOGIN, Status(404), Status(404), Status(404), Status(404)],
+        ),
         page(
             "/namespaces/{ns}/machines/{name}/console",
             "/namespaces/red/machines/n0/console",
@@ -1065,6 +1072,13 @@ fn panel_forms() -> Vec<PanelRow> {
             "/namespaces/red/machines/n0/restart",
             no_form,
             members_ok("/namespaces/red#machines"),
+        ),
+        // Sent from the machine's own page: answered there.
+        form(
+            "/namespaces/{ns}/machines/{name}/{action}",
+            "/namespaces/red/machines/n0/stop",
+            |_, _| vec![("back", "machine".into())],
+            members_ok("/namespaces/red/machines/n0"),
         ),
     ]
 }

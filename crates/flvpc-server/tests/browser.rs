@@ -339,6 +339,150 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     client.close().await.expect("close browser");
 }
 
+/// The text of the first element `selector` matches, or "" when there is none.
+async fn text_of(client: &Client, selector: &str) -> String {
+    let found = js(client, &format!("(document.querySelector({selector:?}) || {{}}).textContent || ''")).await;
+    found.as_str().unwrap_or_default().trim().to_owned()
+}
+
+/// Waits until `check` holds for the text of `selector`, on the page as it is (no reload), and
+/// checks that the page was not reloaded meanwhile: `window.stayed` is set before and must last.
+async fn live_until(client: &Client, selector: &str, what: &str, check: impl Fn(&str) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let text = text_of(client, selector).await;
+        assert_eq!(js(client, "window.stayed === true").await, serde_json::json!(true), "the page reloaded ({what})");
+        if check(&text) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {selector} still says {text:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_page_shows_the_machine_and_follows_it_live() {
+    common::docker::require_docker();
+    let ns = common::docker::unique("mp");
+    let _cleanup = DockerCleanup(ns.clone());
+    let server = common::start(Backend::Sqlite).await;
+    let base = server.base.clone();
+    let root = server.init_root().await;
+    let r = server.post("/api/v1/namespaces", &root, serde_json::json!({"name": ns})).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED);
+    // Uma is a namespace user (she may start and stop machines); Sam is in no namespace.
+    let uma = common::docker::user(&server, &root, "uma", &ns, "user", &common::docker::keypair("uma")).await;
+    let r = server.post("/api/v1/users", &root, serde_json::json!({"login": "sam", "password": "sam-password"})).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED);
+    let spec = "machines:\n- count: 1\n  spec:\n    name: box%d\n    image: flvpc/debian:12\n    portMappings:\n    - containerPort: 22\n    ignite: {cpus: 1, memory: 256MB, diskSize: 4GB}\n";
+    assert_eq!(common::docker::put_spec(&server, &root, &ns, spec).await.status(), reqwest::StatusCode::OK);
+    common::docker::act(&server, &root, &format!("/api/v1/namespaces/{ns}/cluster/create")).await;
+
+    let (_driver, client) = start_browser().await;
+    sign_in(&client, &base, "uma", &common::password_of("uma")).await;
+    // From the machines table to the machine's page, by its name.
+    let page = format!("/namespaces/{ns}/machines/box0");
+    settle(&client, &format!("{base}/namespaces/{ns}")).await;
+    let link = client.find(Locator::Css(&format!("tr[data-machine=box0] a[href='{page}']"))).await.expect("name link");
+    assert_eq!(link.text().await.expect("text"), "box0");
+    link.click().await.expect("open the machine page");
+    client.wait().for_element(Locator::Css("section#machine")).await.expect("machine page");
+    assert_eq!(client.current_url().await.expect("url").path(), page);
+
+    // What it is, where to reach it, what it did.
+    assert_eq!(text_of(&client, "section#machine .title-row [data-state]").await, "running");
+    let facts = text_of(&client, "dl.facts").await;
+    for said in ["container", "flvpc/debian:12", "256 MB", "4 GB", "not enforced", "Up since"] {
+        assert!(facts.contains(said), "{said:?} in {facts}");
+    }
+    assert!(!text_of(&client, "dl.facts [data-ip]").await.starts_with('—'), "an address: {facts}");
+    let ssh = client.find(Locator::Css("section#machine [data-ssh]")).await.expect("ssh commands");
+    assert!(ssh.is_displayed().await.expect("shown"), "SSH commands while it runs");
+    let commands = ssh.text().await.expect("text");
+    assert!(commands.contains("ssh -J uma@127.0.0.1:") && commands.contains(&format!("root@box0.{ns}")), "{commands}");
+    assert!(commands.contains("ssh -p "), "the direct command, through the published port: {commands}");
+    assert!(client.find(Locator::Css(&format!("a[href='{page}/console']"))).await.is_ok(), "a link to the console");
+    assert!(text_of(&client, "section#machine table.operations").await.contains("cluster.create"));
+    let restart =
+        js(&client, &format!("document.querySelector(\"form[action='{page}/restart']\").dataset.confirm")).await;
+    assert!(restart.as_str().is_some_and(|c| c.starts_with("Restart box0?")), "the table's confirmation: {restart}");
+
+    // The graphs: once the sampler has two samples, each chart has numbered axes and says its latest value.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while client.find_all(Locator::Css("svg.chart")).await.expect("charts").len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "no graphs drawn: {}", text_of(&client, ".charts").await);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        client.goto(&format!("{base}{page}")).await.expect("reload");
+    }
+    let labels = |class: &str| {
+        format!("[...document.querySelectorAll('svg.chart text.{class}')].map(t => t.textContent.trim()).join('|')")
+    };
+    let x = js(&client, &labels("x-label")).await;
+    let y = js(&client, &labels("y-label")).await;
+    let (x, y) = (x.as_str().unwrap_or_default(), y.as_str().unwrap_or_default());
+    assert!(x.contains("now") && x.contains(" s"), "time axis: {x}");
+    assert!(y.contains("0 %") && y.contains("0 MB") && y.contains("/s"), "value axes: {y}");
+    let numbered = y.split('|').filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit())).count();
+    assert!(numbered >= 6, "every value axis has numbers: {y}");
+    let latest = js(&client, "[...document.querySelectorAll('[data-latest]')].map(t => t.textContent).join('|')").await;
+    let latest = latest.as_str().unwrap_or_default();
+    assert!(latest.contains(" %|") && latest.contains(" MB|") && latest.contains("in "), "latest values: {latest}");
+    screenshot(&client, "11-machine-page").await;
+    client.execute("document.querySelector('table.operations').scrollIntoView()", vec![]).await.expect("scroll");
+    screenshot(&client, "11b-machine-page-console-operations").await;
+    // On a phone the page's own content fits the width (the charts and facts wrap, commands scroll
+    // inside their boxes); the page frame's navigation is the layout's part.
+    client.set_window_size(390, 844).await.expect("phone width");
+    client.goto(&format!("{base}{page}")).await.expect("reload");
+    let fits = js(
+        &client,
+        "(() => { const s = document.querySelector('section#machine'); \
+         return [...s.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 \
+         && !e.closest('pre, .copyable, svg')).map(e => e.tagName + '.' + e.className + ' ' \
+         + Math.round(e.getBoundingClientRect().right) + '/' + window.innerWidth); })()",
+    )
+    .await;
+    screenshot(&client, "11c-machine-page-390").await;
+    assert_eq!(fits, serde_json::json!([]), "what sticks out of a 390 px window");
+    client.set_window_size(1280, 900).await.expect("desktop width");
+    client.goto(&format!("{base}{page}")).await.expect("reload");
+
+    // Stop, pressed on the page: answered on this page, and the state follows without a reload.
+    submit(&client, &format!("form[action='{page}/stop']")).await;
+    assert_eq!(client.current_url().await.expect("url").path(), page, "back on the machine page");
+    assert!(body_text(&client).await.contains("machine.stop of box0 started."));
+    client.execute("window.stayed = true;", vec![]).await.expect("mark the page");
+    live_until(&client, "section#machine .title-row [data-state]", "the stop shows", |s| s == "stopped").await;
+    live_until(&client, "section#machine tr[data-operation-row] [data-op-state]", "the stop operation ends", |s| {
+        s == "succeeded"
+    })
+    .await;
+    let ssh_shown = js(&client, "!document.querySelector('section#machine [data-ssh]').hidden").await;
+    assert_eq!(ssh_shown, serde_json::json!(false), "no SSH commands once stopped");
+    assert!(client.find(Locator::Css(&format!("form[action='{page}/start']"))).await.is_ok(), "Start offered");
+    screenshot(&client, "12-machine-stopped").await;
+
+    // Started elsewhere (the API) while the page stays open: it follows that too.
+    client.goto(&format!("{base}{page}")).await.expect("reload");
+    client.execute("window.stayed = true;", vec![]).await.expect("mark the page");
+    assert_eq!(text_of(&client, "section#machine .title-row [data-state]").await, "stopped");
+    common::docker::act(&server, &uma, &format!("/api/v1/namespaces/{ns}/machines/box0/start")).await;
+    live_until(&client, "section#machine .title-row [data-state]", "the start shows", |s| s == "running").await;
+    live_until(&client, "section#machine [data-ssh]", "SSH commands come back", |s| s.contains("ssh -J")).await;
+    let ssh_shown = js(&client, "!document.querySelector('section#machine [data-ssh]').hidden").await;
+    assert_eq!(ssh_shown, serde_json::json!(true), "SSH commands once running again");
+
+    // Someone outside the namespace gets the panel's 404 page, without the machine.
+    submit(&client, "form[action='/logout']").await;
+    client.wait().for_element(Locator::Css("form[action='/login']")).await.expect("signed out");
+    sign_in(&client, &base, "sam", "sam-password").await;
+    client.goto(&format!("{base}{page}")).await.expect("open");
+    let text = body_text(&client).await;
+    assert!(text.contains("not a member") && !text.contains("box0"), "{text}");
+    assert!(client.find(Locator::Css("section#machine")).await.is_err());
+    client.close().await.expect("close browser");
+}
+
 /// Removes the test namespace's containers and network even when the test fails.
 struct DockerCleanup(String);
 

@@ -101,3 +101,39 @@ document.addEventListener("DOMContentLoaded", () => {
   };
   setInterval(refresh, 2000);
 });
+// A machine's own page (panel/machine.rs): its state, address, error and SSH commands, and
+// the state of its operations, follow the event stream without a reload. textContent only.
+document.addEventListener("DOMContentLoaded", () => {
+  const section = document.querySelector("section#machine[data-namespace][data-machine]");
+  if (!section || !window.EventSource) return;
+  const { namespace: ns, machine: name } = section.dataset;
+  const source = new EventSource("/api/v1/events");
+  source.onmessage = (message) => {
+    let event;
+    try { event = JSON.parse(message.data); } catch { return; }
+    if (event.namespace !== ns) return;
+    if (event.type === "machine" && event.name === name) {
+      if (event.state === "deleted") { location.assign("/namespaces/" + encodeURIComponent(ns) + "#machines"); return; }
+      const badge = section.querySelector("[data-state]");
+      if (badge) { badge.textContent = event.state; badge.className = "state " + event.state; }
+      const text = section.querySelector("[data-state-text]");
+      if (text) text.textContent = event.state;
+      const ip = section.querySelector("[data-ip]");
+      if (ip) ip.textContent = event.ip || "—";
+      const box = section.querySelector("[data-error]"), said = section.querySelector("[data-error-text]");
+      if (box && said) { said.textContent = event.error || ""; box.hidden = !event.error; }
+      // How long it has been up is only known from the server's record: say so rather than guess.
+      const up = section.querySelector("[data-uptime]");
+      if (up && event.state !== "running") up.textContent = "—";
+      else if (up && up.textContent.trim() === "—") up.textContent = "just started";
+      const ssh = section.querySelector("[data-ssh]"), off = section.querySelector("[data-ssh-off]");
+      if (ssh && off) { ssh.hidden = event.state !== "running"; off.hidden = !ssh.hidden; }
+    } else if (event.type === "operation") {
+      const cell = section.querySelector(`tr[data-operation-row="${CSS.escape(event.id)}"] [data-op-state]`);
+      if (cell) {
+        cell.textContent = event.state;
+        cell.className = "outcome " + (event.state === "succeeded" ? "ok" : event.state === "failed" ? "bad" : "open");
+      }
+    }
+  };
+});

@@ -5,7 +5,6 @@
 use super::form::{form_error, Failed};
 use super::layout::{copyable, csrf_field, seg, time};
 use super::namespace::{confirmation_refusal, finish};
-use super::session::CsrfForm;
 use super::user::{redirect_with, Flash};
 use super::PanelUser;
 use crate::access::server_host;
@@ -111,7 +110,8 @@ pub async fn section(
                         @for out in &views {
                             tr data-machine=(out.name) {
                                 td {
-                                    strong { (out.name) } br; span.muted { (out.image) }
+                                    strong { a href=(super::machine::path(ns.as_str(), &out.name)) aria-label={ "Machine " (out.name) ": state, graphs, console, operations" } { (out.name) } }
+                                    br; span.muted { (out.image) }
                                     @if out.engine == "microvm" { " " span.badge title="a microVM: its own kernel" { "VM" } }
                                     br; a.small href={ (base) "/machines/" (seg(&out.name)) "/console" } { "Console" }
                                 }
@@ -350,13 +350,22 @@ pub async fn cluster_action(
     finish(&state, user, &headers, &ns, &to, result.map(ok), failed).await
 }
 
+/// A machine action's form; `back` is set by the machine's own page, to be answered there.
+#[derive(Deserialize)]
+pub struct MachineActionForm {
+    #[serde(default)]
+    _csrf: String,
+    #[serde(default)]
+    back: String,
+}
+
 /// POST /namespaces/{ns}/machines/{name}/{action}.
 pub async fn machine_action(
     State(state): State<AppState>,
     user: PanelUser,
     headers: HeaderMap,
     Path((ns, name, action)): Path<(String, String, String)>,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<MachineActionForm>,
 ) -> Response {
     if let Some(refused) = user.csrf_refusal(&form._csrf) {
         return refused;
@@ -370,7 +379,12 @@ pub async fn machine_action(
         _ => return redirect_with(&state, &format!("/namespaces/{}", seg(&ns)), Flash::error("unknown action")),
     };
     let result = user.act(&state, action).await.and_then(|o| o.into_operation());
-    let to = format!("/namespaces/{}#machines", seg(&ns));
     let ok = |op: Operation| format!("{} of {name} started.", op.kind);
+    if form.back == super::machine::BACK_HERE {
+        let result = result.map(ok);
+        return super::machine::finish(&state, user, &headers, (&ns, &name), result, |err| Failed::new(target, err))
+            .await;
+    }
+    let to = format!("/namespaces/{}#machines", seg(&ns));
     finish(&state, user, &headers, &ns, &to, result.map(ok), |err| Failed::new(target, err)).await
 }

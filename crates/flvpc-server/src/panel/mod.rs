@@ -8,10 +8,12 @@
 mod account;
 mod admin;
 mod capacity;
+mod chart;
 mod console;
 mod form;
 mod home;
 mod layout;
+mod machine;
 mod machines;
 mod namespace;
 mod session;
@@ -49,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/cluster", post(machines::save_yaml))
         .route("/namespaces/{ns}/cluster/form", post(machines::save_form))
         .route("/namespaces/{ns}/cluster/{action}", post(machines::cluster_action))
+        .route("/namespaces/{ns}/machines/{name}", get(machine::show))
         .route("/namespaces/{ns}/machines/{name}/console", get(console::show))
         .route("/namespaces/{ns}/machines/{name}/{action}", post(machines::machine_action))
         .route("/namespaces/{ns}/members", post(namespace::set_member))
