@@ -36,8 +36,9 @@ pub async fn show(
     let read = ops::console(&state, principal, &ns, &name, LINES).await;
     let url = format!("/api/v1/namespaces/{}/machines/{}/console?lines={LINES}", seg(&ns), seg(&name));
     let back = format!("/namespaces/{}#machines", seg(&ns));
+    let page_of_machine = format!("/namespaces/{}/machines/{}", seg(&ns), seg(&name));
     let body = html! {
-        p { a href=(back) { "← " (ns) } }
+        p { a href=(back) { "← " (ns) } " · " a href=(page_of_machine) { "machine " (name) } }
         div.title-row {
             h1 { "Console of " (name) }
             span.badge title="what runs this machine" { @if vm { "microVM" } @else { "container" } }
