@@ -164,8 +164,7 @@ pub async fn render(state: &AppState, user: &PanelUser, headers: &HeaderMap, nam
 }
 
 /// The namespace page's tabs: links to its sections (their ids are what other pages and the
-/// forms' redirects link to), kept in view while the page scrolls; the script marks the one
-/// shown. Activity is only on the page of the namespace's admins.
+/// forms' redirects link to); the script marks the one in view. Activity is only on the page of the namespace's admins.
 fn tabs(admin: bool) -> Markup {
     let mut items =
         vec![("machines", "Machines"), ("spec", "Spec"), ("resources", "Resources"), ("members", "Members")];
