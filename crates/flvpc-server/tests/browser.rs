@@ -301,7 +301,11 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
         js(&client, "document.querySelector('tr[data-machine=node0] [data-state]').closest('td').dataset.label").await;
     assert_eq!(label, serde_json::json!("State"), "each cell is labelled with its column");
     screenshot(&client, "08b-machines-390").await;
+    client.goto(&format!("{page_url}/machines/node0/console")).await.expect("console");
+    assert_fits(&client, "the console page on a phone").await;
     set_width(&client, 1280).await;
+    client.goto(&format!("{page_url}/machines/node0/console")).await.expect("console");
+    assert_fits(&client, "the console page at 1280 px").await;
     settle(&client, &page_url).await;
 
     // The namespace admin's breadcrumb leads to the dashboard, whose tile counts the machines.
@@ -315,6 +319,20 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     assert_eq!(running.text().await.expect("text"), "2 running");
     let stopped = client.find(Locator::Css(&format!("{tile} [data-count=stopped]"))).await.expect("stopped count");
     assert_eq!(stopped.text().await.expect("text"), "0 stopped");
+    // Their use now, once the sampler has measured them (every 5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let usage = loop {
+        client.goto(&format!("{base}/")).await.expect("dashboard");
+        if let Ok(usage) = client.find(Locator::Css(&format!("{tile} [data-usage]"))).await {
+            break usage.text().await.expect("text");
+        }
+        assert!(std::time::Instant::now() < deadline, "the tile shows no usage");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(usage.starts_with("CPU ") && usage.contains("% · memory ") && usage.ends_with(" MB of 512 MB"), "{usage}");
+    let used: f64 =
+        usage.split("memory ").nth(1).and_then(|m| m.split(' ').next()).and_then(|m| m.parse().ok()).expect("MB");
+    assert!(used > 0.0, "two running machines use some memory: {usage}");
     screenshot(&client, "08c-dashboard-counts").await;
     settle(&client, &page_url).await;
     let disabled =
@@ -654,6 +672,10 @@ async fn every_page_fits_1280_px_and_a_phone_with_navigation_and_a_filtered_audi
     assert_eq!(r.status, reqwest::StatusCode::CONFLICT, "a refusal for the log");
 
     let (_driver, client) = start_browser().await;
+    set_width(&client, 390).await;
+    client.goto(&format!("{base}/login")).await.expect("open");
+    assert_fits(&client, "the sign-in page on a phone").await;
+    set_width(&client, 1280).await;
     // A failed sign-in whose login a spreadsheet would run as a formula.
     client.goto(&format!("{base}/login")).await.expect("open");
     fill(&client, "input[name=login]", "=HYPERLINK(\"x\")").await;

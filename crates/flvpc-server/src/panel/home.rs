@@ -21,6 +21,8 @@ struct Tally {
     cpu_percent: f64,
     memory_used_mb: f64,
     memory_mb: u64,
+    /// How many machines the sampler has measured: usage is only shown once it has.
+    sampled: usize,
 }
 
 impl Tally {
@@ -42,6 +44,9 @@ impl Tally {
             "stopped" => self.stopped += 1,
             _ => self.other += 1,
         }
+        if cpu_percent.is_some() || memory_used_mb.is_some() {
+            self.sampled += 1;
+        }
         self.cpu_percent += cpu_percent.unwrap_or(0.0);
         self.memory_used_mb += memory_used_mb.unwrap_or(0.0);
     }
@@ -60,7 +65,9 @@ impl Tally {
                     span.state.stopped data-count="stopped" { (self.stopped) " stopped" } " "
                     @if self.other > 0 { span.state data-count="other" { (self.other) " other" } }
                 }
-                @if self.running > 0 {
+                @if self.running > 0 && self.sampled == 0 {
+                    p.usage.muted { "Use not measured yet" }
+                } @else if self.running > 0 {
                     p.usage.muted data-usage {
                         "CPU " strong { (format!("{:.0}", self.cpu_percent)) "%" }
                         " · memory " strong { (format!("{:.0}", self.memory_used_mb)) " MB" } " of " (self.memory_mb) " MB"
@@ -168,5 +175,9 @@ mod tests {
         let text = t.markup().into_string();
         assert!(text.contains("2 running") && text.contains("1 stopped") && text.contains("1 other"), "{text}");
         assert!(text.contains("CPU <strong>20%</strong>"), "{text}");
+        let mut unmeasured = Tally::default();
+        unmeasured.add("running", None, None, 512);
+        let text = unmeasured.markup().into_string();
+        assert!(text.contains("not measured yet") && !text.contains("CPU"), "no invented zero: {text}");
     }
 }
