@@ -824,6 +824,16 @@ async fn every_page_fits_1280_px_and_a_phone_with_navigation_and_a_filtered_audi
         "",
         "a datetime input shows no invalid text"
     );
+    assert_eq!(
+        js(&client, "document.activeElement.name").await,
+        serde_json::json!("since"),
+        "the cursor is in the field named"
+    );
+    let status = client
+        .execute_async("fetch('/admin/audit?since=yesterday').then(r => arguments[0](r.status))", vec![])
+        .await
+        .expect("fetch");
+    assert_eq!(status, serde_json::json!(422), "the refused filter's status");
 
     // Outside the superadmin, the export is refused like the page.
     submit(&client, "form[action='/logout']").await;

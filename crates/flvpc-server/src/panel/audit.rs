@@ -83,7 +83,7 @@ pub async fn audit(State(state): State<AppState>, user: PanelUser, Query(q): Que
     // A filter that cannot be read is said next to the filter, with what was typed kept.
     let (entries, refusal) = match read {
         Ok(list) => (list, None),
-        Err(err) => (Vec::new(), Some(super::user::say(&err))),
+        Err(err) => (Vec::new(), Some(err)),
     };
     let users = core::list_users(&state, principal).await.unwrap_or_default();
     let namespaces = core::visible_namespaces(&state, principal).await.unwrap_or_default();
@@ -95,8 +95,8 @@ pub async fn audit(State(state): State<AppState>, user: PanelUser, Query(q): Que
         h1 { "Audit log" }
         p.muted { "Every change and sign-in: who, what, when, from where, and how it ended." }
         form.card.row.audit-filter method="get" action="/admin/audit" role="search" aria-label="Filter the audit log" {
-            @if let Some(message) = &refusal {
-                p.form-error id=(super::form::ERROR_ID) role="alert" { (message) }
+            @if let Some(err) = &refusal {
+                p.form-error id=(super::form::ERROR_ID) role="alert" { (super::user::say(err)) }
             }
             label { "User"
                 input name="user" list="audit-users" value=(typed(&q.user)) autocomplete="off";
@@ -142,8 +142,8 @@ pub async fn audit(State(state): State<AppState>, user: PanelUser, Query(q): Que
         }
     };
     let response = page(&state, &user, "Audit log", Nav::Audit, body);
-    match refusal {
-        Some(_) => (axum::http::StatusCode::UNPROCESSABLE_ENTITY, response).into_response(),
+    match &refusal {
+        Some(err) => super::form::with_status(err, response),
         None => response,
     }
 }
