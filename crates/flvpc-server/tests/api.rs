@@ -974,6 +974,84 @@ async fn audit_log_pages_and_namespace_scope(backend: Backend) {
     assert_eq!(r.status, StatusCode::OK, "a huge limit is capped, not an error");
 }
 
+async fn audit_log_is_filtered_by_user_action_outcome_and_time(backend: Backend) {
+    let server = start(backend).await;
+    let people = standard_fixture(&server).await;
+    let root = &people.root;
+    // A refusal of alice's and one of root's, beside the fixture's successes.
+    assert_eq!(
+        server.post("/api/v1/users", &people.alice, json!({"login": "zed", "password": "zed-password"})).await.status,
+        403
+    );
+    assert_eq!(
+        server.post("/api/v1/users", root, json!({"login": "alice", "password": "alice-password"})).await.status,
+        409
+    );
+    let all = audit_log(&server, root).await;
+    let only = |pick: &dyn Fn(&Value) -> bool| -> Vec<Value> { all.iter().filter(|e| pick(e)).cloned().collect() };
+    let get = |query: &'static str| {
+        let server = &server;
+        async move {
+            let r = server.get(&format!("/api/v1/audit?limit=1000&{query}"), root).await;
+            assert_eq!(r.status, StatusCode::OK, "{query}: {:?}", r.body);
+            r.body.as_array().expect("list").clone()
+        }
+    };
+
+    let alices = get("user=alice").await;
+    assert!(!alices.is_empty());
+    assert_eq!(alices, only(&|e| e["actor"] == "alice"), "user=alice");
+    let refused = get("outcome=error").await;
+    assert_eq!(refused, only(&|e| e["outcome"] != "ok"), "outcome=error: every refusal");
+    assert!(refused.iter().any(|e| e["outcome"] == "forbidden") && refused.iter().any(|e| e["outcome"] == "conflict"));
+    assert_eq!(get("outcome=conflict").await, only(&|e| e["outcome"] == "conflict"));
+    let members = get("action=member.").await;
+    assert!(members.len() >= 3, "{members:#?}");
+    assert_eq!(members, only(&|e| e["action"].as_str().is_some_and(|a| a.starts_with("member."))), "a family");
+    assert_eq!(
+        get("action=member.set&user=root&outcome=ok").await,
+        only(&|e| e["action"] == "member.set" && e["actor"] == "root" && e["outcome"] == "ok")
+    );
+    assert_eq!(get("user=root&action=user.create&outcome=error").await.len(), 1, "combined");
+
+    // Time: everything is from today; nothing is from before 2000 or after the year 9000.
+    assert_eq!(get("since=2000-01-01").await, all);
+    assert!(get("until=2000-01-01T00:00:00Z").await.is_empty());
+    assert!(get("since=9000-01-01").await.is_empty());
+    let newest = all[0]["at"].as_str().expect("time").to_owned();
+    let from_newest = server.get(&format!("/api/v1/audit?since={}", newest.replace('+', "%2B")), root).await;
+    assert!(
+        from_newest.body.as_array().expect("list").iter().any(|e| e["id"] == all[0]["id"]),
+        "since includes its instant"
+    );
+
+    // A namespace admin's filtered read stays in the namespace.
+    let r = server.get("/api/v1/audit?namespace=red&action=member.set", &people.alice).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let reds = r.body.as_array().expect("list");
+    assert!(
+        !reds.is_empty() && reds.iter().all(|e| e["namespace"] == "red" && e["action"] == "member.set"),
+        "{reds:#?}"
+    );
+
+    // Filters that are not of their form say which one and how to write it.
+    let r = server.get("/api/v1/audit?since=yesterday", root).await;
+    assert_error(&r, 422, "invalid", "since=yesterday");
+    assert!(
+        r.body["error"]["message"].as_str().is_some_and(|m| m.contains("since") && m.contains("2026-12-01")),
+        "{:?}",
+        r.body
+    );
+    assert_error(
+        &server.get("/api/v1/audit?since=2026-12-02&until=2026-12-01", root).await,
+        422,
+        "invalid",
+        "backwards",
+    );
+    assert_error(&server.get("/api/v1/audit?outcome=ok%27%20OR%201%3D1", root).await, 422, "invalid", "outcome");
+    assert_eq!(audit_log(&server, root).await, all, "reading wrote nothing");
+}
+
 // ---------------------------------------------------------------------------
 // Health, metrics, unknown routes
 // ---------------------------------------------------------------------------
@@ -1288,6 +1366,7 @@ on_both_backends!(
     passwords_change_and_other_sessions_end,
     audit_log_records_changes_and_refusals,
     audit_log_pages_and_namespace_scope,
+    audit_log_is_filtered_by_user_action_outcome_and_time,
     health_metrics_and_unknown_routes,
     metrics_exposition_parses,
     hostile_input_is_refused_without_500_and_creates_nothing,

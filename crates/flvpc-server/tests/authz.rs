@@ -925,6 +925,7 @@ fn panel_pages() -> Vec<PanelRow> {
         page("/admin/users", "/admin/users", ADMIN_ONLY),
         page("/admin/namespaces", "/admin/namespaces", ADMIN_ONLY),
         page("/admin/audit", "/admin/audit", ADMIN_ONLY),
+        page("/admin/audit/export", "/admin/audit/export?format=csv&outcome=error", ADMIN_ONLY),
         page("/admin/capacity", "/admin/capacity", ADMIN_ONLY),
         page("/namespaces/{ns}", "/namespaces/red", [TO_LOGIN, OK, OK, OK, Status(404)]),
         page("/namespaces/{ns}/machines/{name}", "/namespaces/red/machines/n0", [TO_LOGIN, OK, OK, OK, Status(404)]),

@@ -140,6 +140,50 @@ async fn settle(client: &Client, url: &str) {
     }
 }
 
+/// Resizes the window so that the page is `width` CSS pixels wide.
+async fn set_width(client: &Client, width: u32) {
+    client.set_window_size(width, 900).await.expect("resize the window");
+    // Window decorations, if any, come off the viewport: widen by what is missing.
+    let inner = js(client, "window.innerWidth").await.as_u64().expect("width");
+    if inner != u64::from(width) {
+        let outer = width + (width - u32::try_from(inner).expect("width"));
+        client.set_window_size(outer, 900).await.expect("resize the window");
+    }
+    assert_eq!(js(client, "window.innerWidth").await, serde_json::json!(width), "the page is {width} px wide");
+}
+
+/// Checks that the page needs no horizontal scrolling; on failure names the elements that stick out.
+async fn assert_fits(client: &Client, page: &str) {
+    let report = js(
+        client,
+        "(() => { const w = window.innerWidth; if (document.documentElement.scrollWidth <= w) return ''; \
+         const out = [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > w + 1); \
+         return document.documentElement.scrollWidth + ' px for ' + w + ': ' + out.slice(0, 6).map(e => \
+         e.tagName.toLowerCase() + '.' + [...e.classList].join('.') + ' ' + Math.round(e.getBoundingClientRect().right)).join(', '); })()",
+    )
+    .await;
+    assert_eq!(report, serde_json::json!(""), "{page} scrolls sideways");
+}
+
+/// Whether every element `selector` matches lies within the viewport's width and is drawn.
+async fn all_within_width(client: &Client, selector: &str) -> bool {
+    let found = js(
+        client,
+        &format!(
+            "(() => {{ const all = [...document.querySelectorAll({selector:?})]; return all.length > 0 && all.every(e => \
+             {{ const r = e.getBoundingClientRect(); return r.width > 0 && r.left >= 0 && r.right <= window.innerWidth; }}); }})()"
+        ),
+    )
+    .await;
+    found == serde_json::json!(true)
+}
+
+/// Whether the element `selector` matches is drawn (not display:none anywhere up the tree).
+async fn shown(client: &Client, selector: &str) -> bool {
+    let found = js(client, &format!("(() => {{ const e = document.querySelector({selector:?}); return !!e && e.getClientRects().length > 0; }})()")).await;
+    found == serde_json::json!(true)
+}
+
 async fn body_text(client: &Client) -> String {
     client.find(Locator::Css("body")).await.expect("body").text().await.expect("text")
 }
@@ -227,6 +271,70 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     let text = body_text(&client).await;
     assert!(text.contains("ssh -p ") && text.contains("root@127.0.0.1"), "ready-to-copy SSH command: {text}");
     screenshot(&client, "08-machines-running").await;
+
+    // The machines table fits the page at 1280 and 1440 px with every row's actions in view; on a
+    // phone its rows are cards and nothing sticks out.
+    let page_url = format!("{base}/namespaces/{ns}");
+    for width in [1440, 1280] {
+        set_width(&client, width).await;
+        settle(&client, &page_url).await;
+        assert_fits(&client, &format!("the namespace page at {width} px")).await;
+        assert!(
+            all_within_width(&client, "tr[data-machine] td.actions button").await,
+            "row actions in view at {width} px"
+        );
+        assert_eq!(
+            client.find_all(Locator::Css("tr[data-machine] td.actions button")).await.expect("buttons").len(),
+            4
+        );
+        let fits = js(&client, "document.querySelector('table.machines').getBoundingClientRect().right <= document.querySelector('main').getBoundingClientRect().right").await;
+        assert_eq!(fits, serde_json::json!(true), "the machines table stays in its column at {width} px");
+    }
+    screenshot(&client, "08a-machines-1280").await;
+    set_width(&client, 390).await;
+    settle(&client, &page_url).await;
+    assert_fits(&client, "the namespace page on a phone").await;
+    let card = js(&client, "getComputedStyle(document.querySelector('tr[data-machine=node0]')).display").await;
+    assert_eq!(card, serde_json::json!("block"), "a machine is a card on a phone");
+    assert!(all_within_width(&client, "tr[data-machine] td.actions button").await, "row actions in view on a phone");
+    let label =
+        js(&client, "document.querySelector('tr[data-machine=node0] [data-state]').closest('td').dataset.label").await;
+    assert_eq!(label, serde_json::json!("State"), "each cell is labelled with its column");
+    screenshot(&client, "08b-machines-390").await;
+    client.goto(&format!("{page_url}/machines/node0/console")).await.expect("console");
+    assert_fits(&client, "the console page on a phone").await;
+    set_width(&client, 1280).await;
+    client.goto(&format!("{page_url}/machines/node0/console")).await.expect("console");
+    assert_fits(&client, "the console page at 1280 px").await;
+    settle(&client, &page_url).await;
+
+    // The namespace admin's breadcrumb leads to the dashboard, whose tile counts the machines.
+    let crumbs = js(&client, "[...document.querySelectorAll('nav.crumbs a')].map(a => a.getAttribute('href'))").await;
+    assert_eq!(crumbs, serde_json::json!(["/"]));
+    let here = client.find(Locator::Css("nav.crumbs [aria-current=page]")).await.expect("current crumb");
+    assert_eq!(here.text().await.expect("text"), ns);
+    client.goto(&format!("{base}/")).await.expect("dashboard");
+    let tile = format!("a.tile[data-namespace={ns}]");
+    let running = client.find(Locator::Css(&format!("{tile} [data-count=running]"))).await.expect("running count");
+    assert_eq!(running.text().await.expect("text"), "2 running");
+    let stopped = client.find(Locator::Css(&format!("{tile} [data-count=stopped]"))).await.expect("stopped count");
+    assert_eq!(stopped.text().await.expect("text"), "0 stopped");
+    // Their use now, once the sampler has measured them (every 5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let usage = loop {
+        client.goto(&format!("{base}/")).await.expect("dashboard");
+        if let Ok(usage) = client.find(Locator::Css(&format!("{tile} [data-usage]"))).await {
+            break usage.text().await.expect("text");
+        }
+        assert!(std::time::Instant::now() < deadline, "the tile shows no usage");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(usage.starts_with("CPU ") && usage.contains("% · memory ") && usage.ends_with(" MB of 512 MB"), "{usage}");
+    let used: f64 =
+        usage.split("memory ").nth(1).and_then(|m| m.split(' ').next()).and_then(|m| m.parse().ok()).expect("MB");
+    assert!(used > 0.0, "two running machines use some memory: {usage}");
+    screenshot(&client, "08c-dashboard-counts").await;
+    settle(&client, &page_url).await;
     let disabled =
         |path: &str| format!("document.querySelector(\"form[action='/namespaces/{ns}/{path}'] button\").disabled");
     assert_eq!(js(&client, &disabled("cluster/start")).await, serde_json::json!(true), "Start all: all run");
@@ -282,6 +390,11 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     }
     settle(&client, &format!("{base}/namespaces/{ns}")).await;
     screenshot(&client, "09-machine-stopped").await;
+    client.goto(&format!("{base}/")).await.expect("dashboard");
+    let counts = client.find(Locator::Css(&format!("{tile} .counts"))).await.expect("counts").text().await;
+    let counts = counts.expect("text");
+    assert!(counts.contains("1 running") && counts.contains("1 stopped"), "{counts}");
+    settle(&client, &page_url).await;
 
     // A stopped machine shows no SSH command; Start all and Stop all both apply now.
     let ssh = client.find(Locator::Css("tr[data-machine=node1] td.ssh")).await.expect("ssh cell");
@@ -679,5 +792,197 @@ async fn superadmin_sets_up_a_team_and_the_user_sees_only_their_role() {
     assert_eq!(client.current_url().await.expect("url").path(), "/admin/namespaces");
     assert!(body_text(&client).await.contains("Namespace team1 deleted."));
 
+    client.close().await.expect("close browser");
+}
+
+/// Fetches `path` in the page (with its session) and returns the body as text.
+async fn fetch_text(client: &Client, path: &str) -> String {
+    let script = "const [path, done] = arguments; fetch(path, {credentials: 'same-origin'}).then(r => r.text()).then(done, e => done('fetch failed: ' + e));";
+    let value =
+        client.execute_async(script, vec![serde_json::json!(path)]).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+    value.as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_fits_1280_px_and_a_phone_with_navigation_and_a_filtered_audit_log() {
+    let server = common::start(Backend::Sqlite).await;
+    let base = server.base.clone();
+    let root = server.init_root().await;
+    let r = server.post("/api/v1/namespaces", &root, serde_json::json!({"name": "team1"})).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED);
+    let r = server.post("/api/v1/users", &root, serde_json::json!({"login": "ann", "password": "ann-password"})).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED);
+    let r = server.post("/api/v1/users", &root, serde_json::json!({"login": "ann", "password": "ann-password"})).await;
+    assert_eq!(r.status, reqwest::StatusCode::CONFLICT, "a refusal for the log");
+
+    let (_driver, client) = start_browser().await;
+    set_width(&client, 390).await;
+    client.goto(&format!("{base}/login")).await.expect("open");
+    assert_fits(&client, "the sign-in page on a phone").await;
+    set_width(&client, 1280).await;
+    // A failed sign-in whose login a spreadsheet would run as a formula.
+    client.goto(&format!("{base}/login")).await.expect("open");
+    fill(&client, "input[name=login]", "=HYPERLINK(\"x\")").await;
+    fill(&client, "input[name=password]", "wrong-password").await;
+    submit(&client, "form[action='/login']").await;
+    sign_in(&client, &base, "root", ROOT_PASSWORD).await;
+
+    // Every page: no sideways scrolling at 1440, 1280 and 390 px; its own menu item is current.
+    let pages = [
+        ("/", Some("Dashboard")),
+        ("/admin/namespaces", Some("Namespaces")),
+        ("/admin/users", Some("Users")),
+        ("/admin/capacity", Some("Capacity")),
+        ("/admin/audit", Some("Audit log")),
+        ("/account", Some("Account")),
+        ("/namespaces/team1", None),
+    ];
+    for width in [1440, 1280, 390] {
+        set_width(&client, width).await;
+        for (path, current) in pages {
+            client.goto(&format!("{base}{path}")).await.expect("open");
+            assert_fits(&client, &format!("{path} at {width} px")).await;
+            let marked =
+                js(&client, "[...document.querySelectorAll('header.top [aria-current=page]')].map(a => a.textContent)")
+                    .await;
+            let want: Vec<&str> = current.into_iter().collect();
+            assert_eq!(marked, serde_json::json!(want), "the current menu item of {path}");
+        }
+    }
+
+    // On a phone the menu folds behind a button that reaches every item.
+    client.goto(&format!("{base}/admin/users")).await.expect("open");
+    assert!(shown(&client, "header.top .menu-toggle").await, "the menu button is shown on a phone");
+    for item in ["a[href='/admin/audit']", "a[href='/account']", "form[action='/logout'] button"] {
+        assert!(!shown(&client, &format!("header.top {item}")).await, "{item} is folded away");
+    }
+    let toggle = client.find(Locator::Css("header.top .menu-toggle")).await.expect("menu button");
+    assert_eq!(toggle.attr("aria-expanded").await.expect("attr").as_deref(), Some("false"));
+    toggle.click().await.expect("open the menu");
+    assert_eq!(toggle.attr("aria-expanded").await.expect("attr").as_deref(), Some("true"));
+    for item in ["a[href='/admin/audit']", "a[href='/account']", "form[action='/logout'] button"] {
+        assert!(all_within_width(&client, &format!("header.top {item}")).await, "{item} is reachable on a phone");
+    }
+    // Users are cards: one per row, labelled cells, the header row kept for screen readers only.
+    let display = js(&client, "getComputedStyle(document.querySelector('main tbody tr')).display").await;
+    assert_eq!(display, serde_json::json!("block"));
+    let label = js(&client, "document.querySelector('main tbody td').dataset.label").await;
+    assert_eq!(label, serde_json::json!("Login"));
+    screenshot(&client, "11-phone-menu-open").await;
+    client.find(Locator::Css("header.top a[href='/admin/audit']")).await.expect("item").click().await.expect("click");
+    client.wait().for_element(Locator::Css("form.audit-filter")).await.expect("audit page");
+    assert_eq!(client.current_url().await.expect("url").path(), "/admin/audit");
+    screenshot(&client, "12-phone-audit").await;
+
+    // The namespace page: a breadcrumb back to the namespaces, tabs to its sections.
+    set_width(&client, 1280).await;
+    client.goto(&format!("{base}/namespaces/team1")).await.expect("open");
+    let crumbs = js(&client, "[...document.querySelectorAll('nav.crumbs a')].map(a => a.getAttribute('href'))").await;
+    assert_eq!(crumbs, serde_json::json!(["/", "/admin/namespaces"]));
+    let tabs = js(&client, "[...document.querySelectorAll('nav.tabs a')].map(a => [a.textContent, !!document.getElementById(a.getAttribute('href').slice(1))])").await;
+    assert_eq!(
+        tabs,
+        serde_json::json!([
+            ["Machines", true],
+            ["Spec", true],
+            ["Resources", true],
+            ["Members", true],
+            ["Activity", true]
+        ]),
+        "every tab leads to its section"
+    );
+    client.find(Locator::Css("nav.tabs a[href='#members']")).await.expect("tab").click().await.expect("click");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while js(&client, "document.querySelector('nav.tabs a[aria-current]')?.dataset.tab").await
+        != serde_json::json!("members")
+    {
+        assert!(std::time::Instant::now() < deadline, "the Members tab is not marked current");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let in_view = js(&client, "(() => { const r = document.getElementById('members').getBoundingClientRect(); return r.top >= 0 && r.top < innerHeight; })()").await;
+    assert_eq!(in_view, serde_json::json!(true), "the Members section is shown");
+    screenshot(&client, "13-namespace-tabs").await;
+
+    // The audit log, filtered on the server: refusals only.
+    client.goto(&format!("{base}/admin/audit")).await.expect("open");
+    client
+        .find(Locator::Css("form.audit-filter select[name=outcome] option[value=error]"))
+        .await
+        .expect("option")
+        .click()
+        .await
+        .expect("pick");
+    submit(&client, "form.audit-filter").await;
+    let url = client.current_url().await.expect("url");
+    assert!(url.query().is_some_and(|q| q.contains("outcome=error")), "{url}");
+    let outcomes = js(
+        &client,
+        "[...document.querySelectorAll('table.audit tbody tr td:last-child')].map(td => td.textContent.trim())",
+    )
+    .await;
+    let outcomes: Vec<String> = serde_json::from_value(outcomes).expect("list");
+    let api = server.get("/api/v1/audit?outcome=error&limit=1000", &root).await.body;
+    let api = api.as_array().expect("list").clone();
+    assert_eq!(outcomes.len(), api.len(), "the page shows the records the API gives for the same filter: {outcomes:?}");
+    assert!(
+        outcomes.contains(&"conflict".to_owned()) && outcomes.contains(&"wrong_credentials".to_owned()),
+        "{outcomes:?}"
+    );
+    assert!(outcomes.iter().all(|o| o != "ok"), "{outcomes:?}");
+    screenshot(&client, "14-audit-filtered").await;
+
+    // Filters combine and are kept in the form; the export links carry them.
+    client.goto(&format!("{base}/admin/audit?user=root&action=user.create&outcome=error")).await.expect("open");
+    let rows = client.find_all(Locator::Css("table.audit tbody tr")).await.expect("rows");
+    assert_eq!(rows.len(), 1, "root's refused user.create");
+    assert_eq!(value_of(&client, "form.audit-filter input[name=user]").await, "root");
+    assert_eq!(value_of(&client, "form.audit-filter input[name=action]").await, "user.create");
+
+    // Exports: the filtered records as CSV (formulas made text) and JSON.
+    client.goto(&format!("{base}/admin/audit?action=auth.login&outcome=error")).await.expect("open");
+    let csv_href =
+        js(&client, "document.querySelector('a[href^=\"/admin/audit/export?format=csv\"]').getAttribute('href')").await;
+    let csv_href = csv_href.as_str().expect("href").to_owned();
+    assert!(csv_href.contains("action=auth.login") && csv_href.contains("outcome=error"), "{csv_href}");
+    let csv = fetch_text(&client, &csv_href).await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.first().copied(), Some("id,at,actor,action,target,namespace,source,outcome,detail"), "{csv}");
+    assert_eq!(lines.len(), 2, "one refused sign-in: {csv}");
+    assert!(lines[1].contains("\"'=HYPERLINK(\"\"x\"\")\""), "a formula is exported as text: {csv}");
+    assert!(lines[1].contains("\"auth.login\"") && lines[1].contains("\"wrong_credentials\""), "{csv}");
+    let json_href = csv_href.replace("format=csv", "format=json");
+    let exported: serde_json::Value =
+        serde_json::from_str(&fetch_text(&client, &json_href).await).expect("JSON export");
+    let api = server.get("/api/v1/audit?action=auth.login&outcome=error", &root).await.body;
+    assert_eq!(exported, api, "the JSON export is the API's answer for the same filter");
+
+    // A time range with nothing in it says so; a time that is not one is refused next to the filter.
+    client.goto(&format!("{base}/admin/audit?since=2000-01-01&until=2000-01-02")).await.expect("open");
+    assert!(body_text(&client).await.contains("No record matches this filter"));
+    client.goto(&format!("{base}/admin/audit?since=yesterday")).await.expect("open");
+    let refusal = client.find(Locator::Css("form.audit-filter [role=alert]")).await.expect("refusal in the filter");
+    let refusal = refusal.text().await.expect("text");
+    assert!(refusal.contains("since") && refusal.contains("2026-12-01"), "{refusal}");
+    assert_eq!(
+        value_of(&client, "form.audit-filter input[name=since]").await,
+        "",
+        "a datetime input shows no invalid text"
+    );
+    assert_eq!(
+        js(&client, "document.activeElement.name").await,
+        serde_json::json!("since"),
+        "the cursor is in the field named"
+    );
+    let status = client
+        .execute_async("fetch('/admin/audit?since=yesterday').then(r => arguments[0](r.status))", vec![])
+        .await
+        .expect("fetch");
+    assert_eq!(status, serde_json::json!(422), "the refused filter's status");
+
+    // Outside the superadmin, the export is refused like the page.
+    submit(&client, "form[action='/logout']").await;
+    sign_in(&client, &base, "ann", "ann-password").await;
+    let refused = fetch_text(&client, "/admin/audit/export?format=csv").await;
+    assert!(refused.contains("your role does not allow this") && !refused.contains("auth.login"), "{refused}");
     client.close().await.expect("close browser");
 }

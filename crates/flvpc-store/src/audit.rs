@@ -49,6 +49,25 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+/// Which audit records to read: every field left `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only what this login did.
+    pub actor: Option<String>,
+    /// Only this action (`machine.start`), or every action of a family given with a trailing
+    /// dot (`machine.`).
+    pub action: Option<String>,
+    /// `ok`, `error` (every refusal and failure), or one error code (`forbidden`).
+    pub outcome: Option<String>,
+    /// Only records at or after this time (ms since the epoch).
+    pub since: Option<i64>,
+    /// Only records before this time (ms since the epoch).
+    pub until: Option<i64>,
+}
+
+/// The `outcome` filter that stands for every record that did not end `ok`.
+pub const OUTCOME_ERROR: &str = "error";
+
 /// Longest text kept in any audit field: hostile input must not bloat the log.
 const MAX_FIELD: usize = 512;
 
@@ -95,35 +114,61 @@ impl Store {
     pub async fn audit_all(
         &self,
         _: &SuperadminGrant,
+        filter: &AuditFilter,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.audit_query(None, before, limit).await
+        self.audit_query(None, filter, before, limit).await
     }
 
     /// One namespace's audit log, newest first.
     pub async fn audit_namespace(
         &self,
         grant: &NamespaceAdminGrant,
+        filter: &AuditFilter,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.audit_query(Some(grant.namespace().as_str()), before, limit).await
+        self.audit_query(Some(grant.namespace().as_str()), filter, before, limit).await
     }
 
     async fn audit_query(
         &self,
         namespace: Option<&str>,
+        filter: &AuditFilter,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
+        // Every condition is a bound value, so a filter is data, never SQL. An action family
+        // (`machine.`) is compared as a prefix with substr rather than LIKE, where `_` and `%`
+        // would be patterns (and rather than a range, which collations order differently).
+        let (exact, family) = match filter.action.as_deref() {
+            Some(family) if family.ends_with('.') => (None, Some(family)),
+            other => (other, None),
+        };
+        let (outcome, not_ok) = match filter.outcome.as_deref() {
+            Some(OUTCOME_ERROR) => (None, 1_i64),
+            other => (other, 0_i64),
+        };
         let rows = sqlx::query(
             "SELECT id, at, actor, action, target, namespace, source, outcome, detail FROM audit \
-             WHERE ($1 IS NULL OR namespace = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
+             WHERE ($1 IS NULL OR namespace = $1) AND id < $2 \
+             AND ($4 IS NULL OR actor = $4) \
+             AND ($5 IS NULL OR action = $5) AND ($6 IS NULL OR substr(action, 1, length($6)) = $6) \
+             AND ($7 IS NULL OR outcome = $7) AND ($8 = 0 OR outcome <> 'ok') \
+             AND at >= $9 AND at < $10 \
+             ORDER BY id DESC LIMIT $3",
         )
         .bind(namespace)
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit.clamp(1, 1000))
+        .bind(filter.actor.as_deref())
+        .bind(exact)
+        .bind(family)
+        .bind(outcome)
+        .bind(not_ok)
+        .bind(filter.since.unwrap_or(i64::MIN))
+        .bind(filter.until.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

@@ -8,6 +8,8 @@
 //! check cannot be skipped by a caller.
 
 mod audit;
+#[cfg(test)]
+mod audit_tests;
 mod cache;
 mod error;
 mod instance;
@@ -24,7 +26,7 @@ mod specs;
 mod tokens;
 mod users;
 
-pub use audit::{AuditEntry, AuditRecord, NewAudit};
+pub use audit::{AuditEntry, AuditFilter, AuditRecord, NewAudit, OUTCOME_ERROR};
 pub use error::StoreError;
 pub use machines::{Desired, MachinePlan, MachineRecord};
 pub use namespaces::{Member, Namespace};

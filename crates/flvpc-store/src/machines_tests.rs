@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 /// A fresh, empty database URL of each dialect under test (the temp dir lives as long as the URL
 /// is used).
-async fn databases() -> Vec<(String, Option<tempfile::TempDir>)> {
+pub(crate) async fn databases() -> Vec<(String, Option<tempfile::TempDir>)> {
     sqlx::any::install_default_drivers();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut all = vec![(format!("sqlite://{}?mode=rwc", dir.path().join("flvpc.db").display()), Some(dir))];

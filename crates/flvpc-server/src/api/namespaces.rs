@@ -158,9 +158,20 @@ pub struct AuditQuery {
     pub before: Option<i64>,
     /// At most this many (default 100); values outside 1–1000 are taken as the nearest of those.
     pub limit: Option<i64>,
+    /// Only what this login did.
+    pub user: Option<String>,
+    /// Only this action (`machine.start`), or a family of actions written with a trailing dot (`machine.`).
+    pub action: Option<String>,
+    /// `ok`, `error` (every refusal and failure), or one error code (`forbidden`).
+    pub outcome: Option<String>,
+    /// Only records at or after this time: RFC 3339, or a UTC `2026-12-01T08:30`, or a date.
+    pub since: Option<String>,
+    /// Only records before this time (same forms; a date alone includes that whole day).
+    pub until: Option<String>,
 }
 
-/// Who did what, when, from where, and how it ended: everything (superadmin) or one namespace (its admins).
+/// Who did what, when, from where, and how it ended: everything (superadmin) or one namespace (its admins),
+/// filtered by user, action, outcome and time.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])), params(AuditQuery),
     responses(
         (status = 200, description = "Records, newest first", body = Vec<AuditOut>),
@@ -168,14 +179,23 @@ pub struct AuditQuery {
         Unauthenticated,
         (status = 403, description = "Without the namespace parameter: you are not the superadmin; with it: you are not its admin (`forbidden`)", body = ErrorBody),
         (status = 404, description = "No such namespace, or you are not a member (`not_found`)", body = ErrorBody),
+        (status = 422, description = "A filter is not of its form, e.g. a time that is not one, or since not before until (`invalid`)", body = ErrorBody),
     ))]
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditOut>>> {
-    let entries =
-        core::audit_log(&state, caller.principal(), q.namespace.as_deref(), q.before, q.limit.unwrap_or(100)).await?;
+    let filter = core::audit::AuditQuery {
+        user: q.user.as_deref(),
+        action: q.action.as_deref(),
+        outcome: q.outcome.as_deref(),
+        since: q.since.as_deref(),
+        until: q.until.as_deref(),
+    }
+    .filter()?;
+    let limit = q.limit.unwrap_or(100);
+    let entries = core::audit_log(&state, caller.principal(), q.namespace.as_deref(), &filter, q.before, limit).await?;
     Ok(Json(entries.into_iter().map(AuditOut::from).collect()))
 }
 

@@ -14,6 +14,7 @@
 
 mod accounts;
 pub mod action;
+pub mod audit;
 pub mod capacity;
 pub mod error;
 pub mod machines;
@@ -335,7 +336,7 @@ mod tests {
 
     async fn records(state: &AppState, root: &Actor, action: &str) -> Vec<flvpc_store::AuditEntry> {
         let grant = root.principal().expect("root").superadmin().expect("superadmin");
-        let all = state.store.audit_all(&grant, None, 1000).await.expect("audit log");
+        let all = state.store.audit_all(&grant, &Default::default(), None, 1000).await.expect("audit log");
         all.into_iter().filter(|e| e.action == action).collect()
     }
 

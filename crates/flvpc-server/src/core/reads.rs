@@ -5,7 +5,7 @@ use super::error::CoreResult;
 use super::namespace_or_not_found;
 use crate::state::AppState;
 use flvpc_model::{Principal, Role};
-use flvpc_store::{ApiToken, AuditEntry, Member, Namespace, SshKey, User};
+use flvpc_store::{ApiToken, AuditEntry, AuditFilter, Member, Namespace, SshKey, User};
 
 /// The namespaces the caller may see, with the caller's effective role.
 pub async fn visible_namespaces(state: &AppState, caller: &Principal) -> CoreResult<Vec<(Namespace, Role)>> {
@@ -46,23 +46,25 @@ pub async fn list_tokens(state: &AppState, caller: &Principal) -> CoreResult<Vec
     Ok(state.store.list_api_tokens(caller).await?)
 }
 
-/// The audit log: all of it for the superadmin, one namespace for its admins.
+/// The audit log, newest first, as `filter` selects: all of it for the superadmin, one namespace
+/// for its admins.
 pub async fn audit_log(
     state: &AppState,
     caller: &Principal,
     namespace: Option<&str>,
+    filter: &AuditFilter,
     before: Option<i64>,
     limit: i64,
 ) -> CoreResult<Vec<AuditEntry>> {
     match namespace {
         None => {
             let grant = caller.superadmin()?;
-            Ok(state.store.audit_all(&grant, before, limit).await?)
+            Ok(state.store.audit_all(&grant, filter, before, limit).await?)
         }
         Some(ns) => {
             let ns = namespace_or_not_found(ns)?;
             let grant = caller.namespace_admin(&ns)?;
-            Ok(state.store.audit_namespace(&grant, before, limit).await?)
+            Ok(state.store.audit_namespace(&grant, filter, before, limit).await?)
         }
     }
 }

@@ -7,14 +7,14 @@ use super::user::{redirect_with, Flash};
 use super::PanelUser;
 use crate::core::{self, Action, CoreError, CoreResult};
 use crate::state::AppState;
-use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path, State};
+use axum::response::Response;
 use axum::Form;
 use maud::html;
 use serde::Deserialize;
 
 /// The refusal page for anyone but the superadmin; None for the superadmin.
-fn superadmin_refusal(user: &PanelUser) -> Option<Response> {
+pub(super) fn superadmin_refusal(user: &PanelUser) -> Option<Response> {
     user.caller.principal().superadmin().err().map(|d| layout::error_page(d.into()))
 }
 
@@ -238,33 +238,6 @@ pub async fn create_namespace(
             with_status(&err, namespaces_page(&state, &user).await)
         }
     }
-}
-
-/// Paging of the audit page.
-#[derive(Deserialize)]
-pub struct AuditPage {
-    before: Option<i64>,
-}
-
-/// GET /admin/audit.
-pub async fn audit(State(state): State<AppState>, user: PanelUser, Query(q): Query<AuditPage>) -> Response {
-    if let Some(denied) = superadmin_refusal(&user) {
-        return denied;
-    }
-    const PAGE: i64 = 50;
-    let entries = match core::audit_log(&state, user.caller.principal(), None, q.before, PAGE).await {
-        Ok(list) => list,
-        Err(err) => return layout::error_page(err),
-    };
-    let body = html! {
-        h1 { "Audit log" }
-        p.muted { "Every change and sign-in: who, what, when, from where, and how it ended." }
-        (audit_table(&entries))
-        @if let Some(last) = entries.last().filter(|_| entries.len() as i64 == PAGE) {
-            p { a.button href={ "/admin/audit?before=" (last.id) } { "Older →" } }
-        }
-    };
-    page(&state, &user, "Audit log", Nav::Audit, body).into_response()
 }
 
 /// A table of audit records (also used on namespace pages).

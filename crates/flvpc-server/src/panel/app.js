@@ -137,3 +137,42 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   };
 });
+// ---- Layout and navigation (issue 11). ----
+document.addEventListener("DOMContentLoaded", () => {
+  // The menu folds behind a button on a narrow screen (the CSS shows the button only there).
+  const header = document.querySelector("header.top");
+  const toggle = header && header.querySelector(".menu-toggle");
+  if (toggle) {
+    header.classList.add("folded");
+    toggle.hidden = false;
+    const set = (open) => { header.classList.toggle("folded", !open); toggle.setAttribute("aria-expanded", String(open)); };
+    toggle.addEventListener("click", () => set(header.classList.contains("folded")));
+    header.addEventListener("keydown", (e) => { if (e.key === "Escape" && !header.classList.contains("folded")) { set(false); toggle.focus(); } });
+  }
+  // Each cell knows its column's name, which a table shown as cards on a phone prints above it.
+  for (const table of document.querySelectorAll("table")) {
+    const names = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    for (const row of table.querySelectorAll("tbody tr")) {
+      [...row.children].forEach((cell, i) => { if (names[i] && !cell.hasAttribute("data-label")) cell.dataset.label = names[i]; });
+    }
+  }
+  // The namespace page's tabs: the tab of the section in view is marked current.
+  const tabs = [...document.querySelectorAll("nav.tabs a[data-tab]")];
+  if (tabs.length) {
+    const sections = tabs.map((a) => document.getElementById(a.dataset.tab)).filter(Boolean);
+    const mark = (id) => { for (const a of tabs) { if (a.dataset.tab === id) a.setAttribute("aria-current", "true"); else a.removeAttribute("aria-current"); } };
+    const inView = () => {
+      let current = sections[0];
+      for (const s of sections) if (s.getBoundingClientRect().top <= 90) current = s;
+      // At the bottom of the page the last section is the one read, however short.
+      if (window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 2) current = sections[sections.length - 1];
+      if (current) mark(current.id);
+    };
+    let pending = false;
+    window.addEventListener("scroll", () => { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; inView(); }); } }, { passive: true });
+    window.addEventListener("hashchange", () => { const id = location.hash.slice(1); if (tabs.some((a) => a.dataset.tab === id)) mark(id); });
+    for (const a of tabs) a.addEventListener("click", () => setTimeout(() => mark(a.dataset.tab), 50));
+    const hash = location.hash.slice(1);
+    if (tabs.some((a) => a.dataset.tab === hash)) mark(hash); else inView();
+  }
+});

@@ -51,8 +51,10 @@ pub enum Nav {
 /// A full page for a signed-in person: navigation fitted to their role, the flash message, the body.
 pub fn page(state: &AppState, user: &PanelUser, title: &str, nav: Nav, body: Markup) -> Response {
     let principal = user.caller.principal();
+    // The current item is marked for screen readers (aria-current) and drawn as such by the CSS.
     let item = |target: Nav, href: &str, label: &str| {
-        html! { a href=(href) class=[(nav == target).then_some("current")] { (label) } }
+        let current = nav == target;
+        html! { a href=(href) class=[current.then_some("current")] aria-current=[current.then_some("page")] { (label) } }
     };
     // The body is rendered before the frame: a refused form it did not show is shown at the top.
     let unshown = user.failed.as_ref().filter(|f| f.unshown());
@@ -60,21 +62,26 @@ pub fn page(state: &AppState, user: &PanelUser, title: &str, nav: Nav, body: Mar
         body {
             header.top {
                 a.logo href="/" { "flvpc" }
-                nav {
-                    (item(Nav::Home, "/", "Dashboard"))
-                    @if principal.is_superadmin() {
-                        (item(Nav::Namespaces, "/admin/namespaces", "Namespaces"))
-                        (item(Nav::Users, "/admin/users", "Users"))
-                        (item(Nav::Capacity, "/admin/capacity", "Capacity"))
-                        (item(Nav::Audit, "/admin/audit", "Audit log"))
+                // On a narrow screen the script folds the menu behind this button; without the
+                // script the menu wraps instead, so every item stays reachable either way.
+                button.menu-toggle type="button" aria-expanded="false" aria-controls="site-menu" hidden { "Menu" }
+                div.menu #site-menu {
+                    nav aria-label="Main" {
+                        (item(Nav::Home, "/", "Dashboard"))
+                        @if principal.is_superadmin() {
+                            (item(Nav::Namespaces, "/admin/namespaces", "Namespaces"))
+                            (item(Nav::Users, "/admin/users", "Users"))
+                            (item(Nav::Capacity, "/admin/capacity", "Capacity"))
+                            (item(Nav::Audit, "/admin/audit", "Audit log"))
+                        }
+                        (item(Nav::Account, "/account", "Account"))
                     }
-                    (item(Nav::Account, "/account", "Account"))
-                }
-                div.who {
-                    span { (principal.login().as_str()) @if principal.is_superadmin() { " " span.badge.super { "superadmin" } } }
-                    form method="post" action="/logout" {
-                        input type="hidden" name="_csrf" value=(user.csrf());
-                        button.link type="submit" { "Sign out" }
+                    div.who {
+                        span { (principal.login().as_str()) @if principal.is_superadmin() { " " span.badge.super { "superadmin" } } }
+                        form method="post" action="/logout" {
+                            input type="hidden" name="_csrf" value=(user.csrf());
+                            button.link type="submit" { "Sign out" }
+                        }
                     }
                 }
             }
@@ -98,6 +105,20 @@ pub fn page(state: &AppState, user: &PanelUser, title: &str, nav: Nav, body: Mar
         clear_flash(state, response)
     } else {
         response
+    }
+}
+
+/// A breadcrumb trail for an inner page: the links above it (`(label, href)`, from the
+/// dashboard down) and the page itself, marked as the current one.
+pub fn crumbs(trail: &[(&str, &str)], here: &str) -> Markup {
+    html! {
+        nav.crumbs aria-label="Breadcrumb" {
+            ol {
+                li { a href="/" { "Dashboard" } }
+                @for (label, href) in trail { li { a href=(href) { (label) } } }
+                li { span aria-current="page" { (here) } }
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod account;
 mod admin;
+mod audit;
 mod capacity;
 mod chart;
 mod console;
@@ -43,7 +44,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{login}/delete", post(admin::delete_user))
         .route("/admin/users/{login}/password", post(admin::reset_password))
         .route("/admin/namespaces", get(admin::namespaces).post(admin::create_namespace))
-        .route("/admin/audit", get(admin::audit))
+        .route("/admin/audit", get(audit::audit))
+        .route("/admin/audit/export", get(audit::export))
         .route("/admin/capacity", get(capacity::capacity_page))
         .route("/namespaces/{ns}/quota", post(capacity::set_quota))
         .route("/namespaces/{ns}", get(namespace::show))

@@ -13,7 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Form;
 use flvpc_model::Role;
-use maud::html;
+use maud::{html, Markup};
 use serde::Deserialize;
 
 /// GET /namespaces/{ns}: members see it; others are told it does not exist.
@@ -60,7 +60,7 @@ pub async fn render(state: &AppState, user: &PanelUser, headers: &HeaderMap, nam
     };
     let superadmin = principal.is_superadmin();
     let activity = if role == Role::Admin {
-        core::audit_log(state, principal, Some(name), None, 15).await.unwrap_or_default()
+        core::audit_log(state, principal, Some(name), &Default::default(), None, 15).await.unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -76,14 +76,20 @@ pub async fn render(state: &AppState, user: &PanelUser, headers: &HeaderMap, nam
     };
     let delete_action = format!("{base}/delete");
     let body = html! {
+        @if superadmin {
+            (layout::crumbs(&[("Namespaces", "/admin/namespaces")], ns.name.as_str()))
+        } @else {
+            (layout::crumbs(&[], ns.name.as_str()))
+        }
         div.title-row {
             h1 { (ns.name.as_str()) }
             span class={ "badge " (role.as_str()) } title="your role here" { (role.as_str()) }
             span.muted { "created " (time(ns.created_at)) }
         }
+        (tabs(role == Role::Admin))
         (machines_section)
         (resources_section)
-        section {
+        section #members {
             h2 { "Members" }
             @if members.is_empty() { p.empty { "No members yet." } } @else {
                 table {
@@ -134,7 +140,7 @@ pub async fn render(state: &AppState, user: &PanelUser, headers: &HeaderMap, nam
             }
         }
         @if role == Role::Admin {
-            section { h2 { "Activity" } (audit_table(&activity)) }
+            section #activity { h2 { "Activity" } (audit_table(&activity)) }
         }
         @if superadmin {
             section.danger-zone #delete {
@@ -155,6 +161,21 @@ pub async fn render(state: &AppState, user: &PanelUser, headers: &HeaderMap, nam
         }
     };
     page(state, user, ns.name.as_str(), Nav::Namespace, body)
+}
+
+/// The namespace page's tabs: links to its sections (their ids are what other pages and the
+/// forms' redirects link to); the script marks the one in view. Activity is only on the page of the namespace's admins.
+fn tabs(admin: bool) -> Markup {
+    let mut items =
+        vec![("machines", "Machines"), ("spec", "Spec"), ("resources", "Resources"), ("members", "Members")];
+    if admin {
+        items.push(("activity", "Activity"));
+    }
+    html! {
+        nav.tabs aria-label="Sections of this namespace" {
+            @for (id, label) in items { a href={ "#" (id) } data-tab=(id) { (label) } }
+        }
+    }
 }
 
 /// The add/change member form.
