@@ -1063,6 +1063,18 @@ fn panel_forms() -> Vec<PanelRow> {
             admin_ok("/namespaces/red#resources", NOT_FOUND),
         ),
         form(
+            "/namespaces/{ns}/cluster/preview",
+            "/namespaces/red/cluster/preview",
+            |_, _| vec![("spec", "machines:\n- count: 1\n  spec:\n    name: n%d\n".into())],
+            [TO_LOGIN, Status(200), Status(200), FORBIDDEN, NOT_FOUND],
+        ),
+        form(
+            "/namespaces/{ns}/machines",
+            "/namespaces/red/machines",
+            |_, _| vec![("action", "start".into()), ("machine", "n0".into())],
+            members_ok("/namespaces/red#machines"),
+        ),
+        form(
             "/namespaces/{ns}/cluster/{action}",
             "/namespaces/red/cluster/start",
             no_form,
@@ -1206,7 +1218,10 @@ async fn every_panel_form_against_every_caller() {
                 let want = r.expect[who.index()];
                 let label = format!("POST {} as {who:?}", r.path);
                 let mut failures = check_want(&label, &answer, want);
+                // A preview is a POST (it carries a whole spec) that must change nothing.
+                let read_only = r.route == "/namespaces/{ns}/cluster/preview";
                 let changes = who != Anonymous
+                    && !read_only
                     && match want {
                         Want::Status(s) => s < 300,
                         Want::Redirect(_, flash) => flash != Flash::Error,

@@ -272,6 +272,25 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     assert!(text.contains("ssh -p ") && text.contains("root@127.0.0.1"), "ready-to-copy SSH command: {text}");
     screenshot(&client, "08-machines-running").await;
 
+    // The preview: one more machine in the saved spec is one created, two unchanged, nothing saved.
+    js(&client, "(t => (t.value = t.value.replace('count: 2', 'count: 3'), t.value))(document.querySelector('textarea[name=spec]'))")
+        .await;
+    let old_page = client.find(Locator::Css("html")).await.expect("page");
+    let preview = format!("button[formaction='/namespaces/{ns}/cluster/preview']");
+    client.find(Locator::Css(&preview)).await.expect("preview button").click().await.expect("click");
+    while old_page.tag_name().await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.wait().for_element(Locator::Css("[data-preview]")).await.expect("the preview page");
+    assert_eq!(text_of(&client, "[data-preview=created] ul").await, "node2");
+    let kept = text_of(&client, "[data-preview=unchanged] ul").await;
+    assert!(kept.contains("node0") && kept.contains("node1"), "{kept}");
+    assert_eq!(text_of(&client, "[data-preview=removed] p.empty").await, "none");
+    screenshot(&client, "08p-preview").await;
+    client.goto(&format!("{base}/namespaces/{ns}")).await.expect("back");
+    let saved = value_of(&client, "textarea[name=spec]").await;
+    assert!(saved.contains("count: 2"), "a preview saves nothing: {saved}");
+
     // The machines table fits the page at 1280 and 1440 px with every row's actions in view; on a
     // phone its rows are cards and nothing sticks out.
     let page_url = format!("{base}/namespaces/{ns}");
@@ -405,6 +424,26 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     assert!(client.find(Locator::Css("tr[data-machine=node1] button[aria-label='Start node1']")).await.is_ok());
     assert_eq!(js(&client, &disabled("cluster/start")).await, serde_json::json!(false), "Start all");
     assert_eq!(js(&client, &disabled("cluster/stop")).await, serde_json::json!(false), "Stop all");
+
+    // Several machines at once: tick every row (the header's box), Start, confirm.
+    client.find(Locator::Css("input[data-select-all]")).await.expect("select all").click().await.expect("tick");
+    let ticked = js(&client, "document.querySelectorAll('input[name=machine]:checked').length").await;
+    assert_eq!(ticked, serde_json::json!(2), "the header's box ticks every row");
+    js(&client, "document.querySelector('#selected-machines select').value = 'start'").await;
+    js(&client, "(window.confirm = () => true, true)").await;
+    submit(&client, "form#selected-machines").await;
+    let said = body_text(&client).await;
+    assert!(said.contains("Start of node0, node1 started."), "{said}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        client.goto(&page_url).await.expect("reload");
+        if text_of(&client, "tr[data-machine=node1] [data-state]").await == "running" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node1 did not start again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    settle(&client, &page_url).await;
 
     // Deleting the machines asks for the namespace's name, and the server checks it.
     let delete_form = format!("form[action='/namespaces/{ns}/cluster/delete']");

@@ -114,6 +114,46 @@ pub(super) async fn put_spec(
     }))
 }
 
+/// What applying a spec would do to a namespace's machines, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyPreview {
+    /// Machines the spec adds.
+    pub create: Vec<String>,
+    /// Machines whose settings change: recreated (what is on their disks is lost).
+    pub change: Vec<String>,
+    /// Machines no longer in the spec: deleted with their disks.
+    pub remove: Vec<String>,
+    /// Machines left as they are.
+    pub keep: Vec<String>,
+    /// The spec's warnings.
+    pub warnings: Vec<String>,
+}
+
+/// What saving `text` (YAML) and applying it to `ns` would create, change and remove, without
+/// saving or doing anything (namespace admins). Validated exactly as a save and a create are.
+pub async fn preview(state: &AppState, caller: &Principal, ns: &str, text: &str) -> CoreResult<ApplyPreview> {
+    let name = namespace(ns)?;
+    caller.namespace_admin(&name)?;
+    let spec = parse(text, true)?;
+    let validated = validate(state, &spec, &name).await?;
+    let existing = list(state, caller, ns).await?;
+    let alive = |m: &&MachineRecord| m.desired != Desired::Deleted;
+    let mut preview = ApplyPreview { warnings: validated.warnings.clone(), ..ApplyPreview::default() };
+    for m in &validated.machines {
+        match existing.iter().filter(alive).find(|r| r.name.as_str() == m.name) {
+            None => preview.create.push(m.name.clone()),
+            Some(r) if r.spec_hash != spec_hash(m) => preview.change.push(m.name.clone()),
+            Some(_) => preview.keep.push(m.name.clone()),
+        }
+    }
+    for r in existing.iter().filter(alive) {
+        if !validated.machines.iter().any(|m| m.name == r.name.as_str()) {
+            preview.remove.push(r.name.to_string());
+        }
+    }
+    Ok(preview)
+}
+
 /// A digest of what a container is created with; a change means a new container.
 fn spec_hash(m: &spec::DesiredMachine) -> String {
     let mut text =

@@ -176,3 +176,10 @@ document.addEventListener("DOMContentLoaded", () => {
     if (tabs.some((a) => a.dataset.tab === hash)) mark(hash); else inView();
   }
 });
+// The machines table's "select every machine" box ticks or clears every row's box.
+document.addEventListener("DOMContentLoaded", () => {
+  const all = document.querySelector("input[data-select-all]");
+  if (!all) return;
+  const rows = () => document.querySelectorAll("input[type=checkbox][name=machine][form=selected-machines]");
+  all.addEventListener("change", () => { for (const box of rows()) box.checked = all.checked; });
+});

@@ -104,11 +104,29 @@ pub async fn section(
                     }
                 }
             } @else {
+                @let selected = format!("{base}/machines");
+                form.inline #selected-machines method="post" action=(selected) data-confirm="Apply this to every selected machine?" {
+                    (csrf_field(user))
+                    (form_error(user, &selected))
+                    label { "With the selected machines: "
+                        select name="action" {
+                            option value="start" { "Start" }
+                            option value="stop" { "Stop" }
+                            option value="restart" { "Restart" }
+                        }
+                    }
+                    " "
+                    button type="submit" { "Apply" }
+                }
                 table.machines {
-                    thead { tr { th { "Machine" } th { "State" } th { "IP" } th { "Resources" } th { "Ports" } th { "SSH" } th {} } }
+                    thead { tr {
+                        th.select { input type="checkbox" data-select-all aria-label="Select every machine"; }
+                        th { "Machine" } th { "State" } th { "IP" } th { "Resources" } th { "Ports" } th { "SSH" } th {}
+                    } }
                     tbody {
                         @for out in &views {
                             tr data-machine=(out.name) {
+                                td.select { input type="checkbox" name="machine" value=(out.name) form="selected-machines" aria-label={ "Select " (out.name) }; }
                                 td {
                                     strong { a href=(super::machine::path(ns.as_str(), &out.name)) aria-label={ "Machine " (out.name) ": state, graphs, console, operations" } { (out.name) } }
                                     br; span.muted { (out.image) }
@@ -177,7 +195,10 @@ pub async fn section(
                     (form_error(user, &yaml))
                     textarea.code name="spec" rows="14" spellcheck="false" aria-label="Cluster spec (YAML)" {
                         (user.typed(&yaml, "spec").or(spec.as_ref().map(|s| s.spec.as_str())).unwrap_or(EXAMPLE_SPEC)) }
-                    button.primary type="submit" { "Save YAML" }
+                    div.row {
+                        button.primary type="submit" { "Save YAML" }
+                        button type="submit" formaction={ (base) "/cluster/preview" } { "Preview what applying it changes" }
+                    }
                 }
             } @else if let Some(s) = &spec {
                 pre.code { (s.spec) }
@@ -204,6 +225,9 @@ pub struct SpecForm {
     #[serde(default)]
     _csrf: String,
     spec: String,
+    /// `1` from the preview page's "Save and apply": the save is followed by a create.
+    #[serde(default)]
+    apply: String,
 }
 
 /// POST /namespaces/{ns}/cluster: saves the YAML.
@@ -221,7 +245,37 @@ pub async fn save_yaml(
     let result = user.act(&state, action).await.and_then(|o| o.into_spec());
     let failed =
         |err: &CoreError| Failed::new(format!("/namespaces/{}/cluster", seg(&ns)), err).typed("spec", &form.spec);
+    if form.apply == "1" && result.is_ok() {
+        // "Save and apply" from the preview: the create follows the save, as the button said.
+        let applied = user.act(&state, Action::CreateCluster { ns: ns.clone() }).await.and_then(|o| o.into_operation());
+        let to = format!("/namespaces/{}#machines", seg(&ns));
+        let ok = |op: Operation| format!("Spec saved; {} started ({} machine(s)).", op.kind, op.total);
+        return finish(&state, user, &headers, &ns, &to, applied.map(ok), failed).await;
+    }
     saved(&state, user, &headers, &ns, result, failed).await
+}
+
+/// POST /namespaces/{ns}/cluster/preview: what saving and applying the YAML would create, change
+/// and remove, shown before anything is saved (a refusal comes back in the YAML form).
+pub async fn preview_yaml(
+    State(state): State<AppState>,
+    user: PanelUser,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+    Form(form): Form<SpecForm>,
+) -> Response {
+    if let Some(refused) = user.csrf_refusal(&form._csrf) {
+        return refused;
+    }
+    match ops::preview(&state, user.caller.principal(), &ns, &form.spec).await {
+        Ok(preview) => super::preview::page(&state, &user, &ns, &form.spec, &preview),
+        Err(err) => {
+            let failed = |err: &CoreError| {
+                Failed::new(format!("/namespaces/{}/cluster", seg(&ns)), err).typed("spec", &form.spec)
+            };
+            saved(&state, user, &headers, &ns, Err(err), failed).await
+        }
+    }
 }
 
 async fn saved(
@@ -360,6 +414,75 @@ pub struct MachineActionForm {
 }
 
 /// POST /namespaces/{ns}/machines/{name}/{action}.
+/// The most machines one request of the table's selection acts on.
+const MAX_SELECTED: usize = 256;
+
+/// POST /namespaces/{ns}/machines: start, stop or restart every machine ticked in the table,
+/// each through the core like its own button (each authorized and audited on its own).
+pub async fn selected_action(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Path(ns): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    // Repeated `machine` fields: read the form by hand (the Form extractor takes one value per name).
+    let (mut csrf, mut verb, mut names) = (String::new(), String::new(), Vec::new());
+    for (key, value) in form_urlencoded::parse(&body) {
+        match key.as_ref() {
+            "_csrf" => csrf = value.into_owned(),
+            "action" => verb = value.into_owned(),
+            "machine" if names.len() <= MAX_SELECTED => names.push(value.into_owned()),
+            _ => {}
+        }
+    }
+    if let Some(refused) = user.csrf_refusal(&csrf) {
+        return refused;
+    }
+    // Someone outside the namespace is told it does not exist, as by every other page of it.
+    if let Err(err) = crate::core::get_namespace(&state, user.caller.principal(), &ns).await {
+        return super::layout::error_page(err);
+    }
+    let to = format!("/namespaces/{}#machines", seg(&ns));
+    let said = match verb.as_str() {
+        "start" => "Start",
+        "stop" => "Stop",
+        "restart" => "Restart",
+        _ => {
+            return redirect_with(&state, &to, Flash::error("choose Start, Stop or Restart for the selected machines"))
+        }
+    };
+    if names.is_empty() {
+        return redirect_with(
+            &state,
+            &to,
+            Flash::error("select machines first: tick the boxes at the start of their rows"),
+        );
+    }
+    if names.len() > MAX_SELECTED {
+        return redirect_with(&state, &to, Flash::error(format!("select at most {MAX_SELECTED} machines at once")));
+    }
+    let (mut done, mut refused) = (Vec::new(), Vec::new());
+    for name in names {
+        let action = match verb.as_str() {
+            "start" => Action::StartMachine { ns: ns.clone(), name: name.clone() },
+            "stop" => Action::StopMachine { ns: ns.clone(), name: name.clone() },
+            _ => Action::RestartMachine { ns: ns.clone(), name: name.clone() },
+        };
+        match user.act(&state, action).await.and_then(|o| o.into_operation()) {
+            Ok(_) => done.push(name),
+            Err(err) => refused.push(format!("{name}: {}", super::user::say(&err))),
+        }
+    }
+    let flash = if refused.is_empty() {
+        Flash::ok(format!("{said} of {} started.", done.join(", ")))
+    } else if done.is_empty() {
+        Flash::error(format!("{said} refused for every selected machine: {}", refused.join("; ")))
+    } else {
+        Flash::error(format!("{said} of {} started; refused: {}", done.join(", "), refused.join("; ")))
+    };
+    redirect_with(&state, &to, flash)
+}
+
 pub async fn machine_action(
     State(state): State<AppState>,
     user: PanelUser,

@@ -17,6 +17,7 @@ mod layout;
 mod machine;
 mod machines;
 mod namespace;
+mod preview;
 mod session;
 mod user;
 
@@ -52,8 +53,10 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/delete", post(namespace::delete))
         .route("/namespaces/{ns}/cluster", post(machines::save_yaml))
         .route("/namespaces/{ns}/cluster/form", post(machines::save_form))
+        .route("/namespaces/{ns}/cluster/preview", post(machines::preview_yaml))
         .route("/namespaces/{ns}/cluster/{action}", post(machines::cluster_action))
         .route("/namespaces/{ns}/machines/{name}", get(machine::show))
+        .route("/namespaces/{ns}/machines", post(machines::selected_action))
         .route("/namespaces/{ns}/machines/{name}/console", get(console::show))
         .route("/namespaces/{ns}/machines/{name}/{action}", post(machines::machine_action))
         .route("/namespaces/{ns}/members", post(namespace::set_member))
