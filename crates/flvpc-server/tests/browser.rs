@@ -235,6 +235,14 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     let refusal = refusal_in(&client, &yaml_form).await;
     assert!(refusal.contains("machines[0].spec.name"), "{refusal}");
     assert_eq!(value_of(&client, "textarea[name=spec]").await, typed, "the edited spec is kept");
+    // The line the message is about is selected in the editor and named.
+    assert!(refusal.contains("(line 4,"), "{refusal}");
+    let selected = js(
+        &client,
+        "(t => t.value.slice(t.selectionStart, t.selectionEnd))(document.querySelector('textarea[name=spec]'))",
+    )
+    .await;
+    assert_eq!(selected, serde_json::json!("    name: web"), "the line of machines[0].spec.name is selected");
     assert!(body_text(&client).await.contains("No machines yet"), "nothing was created");
     screenshot(&client, "07b-spec-refused").await;
 

@@ -183,3 +183,41 @@ document.addEventListener("DOMContentLoaded", () => {
   const rows = () => document.querySelectorAll("input[type=checkbox][name=machine][form=selected-machines]");
   all.addEventListener("change", () => { for (const box of rows()) box.checked = all.checked; });
 });
+// A refused cluster spec: select the line its message is about in the editor and say its
+// number — "line N" of a YAML syntax error, else the line of a path such as
+// machines[1].spec.ignite.memory (the second item's `memory:` key).
+document.addEventListener("DOMContentLoaded", () => {
+  const refusal = document.getElementById("form-error");
+  const editor = refusal && refusal.closest("form") && refusal.closest("form").querySelector("textarea[name=spec]");
+  if (!editor) return;
+  const lines = editor.value.split("\n");
+  const message = refusal.textContent;
+  let index = -1;
+  const syntax = message.match(/line (\d+)/);
+  if (syntax) {
+    index = Number(syntax[1]) - 1;
+  } else {
+    const path = message.match(/^machines\[(\d+)\]((?:\.[A-Za-z]+)*)/);
+    if (path) {
+      const item = Number(path[1]);
+      const key = (path[2].split(".").pop() || "").trim();
+      const starts = lines.map((l, i) => (/^\s*- /.test(l) && !/^\s{4,}- /.test(l) ? i : -1)).filter((i) => i >= 0);
+      const from = starts[item];
+      if (from !== undefined) {
+        const to = starts[item + 1] === undefined ? lines.length : starts[item + 1];
+        index = from;
+        for (let i = from; i < to && key; i++) {
+          if (new RegExp("(^|[\\s{,-])" + key + "\\s*:").test(lines[i])) { index = i; break; }
+        }
+      }
+    }
+  }
+  if (index < 0 || index >= lines.length) return;
+  const start = lines.slice(0, index).reduce((n, l) => n + l.length + 1, 0);
+  editor.focus({ preventScroll: true });
+  editor.setSelectionRange(start, start + lines[index].length);
+  const note = document.createElement("span");
+  note.className = "error-line";
+  note.textContent = " (line " + (index + 1) + ", selected in the editor)";
+  refusal.appendChild(note);
+});
