@@ -257,6 +257,9 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     submit(&client, &form).await;
     let text = body_text(&client).await;
     assert!(text.contains("Spec saved: 2 machine(s): node0, node1"), "{text}");
+    // The quick form shows the saved spec, not its defaults.
+    assert_eq!(value_of(&client, &format!("{form} input[name=memory_mb]")).await, "256");
+    assert_eq!(value_of(&client, &format!("{form} select[name=backend]")).await, "docker");
     submit(&client, &format!("form[action='/namespaces/{ns}/cluster/create']")).await;
     // The page may already have reloaded itself (live updates); the action is in the activity list either way.
     let text = body_text(&client).await;

@@ -173,8 +173,12 @@ pub async fn section(
             @if admin {
                 @let quick = format!("{base}/cluster/form");
                 @let yaml = format!("{base}/cluster");
-                // A refused form comes back with what was typed in it, not with the defaults.
-                @let field = |name: &str, default: &'static str| user.typed(&quick, name).unwrap_or(default).to_owned();
+                // A refused form comes back with what was typed in it; else it shows the saved
+                // spec when that is one group (what the form writes), else the defaults.
+                @let saved_values = spec.as_ref().and_then(|s| quick_values(&s.spec, ns)).unwrap_or_default();
+                @let field = |name: &str, default: &'static str| {
+                    user.typed(&quick, name).map(str::to_owned).or_else(|| saved_values.get(name).cloned()).unwrap_or_else(|| default.to_owned())
+                };
                 details.card open[spec.is_none() || user.failed_at(&quick)] {
                     summary { "Quick form: one group of identical machines" }
                     form.row method="post" action=(quick) {
@@ -183,6 +187,13 @@ pub async fn section(
                         label { "Count" input name="count" type="number" min="0" max="256" value=(field("count", "2")) required; }
                         label { "Name" input name="name" value=(field("name", "node%d")) required title="must contain %d"; }
                         label { "Image" input name="image" value=(field("image", "flvpc/debian:12")) required; }
+                        @let backend = field("backend", "docker");
+                        label { "Backend"
+                            select name="backend" {
+                                option value="docker" selected[backend == "docker"] { "container" }
+                                option value="microvm" selected[backend == "microvm"] { "microVM (own kernel)" }
+                            }
+                        }
                         label { "CPUs" input name="cpus" type="number" min="1" max="256" value=(field("cpus", "1")) required; }
                         label { "Memory (MB)" input name="memory_mb" type="number" min="64" value=(field("memory_mb", "512")) required; }
                         label { "Disk (GB)" input name="disk_gb" type="number" min="1" value=(field("disk_gb", "4")) required; }
@@ -298,11 +309,46 @@ async fn saved(
     finish(state, user, headers, ns, &to, result.map(ok), failed).await
 }
 
+/// The quick form's fields as the saved `spec` sets them, when it is one group of machines (the
+/// shape the form writes); `None` for anything else (the form then shows its defaults).
+fn quick_values(
+    spec: &str,
+    ns: &flvpc_model::NamespaceName,
+) -> Option<std::collections::HashMap<&'static str, String>> {
+    let parsed = ops::parse(spec, true).ok()?;
+    let [group] = parsed.machines.as_slice() else { return None };
+    let validated = parsed.validate(ns).ok()?;
+    let first = validated.machines.first();
+    let ssh_port = group
+        .spec
+        .port_mappings
+        .iter()
+        .find(|p| p.container_port == 22)
+        .and_then(|p| p.host_port)
+        .map_or_else(|| "0".to_owned(), |p| p.to_string());
+    let mut values = std::collections::HashMap::from([
+        ("count", group.count.to_string()),
+        ("name", group.spec.name.clone()),
+        ("ssh_port", ssh_port),
+    ]);
+    if let Some(m) = first {
+        values.insert("image", m.image.clone());
+        values.insert("backend", m.backend.as_str().to_owned());
+        values.insert("cpus", m.cpus.to_string());
+        values.insert("memory_mb", m.memory_mb.to_string());
+        values.insert("disk_gb", m.disk_gb.to_string());
+    }
+    Some(values)
+}
+
 /// The quick form.
 #[derive(Deserialize)]
 pub struct QuickForm {
     #[serde(default)]
     _csrf: String,
+    /// `docker` or `microvm`.
+    #[serde(default)]
+    backend: String,
     count: String,
     name: String,
     image: String,
@@ -341,8 +387,9 @@ pub async fn save_form(
         if port > 0 {
             mapping["hostPort"] = port.into();
         }
+        let backend = if form.backend.is_empty() { "docker" } else { form.backend.as_str() };
         let doc = serde_json::json!({"machines": [{"count": count, "spec": {
-            "name": form.name, "image": form.image, "backend": "docker", "portMappings": [mapping],
+            "name": form.name, "image": form.image, "backend": backend, "portMappings": [mapping],
             "ignite": {"cpus": cpus, "memory": format!("{memory}MB"), "diskSize": format!("{disk}GB")}}}]});
         ops::parse(&doc.to_string(), false)
     })();
@@ -356,6 +403,7 @@ pub async fn save_form(
             .typed("memory_mb", &form.memory_mb)
             .typed("disk_gb", &form.disk_gb)
             .typed("ssh_port", &form.ssh_port)
+            .typed("backend", &form.backend)
     };
     saved(&state, user, &headers, &ns, result, failed).await
 }
