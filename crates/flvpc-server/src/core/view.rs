@@ -73,6 +73,23 @@ pub struct MachineView {
     pub oom_kills: u64,
 }
 
+impl MachineView {
+    /// The state as a person reads it: a microVM that is `creating` is booting its guest (the
+    /// API keeps the one vocabulary; the panel says what happens).
+    pub fn state_word(&self) -> &str {
+        state_word(&self.state, &self.engine)
+    }
+}
+
+/// See [`MachineView::state_word`]; the panel's script applies the same rule to live updates.
+pub fn state_word<'a>(state: &'a str, engine: &str) -> &'a str {
+    if state == "creating" && engine == "microvm" {
+        "booting"
+    } else {
+        state
+    }
+}
+
 /// Where a person reaches the server, for the SSH commands of a view.
 #[derive(Debug, Clone, Copy)]
 pub struct Reach<'a> {
@@ -146,6 +163,13 @@ pub fn rfc3339(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_creating_microvm_reads_as_booting() {
+        assert_eq!(state_word("creating", "microvm"), "booting");
+        assert_eq!(state_word("creating", "container"), "creating");
+        assert_eq!(state_word("running", "microvm"), "running");
+    }
 
     #[test]
     fn times_are_rfc3339_utc() {

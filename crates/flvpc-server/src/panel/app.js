@@ -1,3 +1,8 @@
+// The state as a person reads it: a microVM that is "creating" is booting its guest (the same
+// rule as core::view::state_word on the server).
+function stateWord(state, element) {
+  return state === "creating" && element.dataset.engine === "microvm" ? "booting" : state;
+}
 // Small progressive enhancements; every page works without this file.
 document.addEventListener("submit", (event) => {
   const form = event.target.closest("form[data-confirm]");
@@ -64,7 +69,7 @@ document.addEventListener("DOMContentLoaded", () => {
       if (!row) { if (event.state !== "deleted") location.reload(); return; }
       if (event.state === "deleted") { row.remove(); return; }
       const cell = row.querySelector("[data-state]");
-      if (cell) { cell.textContent = event.state; cell.className = "state " + event.state; }
+      if (cell) { cell.textContent = stateWord(event.state, cell); cell.className = "state " + event.state; }
       const ip = row.querySelector("[data-ip]");
       if (ip) ip.textContent = event.ip || "—";
       // SSH commands only while the machine runs.
@@ -115,9 +120,9 @@ document.addEventListener("DOMContentLoaded", () => {
     if (event.type === "machine" && event.name === name) {
       if (event.state === "deleted") { location.assign("/namespaces/" + encodeURIComponent(ns) + "#machines"); return; }
       const badge = section.querySelector("[data-state]");
-      if (badge) { badge.textContent = event.state; badge.className = "state " + event.state; }
+      if (badge) { badge.textContent = stateWord(event.state, badge); badge.className = "state " + event.state; }
       const text = section.querySelector("[data-state-text]");
-      if (text) text.textContent = event.state;
+      if (text) text.textContent = stateWord(event.state, text);
       const ip = section.querySelector("[data-ip]");
       if (ip) ip.textContent = event.ip || "—";
       const box = section.querySelector("[data-error]"), said = section.querySelector("[data-error-text]");

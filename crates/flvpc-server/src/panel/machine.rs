@@ -101,7 +101,7 @@ pub async fn render(state: &AppState, user: &PanelUser, headers: &HeaderMap, ns:
         section #machine data-namespace=(ns) data-machine=(name) {
             div.title-row {
                 h1 { (name) }
-                span class={ "state " (view.state) } data-state { (view.state) }
+                span class={ "state " (view.state) } data-state data-engine=(view.engine) { (view.state_word()) }
                 @if view.engine == "microvm" { span.badge title="a microVM: its own kernel" { "VM" } }
                 div.actions { (actions(user, ns, &view)) }
             }
@@ -185,7 +185,7 @@ fn facts(record: &MachineRecord, view: &MachineView) -> Markup {
     let up = (record.observed == Observed::Running && record.observed_at > 0).then_some(record.observed_at);
     html! {
         dl.facts {
-            div { dt { "State" } dd { span data-state-text { (view.state) } " · meant to be " (view.desired.as_str()) } }
+            div { dt { "State" } dd { span data-state-text data-engine=(view.engine) { (view.state_word()) } " · meant to be " (view.desired.as_str()) } }
             div { dt { "Up since" } dd data-uptime {
                 @match up {
                     Some(at) => { (time(at)) " (" (for_how_long(at)) ")" }

@@ -133,7 +133,7 @@ pub async fn section(
                                     @if out.engine == "microvm" { " " span.badge title="a microVM: its own kernel" { "VM" } }
                                     br; a.small href={ (base) "/machines/" (seg(&out.name)) "/console" } { "Console" }
                                 }
-                                td { span class={ "state " (out.state) } data-state { (out.state) } @if let Some(e) = &out.error { br; span.error-text { (e) } } }
+                                td { span class={ "state " (out.state) } data-state data-engine=(out.engine) { (out.state_word()) } @if let Some(e) = &out.error { br; span.error-text { (e) } } }
                                 td data-ip { (out.ip.clone().unwrap_or_else(|| "—".into())) }
                                 td.muted {
                                     (out.cpus) " CPU" @if let Some(cap) = out.cpu_cap { " (cap " (cap) ")" } " · " (out.memory_mb) " MB"
