@@ -303,7 +303,8 @@ impl Answer {
             v.chars().next()
         });
         match value {
-            Some(Some('o')) => Flash::Ok,
+            // A success with warnings is a success.
+            Some(Some('o' | 'w')) => Flash::Ok,
             Some(Some('e')) => Flash::Error,
             _ => Flash::None,
         }

@@ -302,6 +302,14 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     let saved = value_of(&client, "textarea[name=spec]").await;
     assert!(saved.contains("count: 2"), "a preview saves nothing: {saved}");
 
+    // A spec saved with warnings says so as a warning, not as plain success.
+    js(&client, "(t => (t.value = t.value.trimEnd() + '\\nextraKey: 1\\n', true))(document.querySelector('textarea[name=spec]'))")
+        .await;
+    submit(&client, &yaml_form).await;
+    let warned = text_of(&client, "p.flash.warning").await;
+    assert!(warned.contains("Warnings:") && warned.contains("extraKey"), "{warned:?}");
+    client.goto(&format!("{base}/namespaces/{ns}")).await.expect("back");
+
     // The machines table fits the page at 1280 and 1440 px with every row's actions in view; on a
     // phone its rows are cards and nothing sticks out.
     let page_url = format!("{base}/namespaces/{ns}");

@@ -92,6 +92,8 @@ pub fn page(state: &AppState, user: &PanelUser, title: &str, nav: Nav, body: Mar
                 @if let Some(flash) = &user.flash {
                     @if flash.error {
                         p.flash.error role="alert" { (flash.message) }
+                    } @else if flash.warning {
+                        p.flash.warning role="status" { (flash.message) }
                     } @else {
                         p.flash.ok role="status" { (flash.message) }
                     }

@@ -298,15 +298,19 @@ async fn saved(
     failed: impl FnOnce(&CoreError) -> Failed,
 ) -> Response {
     let to = format!("/namespaces/{}#spec", seg(ns));
-    let ok = |s: SavedSpec| {
+    let said = |s: &SavedSpec| {
         let mut message = format!("Spec saved: {} machine(s): {}.", s.machines.len(), s.machines.join(", "));
         if !s.warnings.is_empty() {
-            message.push_str(&format!(" Note: {}", s.warnings.join("; ")));
+            message.push_str(&format!(" Warnings: {}.", s.warnings.join("; ")));
         }
         message.push_str(" Press “Create / apply spec” to make it so.");
         message
     };
-    finish(state, user, headers, ns, &to, result.map(ok), failed).await
+    match result {
+        // Saved, but with warnings: shown as a warning, not as plain success.
+        Ok(s) if !s.warnings.is_empty() => redirect_with(state, &to, Flash::warning(said(&s))),
+        result => finish(state, user, headers, ns, &to, result.map(|s| said(&s)), failed).await,
+    }
 }
 
 /// The quick form's fields as the saved `spec` sets them, when it is one group of machines (the

@@ -66,6 +66,8 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct Flash {
     /// True for a failure.
     pub error: bool,
+    /// True for a success that comes with warnings (shown as a warning, not as plain success).
+    pub warning: bool,
     /// The message.
     pub message: String,
 }
@@ -73,18 +75,28 @@ pub struct Flash {
 impl Flash {
     /// A success message.
     pub fn ok(message: impl Into<String>) -> Self {
-        Self { error: false, message: message.into() }
+        Self { error: false, warning: false, message: message.into() }
+    }
+
+    /// A success with warnings (a spec saved with keys it ignores, say).
+    pub fn warning(message: impl Into<String>) -> Self {
+        Self { error: false, warning: true, message: message.into() }
     }
 
     /// A failure message.
     pub fn error(message: impl Into<String>) -> Self {
-        Self { error: true, message: message.into() }
+        Self { error: true, warning: false, message: message.into() }
     }
 
     /// Cookie-safe form: a kind letter and the message in hex.
     pub fn encode(&self) -> String {
-        let clipped: String = self.message.chars().take(300).collect();
-        format!("{}{}", if self.error { 'e' } else { 'o' }, hex::encode(clipped))
+        let clipped: String = self.message.chars().take(600).collect();
+        let kind = match (self.error, self.warning) {
+            (true, _) => 'e',
+            (false, true) => 'w',
+            (false, false) => 'o',
+        };
+        format!("{kind}{}", hex::encode(clipped))
     }
 
     /// Reads a flash cookie value; None when it is not ours.
@@ -93,6 +105,7 @@ impl Flash {
         let message = String::from_utf8(hex::decode(rest).ok()?).ok()?;
         match kind {
             "o" => Some(Self::ok(message)),
+            "w" => Some(Self::warning(message)),
             "e" => Some(Self::error(message)),
             _ => None,
         }
@@ -126,6 +139,10 @@ mod tests {
     fn flash_round_trips_and_rejects_garbage() {
         let flash = Flash::error("bad <script> \"x\"");
         assert_eq!(Flash::decode(&flash.encode()), Some(flash));
+        for flash in [Flash::ok("saved"), Flash::warning("saved; warnings: copyFiles ignored")] {
+            assert_eq!(Flash::decode(&flash.encode()), Some(flash));
+        }
+        assert!(Flash::warning("w").encode().starts_with('w'));
         assert_eq!(Flash::decode("zzz"), None);
         assert_eq!(Flash::decode(""), None);
         assert_eq!(Flash::decode("o4g"), None);
