@@ -937,6 +937,11 @@ fn panel_pages() -> Vec<PanelRow> {
             [TO_LOGIN, Status(404), Status(404), Status(404), Status(404)],
         ),
         page(
+            "/namespaces/{ns}/machines/{name}/charts",
+            "/namespaces/red/machines/n0/charts",
+            [TO_LOGIN, OK, OK, OK, Status(404)],
+        ),
+        page(
             "/namespaces/{ns}/machines/{name}/console",
             "/namespaces/red/machines/n0/console",
             [TO_LOGIN, OK, OK, OK, Status(404)],

@@ -598,6 +598,9 @@ async fn a_machine_page_shows_the_machine_and_follows_it_live() {
     let latest = js(&client, "[...document.querySelectorAll('[data-latest]')].map(t => t.textContent).join('|')").await;
     let latest = latest.as_str().unwrap_or_default();
     assert!(latest.contains(" %|") && latest.contains(" MB|") && latest.contains("in "), "latest values: {latest}");
+    // What the page's script swaps in every 30 s: the same charts, drawn from the newest points.
+    let fragment = fetch_text(&client, &format!("{page}/charts")).await;
+    assert!(fragment.starts_with("<div class=\"charts\"") && fragment.matches("<svg").count() >= 3, "{fragment}");
     screenshot(&client, "11-machine-page").await;
     client.execute("document.querySelector('table.operations').scrollIntoView()", vec![]).await.expect("scroll");
     screenshot(&client, "11b-machine-page-console-operations").await;

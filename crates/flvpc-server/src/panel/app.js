@@ -226,3 +226,16 @@ document.addEventListener("DOMContentLoaded", () => {
   note.textContent = " (line " + (index + 1) + ", selected in the editor)";
   refusal.appendChild(note);
 });
+// A machine's page redraws its graphs every 30 s with the sampler's newest points (the
+// server draws them; this only swaps the fragment in).
+document.addEventListener("DOMContentLoaded", () => {
+  const section = document.querySelector("section#machine[data-namespace][data-machine]");
+  if (!section || !window.fetch) return;
+  setInterval(async () => {
+    try {
+      const answer = await fetch(location.pathname.replace(/\/$/, "") + "/charts", { credentials: "same-origin" });
+      const charts = section.querySelector("div.charts");
+      if (answer.ok && charts) charts.outerHTML = await answer.text();
+    } catch { /* the next round tries again */ }
+  }, 30000);
+});

@@ -42,6 +42,26 @@ pub async fn show(
     render(&state, &user, &headers, &ns, &name).await
 }
 
+/// GET /namespaces/{ns}/machines/{name}/charts: the page's charts alone (an HTML fragment), for
+/// its script to redraw them with the sampler's newest points (members; others the 404 page).
+pub async fn charts(
+    State(state): State<AppState>,
+    user: PanelUser,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let machines = match ops::list(&state, user.caller.principal(), &ns).await {
+        Ok(list) => list,
+        Err(err) => return layout::error_page(err),
+    };
+    let Some(record) = machines.iter().find(|m| m.name.as_str() == name) else {
+        return layout::error_page(CoreError::NotFound(format!("machine {name:?} in namespace {ns:?}")));
+    };
+    let points = state.usage.points(&ns, &name);
+    axum::response::IntoResponse::into_response(axum::response::Html(
+        machine_charts(&points, record.memory_mb).into_string(),
+    ))
+}
+
 /// This page's path.
 pub fn path(ns: &str, name: &str) -> String {
     format!("/namespaces/{}/machines/{}", seg(ns), seg(name))

@@ -58,6 +58,7 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/machines/{name}", get(machine::show))
         .route("/namespaces/{ns}/machines", post(machines::selected_action))
         .route("/namespaces/{ns}/machines/{name}/console", get(console::show))
+        .route("/namespaces/{ns}/machines/{name}/charts", get(machine::charts))
         .route("/namespaces/{ns}/machines/{name}/{action}", post(machines::machine_action))
         .route("/namespaces/{ns}/members", post(namespace::set_member))
         .route("/namespaces/{ns}/members/{login}/delete", post(namespace::remove_member))
