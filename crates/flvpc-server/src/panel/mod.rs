@@ -7,6 +7,7 @@
 
 mod account;
 mod admin;
+mod assets;
 mod capacity;
 mod chart;
 mod console;
@@ -17,6 +18,7 @@ mod machine;
 mod machines;
 mod namespace;
 mod session;
+mod terminal;
 mod user;
 
 use crate::state::AppState;
@@ -53,6 +55,8 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/cluster/{action}", post(machines::cluster_action))
         .route("/namespaces/{ns}/machines/{name}", get(machine::show))
         .route("/namespaces/{ns}/machines/{name}/console", get(console::show))
+        .route("/namespaces/{ns}/machines/{name}/terminal", get(terminal::show))
+        .route("/namespaces/{ns}/machines/{name}/terminal/ws", get(terminal::socket))
         .route("/namespaces/{ns}/machines/{name}/{action}", post(machines::machine_action))
         .route("/namespaces/{ns}/members", post(namespace::set_member))
         .route("/namespaces/{ns}/members/{login}/delete", post(namespace::remove_member))
@@ -64,4 +68,8 @@ pub fn router() -> Router<AppState> {
             "/static/app.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], include_str!("app.js")).into_response() }),
         )
+        .route("/static/terminal.js", get(assets::terminal_js))
+        .route("/static/xterm.js", get(assets::xterm_js))
+        .route("/static/xterm.css", get(assets::xterm_css))
+        .route("/static/addon-fit.js", get(assets::addon_fit_js))
 }
