@@ -942,7 +942,8 @@ fn panel_pages() -> Vec<PanelRow> {
         page(
             "/namespaces/{ns}/machines/{name}/terminal",
             "/namespaces/red/machines/n0/terminal",
-            [TO_LOGIN, OK, OK, OK, Status(404)],
+            // A root shell is for members only: the superadmin, in no namespace, gets the 404 too.
+            [TO_LOGIN, Status(404), OK, OK, Status(404)],
         ),
         page(
             "/namespaces/{ns}/machines/{name}/terminal",
@@ -954,7 +955,7 @@ fn panel_pages() -> Vec<PanelRow> {
         page(
             "/namespaces/{ns}/machines/{name}/terminal/ws",
             "/namespaces/red/machines/n0/terminal/ws",
-            [TO_LOGIN, Status(400), Status(400), Status(400), Status(404)],
+            [TO_LOGIN, Status(404), Status(400), Status(400), Status(404)],
         ),
         page("/static/app.css", "/static/app.css", [OK; 5]),
         page("/static/app.js", "/static/app.js", [OK; 5]),

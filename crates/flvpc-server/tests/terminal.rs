@@ -99,6 +99,13 @@ async fn terminals_run_a_shell_refuse_foreign_origins_and_a_fifth_per_user() {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 403),
         other => panic!("a foreign Origin must be refused 403, got {:?}", other.map(|_| "a WebSocket")),
     }
+    // The superadmin is no member: a root shell is not theirs to open (the machine's sshd takes
+    // only members' keys, and the terminal's key is no way around that).
+    let root_cookie = panel_session(&server, "root", common::ROOT_PASSWORD).await;
+    match open(&base, &path, &root_cookie, &origin).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 404),
+        other => panic!("the superadmin must get 404, got {:?}", other.map(|_| "a WebSocket")),
+    }
     // Without a session there is no terminal either (the panel sends strangers to sign in).
     match open(&base, &path, "not-a-session", &origin).await {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 303),

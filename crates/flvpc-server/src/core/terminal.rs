@@ -23,9 +23,16 @@ pub enum Target {
 }
 
 /// The machine `name` of `ns` for a terminal of `caller`: members of the namespace (admins and
-/// users) and the superadmin, as for the SSH gateway; anyone else gets not-found. Read afresh
-/// for every terminal: a removed membership takes effect for the next one.
+/// users) only; anyone else gets not-found. The superadmin too, unless a member: a terminal is a
+/// root shell, which the machine's sshd gives only to members' keys (the gateway forwards the
+/// superadmin to a machine, but sshd there still wants a member's key), and the terminal key must
+/// not be a way around that. Read afresh for every terminal: a removed membership takes effect
+/// for the next one.
 pub async fn target(state: &AppState, caller: &Principal, ns: &str, name: &str) -> CoreResult<Target> {
+    let namespace = super::namespace_or_not_found(ns)?;
+    if caller.role_in(&namespace).is_none() {
+        return Err(flvpc_model::Denied::NotFound.into());
+    }
     let machines = super::machines::list(state, caller, ns).await?;
     let machine = machines
         .iter()
