@@ -145,6 +145,19 @@ async fn terminals_run_a_shell_refuse_foreign_origins_and_a_fifth_per_user() {
     for mut socket in open_ones {
         let _ = socket.close(None).await;
     }
+    // Closed terminals leave no login behind on the machine: only this last one's is left.
+    let mut last = shell(&base, &path, &cookie, &origin, "box0").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        // The typed line shows `…')-done`, the answer `logins=N-done`.
+        let probe = b"echo logins=$(pgrep -fc 'sshd: root@pts')-done\n".to_vec();
+        last.send(Message::Binary(probe.into())).await.expect("type");
+        match read_until(&mut last, "logins=1-done", Duration::from_secs(3)).await {
+            Ok(_) => break,
+            Err(seen) => assert!(Instant::now() < deadline, "logins of closed terminals stay on the machine: {seen}"),
+        }
+    }
+    last.close(None).await.expect("close");
 
     // The audit log has each session (who, machine, bytes each way) and the refusal.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -186,7 +186,8 @@ struct End {
 /// idle timeout; then closes the other side too.
 async fn relay(socket: WebSocket, shell: terminal::Shell) -> End {
     let (mut to_browser, mut from_browser) = socket.split();
-    let (mut from_machine, to_machine) = shell.channel.split();
+    let terminal::Shell { channel, connection } = shell;
+    let (mut from_machine, to_machine) = channel.split();
     let (mut up, mut down) = (0u64, 0u64);
     let idle = tokio::time::sleep(terminal::IDLE_TIMEOUT);
     tokio::pin!(idle);
@@ -237,6 +238,7 @@ async fn relay(socket: WebSocket, shell: terminal::Shell) -> End {
     }
     let _ = to_machine.eof().await;
     let _ = to_machine.close().await;
+    connection.hang_up().await;
     End { up, down, reason }
 }
 

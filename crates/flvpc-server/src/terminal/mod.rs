@@ -13,7 +13,7 @@ mod ssh;
 
 pub use caps::{Full, TerminalSlot, Terminals};
 pub use key::{TerminalKey, KEY_COMMENT, KEY_FILE};
-pub use ssh::{open_shell, Shell};
+pub use ssh::{open_shell, Connection, Shell};
 
 use std::time::Duration;
 

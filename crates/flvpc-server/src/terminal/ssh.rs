@@ -23,11 +23,22 @@ impl client::Handler for MachineSshd {
     }
 }
 
-/// An open shell on a machine. Dropping it ends the SSH connection.
+/// An open shell on a machine: its channel and the SSH connection under it.
 pub struct Shell {
     /// The session channel: terminal bytes both ways, window changes.
     pub channel: Channel<Msg>,
-    _connection: Handle<MachineSshd>,
+    /// Hangs the connection up when the terminal ends.
+    pub connection: Connection,
+}
+
+/// The SSH connection of a [`Shell`].
+pub struct Connection(Handle<MachineSshd>);
+
+impl Connection {
+    /// Ends the SSH connection (the machine's sshd ends the login), whatever the channel's state.
+    pub async fn hang_up(self) {
+        let _ = self.0.disconnect(russh::Disconnect::ByApplication, "the browser terminal closed", "en").await;
+    }
 }
 
 /// Signs in to the sshd at `addr` as root with the terminal key, asks for an `xterm-256color`
@@ -66,7 +77,7 @@ pub async fn open_shell(
             .await
             .map_err(|e| format!("the machine refused a terminal: {e}"))?;
         channel.request_shell(false).await.map_err(|e| format!("the machine refused a shell: {e}"))?;
-        Ok(Shell { channel, _connection: connection })
+        Ok(Shell { channel, connection: Connection(connection) })
     })
     .await;
     opened.unwrap_or_else(|_| Err(format!("the machine's SSH server did not answer within {}s", timeout.as_secs())))
