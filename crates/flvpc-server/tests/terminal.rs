@@ -180,6 +180,12 @@ async fn terminals_run_a_shell_refuse_foreign_origins_and_a_fifth_per_user() {
     }
     assert!(records.iter().any(|r| r["outcome"] == "too_many_terminals"), "the refusal: {records:?}");
 
+    // A frame over 64 KiB ends the terminal (and is not passed on to the machine).
+    let mut big = shell(&base, &path, &cookie, &origin, "box0").await;
+    big.send(Message::Binary(vec![b'x'; 64 * 1024 + 1].into())).await.expect("send");
+    let ended = read_until(&mut big, "never", Duration::from_secs(10)).await.expect_err("closed");
+    assert!(!ended.starts_with("no \"never\""), "the terminal stays open after a 64 KiB + 1 frame: {ended}");
+
     // A stopped machine: the handshake passes and the close says why.
     act(&server, &bob, &format!("/api/v1/namespaces/{ns}/machines/box0/stop")).await;
     let mut stopped = open(&base, &path, &cookie, &origin).await.expect("handshake");
