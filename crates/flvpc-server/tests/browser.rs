@@ -572,6 +572,13 @@ async fn a_namespace_user_runs_a_command_in_the_browser_terminal() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // A stopped machine's terminal page says why there is no shell, and what to do.
+    common::docker::act(&server, &root, &format!("/api/v1/namespaces/{ns}/machines/box0/stop")).await;
+    client.goto(&format!("{base}{machine}/terminal")).await.expect("open");
+    let status = text_of(&client, "#terminal-status").await;
+    assert!(status.contains("not running") && status.contains("start it"), "{status}");
+    assert!(client.find(Locator::Css("#terminal")).await.is_err(), "no terminal box for a stopped machine");
+
     // Someone outside the namespace gets the panel's 404 page, and no terminal.
     submit(&client, "form[action='/logout']").await;
     client.wait().for_element(Locator::Css("form[action='/login']")).await.expect("signed out");
