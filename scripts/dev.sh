@@ -3,6 +3,8 @@
 #
 #   bash scripts/dev.sh run [serve flags]   install what flvpc needs, build it, serve the panel on :5555
 #   bash scripts/dev.sh test                install and start what the tests need, then pass them all
+#   bash scripts/dev.sh setup               only install the panel's front-end packages (xterm.js), which
+#                                           every build of flvpc-server embeds
 #
 # Everything here is idempotent: run it again at any time.
 set -euo pipefail
@@ -120,8 +122,23 @@ install_vm_packages() {
   apt_install qemu-utils e2fsprogs
 }
 
+# xterm.js for the panel's browser terminal, from the npm registry: `npm ci` installs exactly the
+# committed lock file into crates/flvpc-server/assets/node_modules (git-ignored), and the server's
+# build embeds the files from there (its build.rs stops with a pointer here when they are missing).
+install_web_assets() {
+  command -v npm >/dev/null 2>&1 || apt_install npm
+  say "installing the panel's front-end packages (npm ci in crates/flvpc-server/assets)"
+  (cd crates/flvpc-server/assets && npm ci --no-audit --no-fund --loglevel=error) \
+    || die "npm ci failed in crates/flvpc-server/assets (is the npm registry reachable?)"
+}
+
+cmd_setup() {
+  install_web_assets
+}
+
 cmd_run() {
   need_cargo
+  install_web_assets
   install_vm_packages
   start_dockerd
   say "building flvpc (release)"
@@ -134,6 +151,7 @@ cmd_run() {
 
 cmd_test() {
   need_cargo
+  install_web_assets
   apt_install openssh-client chromium chromium-driver ca-certificates iputils-ping
   install_vm_packages
   start_postgres
@@ -153,5 +171,6 @@ cmd_test() {
 case "${1:-}" in
   run) shift; cmd_run "$@" ;;
   test) shift; cmd_test "$@" ;;
-  *) echo "usage: bash scripts/dev.sh run [serve flags] | test" >&2; exit 2 ;;
+  setup) shift; cmd_setup "$@" ;;
+  *) echo "usage: bash scripts/dev.sh run [serve flags] | test | setup" >&2; exit 2 ;;
 esac

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod panel;
 pub mod reconcile;
 pub mod state;
+pub mod terminal;
 pub mod throttle;
 pub mod usage;
 

@@ -51,6 +51,9 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Where the microVM engine finds its artifacts and runner (`None`: no microVMs).
     pub vm: Option<reconcile::engines::VmSetup>,
+    /// The server's own SSH key for browser terminals (`None`: no terminals; its public line is
+    /// then in no machine's authorized_keys). `flvpc serve` makes it once in the data dir.
+    pub terminal_key: Option<crate::terminal::TerminalKey>,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             machine_pids_limit: Some(reconcile::DEFAULT_PIDS_LIMIT),
             metrics_token: None,
             vm: None,
+            terminal_key: None,
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct Inner {
     pub started: std::time::Instant,
     /// Whether microVMs can be made here, with which accelerator.
     pub microvm: reconcile::MicroVmStatus,
+    /// The browser terminals open now (their caps).
+    pub terminals: crate::terminal::Terminals,
 }
 
 impl AppState {
@@ -153,6 +159,7 @@ impl AppState {
             instance: store.instance_id().await?,
             publish_address: config.publish_address,
             pids_limit: config.machine_pids_limit,
+            terminal_key: config.terminal_key.as_ref().map(|key| key.authorized_keys_line().to_owned()),
             ..reconcile::Settings::default()
         };
         let local = flvpc_model::Placement::new(settings.host.clone(), flvpc_model::EngineKind::Container);
@@ -181,6 +188,7 @@ impl AppState {
             usage,
             started: std::time::Instant::now(),
             microvm,
+            terminals: crate::terminal::Terminals::default(),
         })))
     }
 }

@@ -946,8 +946,30 @@ fn panel_pages() -> Vec<PanelRow> {
             "/namespaces/red/machines/n0/console",
             [TO_LOGIN, OK, OK, OK, Status(404)],
         ),
+        page(
+            "/namespaces/{ns}/machines/{name}/terminal",
+            "/namespaces/red/machines/n0/terminal",
+            // A root shell is for members only: the superadmin, in no namespace, gets the 404 too.
+            [TO_LOGIN, Status(404), OK, OK, Status(404)],
+        ),
+        page(
+            "/namespaces/{ns}/machines/{name}/terminal",
+            "/namespaces/red/machines/nope/terminal",
+            [TO_LOGIN, Status(404), Status(404), Status(404), Status(404)],
+        ),
+        // A plain GET is no WebSocket handshake: members are told so (400), strangers get the 404
+        // first. The handshake itself (Origin, caps) is tested in tests/terminal.rs.
+        page(
+            "/namespaces/{ns}/machines/{name}/terminal/ws",
+            "/namespaces/red/machines/n0/terminal/ws",
+            [TO_LOGIN, Status(404), Status(400), Status(400), Status(404)],
+        ),
         page("/static/app.css", "/static/app.css", [OK; 5]),
         page("/static/app.js", "/static/app.js", [OK; 5]),
+        page("/static/terminal.js", "/static/terminal.js", [OK; 5]),
+        page("/static/xterm.js", "/static/xterm.js", [OK; 5]),
+        page("/static/xterm.css", "/static/xterm.css", [OK; 5]),
+        page("/static/addon-fit.js", "/static/addon-fit.js", [OK; 5]),
     ]
 }
 

@@ -657,6 +657,113 @@ async fn a_machine_page_shows_the_machine_and_follows_it_live() {
     client.close().await.expect("close browser");
 }
 
+/// The text of each row of the browser terminal, trimmed.
+async fn terminal_rows(client: &Client) -> Vec<String> {
+    let rows =
+        js(client, "[...document.querySelectorAll('#terminal .xterm-rows > div')].map(r => r.textContent.trim())")
+            .await;
+    rows.as_array().map(|rows| rows.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_user_runs_a_command_in_the_browser_terminal() {
+    common::docker::require_docker();
+    let ns = common::docker::unique("bt");
+    let _cleanup = DockerCleanup(ns.clone());
+    let (server, _data) = common::start_with_terminal(Backend::Sqlite).await;
+    let base = server.base.clone();
+    let root = server.init_root().await;
+    let r = server.post("/api/v1/namespaces", &root, serde_json::json!({"name": ns})).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED);
+    // Uma is a namespace user; Sam is in no namespace.
+    common::docker::user(&server, &root, "uma", &ns, "user", &common::docker::keypair("uma")).await;
+    let r = server.post("/api/v1/users", &root, serde_json::json!({"login": "sam", "password": "sam-password"})).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED);
+    let spec = "machines:\n- count: 1\n  spec:\n    name: box%d\n    image: flvpc/debian:12\n    ignite: {cpus: 1, memory: 256MB, diskSize: 4GB}\n";
+    assert_eq!(common::docker::put_spec(&server, &root, &ns, spec).await.status(), reqwest::StatusCode::OK);
+    common::docker::act(&server, &root, &format!("/api/v1/namespaces/{ns}/cluster/create")).await;
+
+    let (_driver, client) = start_browser().await;
+    sign_in(&client, &base, "uma", &common::password_of("uma")).await;
+    // From the machine's page to its terminal.
+    let machine = format!("/namespaces/{ns}/machines/box0");
+    client.goto(&format!("{base}{machine}")).await.expect("machine page");
+    let link = client.find(Locator::Css("a[data-terminal-link]")).await.expect("a terminal link on the machine page");
+    link.click().await.expect("open the terminal");
+    client.wait().for_element(Locator::Css("#terminal .xterm-rows")).await.expect("xterm.js drew the terminal");
+    assert_eq!(client.current_url().await.expect("url").path(), format!("{machine}/terminal"));
+
+    // Type `hostname` and Enter; the machine's name comes back on a line of its own (the prompt
+    // names it too, so a row that is exactly the name is the command's output). The machine's sshd
+    // may still be starting: a closed terminal is opened again by reloading, as a person would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = text_of(&client, "#terminal-status").await;
+        if status.starts_with("Connected") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the terminal did not connect: {status}");
+        if status.starts_with("Disconnected") {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            client.refresh().await.expect("reload");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let input = client.find(Locator::Css("#terminal .xterm-helper-textarea")).await.expect("xterm's input");
+    input.send_keys("hostname\u{E007}").await.expect("type");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = terminal_rows(&client).await;
+        if rows.iter().any(|row| row == "box0") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no output of hostname: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // xterm.js's own styles reach the page despite the CSP (copied into constructed sheets).
+    let sheets = js(&client, "document.adoptedStyleSheets.length").await;
+    assert!(sheets.as_u64().is_some_and(|n| n > 0), "xterm's styles are applied: {sheets}");
+    screenshot(&client, "13-terminal").await;
+
+    // Leaving the page closes the terminal; its session is in the audit log with bytes each way.
+    client.goto(&format!("{base}{machine}")).await.expect("leave the terminal");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = server.get("/api/v1/audit?limit=100", &root).await;
+        let records = r.body.as_array().cloned().unwrap_or_default();
+        let session =
+            records.iter().find(|e| e["action"] == "machine.terminal" && e["actor"] == "uma" && e["outcome"] == "ok");
+        if let Some(session) = session {
+            assert_eq!(session["target"], format!("{ns}/box0"));
+            let detail = session["detail"].as_str().unwrap_or_default();
+            assert!(
+                !detail.contains("up=0B") && !detail.contains("down=0B") && detail.contains("duration="),
+                "{detail}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no terminal session in the audit log: {records:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A stopped machine's terminal page says why there is no shell, and what to do.
+    common::docker::act(&server, &root, &format!("/api/v1/namespaces/{ns}/machines/box0/stop")).await;
+    client.goto(&format!("{base}{machine}/terminal")).await.expect("open");
+    let status = text_of(&client, "#terminal-status").await;
+    assert!(status.contains("not running") && status.contains("start it"), "{status}");
+    assert!(client.find(Locator::Css("#terminal")).await.is_err(), "no terminal box for a stopped machine");
+
+    // Someone outside the namespace gets the panel's 404 page, and no terminal.
+    submit(&client, "form[action='/logout']").await;
+    client.wait().for_element(Locator::Css("form[action='/login']")).await.expect("signed out");
+    sign_in(&client, &base, "sam", "sam-password").await;
+    client.goto(&format!("{base}{machine}/terminal")).await.expect("open");
+    let text = body_text(&client).await;
+    assert!(text.contains("not a member") && !text.contains("box0"), "{text}");
+    assert!(client.find(Locator::Css("#terminal")).await.is_err());
+    client.close().await.expect("close browser");
+}
+
 /// Removes the test namespace's containers and network even when the test fails.
 struct DockerCleanup(String);
 

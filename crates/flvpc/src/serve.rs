@@ -190,6 +190,8 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         tracing::warn!("no superadmin yet: run `flvpc admin init --login admin --password-stdin` on this host");
     }
     let host_key = flvpc_server::gateway::load_or_create_host_key(data_dir).map_err(anyhow::Error::msg)?;
+    // The panel's browser terminal signs in to machines with this key (appended to their keys).
+    let terminal_key = flvpc_server::terminal::TerminalKey::load_or_create(data_dir).map_err(anyhow::Error::msg)?;
     let config = Config {
         listen: args.listen,
         data_dir: data_dir.to_path_buf(),
@@ -205,6 +207,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         ssh_host_key: Some((host_key.fingerprint.clone(), host_key.public.clone())),
         machine_pids_limit: (args.machine_pids_limit > 0).then_some(args.machine_pids_limit),
         metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
+        terminal_key: Some(terminal_key),
         vm: Some(flvpc_server::reconcile::VmSetup {
             artifacts_dir: args.vm_dir.clone().unwrap_or_else(|| data_dir.join("vm")),
             // The runner is this very binary (`flvpc vm-runner`), mounted read-only into runner containers.

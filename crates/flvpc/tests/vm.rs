@@ -167,6 +167,57 @@ fn http_get(port: u16, path: &str) -> (String, String) {
     (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
 }
 
+/// A panel session of `login` (the `flvpc_session` cookie's value), signed in through /login as a
+/// browser does (the login CSRF cookie and field carry the same value).
+fn panel_session(port: u16, login: &str, password: &str) -> String {
+    use std::io::Read;
+    let form = format!("login={login}&password={password}&_csrf=0123456789abcdef0123456789abcdef");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    write!(
+        stream,
+        "POST /login HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nCookie: flvpc_login_csrf=0123456789abcdef0123456789abcdef\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    answer
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("set-cookie: flvpc_session=").or_else(|| l.strip_prefix("Set-Cookie: flvpc_session="))
+        })
+        .find_map(|v| v.split(';').next().filter(|v| !v.is_empty()).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no panel session for {login}: {answer}"))
+}
+
+/// Runs `command` in the browser terminal of `ns/name` (a WebSocket as the panel's page opens it)
+/// and returns what the terminal showed once `want` appeared.
+fn in_browser_terminal(port: u16, cookie: &str, ns: &str, name: &str, command: &str, want: &str) -> String {
+    use tungstenite::client::IntoClientRequest;
+    let url = format!("ws://127.0.0.1:{port}/namespaces/{ns}/machines/{name}/terminal/ws");
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert("cookie", format!("flvpc_session={cookie}").parse().expect("cookie"));
+    request.headers_mut().insert("origin", format!("http://127.0.0.1:{port}").parse().expect("origin"));
+    let (mut socket, _) = tungstenite::connect(request).expect("the terminal's handshake");
+    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_mut() {
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    }
+    socket.send(tungstenite::Message::Binary(format!("{command}\n").into_bytes().into())).expect("type");
+    let mut seen = String::new();
+    while !seen.contains(want) {
+        match socket.read() {
+            Ok(tungstenite::Message::Binary(bytes)) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(tungstenite::Message::Close(frame)) => panic!("the terminal closed: {frame:?}; saw {seen:?}"),
+            Ok(_) => {}
+            Err(err) => panic!("the terminal failed ({err}); saw {seen:?}"),
+        }
+    }
+    let _ = socket.close(None);
+    seen
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -311,6 +362,12 @@ fn a_microvm_cluster_is_reached_through_the_gateway() {
         .expect("the VM's host port for 22");
     let (ok, out, err) = direct(&config, vm_port, &["hostname"]);
     assert!(ok && out == "vm0", "SSH through the VM's host port {vm_port}: {err}");
+
+    // The panel's browser terminal reaches the VM as it reaches a container: a root shell in the
+    // VM's own kernel, signed in with the server's terminal key (which the VM got with the members').
+    let cookie = panel_session(port, "admin", "admin-password");
+    let seen = in_browser_terminal(port, &cookie, &ns, "vm0", "echo $(id -un)@$(uname -r)-seen", "-cloud-amd64-seen");
+    assert!(seen.contains(&format!("root@{kernel}-seen")), "{seen}");
 
     // The container of the namespace reaches the VM by name; the other namespace does not.
     let c0 = format!("c0.{ns}");

@@ -7,7 +7,8 @@
 //!
 //! Reads (lists, gets) are not actions: they change and audit nothing, and stay typed functions
 //! of the core. The SSH gateway's channel and port-forward records (`gateway.*`) are not here
-//! either: they record a connection's life, not a request to change state.
+//! either, nor the browser terminal's sessions (`machine.terminal`, `terminal.rs`): they record a
+//! connection's life, not a request to change state.
 
 use super::error::CoreError;
 use flvpc_model::quota::Quota;

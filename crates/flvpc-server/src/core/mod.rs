@@ -19,6 +19,7 @@ pub mod capacity;
 pub mod error;
 pub mod machines;
 mod reads;
+pub mod terminal;
 pub mod view;
 
 pub use action::Action;

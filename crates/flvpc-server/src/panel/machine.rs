@@ -131,6 +131,10 @@ pub async fn render(state: &AppState, user: &PanelUser, headers: &HeaderMap, ns:
             (machine_charts(&points, view.memory_mb))
             h2 { "Access" }
             (access(&view))
+            // A root shell is for the namespace's members (the superadmin's role elsewhere is not one).
+            @if principal.role_in(&namespace.name).is_some() {
+                p { a href={ (path(ns, name)) "/terminal" } data-terminal-link { "Open a terminal" } " — a root shell on " (name) " in this browser." }
+            }
             h2 { "Console" }
             (console_section(ns, name, &console))
             h2 { "Operations" }

@@ -8,6 +8,7 @@
 mod account;
 mod admin;
 mod audit;
+mod assets;
 mod capacity;
 mod chart;
 mod console;
@@ -19,6 +20,7 @@ mod machines;
 mod namespace;
 mod preview;
 mod session;
+mod terminal;
 mod user;
 
 use crate::state::AppState;
@@ -59,6 +61,8 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/machines", post(machines::selected_action))
         .route("/namespaces/{ns}/machines/{name}/console", get(console::show))
         .route("/namespaces/{ns}/machines/{name}/charts", get(machine::charts))
+        .route("/namespaces/{ns}/machines/{name}/terminal", get(terminal::show))
+        .route("/namespaces/{ns}/machines/{name}/terminal/ws", get(terminal::socket))
         .route("/namespaces/{ns}/machines/{name}/{action}", post(machines::machine_action))
         .route("/namespaces/{ns}/members", post(namespace::set_member))
         .route("/namespaces/{ns}/members/{login}/delete", post(namespace::remove_member))
@@ -70,4 +74,8 @@ pub fn router() -> Router<AppState> {
             "/static/app.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], include_str!("app.js")).into_response() }),
         )
+        .route("/static/terminal.js", get(assets::terminal_js))
+        .route("/static/xterm.js", get(assets::xterm_js))
+        .route("/static/xterm.css", get(assets::xterm_css))
+        .route("/static/addon-fit.js", get(assets::addon_fit_js))
 }

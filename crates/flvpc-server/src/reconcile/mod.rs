@@ -65,6 +65,9 @@ pub struct Settings {
     pub pids_limit: Option<u32>,
     /// The host this server runs on: new machines are placed there.
     pub host: HostName,
+    /// The authorized_keys line of the server's browser-terminal key (`flvpc-panel-terminal`),
+    /// appended to every machine's keys; `None` when the server offers no terminal.
+    pub terminal_key: Option<String>,
 }
 
 impl Default for Settings {
@@ -77,6 +80,7 @@ impl Default for Settings {
             resync_every: Duration::from_secs(30),
             pids_limit: Some(DEFAULT_PIDS_LIMIT),
             host: HostName::local(),
+            terminal_key: None,
         }
     }
 }
@@ -536,6 +540,13 @@ impl Reconciler {
         );
         for key in &keys {
             content.push_str(key);
+            content.push('\n');
+        }
+        if let Some(line) = &self.inner.settings.terminal_key {
+            // The panel's browser terminal signs in with this key (crate::terminal): members reach
+            // the machine through the panel as they would with their own keys.
+            content.push_str("# flvpc-panel-terminal: the server's key for the panel's browser terminal.\n");
+            content.push_str(line);
             content.push('\n');
         }
         if lock(&self.inner.keys_written).get(machine) == Some(&content) {

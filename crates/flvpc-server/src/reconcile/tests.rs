@@ -536,3 +536,25 @@ async fn a_failed_machine_waits_for_a_restart_and_a_starting_one_is_left_alone()
     assert_eq!(w.fake.boots(&key), 2, "a restart boots it again");
     assert_eq!(w.fake.state_of(&key), Some(MachineState::Running));
 }
+
+/// The server's browser-terminal key is written with the members' keys, in every machine's file,
+/// and only when the server has one.
+#[tokio::test]
+async fn the_terminal_key_is_appended_to_every_machines_keys() {
+    let mut w = world().await;
+    let line =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDx5zEXAMPLEKEYxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx flvpc-panel-terminal";
+    let settings = Settings { instance: FAKE_INSTANCE.into(), terminal_key: Some(line.into()), ..Settings::default() };
+    w.rec = Reconciler::new(w.store.clone(), w.fake.clone(), settings);
+    w.scenario("t", Want::Running, Have::Missing).await;
+    w.pass().await;
+    let keys = w.fake.authorized_keys(&machine("t")).expect("keys written");
+    assert!(keys.starts_with("# Managed by flvpc"), "{keys}");
+    assert!(keys.lines().any(|l| l == line), "the terminal key is a line of its own: {keys}");
+
+    let plain = world().await;
+    plain.scenario("u", Want::Running, Have::Missing).await;
+    plain.pass().await;
+    let keys = plain.fake.authorized_keys(&machine("u")).expect("keys written");
+    assert!(!keys.contains("flvpc-panel-terminal"), "no terminal key without a terminal: {keys}");
+}

@@ -142,6 +142,28 @@ pub async fn start_configured(backend: Backend, config: Config, throttle: LoginT
     serve_state(state, db).await
 }
 
+/// Starts a server on the real Docker engine whose browser terminal has its own key, made in the
+/// returned data dir (which must outlive the server).
+pub async fn start_with_terminal(backend: Backend) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("data dir");
+    let key = flvpc_server::terminal::TerminalKey::load_or_create(dir.path()).expect("terminal key");
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        max_body_bytes: 64 * 1024,
+        terminal_key: Some(key),
+        ..Config::default()
+    };
+    (start_configured(backend, config, LoginThrottle::default()).await, dir)
+}
+
+/// The secret of a new panel session of `login` (the `flvpc_session` cookie's value).
+pub async fn panel_session(server: &TestServer, login: &str, password: &str) -> String {
+    let id = server.state.store.check_password(login, password).await.expect("check password").expect("user exists");
+    let issued =
+        server.state.store.create_session(id, flvpc_store::TokenKind::Panel, 3_600_000).await.expect("panel session");
+    issued.secret
+}
+
 /// Starts a server with custom login throttling.
 pub async fn start_with_throttle(backend: Backend, throttle: LoginThrottle) -> TestServer {
     let db = fresh_db(backend).await;
