@@ -63,12 +63,17 @@ async fn start_browser() -> (Driver, Client) {
     panic!("could not start Chromium through chromedriver: {last_error:?}");
 }
 
+/// Saves a screenshot of the page as a test artifact (`target/tmp/screenshots/NAME.png`) and
+/// checks the page with axe-core: every page a test shows passes the automated accessibility
+/// check with no serious or critical violation, as each role sees it, in each state shown.
 async fn screenshot(client: &Client, name: &str) {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     let _ = std::fs::create_dir_all(&dir);
     if let Ok(png) = client.screenshot().await {
         let _ = std::fs::write(dir.join(format!("{name}.png")), png);
     }
+    let violations = accessibility_violations(client, name).await;
+    assert!(violations.is_empty(), "axe-core, serious or critical:\n{}", violations.join("\n"));
 }
 
 async fn fill(client: &Client, selector: &str, value: &str) {
@@ -91,6 +96,25 @@ async fn submit(client: &Client, form: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     client.wait().for_element(Locator::Css("body")).await.expect("new page");
+}
+
+/// Runs axe-core (installed with the panel's npm packages by `scripts/dev.sh`) on the page as it
+/// is: its serious and critical violations, one line each, named after `page`.
+async fn accessibility_violations(client: &Client, page: &str) -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/node_modules/axe-core/axe.min.js");
+    let axe = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (run `bash scripts/dev.sh setup`, which installs it)"));
+    client.execute(&axe, vec![]).await.expect("inject axe-core");
+    let script = "const done = arguments[0]; \
+        axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations \
+          .filter(v => v.impact === 'serious' || v.impact === 'critical') \
+          .map(v => v.impact + ' ' + v.id + ': ' + v.help + ' — ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', '))), \
+          e => done(['axe-core failed: ' + e]));";
+    let found = client.execute_async(script, vec![]).await.expect("axe.run");
+    found
+        .as_array()
+        .map(|v| v.iter().filter_map(|x| x.as_str()).map(|x| format!("{page}: {x}")).collect())
+        .unwrap_or_default()
 }
 
 /// The value of a JavaScript expression in the page.
@@ -1005,11 +1029,15 @@ async fn every_page_fits_1280_px_and_a_phone_with_navigation_and_a_filtered_audi
         ("/account", Some("Account")),
         ("/namespaces/team1", None),
     ];
+    let mut violations = Vec::new();
     for width in [1440, 1280, 390] {
         set_width(&client, width).await;
         for (path, current) in pages {
             client.goto(&format!("{base}{path}")).await.expect("open");
             assert_fits(&client, &format!("{path} at {width} px")).await;
+            if width != 1440 {
+                violations.extend(accessibility_violations(&client, &format!("{path} at {width} px")).await);
+            }
             let marked =
                 js(&client, "[...document.querySelectorAll('header.top [aria-current=page]')].map(a => a.textContent)")
                     .await;
@@ -1017,6 +1045,8 @@ async fn every_page_fits_1280_px_and_a_phone_with_navigation_and_a_filtered_audi
             assert_eq!(marked, serde_json::json!(want), "the current menu item of {path}");
         }
     }
+
+    assert!(violations.is_empty(), "axe-core, serious or critical:\n{}", violations.join("\n"));
 
     // On a phone the menu folds behind a button that reaches every item.
     client.goto(&format!("{base}/admin/users")).await.expect("open");

@@ -165,7 +165,8 @@ pub fn danger_button(user: &PanelUser, action: &str, label: &str, aria_label: &s
 pub fn copyable(text: &str, small: bool, title: Option<&str>) -> Markup {
     html! {
         div.copyable {
-            pre.copy.small[small] title=[title] { (text) }
+            // Focusable: a long command scrolls sideways, and a keyboard must reach that too.
+            pre.copy.small[small] title=[title] tabindex="0" { (text) }
             button.copy type="button" hidden { "Copy" }
             span.copied aria-live="polite" {}
         }

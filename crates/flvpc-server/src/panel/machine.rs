@@ -166,7 +166,7 @@ fn error_box(error: Option<&str>, vm: bool, console: &Result<String, String>) ->
             span data-error-text { (error.unwrap_or_default()) }
             @if !tail.is_empty() {
                 p { "The console's last lines:" }
-                pre.console.small { (tail) }
+                pre.console.small tabindex="0" { (tail) }
             }
         }
     }

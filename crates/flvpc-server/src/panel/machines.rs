@@ -212,7 +212,7 @@ pub async fn section(
                     }
                 }
             } @else if let Some(s) = &spec {
-                pre.code { (s.spec) }
+                pre.code tabindex="0" { (s.spec) }
             } @else {
                 p.empty { "No cluster spec yet." }
             }

@@ -7,8 +7,8 @@
 
 mod account;
 mod admin;
-mod audit;
 mod assets;
+mod audit;
 mod capacity;
 mod chart;
 mod console;

@@ -40,7 +40,7 @@ pub fn page(state: &AppState, user: &PanelUser, ns: &str, spec: &str, preview: &
         }
         details {
             summary { "The spec" }
-            pre.code { (spec) }
+            pre.code tabindex="0" { (spec) }
         }
     };
     layout::page(state, user, &format!("Applying a spec to {ns}"), Nav::Namespace, body)
