@@ -284,6 +284,14 @@ async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     // The quick form shows the saved spec, not its defaults.
     assert_eq!(value_of(&client, &format!("{form} input[name=memory_mb]")).await, "256");
     assert_eq!(value_of(&client, &format!("{form} select[name=backend]")).await, "docker");
+    // What is typed in the quick form shows at once as the YAML it saves.
+    js(&client, "(d => (d.open = true, true))(document.querySelector('form#quick-form').closest('details'))").await;
+    let count_field = client.find(Locator::Css(&format!("{form} input[name=count]"))).await.expect("count");
+    count_field.clear().await.expect("clear");
+    count_field.send_keys("5").await.expect("type");
+    let yaml = value_of(&client, "textarea[name=spec]").await;
+    assert!(yaml.contains("- count: 5") && yaml.contains("memory: \"256MB\""), "{yaml}");
+    client.goto(&format!("{base}/namespaces/{ns}")).await.expect("reload: nothing typed was saved");
     submit(&client, &format!("form[action='/namespaces/{ns}/cluster/create']")).await;
     // The page may already have reloaded itself (live updates); the action is in the activity list either way.
     let text = body_text(&client).await;

@@ -239,3 +239,31 @@ document.addEventListener("DOMContentLoaded", () => {
     } catch { /* the next round tries again */ }
   }, 30000);
 });
+// The quick form and the YAML stay one editor: what is typed in the quick form is shown at once
+// as the YAML it saves (values as JSON strings, which YAML reads as they are, never as syntax).
+document.addEventListener("DOMContentLoaded", () => {
+  const quick = document.querySelector("form[data-sync-yaml]");
+  const editor = document.querySelector("textarea[name=spec]");
+  if (!quick || !editor) return;
+  const value = (name) => (quick.elements[name] ? quick.elements[name].value.trim() : "");
+  const number = (name) => (/^\d+$/.test(value(name)) ? value(name) : JSON.stringify(value(name)));
+  quick.addEventListener("input", () => {
+    const port = value("ssh_port");
+    editor.value = [
+      "machines:",
+      "- count: " + number("count"),
+      "  spec:",
+      "    name: " + JSON.stringify(value("name")),
+      "    image: " + JSON.stringify(value("image")),
+      "    backend: " + JSON.stringify(value("backend") || "docker"),
+      "    portMappings:",
+      "    - containerPort: 22",
+      ...(/^\d+$/.test(port) && port !== "0" ? ["      hostPort: " + port] : []),
+      "    ignite:",
+      "      cpus: " + number("cpus"),
+      "      memory: " + JSON.stringify(value("memory_mb") + "MB"),
+      "      diskSize: " + JSON.stringify(value("disk_gb") + "GB"),
+      "",
+    ].join("\n");
+  });
+});

@@ -181,7 +181,7 @@ pub async fn section(
                 };
                 details.card open[spec.is_none() || user.failed_at(&quick)] {
                     summary { "Quick form: one group of identical machines" }
-                    form.row method="post" action=(quick) {
+                    form.row #quick-form method="post" action=(quick) data-sync-yaml {
                         (csrf_field(user))
                         (form_error(user, &quick))
                         label { "Count" input name="count" type="number" min="0" max="256" value=(field("count", "2")) required; }
