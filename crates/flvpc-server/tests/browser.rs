@@ -117,6 +117,12 @@ async fn accessibility_violations(client: &Client, page: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Clicks what `selector` finds (an option to pick, a box to tick).
+async fn pick(client: &Client, selector: &str) {
+    let found = client.find(Locator::Css(selector)).await.unwrap_or_else(|e| panic!("{selector}: {e}"));
+    found.click().await.unwrap_or_else(|e| panic!("click {selector}: {e}"));
+}
+
 /// The value of a JavaScript expression in the page.
 async fn js(client: &Client, expression: &str) -> serde_json::Value {
     client.execute(&format!("return ({expression});"), vec![]).await.unwrap_or_else(|e| panic!("{expression}: {e}"))
@@ -879,13 +885,7 @@ async fn superadmin_sets_up_a_team_and_the_user_sees_only_their_role() {
     screenshot(&client, "03b-user-refused").await;
 
     client.goto(&format!("{base}/namespaces/team1")).await.expect("open");
-    client
-        .find(Locator::Css("form[action='/namespaces/team1/members'] select[name=login] option[value=eve]"))
-        .await
-        .expect("eve offered")
-        .click()
-        .await
-        .expect("select eve");
+    pick(&client, "form[action='/namespaces/team1/members'] select[name=login] option[value=eve]").await;
     submit(&client, "form.card[action='/namespaces/team1/members']").await;
     let text = body_text(&client).await;
     assert!(text.contains("eve added as user"), "{text}");
@@ -1111,13 +1111,7 @@ async fn every_page_fits_1280_px_and_a_phone_with_navigation_and_a_filtered_audi
 
     // The audit log, filtered on the server: refusals only.
     client.goto(&format!("{base}/admin/audit")).await.expect("open");
-    client
-        .find(Locator::Css("form.audit-filter select[name=outcome] option[value=error]"))
-        .await
-        .expect("option")
-        .click()
-        .await
-        .expect("pick");
+    pick(&client, "form.audit-filter select[name=outcome] option[value=error]").await;
     submit(&client, "form.audit-filter").await;
     let url = client.current_url().await.expect("url");
     assert!(url.query().is_some_and(|q| q.contains("outcome=error")), "{url}");

@@ -241,6 +241,11 @@ pub struct SpecForm {
     apply: String,
 }
 
+/// A refused spec, shown in the YAML form with the spec as it was typed.
+fn spec_refused(ns: &str, err: &CoreError, spec: &str) -> Failed {
+    Failed::new(format!("/namespaces/{}/cluster", seg(ns)), err).typed("spec", spec)
+}
+
 /// POST /namespaces/{ns}/cluster: saves the YAML.
 pub async fn save_yaml(
     State(state): State<AppState>,
@@ -254,8 +259,7 @@ pub async fn save_yaml(
     }
     let action = Action::SaveSpec { ns: ns.clone(), spec: ops::parse(&form.spec, true) };
     let result = user.act(&state, action).await.and_then(|o| o.into_spec());
-    let failed =
-        |err: &CoreError| Failed::new(format!("/namespaces/{}/cluster", seg(&ns)), err).typed("spec", &form.spec);
+    let failed = |err: &CoreError| spec_refused(&ns, err, &form.spec);
     if form.apply == "1" && result.is_ok() {
         // "Save and apply" from the preview: the create follows the save, as the button said.
         let applied = user.act(&state, Action::CreateCluster { ns: ns.clone() }).await.and_then(|o| o.into_operation());
@@ -280,12 +284,7 @@ pub async fn preview_yaml(
     }
     match ops::preview(&state, user.caller.principal(), &ns, &form.spec).await {
         Ok(preview) => super::preview::page(&state, &user, &ns, &form.spec, &preview),
-        Err(err) => {
-            let failed = |err: &CoreError| {
-                Failed::new(format!("/namespaces/{}/cluster", seg(&ns)), err).typed("spec", &form.spec)
-            };
-            saved(&state, user, &headers, &ns, Err(err), failed).await
-        }
+        Err(err) => saved(&state, user, &headers, &ns, Err(err), |e| spec_refused(&ns, e, &form.spec)).await,
     }
 }
 
