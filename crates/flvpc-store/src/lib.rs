@@ -10,6 +10,9 @@
 mod audit;
 #[cfg(test)]
 mod audit_tests;
+mod backup;
+#[cfg(test)]
+mod backup_tests;
 mod cache;
 mod error;
 mod instance;
@@ -27,6 +30,7 @@ mod tokens;
 mod users;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, NewAudit, OUTCOME_ERROR};
+pub use backup::{backup, restore, BackupSummary};
 pub use error::StoreError;
 pub use machines::{Desired, MachinePlan, MachineRecord};
 pub use namespaces::{Member, Namespace};
