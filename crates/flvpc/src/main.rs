@@ -1,4 +1,4 @@
-//! `flvpc`: the one binary. Server commands (`serve`, `admin`) and client
+//! `flvpc`: the one binary. Server commands (`serve`, `admin`, `backup`, `restore`) and client
 //! commands that talk to a server over the REST API.
 
 mod client;
