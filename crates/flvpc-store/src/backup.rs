@@ -85,22 +85,31 @@ pub async fn backup(database_url: &str, file: &Path) -> Result<BackupSummary, St
 }
 
 async fn write_backup(database_url: &str, dialect: Dialect, file: &Path) -> Result<BackupSummary, StoreError> {
-    // Open through the store: it checks the URL and brings the schema up to date (a no-op for the
-    // running server's own database).
-    let source = Store::open(database_url).await?;
+    // The source is opened as it is, never migrated: the server that owns it may be an older flvpc.
     match dialect {
         Dialect::Sqlite => {
+            let live =
+                sqlite_path(database_url).ok_or_else(|| StoreError::Config("no SQLite file to back up".into()))?;
+            let source = single_connection(&format!("{}?mode=rw", sqlite_url(&live))).await?;
+            // The server may hold the write lock a moment; wait for it as the server's own connections do.
+            source.execute("PRAGMA busy_timeout = 5000").await?;
+            check_schema(&source, database_url).await?;
             let path = file.to_str().ok_or_else(|| {
                 StoreError::Config(format!("{} is not valid UTF-8: name the backup file in UTF-8", file.display()))
             })?;
-            // SQLite takes the file name as a bound value: no path reaches the SQL text.
-            sqlx::query("VACUUM INTO $1").bind(path).execute(&source.pool).await?;
+            // One read transaction, so a consistent snapshot; the file name is a bound value, no
+            // path reaches the SQL text.
+            sqlx::query("VACUUM INTO $1").bind(path).execute(&source).await?;
             source.close().await;
         }
         Dialect::Postgres => {
-            let target = Store::open(&sqlite_url(file)).await?;
-            let mut src = source.pool.acquire().await?;
-            let mut dst = target.pool.acquire().await?;
+            let source = single_connection(database_url).await?;
+            let version = check_schema(&source, database_url).await?;
+            // The backup gets the schema the source has; restore migrates it later.
+            let target = single_connection(&format!("{}?mode=rwc", sqlite_url(file))).await?;
+            crate::apply_migrations(&target, Dialect::Sqlite, version).await?;
+            let mut src = source.acquire().await?;
+            let mut dst = target.acquire().await?;
             let mut read = src.begin().await?;
             // Every table read from one snapshot, while the server goes on writing.
             read.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
@@ -117,6 +126,24 @@ async fn write_backup(database_url: &str, dialect: Dialect, file: &Path) -> Resu
     }
     let summary = finish_backup_file(file, dialect).await?;
     Ok(summary)
+}
+
+/// The schema version of an flvpc database, refused when it is not one or is newer than this flvpc.
+async fn check_schema(pool: &AnyPool, database_url: &str) -> Result<i64, StoreError> {
+    let version: Result<Option<i64>, _> =
+        sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(pool).await;
+    let newest = crate::migrations::MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
+    match version {
+        Ok(Some(version)) if version <= newest => Ok(version),
+        Ok(Some(version)) => Err(StoreError::Config(format!(
+            "the database {} has schema version {version}, newer than this flvpc's {newest}: use the flvpc that runs it",
+            redact(database_url)
+        ))),
+        Ok(None) | Err(_) => Err(StoreError::Config(format!(
+            "the database {} holds no flvpc schema: give the data dir or --database-url of an flvpc server",
+            redact(database_url)
+        ))),
+    }
 }
 
 /// Marks the file as a backup and makes it one self-contained file (no WAL beside it).
@@ -136,7 +163,7 @@ async fn finish_backup_file(file: &Path, source: Dialect) -> Result<BackupSummar
         .bind(now_ms())
         .execute(&pool)
         .await?;
-    let mut summary = summarize(&pool).await?;
+    let mut summary = summarize(&pool, Dialect::Sqlite).await?;
     pool.close().await;
     summary.bytes = std::fs::metadata(file).map_err(|e| io_error("read", file, e))?.len();
     Ok(summary)
@@ -179,7 +206,7 @@ async fn restore_checked(file: &Path, database_url: &str) -> Result<BackupSummar
             }
             std::fs::rename(&partial, &path).map_err(|e| io_error("rename into place", &partial, e))?;
             let store = Store::open(database_url).await?;
-            let summary = summarize(&store.pool).await?;
+            let summary = summarize(&store.pool, Dialect::Sqlite).await?;
             store.close().await;
             Ok(summary)
         }
@@ -231,7 +258,7 @@ async fn restore_into_postgres(file: &Path, scratch: &Path, database_url: &str) 
     }
     write.commit().await?;
     drop((src, dst));
-    let summary = summarize(&target.pool).await?;
+    let summary = summarize(&target.pool, Dialect::Postgres).await?;
     source.close().await;
     target.close().await;
     Ok(summary)
@@ -269,7 +296,12 @@ async fn check_backup(file: &Path) -> Result<(), StoreError> {
         sqlx::query_scalar("SELECT format FROM flvpc_backup").fetch_optional(&pool).await;
     pool.close().await;
     match format {
-        Ok(Some(FORMAT)) => Ok(()),
+        Ok(Some(FORMAT)) => {
+            let pool = single_connection(&format!("{}?mode=ro", sqlite_url(file))).await?;
+            let schema = check_schema(&pool, &sqlite_url(file)).await;
+            pool.close().await;
+            schema.map(|_| ())
+        }
         Ok(Some(other)) => Err(StoreError::Config(format!(
             "{} is a backup of format {other}, and this flvpc reads format {FORMAT}: restore it with a newer flvpc",
             file.display()
@@ -287,6 +319,10 @@ async fn copy_table(
     table: &str,
 ) -> Result<u64, StoreError> {
     let columns = table_columns(dst, dst_dialect, table).await?;
+    if columns.is_empty() {
+        // A table of a newer schema than this database's (both sides have the same version).
+        return Ok(0);
+    }
     let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
     // Table and column names come from TABLES and the schema itself, never from input.
     let select = format!("SELECT {} FROM {table}", names.join(", "));
@@ -327,16 +363,26 @@ async fn table_columns(
             .await?
         }
     };
-    if columns.is_empty() {
-        return Err(StoreError::Config(format!("the database has no table {table}: is its schema flvpc's?")));
-    }
     Ok(columns.into_iter().map(|(name, kind)| (name, kind.to_ascii_uppercase().contains("INT"))).collect())
 }
 
 /// Rows per table and the schema version of the database behind `pool`.
-async fn summarize(pool: &AnyPool) -> Result<BackupSummary, StoreError> {
+async fn summarize(pool: &AnyPool, dialect: Dialect) -> Result<BackupSummary, StoreError> {
+    let present: Vec<String> = match dialect {
+        Dialect::Sqlite => {
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'").fetch_all(pool).await?
+        }
+        Dialect::Postgres => {
+            sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+            )
+            .fetch_all(pool)
+            .await?
+        }
+    };
     let mut tables = Vec::new();
-    for table in TABLES {
+    // Tables of a newer schema than the database's are left out.
+    for table in TABLES.iter().filter(|t| present.iter().any(|p| p == *t)) {
         let count: i64 =
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"))).fetch_one(pool).await?;
         tables.push(((*table).to_owned(), count.max(0) as u64));

@@ -185,3 +185,73 @@ async fn the_table_list_names_every_table_of_the_schema() {
     assert_eq!(tables, listed, "a new table must be added to backup::TABLES (parents first)");
     store.close().await;
 }
+
+/// A database at schema version 6 (before placements), with one machine.
+async fn old_database(url: &str) {
+    let dialect = if url.starts_with("sqlite:") { crate::Dialect::Sqlite } else { crate::Dialect::Postgres };
+    let pool = AnyPoolOptions::new().max_connections(1).connect(url).await.expect("connect");
+    crate::apply_migrations(&pool, dialect, 6).await.expect("old migrations");
+    sqlx::query("INSERT INTO namespaces (name, created_at) VALUES ('old', 0)").execute(&pool).await.expect("ns");
+    sqlx::query(
+        "INSERT INTO machines (namespace_id, name, image, backend, cpus, memory_mb, disk_gb, spec_hash, desired, \
+         observed, created_at, updated_at) VALUES ((SELECT id FROM namespaces WHERE name = 'old'), 'a', \
+         'flvpc/debian:12', 'docker', 1, 256, 1, 'h', 'running', 'running', 0, 0)",
+    )
+    .execute(&pool)
+    .await
+    .expect("machine");
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_backup_of_an_older_schema_is_taken_as_it_is_and_restored_up_to_date() {
+    let newest = crate::migrations::MIGRATIONS.iter().map(|m| m.version).max().expect("migrations");
+    for (source, _dir) in databases().await {
+        old_database(&source).await;
+        let out = tempfile::tempdir().expect("temp dir");
+        let file = out.path().join("old.backup");
+        let summary = backup(&source, &file).await.expect("backup");
+        assert_eq!(summary.schema_version, 6, "the source is backed up as it is, not migrated: {source}");
+        let pool = AnyPoolOptions::new().max_connections(1).connect(&source).await.expect("connect");
+        let version: i64 =
+            sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(&pool).await.expect("version");
+        assert_eq!(version, 6, "the live database was not migrated by the backup: {source}");
+        pool.close().await;
+
+        for (target, _target_dir) in databases().await {
+            let restored = restore(&file, &target).await.expect("restore");
+            assert_eq!(restored.schema_version, newest, "{source} -> {target}");
+            let store = Store::open(&target).await.expect("open");
+            let machine = store
+                .machine(&flvpc_model::policy::system(), &flvpc_model::MachineKey::parse("old", "a").expect("key"))
+                .await
+                .expect("read")
+                .expect("the machine");
+            assert_eq!(machine.placement, Placement::new(HostName::local(), EngineKind::Container));
+            store.close().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_backup_of_a_newer_flvpc_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = format!("sqlite://{}", dir.path().join("flvpc.db").display());
+    Store::open(&source).await.expect("open").close().await;
+    let file = dir.path().join("flvpc.backup");
+    backup(&source, &file).await.expect("backup");
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("open backup");
+    sqlx::query("INSERT INTO schema_migrations (version, description, applied_at) VALUES (9999, 'future', 0)")
+        .execute(&pool)
+        .await
+        .expect("future version");
+    pool.close().await;
+    let target = dir.path().join("restored.db");
+    let err = restore(&file, &format!("sqlite://{}", target.display())).await.expect_err("newer refused");
+    assert!(err.to_string().contains("newer than this flvpc's"), "{err}");
+    assert!(!target.exists(), "nothing written");
+}
