@@ -212,16 +212,13 @@ async fn restore_checked(file: &Path, database_url: &str) -> Result<BackupSummar
         }
         Dialect::Postgres => {
             let target_pool = single_connection(database_url).await?;
-            let present: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() \
-                 AND table_name IN ('schema_migrations', 'users', 'namespaces')",
-            )
-            .fetch_one(&target_pool)
-            .await?;
+            // Empty means no flvpc row: a database whose schema an earlier, failed restore (or a
+            // server started once) made is still empty.
+            let rows = summarize(&target_pool, Dialect::Postgres).await?.rows();
             target_pool.close().await;
-            if present > 0 {
+            if rows > 0 {
                 return Err(StoreError::Config(format!(
-                    "the database {} already holds flvpc tables: restore into an empty one",
+                    "the database {} already holds flvpc data ({rows} rows): restore into an empty one",
                     redact(database_url)
                 )));
             }
@@ -387,8 +384,11 @@ async fn summarize(pool: &AnyPool, dialect: Dialect) -> Result<BackupSummary, St
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"))).fetch_one(pool).await?;
         tables.push(((*table).to_owned(), count.max(0) as u64));
     }
-    let schema_version: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(pool).await?;
+    let schema_version: Option<i64> = if present.iter().any(|p| p == "schema_migrations") {
+        sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(pool).await?
+    } else {
+        None
+    };
     Ok(BackupSummary { tables, schema_version: schema_version.unwrap_or(0), bytes: 0 })
 }
 

@@ -133,6 +133,10 @@ async fn a_backup_restores_every_row_into_either_dialect() {
         assert!(again.to_string().contains("already exists"), "{again}");
 
         for (target, _target_dir) in databases().await {
+            if target.starts_with("postgres") {
+                // A database with flvpc's tables but no rows (a failed restore made them) is empty.
+                Store::open(&target).await.expect("schema only").close().await;
+            }
             let restored = restore(&file, &target).await.expect("restore");
             assert_eq!(restored.rows(), summary.rows(), "{source} -> {target}");
             assert_eq!(dump(&target).await, before, "{source} -> {target}");
@@ -148,6 +152,7 @@ async fn a_backup_restores_every_row_into_either_dialect() {
 
             let refused = restore(&file, &target).await.expect_err("a restore into a non-empty database is refused");
             assert!(refused.to_string().contains("restore into an empty one"), "{refused}");
+            assert_eq!(dump(&target).await.get("namespaces").map(Vec::len), Some(2), "the refusal changed nothing");
         }
     }
 }
