@@ -206,7 +206,7 @@ fn fresh_postgres() -> String {
          FLVPC_TEST_POSTGRES=postgres://USER:PASSWORD@127.0.0.1/postgres",
     );
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").subsec_nanos();
-    let name = format!("flvpc_backup_{}_{nanos}", std::process::id());
+    let name = format!("flvpc_test_backup_{}_{nanos}", std::process::id());
     let out = Command::new("psql")
         .args([admin.as_str(), "-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {name}")])
         .output()
