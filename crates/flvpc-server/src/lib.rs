@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod panel;
 pub mod reconcile;
+pub mod request_log;
 pub mod state;
 pub mod terminal;
 pub mod throttle;
@@ -47,6 +48,8 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), count_and_harden))
+        // Outermost: its line times and names every request, refusals by the layers above too.
+        .layer(middleware::from_fn(request_log::log_request))
         .with_state(state)
 }
 

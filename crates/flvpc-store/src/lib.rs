@@ -10,6 +10,9 @@
 mod audit;
 #[cfg(test)]
 mod audit_tests;
+mod backup;
+#[cfg(test)]
+mod backup_tests;
 mod cache;
 mod error;
 mod instance;
@@ -27,6 +30,7 @@ mod tokens;
 mod users;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, NewAudit, OUTCOME_ERROR};
+pub use backup::{backup, restore, BackupSummary};
 pub use error::StoreError;
 pub use machines::{Desired, MachinePlan, MachineRecord};
 pub use namespaces::{Member, Namespace};
@@ -157,31 +161,7 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let _writer = self.sqlite_writer.lock().await;
-        self.pool
-            .execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-            )
-            .await?;
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&self.pool).await?;
-        for migration in migrations::MIGRATIONS {
-            if applied.contains(&migration.version) {
-                continue;
-            }
-            let mut tx = self.pool.begin().await?;
-            for statement in migration.statements(self.dialect) {
-                sqlx::query(*statement).execute(&mut *tx).await?;
-            }
-            sqlx::query("INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)")
-                .bind(migration.version)
-                .bind(migration.description)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(version = migration.version, "applied migration: {}", migration.description);
-        }
-        Ok(())
+        apply_migrations(&self.pool, self.dialect, i64::MAX).await
     }
 
     /// Begins a write transaction, serialising writers on SQLite.
@@ -193,6 +173,34 @@ impl Store {
         let tx = self.pool.begin().await?;
         Ok(WriteTx { tx, _guard: guard, cache: &self.cache })
     }
+}
+
+/// Applies the migrations not yet recorded, up to and including version `up_to` (a backup of a
+/// PostgreSQL database gets the schema the database has, not a newer one).
+async fn apply_migrations(pool: &AnyPool, dialect: Dialect, up_to: i64) -> Result<(), StoreError> {
+    pool.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(pool).await?;
+    for migration in migrations::MIGRATIONS.iter().filter(|m| m.version <= up_to) {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        let mut tx = pool.begin().await?;
+        for statement in migration.statements(dialect) {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+        sqlx::query("INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)")
+            .bind(migration.version)
+            .bind(migration.description)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version = migration.version, "applied migration: {}", migration.description);
+    }
+    Ok(())
 }
 
 /// A write transaction and, on SQLite, the writer lock held until it ends.

@@ -1,4 +1,4 @@
-//! `flvpc`: the one binary. Server commands (`serve`, `admin`) and client
+//! `flvpc`: the one binary. Server commands (`serve`, `admin`, `backup`, `restore`) and client
 //! commands that talk to a server over the REST API.
 
 mod client;
@@ -32,6 +32,16 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Write a consistent snapshot of the database into FILE while flvpc runs (a new file, mode 0600).
+    Backup {
+        /// The backup file to write; refused if it exists.
+        file: PathBuf,
+    },
+    /// Put a backup into an empty data dir (--data-dir) or empty database (--database-url), then migrate it.
+    Restore {
+        /// A file written by `flvpc backup` (from SQLite or PostgreSQL).
+        file: PathBuf,
     },
     /// Machine images on this host.
     Image {
@@ -133,6 +143,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin { command: AdminCommand::Init { login, password_stdin: _ } } => {
             admin_init(&cli.database_url()?, login).await
         }
+        Command::Backup { file } => {
+            let summary = flvpc_store::backup(&cli.database_url()?, file).await?;
+            print_summary("backup written to", file, &summary);
+            Ok(())
+        }
+        Command::Restore { file } => {
+            let summary = flvpc_store::restore(file, &cli.database_url()?).await?;
+            print_summary("restored from", file, &summary);
+            Ok(())
+        }
         Command::Image { command } => image::run(command, &cli.data_dir).await,
         Command::Login(args) => client::login(args).await,
         Command::Logout => client::logout().await,
@@ -146,6 +166,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Machines { command } => client::machines(command).await,
         Command::VmRunner { config } => std::process::exit(flvpc_host::vm::runner::main(vec![config.clone()]).await),
     }
+}
+
+/// What a backup or restore wrote: one line per table, then the totals.
+fn print_summary(what: &str, file: &std::path::Path, summary: &flvpc_store::BackupSummary) {
+    for (table, rows) in &summary.tables {
+        println!("{table:<18} {rows:>8} rows");
+    }
+    println!(
+        "{what} {}: {} tables, {} rows, {} bytes, schema version {}",
+        file.display(),
+        summary.tables.len(),
+        summary.rows(),
+        summary.bytes,
+        summary.schema_version
+    );
 }
 
 async fn admin_init(database_url: &str, login: &str) -> anyhow::Result<()> {

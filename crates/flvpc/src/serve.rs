@@ -80,6 +80,56 @@ pub struct ServeArgs {
     /// default `vm` in the data dir. MicroVMs are offered when they and the runner image exist.
     #[arg(long, env = "FLVPC_VM_DIR")]
     vm_dir: Option<PathBuf>,
+    /// Log lines as text (for people) or JSON objects, one a line (for the journal and log shippers).
+    #[arg(long, env = "FLVPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// The least severe lines logged. FLVPC_LOG, when set, is a finer filter that replaces it
+    /// (e.g. `info,flvpc_server::gateway=debug`).
+    #[arg(long, env = "FLVPC_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    log_level: LogLevel,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (today's format).
+    Text,
+    /// One JSON object a line: time, level, message, fields, and the request span's id.
+    Json,
+}
+
+/// The least severe level logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Starts logging to standard output, as before (systemd hands it to the journal), as the flags say.
+fn init_logging(args: &ServeArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLVPC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(args.log_level.directive()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        // Flattened: a request line's fields sit next to its message; the span carries the id to inner lines.
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
 }
 
 fn parse_pids_limit(value: &str) -> Result<u32, String> {
@@ -162,12 +212,7 @@ fn fd_limit_warning(gateway: &GatewayConfig, soft_limit: u64) -> Option<String> 
 
 /// Opens the database, binds the listener and serves until SIGINT/SIGTERM.
 pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLVPC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging(args);
     flvpc_store::private_dir(data_dir)?;
     let gateway = gateway_config(args)?;
     let soft_before = flvpc_host::fd_limit().map(|l| l.soft).ok();
