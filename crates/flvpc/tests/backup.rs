@@ -4,10 +4,11 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flvpc");
+mod support;
+use support::{free_port, Server, BIN};
 
 /// Where a server's database is: SQLite in its data dir, or a PostgreSQL URL.
 fn flvpc_on(data: &Path, database: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
@@ -27,19 +28,6 @@ fn flvpc_on(data: &Path, database: Option<&str>, args: &[&str], stdin: Option<&s
 
 fn flvpc(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     flvpc_on(data, None, args, stdin)
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 fn start_server(data: &Path, database: Option<&str>, port: u16) -> Server {

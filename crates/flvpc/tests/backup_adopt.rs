@@ -4,47 +4,11 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flvpc");
-
-/// Removes the test namespace's containers and network, whatever happened.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let ids = docker(&["ps", "-aq", "--filter", &format!("label=flvpc.namespace={}", self.0)]);
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(ids);
-            docker(&args);
-        }
-        docker(&["network", "rm", &format!("flvpc-{}", self.0)]);
-    }
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
+mod support;
+use support::{docker, free_port, Cleanup, Server, BIN};
 
 fn serve(data: &Path, port: u16) -> Server {
     let server = Server(
@@ -105,7 +69,7 @@ fn wait_running(data: &Path, config: &Path, ns: &str, count: usize) {
 fn a_restored_server_adopts_the_running_machines() {
     assert!(Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()), "needs a running dockerd");
     let ns = format!("bak{}", std::process::id());
-    let _cleanup = Cleanup(ns.clone());
+    let _cleanup = Cleanup(vec![ns.clone()]);
     let dir = tempfile::tempdir().expect("dir");
     let (data, config) = (dir.path().join("data"), dir.path().join("config"));
     let port = free_port();

@@ -2,24 +2,12 @@
 //! query), status, duration and request id, the id taken from `X-Request-Id` and echoed back.
 
 use std::io::{BufRead, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flvpc");
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
+mod support;
+use support::{free_port, Server, BIN};
 
 /// A GET with optional request id: (status line and headers, body).
 fn get(port: u16, path: &str, request_id: Option<&str>) -> (String, String) {

@@ -4,42 +4,11 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flvpc");
-
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let ids = docker(&["ps", "-aq", "--filter", &format!("label=flvpc.namespace={}", self.0)]);
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(ids);
-            docker(&args);
-        }
-        docker(&["network", "rm", &format!("flvpc-{}", self.0)]);
-    }
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
+mod support;
+use support::{docker, Cleanup, Server, BIN};
 
 fn serve(data: &Path, port: u16) -> Server {
     let server = Server(
@@ -100,7 +69,7 @@ fn ssh_banner(port: u16) -> bool {
 async fn a_create_interrupted_by_a_crash_is_finished_after_restart() {
     assert!(Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()), "needs a running dockerd");
     let ns = format!("rst{}", std::process::id());
-    let _cleanup = Cleanup(ns.clone());
+    let _cleanup = Cleanup(vec![ns.clone()]);
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path();
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");

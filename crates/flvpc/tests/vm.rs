@@ -12,50 +12,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flvpc");
+mod support;
+use support::{docker, free_port, Cleanup, Server, BIN};
+
 /// Under TCG on a shared 2-core host a VM reaches sshd in about a minute.
 const BOOT: Duration = Duration::from_secs(300);
-
-struct Cleanup(Vec<String>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let ids = docker(&["ps", "-aq", "--filter", &format!("label=flvpc.namespace={ns}")]);
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let mut args = vec!["rm", "-f", "-v"];
-                args.extend(ids);
-                docker(&args);
-            }
-            docker(&["network", "rm", &format!("flvpc-{ns}")]);
-        }
-    }
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
-}
 
 fn vm_dir() -> PathBuf {
     std::env::var_os("FLVPC_TEST_VM_DIR")

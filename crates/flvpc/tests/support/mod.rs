@@ -1,0 +1,52 @@
+//! What the real-binary tests of this crate share: the binary, a server process killed with the
+//! test, the machines and networks of a test's namespaces removed whatever happened, the `docker`
+//! CLI for checks from outside, and free loopback ports. Each test binary uses a part of it.
+#![allow(dead_code)]
+
+use std::process::{Child, Command};
+
+/// The flvpc binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_flvpc");
+
+/// A `flvpc serve` process, killed and reaped when dropped (also when the test fails).
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The containers (with their anonymous volumes) and networks of these namespaces, removed when
+/// dropped, also when the test fails.
+pub struct Cleanup(pub Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let ids = docker(&["ps", "-aq", "--filter", &format!("label=flvpc.namespace={ns}")]);
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f", "-v"];
+                args.extend(ids);
+                docker(&args);
+            }
+            docker(&["network", "rm", &format!("flvpc-{ns}")]);
+        }
+    }
+}
+
+/// `docker ARGS…`: its standard output ("" if it could not run).
+pub fn docker(args: &[&str]) -> String {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
