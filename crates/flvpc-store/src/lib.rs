@@ -274,8 +274,26 @@ fn make_private(path: &Path, mode: u32) -> Result<(), StoreError> {
 /// Creates the data dir (and missing parents) readable by its owner only, or takes group and
 /// other permissions away from an existing one, with a log line: it holds the database and the
 /// gateway's host key.
+///
+/// A data dir owned by another user is refused before anything else happens: flvpc would share
+/// its keys and database with that user (or fail later, half started).
 pub fn private_dir(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|e| io_error("create", path, e))?;
+    // `/proc/self` belongs to the process's effective user: no unsafe call needed to learn it.
+    if let (Ok(dir), Ok(me)) = (std::fs::metadata(path), std::fs::metadata("/proc/self")) {
+        if dir.uid() != me.uid() {
+            return Err(StoreError::Config(format!(
+                "the data dir {} is owned by uid {}, not by uid {} that runs flvpc: give it to this user \
+                 (chown -R {} {}) or run flvpc as its owner",
+                path.display(),
+                dir.uid(),
+                me.uid(),
+                me.uid(),
+                path.display()
+            )));
+        }
+    }
     make_private(path, 0o700)
 }
 

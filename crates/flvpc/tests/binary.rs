@@ -146,6 +146,21 @@ fn a_bad_database_url_is_one_clear_line() {
 }
 
 #[test]
+fn a_data_dir_owned_by_someone_else_is_refused_before_anything_listens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    // nobody's, as a data dir copied or unpacked by another user would be.
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).expect("chown (the tests run as root)");
+    let port = free_port();
+    let out = flvpc(&data, &["serve", "--listen", &format!("127.0.0.1:{port}")], None);
+    assert!(!out.status.success(), "serve started on a data dir it does not own");
+    let said = stderr(&out);
+    assert!(said.contains("is owned by uid 65534") && said.contains("chown -R"), "{said}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "nothing listens");
+}
+
+#[test]
 fn progress_into_a_pipe_is_plain_lines_without_escape_codes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path();
