@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{free_port, Server, BIN};
+use support::{free_port, output, Server, BIN};
 
 /// Where a server's database is: SQLite in its data dir, or a PostgreSQL URL.
 fn flvpc_on(data: &Path, database: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
@@ -17,13 +17,7 @@ fn flvpc_on(data: &Path, database: Option<&str>, args: &[&str], stdin: Option<&s
     if let Some(url) = database {
         command.env("FLVPC_DATABASE_URL", url);
     }
-    let mut child =
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run flvpc");
-    if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().expect("wait")
+    output(&mut command, stdin)
 }
 
 fn flvpc(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {

@@ -2,13 +2,12 @@
 //! comes with the backup, so the running container is found by its labels and kept, not
 //! recreated. The CLI's token comes along too. Real binary, real Docker.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{docker, free_port, Cleanup, Server, BIN};
+use support::{docker, free_port, output, Cleanup, Server, BIN};
 
 fn serve(data: &Path, port: u16) -> Server {
     let server = Server(
@@ -32,21 +31,14 @@ fn serve(data: &Path, port: u16) -> Server {
 
 /// Runs the CLI with `data` as data dir and `config` as its config home.
 fn cli(data: &Path, config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("FLVPC_DATA_DIR", data)
-        .env_remove("FLVPC_DATABASE_URL")
-        .env("XDG_CONFIG_HOME", config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run flvpc");
-    if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("wait");
+    let out = output(
+        Command::new(BIN)
+            .args(args)
+            .env("FLVPC_DATA_DIR", data)
+            .env_remove("FLVPC_DATABASE_URL")
+            .env("XDG_CONFIG_HOME", config),
+        stdin,
+    );
     assert!(out.status.success(), "flvpc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     out
 }

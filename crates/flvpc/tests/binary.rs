@@ -1,29 +1,15 @@
 //! Black-box tests of the real `flvpc` binary: `admin init`, `serve` on a
 //! loopback port, the client commands, and clean shutdown on SIGTERM.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{free_port, Server, BIN};
+use support::{free_port, output, Server, BIN};
 
 fn flvpc(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("FLVPC_DATA_DIR", data)
-        .env("XDG_CONFIG_HOME", data.join("config"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run flvpc");
-    if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().expect("wait")
+    output(Command::new(BIN).args(args).env("FLVPC_DATA_DIR", data).env("XDG_CONFIG_HOME", data.join("config")), stdin)
 }
 
 fn start_server(data: &Path, port: u16) -> Server {

@@ -2,13 +2,13 @@
 //! on the same data dir, it finishes the operation, and removes a labelled
 //! container of its own that has no record. Real binary, real Docker.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{docker, Cleanup, Server, BIN};
+use support::{docker, output, Cleanup, Server, BIN};
 
 fn serve(data: &Path, port: u16) -> Server {
     let server = Server(
@@ -37,20 +37,10 @@ fn serve(data: &Path, port: u16) -> Server {
 }
 
 fn cli(data: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("FLVPC_DATA_DIR", data)
-        .env("XDG_CONFIG_HOME", data.join("config"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run flvpc");
-    if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("wait");
+    let out = output(
+        Command::new(BIN).args(args).env("FLVPC_DATA_DIR", data).env("XDG_CONFIG_HOME", data.join("config")),
+        stdin,
+    );
     assert!(out.status.success(), "flvpc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     out
 }

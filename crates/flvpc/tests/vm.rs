@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{docker, free_port, Cleanup, Server, BIN};
+use support::{docker, free_port, output, Cleanup, Server, BIN};
 
 /// Under TCG on a shared 2-core host a VM reaches sshd in about a minute.
 const BOOT: Duration = Duration::from_secs(300);
@@ -28,20 +28,10 @@ fn vm_dir() -> PathBuf {
 }
 
 fn cli(data: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("FLVPC_DATA_DIR", data)
-        .env("XDG_CONFIG_HOME", data.join("config"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run flvpc");
-    if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("wait");
+    let out = output(
+        Command::new(BIN).args(args).env("FLVPC_DATA_DIR", data).env("XDG_CONFIG_HOME", data.join("config")),
+        stdin,
+    );
     assert!(out.status.success(), "flvpc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

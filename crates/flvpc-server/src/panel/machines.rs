@@ -494,10 +494,12 @@ pub async fn selected_action(
         return super::layout::error_page(err);
     }
     let to = format!("/namespaces/{}#machines", seg(&ns));
-    let said = match verb.as_str() {
-        "start" => "Start",
-        "stop" => "Stop",
-        "restart" => "Restart",
+    // The verb once: its word and the action it makes for one machine.
+    type Make = fn(String, String) -> Action;
+    let (said, make): (&str, Make) = match verb.as_str() {
+        "start" => ("Start", |ns, name| Action::StartMachine { ns, name }),
+        "stop" => ("Stop", |ns, name| Action::StopMachine { ns, name }),
+        "restart" => ("Restart", |ns, name| Action::RestartMachine { ns, name }),
         _ => {
             return redirect_with(&state, &to, Flash::error("choose Start, Stop or Restart for the selected machines"))
         }
@@ -514,12 +516,7 @@ pub async fn selected_action(
     }
     let (mut done, mut refused) = (Vec::new(), Vec::new());
     for name in names {
-        let action = match verb.as_str() {
-            "start" => Action::StartMachine { ns: ns.clone(), name: name.clone() },
-            "stop" => Action::StopMachine { ns: ns.clone(), name: name.clone() },
-            _ => Action::RestartMachine { ns: ns.clone(), name: name.clone() },
-        };
-        match user.act(&state, action).await.and_then(|o| o.into_operation()) {
+        match user.act(&state, make(ns.clone(), name.clone())).await.and_then(|o| o.into_operation()) {
             Ok(_) => done.push(name),
             Err(err) => refused.push(format!("{name}: {}", super::user::say(&err))),
         }

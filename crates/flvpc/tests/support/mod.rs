@@ -3,7 +3,8 @@
 //! CLI for checks from outside, and free loopback ports. Each test binary uses a part of it.
 #![allow(dead_code)]
 
-use std::process::{Child, Command};
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
 
 /// The flvpc binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_flvpc");
@@ -49,4 +50,16 @@ pub fn docker(args: &[&str]) -> String {
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Runs `command` (the binary with its arguments and environment) to its end, `stdin` written to it
+/// (then closed), its output collected.
+pub fn output(command: &mut Command, stdin: Option<&str>) -> Output {
+    let mut child =
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run flvpc");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("wait")
 }
