@@ -229,7 +229,7 @@ async fn sign_in(client: &Client, base: &str, login: &str, password: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_admin_defines_and_creates_a_cluster_in_the_panel() {
     let ns = format!("ui{}", hex::encode(rand::random::<[u8; 3]>()));
-    let _cleanup = DockerCleanup(ns.clone());
+    let _cleanup = common::docker::DockerCleanup(vec![ns.clone()]);
     let server = common::start(Backend::Sqlite).await;
     let base = server.base.clone();
     let root = server.init_root().await;
@@ -573,7 +573,7 @@ async fn live_until(client: &Client, selector: &str, what: &str, check: impl Fn(
 async fn a_machine_page_shows_the_machine_and_follows_it_live() {
     common::docker::require_docker();
     let ns = common::docker::unique("mp");
-    let _cleanup = DockerCleanup(ns.clone());
+    let _cleanup = common::docker::DockerCleanup(vec![ns.clone()]);
     let server = common::start(Backend::Sqlite).await;
     let base = server.base.clone();
     let root = server.init_root().await;
@@ -707,7 +707,7 @@ async fn terminal_rows(client: &Client) -> Vec<String> {
 async fn a_namespace_user_runs_a_command_in_the_browser_terminal() {
     common::docker::require_docker();
     let ns = common::docker::unique("bt");
-    let _cleanup = DockerCleanup(ns.clone());
+    let _cleanup = common::docker::DockerCleanup(vec![ns.clone()]);
     let (server, _data) = common::start_with_terminal(Backend::Sqlite).await;
     let base = server.base.clone();
     let root = server.init_root().await;
@@ -800,24 +800,6 @@ async fn a_namespace_user_runs_a_command_in_the_browser_terminal() {
     assert!(text.contains("not a member") && !text.contains("box0"), "{text}");
     assert!(client.find(Locator::Css("#terminal")).await.is_err());
     client.close().await.expect("close browser");
-}
-
-/// Removes the test namespace's containers and network even when the test fails.
-struct DockerCleanup(String);
-
-impl Drop for DockerCleanup {
-    fn drop(&mut self) {
-        let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=flvpc.namespace={}", self.0)])
-            .output();
-        let ids: Vec<String> = out
-            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default();
-        if !ids.is_empty() {
-            let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).output();
-        }
-        let _ = Command::new("docker").args(["network", "rm", &format!("flvpc-{}", self.0)]).output();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,9 +22,24 @@ impl Drop for DockerCleanup {
             if !ids.is_empty() {
                 let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).output();
             }
-            let _ = Command::new("docker").args(["network", "rm", &format!("flvpc-{ns}")]).output();
+            remove_network_when_free(&format!("flvpc-{ns}"));
         }
     }
+}
+
+/// Removes a network, waiting for the endpoints of containers just removed to go: a server
+/// still reconciling as the test ends can hold one for a moment, and a network left behind
+/// takes one of Docker's few default address pools from every later test. Bounded: ~10 s.
+fn remove_network_when_free(network: &str) {
+    for _ in 0..40 {
+        let _ = Command::new("docker").args(["network", "rm", network]).output();
+        let exists = Command::new("docker").args(["network", "inspect", network]).output();
+        if !exists.is_ok_and(|o| o.status.success()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    eprintln!("warning: network {network} is still there after 10 s");
 }
 
 pub fn unique(prefix: &str) -> String {
