@@ -132,6 +132,28 @@ install_web_assets() {
     || die "npm ci failed in crates/flvpc-server/assets (is the npm registry reachable?)"
 }
 
+# The previous tagged version's binary, for the upgrade test (crates/flvpc/tests/upgrade.rs): built
+# once from `git archive` of the tag into /var/cache/flvpc-test/releases/<tag>-<commit>/flvpc and kept
+# there (a cold build takes minutes; its build directory is removed afterwards). Exported as
+# FLVPC_TEST_PREVIOUS_BINARY.
+build_previous_release() {
+  local tag commit dir
+  tag=$(git describe --tags --abbrev=0 HEAD~1 2>/dev/null) \
+    || die "no earlier tag in this clone's history: the upgrade test needs one (git fetch --tags)"
+  commit=$(git rev-parse --short=12 "$tag^{commit}")
+  dir=/var/cache/flvpc-test/releases/$tag-$commit
+  if [ ! -x "$dir/flvpc" ]; then
+    say "building the previous version $tag for the upgrade test (once: a few minutes)"
+    local src=$dir.src
+    rm -rf "$src" && mkdir -p "$src"
+    git archive "$tag" | tar -x -C "$src"
+    (cd "$src" && cargo build --locked -q -p flvpc) || die "could not build $tag for the upgrade test"
+    mkdir -p "$dir" && cp "$src/target/debug/flvpc" "$dir/flvpc.tmp" && mv "$dir/flvpc.tmp" "$dir/flvpc"
+    rm -rf "$src"
+  fi
+  export FLVPC_TEST_PREVIOUS_BINARY=$dir/flvpc FLVPC_TEST_PREVIOUS_VERSION=$tag
+}
+
 cmd_setup() {
   install_web_assets
 }
@@ -160,6 +182,7 @@ cmd_test() {
   cargo build --locked -p flvpc
   build_image ./target/debug/flvpc
   install_openapi_validator
+  build_previous_release
   say "cargo fmt --check"
   cargo fmt --all -- --check
   say "cargo clippy"

@@ -33,7 +33,16 @@ impl Drop for Cleanup {
                 args.extend(ids);
                 docker(&args);
             }
-            docker(&["network", "rm", &format!("flvpc-{ns}")]);
+            // A server still reconciling as the test ends can hold an endpoint for a moment, and a
+            // network left behind takes one of Docker's few default address pools. Bounded: ~10 s.
+            let network = format!("flvpc-{ns}");
+            for _ in 0..40 {
+                docker(&["network", "rm", &network]);
+                if docker(&["network", "ls", "-q", "--filter", &format!("name=^{network}$")]).trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
         }
     }
 }
