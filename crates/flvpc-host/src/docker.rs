@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings,
-    ExecConfig, HostConfig, HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    ExecConfig, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
     PortSummaryTypeEnum, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
@@ -27,6 +27,8 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures::StreamExt;
+
+use crate::subnets::{self, AddressPool, Ipv4Net};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
@@ -111,6 +113,8 @@ pub struct DockerEngine {
     instance: Option<String>,
     /// How machines see the host's cgroups.
     cgroups: Arc<CgroupLayout>,
+    /// Where namespace networks get their subnets.
+    network_pool: AddressPool,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -145,7 +149,14 @@ impl DockerEngine {
             images_seen: Arc::default(),
             instance: None,
             cgroups: Arc::new(CgroupLayout::detect()),
+            network_pool: AddressPool::DEFAULT,
         })
+    }
+
+    /// The same connection, cutting namespace networks from `pool` (`--network-pool`).
+    pub fn with_network_pool(mut self, pool: AddressPool) -> Self {
+        self.network_pool = pool;
+        self
     }
 
     /// The same connection, acting for the flvpc instance `instance`: it creates machines with
@@ -239,20 +250,63 @@ impl DockerEngine {
         if self.network_labels(&name).await?.is_some() {
             return self.check_network_owner(&name, namespace).await;
         }
-        let request = NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(LABEL_NAMESPACE.to_owned(), namespace.to_string())])),
-            ..Default::default()
-        };
-        match self.docker.create_network(request).await {
-            Ok(_) => Ok(()),
-            // Someone else (another flvpc process, a person) created it meanwhile.
-            Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => {
-                self.check_network_owner(&name, namespace).await
-            }
-            Err(e) => Err(self.error(format!("create network {name:?}"), e)),
+        // Subnets Docker refused as overlapping since we listed (another process took it).
+        let mut refused = Vec::new();
+        loop {
+            let mut taken = self.subnets_in_use().await?;
+            taken.extend(refused.iter().copied());
+            let subnet = self.network_pool.first_free(&taken).ok_or_else(|| EngineError::AddressPoolExhausted {
+                pool: self.network_pool.to_string(),
+                networks: self.network_pool.size(),
+            })?;
+            let request = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(HashMap::from([(LABEL_NAMESPACE.to_owned(), namespace.to_string())])),
+                ipam: Some(Ipam {
+                    config: Some(vec![IpamConfig {
+                        subnet: Some(subnet.to_string()),
+                        gateway: Some(subnet.gateway().to_string()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            return match self.docker.create_network(request).await {
+                Ok(_) => Ok(()),
+                // Someone else (another flvpc process, a person) created it meanwhile.
+                Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => {
+                    self.check_network_owner(&name, namespace).await
+                }
+                // Another process (a second flvpc on this engine) took that subnet since we listed.
+                Err(BollardError::DockerResponseServerError { message, .. })
+                    if message.contains("overlaps") && refused.len() < 16 =>
+                {
+                    refused.push(subnet);
+                    continue;
+                }
+                Err(e) => Err(self.error(format!("create network {name:?} on {subnet}"), e)),
+            };
         }
+    }
+
+    /// The IPv4 subnets of every Docker network and of the host's routes: a new namespace
+    /// network must overlap none of them.
+    async fn subnets_in_use(&self) -> Result<Vec<Ipv4Net>, EngineError> {
+        let networks = self
+            .docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(|e| self.error("list networks", e))?;
+        let mut taken: Vec<Ipv4Net> = networks
+            .iter()
+            .filter_map(|n| n.ipam.as_ref()?.config.as_ref())
+            .flatten()
+            .filter_map(|c| c.subnet.as_deref()?.parse().ok())
+            .collect();
+        taken.extend(subnets::host_routes());
+        Ok(taken)
     }
 
     async fn network_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>, EngineError> {

@@ -339,6 +339,18 @@ pub enum EngineError {
         /// The network name.
         network: String,
     },
+    /// Every subnet of the namespace network pool is taken (by namespaces, other Docker
+    /// networks or host routes).
+    #[error(
+        "no free /24 is left in the namespace network pool {pool} ({networks} networks, some may be taken by \
+         other Docker networks or host routes): start flvpc with a larger --network-pool"
+    )]
+    AddressPoolExhausted {
+        /// The pool, as CIDR.
+        pool: String,
+        /// How many /24s it holds.
+        networks: u32,
+    },
     /// Docker could not bind a host port when starting the machine.
     #[error("machine {container:?} could not publish its ports: {detail}; free the host port or choose another")]
     PortUnavailable {

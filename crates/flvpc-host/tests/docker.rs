@@ -636,3 +636,74 @@ async fn concurrent_handles_make_one_network() {
     first.remove_network(&ns).await.expect("remove the network");
     assert_eq!(same.len(), 1, "networks named {name}: {same:?}");
 }
+
+/// Namespace networks are cut from flvpc's own pool, so that a server holds more namespaces than
+/// Docker's default pools allow (about 30 networks), skipping a subnet someone else's network
+/// already uses; a full pool is refused with what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_networks_come_from_flvpcs_pool_beyond_dockers_defaults() {
+    use flvpc_host::subnets::{AddressPool, Ipv4Net};
+    // A pool of this test's own (a random /16 of 10.216–10.231), so that runs side by side do not meet.
+    let second = 216 + rand::random::<u8>() % 16;
+    let pool: AddressPool = format!("10.{second}.0.0/16").parse().expect("pool");
+    let engine = engine().await.with_network_pool(pool);
+    let raw = bollard::Docker::connect_with_unix_defaults().expect("docker");
+    let foreign = format!("foreign{:08x}", rand::random::<u32>());
+    let foreign_subnet = format!("10.{second}.0.0/24");
+    raw.create_network(bollard::models::NetworkCreateRequest {
+        name: foreign.clone(),
+        ipam: Some(bollard::models::Ipam {
+            config: Some(vec![bollard::models::IpamConfig {
+                subnet: Some(foreign_subnet.clone()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("a network of someone else's in the pool");
+
+    let namespaces: Vec<NamespaceName> =
+        (0..40).map(|i| n(&format!("pool{i:02}x{:06x}", rand::random::<u32>() & 0xff_ffff))).collect();
+    let mut made = Vec::new();
+    let mut failure = None;
+    for ns in &namespaces {
+        match engine.ensure_network(ns).await {
+            Ok(()) => made.push(ns.clone()),
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let mut subnets = Vec::new();
+    for ns in &made {
+        let net = raw
+            .inspect_network(&flvpc_host::network_name(ns), None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await
+            .expect("inspect");
+        let subnet = net.ipam.and_then(|i| i.config).and_then(|c| c.into_iter().next()).and_then(|c| c.subnet);
+        subnets.push(subnet.unwrap_or_default());
+    }
+    // The exhausted case: a one-/24 pool whose only subnet is taken.
+    let full: AddressPool = foreign_subnet.parse().expect("a /24 pool");
+    let exhausted =
+        engine.clone().with_network_pool(full).ensure_network(&n(&format!("full{:08x}", rand::random::<u32>()))).await;
+    for ns in &made {
+        let _ = engine.remove_network(ns).await;
+    }
+    let _ = raw.remove_network(&foreign).await;
+
+    assert_eq!(failure, None, "made {} of 40 namespace networks", made.len());
+    let parsed: Vec<Ipv4Net> = subnets.iter().map(|s| s.parse().expect("a subnet")).collect();
+    let pool_net: Ipv4Net = pool.to_string().parse().expect("pool net");
+    let foreign_net: Ipv4Net = foreign_subnet.parse().expect("net");
+    for (i, subnet) in parsed.iter().enumerate() {
+        assert!(pool_net.overlaps(subnet) && subnet.to_string().ends_with("/24"), "{subnet} is a /24 of {pool}");
+        assert!(!subnet.overlaps(&foreign_net), "{subnet} overlaps someone else's network");
+        assert!(!parsed[..i].contains(subnet), "{subnet} given twice");
+    }
+    let message = exhausted.expect_err("a full pool").to_string();
+    assert!(message.contains("--network-pool"), "{message}");
+}

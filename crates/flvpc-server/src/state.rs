@@ -54,6 +54,8 @@ pub struct Config {
     /// The server's own SSH key for browser terminals (`None`: no terminals; its public line is
     /// then in no machine's authorized_keys). `flvpc serve` makes it once in the data dir.
     pub terminal_key: Option<crate::terminal::TerminalKey>,
+    /// Where namespace networks get their /24s (`--network-pool`).
+    pub network_pool: flvpc_host::subnets::AddressPool,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             metrics_token: None,
             vm: None,
             terminal_key: None,
+            network_pool: flvpc_host::subnets::AddressPool::DEFAULT,
         }
     }
 }
@@ -143,7 +146,8 @@ impl AppState {
     /// State with a custom throttle (tests use small limits).
     pub async fn with_throttle(store: Store, config: Config, throttle: LoginThrottle) -> Result<Self, StoreError> {
         // The engine acts only on this database's machines (their instance label).
-        let engine = Arc::new(ReconnectingDocker::new(store.instance_id().await?));
+        let engine =
+            Arc::new(ReconnectingDocker::new(store.instance_id().await?).with_network_pool(config.network_pool));
         Self::with_parts(store, config, throttle, engine).await
     }
 
@@ -169,7 +173,8 @@ impl AppState {
             ..Default::default()
         };
         if let Some(vm) = &config.vm {
-            let (with_vm, status) = engines.with_microvm(settings.host.clone(), &settings.instance, vm).await;
+            let (with_vm, status) =
+                engines.with_microvm(settings.host.clone(), &settings.instance, vm, config.network_pool).await;
             engines = with_vm;
             match &status.accelerator {
                 Some(accel) => tracing::info!("microVMs: available, accelerator {accel} ({})", status.detail),

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
+use flvpc_host::subnets::AddressPool;
 use flvpc_model::spec::PortList;
 use flvpc_server::gateway::GatewayConfig;
 use flvpc_server::{AppState, Config};
@@ -80,6 +81,10 @@ pub struct ServeArgs {
     /// default `vm` in the data dir. MicroVMs are offered when they and the runner image exist.
     #[arg(long, env = "FLVPC_VM_DIR")]
     vm_dir: Option<PathBuf>,
+    /// The IPv4 range namespace networks are cut from, a /24 each (between a /8 and a /24), skipping
+    /// subnets other Docker networks or host routes use. Networks made before keep their subnet.
+    #[arg(long, env = "FLVPC_NETWORK_POOL", default_value_t = AddressPool::DEFAULT)]
+    network_pool: AddressPool,
     /// Log lines as text (for people) or JSON objects, one a line (for the journal and log shippers).
     #[arg(long, env = "FLVPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -253,6 +258,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         machine_pids_limit: (args.machine_pids_limit > 0).then_some(args.machine_pids_limit),
         metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
         terminal_key: Some(terminal_key),
+        network_pool: args.network_pool,
         vm: Some(flvpc_server::reconcile::VmSetup {
             artifacts_dir: args.vm_dir.clone().unwrap_or_else(|| data_dir.join("vm")),
             // The runner is this very binary (`flvpc vm-runner`), mounted read-only into runner containers.

@@ -3,6 +3,7 @@
 //! the engine up when it comes back.
 
 use async_trait::async_trait;
+use flvpc_host::subnets::AddressPool;
 use flvpc_host::{DockerEngine, Engine, EngineError, MachineDetails, MachineEvents, MachineInfo, MachineSpec};
 use flvpc_model::{MachineKey, NamespaceName};
 use std::sync::Arc;
@@ -12,13 +13,20 @@ use tokio::sync::Mutex;
 /// The Docker engine, connected lazily, acting for one flvpc instance.
 pub struct ReconnectingDocker {
     instance: String,
+    network_pool: AddressPool,
     current: Mutex<Option<Arc<DockerEngine>>>,
 }
 
 impl ReconnectingDocker {
     /// An engine for the flvpc instance `instance` (its machines only).
     pub fn new(instance: impl Into<String>) -> Self {
-        Self { instance: instance.into(), current: Mutex::new(None) }
+        Self { instance: instance.into(), network_pool: AddressPool::DEFAULT, current: Mutex::new(None) }
+    }
+
+    /// The same engine, cutting namespace networks from `pool`.
+    pub fn with_network_pool(mut self, pool: AddressPool) -> Self {
+        self.network_pool = pool;
+        self
     }
 
     async fn get(&self) -> Result<Arc<DockerEngine>, EngineError> {
@@ -26,7 +34,9 @@ impl ReconnectingDocker {
         if let Some(engine) = current.as_ref() {
             return Ok(engine.clone());
         }
-        let engine = Arc::new(DockerEngine::connect().await?.for_instance(self.instance.clone()));
+        let engine = Arc::new(
+            DockerEngine::connect().await?.for_instance(self.instance.clone()).with_network_pool(self.network_pool),
+        );
         *current = Some(engine.clone());
         Ok(engine)
     }

@@ -70,15 +70,22 @@ impl Engines {
 
     /// The registry with the microVM engine of `host` added, if `setup`'s artifacts and the
     /// runner image are there; the accelerator is probed by booting the kernel (KVM if that works,
-    /// TCG otherwise). Otherwise the registry unchanged, and the status says why.
-    pub async fn with_microvm(self, host: HostName, instance: &str, setup: &VmSetup) -> (Self, MicroVmStatus) {
+    /// TCG otherwise). Otherwise the registry unchanged, and the status says why. Its namespace
+    /// networks (shared with containers) come from `network_pool`.
+    pub async fn with_microvm(
+        self,
+        host: HostName,
+        instance: &str,
+        setup: &VmSetup,
+        network_pool: flvpc_host::subnets::AddressPool,
+    ) -> (Self, MicroVmStatus) {
         use flvpc_host::vm::{probe_accel, Artifacts, MicroVmConfig, MicroVmEngine, QEMU_SYSTEM};
         let Some(artifacts) = Artifacts::current(&setup.artifacts_dir) else {
             let why = format!("no current VM artifacts in {}: {MICROVM_HOWTO}", setup.artifacts_dir.display());
             return (self, MicroVmStatus::unavailable(why));
         };
         let docker = match flvpc_host::DockerEngine::connect().await {
-            Ok(d) => d.for_instance(instance),
+            Ok(d) => d.for_instance(instance).with_network_pool(network_pool),
             Err(e) => return (self, MicroVmStatus::unavailable(e.to_string())),
         };
         match docker.image_exists(flvpc_host::image::VM_RUNNER_IMAGE).await {
