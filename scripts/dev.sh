@@ -122,8 +122,8 @@ install_ansible() {
 }
 
 # The target host of crates/flvpc/tests/ansible.rs: the machine image (systemd + sshd) plus Python
-# for Ansible's modules and the Debian packages the playbook installs, so that the test itself
-# downloads nothing. The playbook's Docker engine is the host's (the test binds its socket in), so
+# for Ansible's modules and the Debian packages the playbook installs (with PostgreSQL, for the
+# flvpc_database: postgresql run), so that the test itself downloads nothing. The playbook's Docker engine is the host's (the test binds its socket in), so
 # docker.io is not in it. Rebuilt when this recipe or the machine image changes (their hash is a
 # label of the image).
 ANSIBLE_TARGET_IMAGE=flvpc/ansible-target:1
@@ -131,6 +131,7 @@ ANSIBLE_TARGET_RECIPE='FROM flvpc/debian:12
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       python3 python3-apt qemu-system-x86 qemu-utils e2fsprogs debootstrap \
+      postgresql python3-psycopg2 acl \
  && rm -rf /var/lib/apt/lists/*
 '
 build_ansible_target() {

@@ -40,9 +40,9 @@ struct Target {
 impl Target {
     /// Starts the target the way flvpc's Docker engine starts a machine (see flvpc-host's
     /// `container_body`), plus the host's Docker socket, sshd and the panel published on loopback.
-    fn start() -> Target {
-        let id = std::process::id();
-        let key = MachineKey::parse("ansible-test", &format!("target{id}")).expect("a valid key");
+    fn start(tag: &str) -> Target {
+        let id = format!("{tag}-{}", std::process::id());
+        let key = MachineKey::parse("ansible-test", &format!("target-{id}")).expect("a valid key");
         let cgroups = CgroupLayout::detect();
         cgroups.prepare(&key).expect("prepare the target's cgroups");
         let target = Target { name: format!("flvpc-ansible-target-{id}"), key, cgroups };
@@ -223,54 +223,132 @@ fn require_tools() {
     );
 }
 
+/// A target reachable by Ansible: its container, an SSH key root accepts, its host key known,
+/// and a directory for the inventory and Ansible's own files.
+struct Install {
+    dir: tempfile::TempDir,
+    target: Target,
+    panel_addr: String,
+    inventory: PathBuf,
+}
+
+impl Install {
+    /// Starts a target and writes an inventory for it with these playbook variables (on top of
+    /// the test's binary, the external engine and the superadmin).
+    fn new(tag: &str, vars: serde_json::Value) -> Install {
+        require_tools();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("id_ed25519");
+        let keygen = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "flvpc-ansible-test", "-f", &key.display().to_string()])
+            .output()
+            .expect("run ssh-keygen");
+        assert!(keygen.status.success(), "ssh-keygen failed: {}", show(&keygen));
+
+        let target = Target::start(tag);
+        let ssh_addr = target.published(22);
+        let panel_addr = target.published(5555);
+        let known_hosts = dir.path().join("known_hosts");
+        std::fs::write(&known_hosts, target.open_ssh(&key.with_extension("pub"), &ssh_addr))
+            .expect("write known_hosts");
+
+        let (ssh_host, ssh_port) = ssh_addr.rsplit_once(':').expect("host:port");
+        let mut all_vars = serde_json::json!({
+            "flvpc_binary": BIN,
+            "flvpc_docker_external": true,
+            "flvpc_admin_login": ADMIN,
+            "flvpc_admin_password": ADMIN_PASSWORD,
+        });
+        if let (Some(all), Some(more)) = (all_vars.as_object_mut(), vars.as_object()) {
+            all.extend(more.clone());
+        }
+        let inventory_text = serde_json::json!({
+            "all": {
+                "hosts": {
+                    "target": {
+                        "ansible_host": ssh_host,
+                        "ansible_port": ssh_port.parse::<u16>().expect("port"),
+                        "ansible_user": "root",
+                        "ansible_ssh_private_key_file": key,
+                        "ansible_ssh_common_args": format!("-o UserKnownHostsFile={}", known_hosts.display()),
+                        "ansible_python_interpreter": "/usr/bin/python3",
+                    }
+                },
+                "vars": all_vars,
+            }
+        });
+        let inventory = dir.path().join("inventory.yml");
+        // JSON is YAML: the inventory needs no YAML writer.
+        std::fs::write(&inventory, inventory_text.to_string()).expect("write the inventory");
+        Install { dir, target, panel_addr, inventory }
+    }
+
+    fn run(&self) -> Output {
+        run_playbook(self.dir.path(), &self.inventory)
+    }
+
+    /// Runs the playbook, which must succeed, and returns its output and recap's changed count.
+    fn run_ok(&self, what: &str) -> (Output, u32) {
+        let out = self.run();
+        assert!(out.status.success(), "the {what} run failed:\n{}", show(&out));
+        let (changed, failed) = recap(&out);
+        assert_eq!(failed, 0, "{}", show(&out));
+        (out, changed)
+    }
+
+    /// The flvpc service's main PID in the target.
+    fn main_pid(&self) -> String {
+        self.target.exec(&["systemctl", "show", "flvpc", "-p", "MainPID", "--value"])
+    }
+
+    /// Waits (bounded) for the panel's sign-in page, then signs the superadmin in through the API
+    /// and checks who the token belongs to.
+    fn superadmin_signs_in(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let login_page = loop {
+            match panel(&self.panel_addr, "GET", "/login", None, None) {
+                Ok((200, body)) => break body,
+                other => assert!(Instant::now() < deadline, "the panel did not answer within 30 s: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        assert!(login_page.contains("Sign in"), "{login_page}");
+        let credentials = serde_json::json!({ "login": ADMIN, "password": ADMIN_PASSWORD }).to_string();
+        let (status, body) =
+            panel(&self.panel_addr, "POST", "/api/v1/auth/login", None, Some(&credentials)).expect("sign in");
+        assert_eq!(status, 200, "{body}");
+        let token: serde_json::Value = serde_json::from_str(&body).expect("a JSON answer");
+        let token = token["token"].as_str().expect("a token");
+        let (status, me) = panel(&self.panel_addr, "GET", "/api/v1/me", Some(token), None).expect("me");
+        assert_eq!(status, 200, "{me}");
+        let me: serde_json::Value = serde_json::from_str(&me).expect("JSON");
+        assert_eq!(me["login"], ADMIN, "{me}");
+        assert_eq!(me["superadmin"], true, "{me}");
+    }
+
+    /// Runs the playbook again: it must change nothing and leave flvpc running as it was.
+    fn second_run_changes_nothing(&self) {
+        let pid = self.main_pid();
+        let (second, changed) = self.run_ok("second");
+        assert_eq!(changed, 0, "the second run changed something:\n{}", show(&second));
+        assert_eq!(self.main_pid(), pid, "flvpc was restarted");
+    }
+
+    /// Removes the target and checks that nothing of it is left.
+    fn remove(self) {
+        let name = self.target.name.clone();
+        drop(self.target);
+        assert!(docker(&["ps", "-aq", "--filter", &format!("name=^{name}$")]).trim().is_empty(), "the target is gone");
+    }
+}
+
 #[test]
 fn the_playbook_installs_flvpc_as_a_systemd_service_and_changes_nothing_the_second_time() {
-    require_tools();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let key = dir.path().join("id_ed25519");
-    let keygen = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "flvpc-ansible-test", "-f", &key.display().to_string()])
-        .output()
-        .expect("run ssh-keygen");
-    assert!(keygen.status.success(), "ssh-keygen failed: {}", show(&keygen));
-
-    let target = Target::start();
-    let ssh_addr = target.published(22);
-    let panel_addr = target.published(5555);
-    let known_hosts = dir.path().join("known_hosts");
-    std::fs::write(&known_hosts, target.open_ssh(&key.with_extension("pub"), &ssh_addr)).expect("write known_hosts");
-
-    let (ssh_host, ssh_port) = ssh_addr.rsplit_once(':').expect("host:port");
-    let inventory = dir.path().join("inventory.yml");
-    let inventory_text = serde_json::json!({
-        "all": {
-            "hosts": {
-                "target": {
-                    "ansible_host": ssh_host,
-                    "ansible_port": ssh_port.parse::<u16>().expect("port"),
-                    "ansible_user": "root",
-                    "ansible_ssh_private_key_file": key,
-                    "ansible_ssh_common_args": format!("-o UserKnownHostsFile={}", known_hosts.display()),
-                    "ansible_python_interpreter": "/usr/bin/python3",
-                }
-            },
-            "vars": {
-                "flvpc_binary": BIN,
-                "flvpc_docker_external": true,
-                "flvpc_log_format": "json",
-                "flvpc_admin_login": ADMIN,
-                "flvpc_admin_password": ADMIN_PASSWORD,
-            }
-        }
-    });
-    // JSON is YAML: the inventory needs no YAML writer.
-    std::fs::write(&inventory, inventory_text.to_string()).expect("write the inventory");
+    let install = Install::new("sqlite", serde_json::json!({ "flvpc_log_format": "json" }));
+    let target = &install.target;
 
     // First run: installs and starts flvpc.
-    let first = run_playbook(dir.path(), &inventory);
-    assert!(first.status.success(), "the playbook failed:\n{}", show(&first));
-    let (changed, failed) = recap(&first);
-    assert_eq!(failed, 0, "{}", show(&first));
+    let (first, changed) = install.run_ok("first");
     assert!(changed > 0, "a first run installs something:\n{}", show(&first));
     let first_text = String::from_utf8_lossy(&first.stdout);
     assert!(first_text.contains("has no /dev/net/tun"), "the missing tun device is a warning:\n{first_text}");
@@ -278,11 +356,27 @@ fn the_playbook_installs_flvpc_as_a_systemd_service_and_changes_nothing_the_seco
     // The unit runs, with its hardening and fd limit, and logs to the journal.
     assert_eq!(target.exec(&["systemctl", "is-active", "flvpc"]).trim(), "active");
     assert_eq!(target.exec(&["systemctl", "is-enabled", "flvpc"]).trim(), "enabled");
-    let props = target.exec(&["systemctl", "show", "flvpc", "-p", "NoNewPrivileges,ProtectSystem,Restart,LimitNOFILE"]);
-    for want in ["NoNewPrivileges=yes", "ProtectSystem=strict", "Restart=on-failure", "LimitNOFILE=1048576"] {
+    let props = target.exec(&[
+        "systemctl",
+        "show",
+        "flvpc",
+        "-p",
+        "NoNewPrivileges,ProtectSystem,ProtectHome,PrivateTmp,ReadWritePaths,Restart,LimitNOFILE,Environment",
+    ]);
+    for want in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "ReadWritePaths=/var/lib/flvpc",
+        "Restart=on-failure",
+        "LimitNOFILE=1048576",
+        "Environment=NO_COLOR=1",
+    ] {
         assert!(props.lines().any(|l| l == want), "{want} not in the unit's properties:\n{props}");
     }
     assert_eq!(target.exec(&["stat", "-c", "%a %U", "/var/lib/flvpc"]).trim(), "700 root");
+    assert_eq!(target.exec(&["stat", "-c", "%a %U", "/etc/flvpc/flvpc.env"]).trim(), "600 root");
     assert!(
         target.exec(&["cat", "/etc/sysctl.d/60-flvpc.conf"]).contains("fs.inotify.max_user_instances = 8192"),
         "the sysctls are kept for the next boot"
@@ -291,39 +385,19 @@ fn the_playbook_installs_flvpc_as_a_systemd_service_and_changes_nothing_the_seco
     let started = journal
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l.to_string().contains("panel and API on"));
+        .find(|l| l["message"].as_str().is_some_and(|m| m.contains("panel and API on")));
     assert!(started.is_some(), "no JSON start line of flvpc in its journal:\n{journal}");
+    // The superadmin's password went on standard input of a no_log task: nowhere in the logs.
+    let everything = target.exec(&["journalctl", "--no-pager", "-o", "cat"]);
+    assert!(!everything.contains(ADMIN_PASSWORD), "the superadmin's password is in the target's journal");
+    assert!(!String::from_utf8_lossy(&first.stdout).contains(ADMIN_PASSWORD), "the password is in Ansible's output");
 
     // The panel answers, and the superadmin the playbook made signs in through the API.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let login_page = loop {
-        match panel(&panel_addr, "GET", "/login", None, None) {
-            Ok((200, body)) => break body,
-            other => assert!(Instant::now() < deadline, "the panel did not answer within 30 s: {other:?}"),
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    assert!(login_page.contains("Sign in"), "{login_page}");
-    let credentials = serde_json::json!({ "login": ADMIN, "password": ADMIN_PASSWORD }).to_string();
-    let (status, body) = panel(&panel_addr, "POST", "/api/v1/auth/login", None, Some(&credentials)).expect("sign in");
-    assert_eq!(status, 200, "{body}");
-    let token: serde_json::Value = serde_json::from_str(&body).expect("a JSON answer");
-    let token = token["token"].as_str().expect("a token");
-    let (status, me) = panel(&panel_addr, "GET", "/api/v1/me", Some(token), None).expect("me");
-    assert_eq!(status, 200, "{me}");
-    let me: serde_json::Value = serde_json::from_str(&me).expect("JSON");
-    assert_eq!(me["login"], ADMIN, "{me}");
-    assert_eq!(me["superadmin"], true, "{me}");
-
-    // Second run: nothing to do, and flvpc was not restarted.
-    let pid = target.exec(&["systemctl", "show", "flvpc", "-p", "MainPID", "--value"]);
-    let second = run_playbook(dir.path(), &inventory);
-    assert!(second.status.success(), "the second run failed:\n{}", show(&second));
-    assert_eq!(recap(&second), (0, 0), "the second run changed something:\n{}", show(&second));
-    assert_eq!(target.exec(&["systemctl", "show", "flvpc", "-p", "MainPID", "--value"]), pid, "flvpc was restarted");
+    install.superadmin_signs_in();
+    install.second_run_changes_nothing();
 
     // A host that says it is another OS: refused in one line, before anything changes.
-    let os_release = dir.path().join("os-release");
+    let os_release = install.dir.path().join("os-release");
     std::fs::write(
         &os_release,
         "PRETTY_NAME=\"Ubuntu 24.04 LTS\"\nNAME=\"Ubuntu\"\nVERSION_ID=\"24.04\"\n\
@@ -332,7 +406,7 @@ fn the_playbook_installs_flvpc_as_a_systemd_service_and_changes_nothing_the_seco
     .expect("write os-release");
     target.exec(&["rm", "-f", "/etc/os-release"]);
     target.copy_in(&os_release, "/etc/os-release");
-    let refused = run_playbook(dir.path(), &inventory);
+    let refused = install.run();
     assert!(!refused.status.success(), "the playbook went on on another OS:\n{}", show(&refused));
     assert_eq!(recap(&refused), (0, 1), "{}", show(&refused));
     let refused_text = String::from_utf8_lossy(&refused.stdout);
@@ -342,7 +416,58 @@ fn the_playbook_installs_flvpc_as_a_systemd_service_and_changes_nothing_the_seco
     assert!(!refused_text.contains("Install the flvpc binary"), "it stopped at the first task:\n{refused_text}");
 
     // Everything the test made goes: the target (flvpc in it made no container or network).
-    let name = target.name.clone();
-    drop(target);
-    assert!(docker(&["ps", "-aq", "--filter", &format!("name=^{name}$")]).trim().is_empty(), "the target is gone");
+    install.remove();
+}
+
+/// `flvpc_database: postgresql`: the playbook makes flvpc's database and user (with a password that
+/// needs encoding in a URL), the service and `admin init` use it, and a second run changes nothing.
+#[test]
+fn the_playbook_gives_flvpc_its_own_postgresql_database() {
+    let password = "pg p@ss/w:rd%?#";
+    let install = Install::new(
+        "postgresql",
+        serde_json::json!({
+            "flvpc_database": "postgresql",
+            "flvpc_db_password": password,
+        }),
+    );
+    let target = &install.target;
+    let (first, _) = install.run_ok("first");
+    assert!(!String::from_utf8_lossy(&first.stdout).contains(password), "the password is in Ansible's output");
+    assert_eq!(target.exec(&["systemctl", "is-active", "flvpc"]).trim(), "active");
+    assert!(
+        !target.exec(&["systemctl", "show", "flvpc", "-p", "ExecStart"]).contains("postgres://"),
+        "the database URL stays out of the command line"
+    );
+    // The superadmin lives in PostgreSQL, in flvpc's database, owned by flvpc's user.
+    let owner = target.exec(&[
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        "psql",
+        "-tA",
+        "-d",
+        "flvpc",
+        "-c",
+        "SELECT tableowner FROM pg_tables WHERE tablename = 'users'",
+    ]);
+    assert_eq!(owner.trim(), "flvpc", "flvpc's tables are its user's");
+    let superadmin = target.exec(&[
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        "psql",
+        "-tA",
+        "-d",
+        "flvpc",
+        "-c",
+        "SELECT login FROM users WHERE superadmin = 1",
+    ]);
+    assert_eq!(superadmin.trim(), ADMIN);
+    assert!(target.exec(&["ls", "/var/lib/flvpc"]).lines().all(|f| !f.starts_with("flvpc.db")), "no SQLite file");
+    install.superadmin_signs_in();
+    install.second_run_changes_nothing();
+    install.remove();
 }
