@@ -229,6 +229,8 @@ struct Install {
     dir: tempfile::TempDir,
     target: Target,
     panel_addr: String,
+    /// The inventory's host entry (address, key, known hosts).
+    host: serde_json::Value,
     inventory: PathBuf,
 }
 
@@ -253,6 +255,23 @@ impl Install {
             .expect("write known_hosts");
 
         let (ssh_host, ssh_port) = ssh_addr.rsplit_once(':').expect("host:port");
+        let host = serde_json::json!({
+            "ansible_host": ssh_host,
+            "ansible_port": ssh_port.parse::<u16>().expect("port"),
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": key,
+            "ansible_ssh_common_args": format!("-o UserKnownHostsFile={}", known_hosts.display()),
+            "ansible_python_interpreter": "/usr/bin/python3",
+        });
+        let inventory = dir.path().join("inventory.yml");
+        let install = Install { dir, target, panel_addr, host, inventory };
+        install.write_inventory(vars);
+        install
+    }
+
+    /// (Re)writes the inventory with these playbook variables on top of the test's binary, the
+    /// external engine and the superadmin.
+    fn write_inventory(&self, vars: serde_json::Value) {
         let mut all_vars = serde_json::json!({
             "flvpc_binary": BIN,
             "flvpc_docker_external": true,
@@ -263,24 +282,10 @@ impl Install {
             all.extend(more.clone());
         }
         let inventory_text = serde_json::json!({
-            "all": {
-                "hosts": {
-                    "target": {
-                        "ansible_host": ssh_host,
-                        "ansible_port": ssh_port.parse::<u16>().expect("port"),
-                        "ansible_user": "root",
-                        "ansible_ssh_private_key_file": key,
-                        "ansible_ssh_common_args": format!("-o UserKnownHostsFile={}", known_hosts.display()),
-                        "ansible_python_interpreter": "/usr/bin/python3",
-                    }
-                },
-                "vars": all_vars,
-            }
+            "all": { "hosts": { "target": self.host }, "vars": all_vars }
         });
-        let inventory = dir.path().join("inventory.yml");
         // JSON is YAML: the inventory needs no YAML writer.
-        std::fs::write(&inventory, inventory_text.to_string()).expect("write the inventory");
-        Install { dir, target, panel_addr, inventory }
+        std::fs::write(&self.inventory, inventory_text.to_string()).expect("write the inventory");
     }
 
     fn run(&self) -> Output {
@@ -395,6 +400,19 @@ fn the_playbook_installs_flvpc_as_a_systemd_service_and_changes_nothing_the_seco
     // The panel answers, and the superadmin the playbook made signs in through the API.
     install.superadmin_signs_in();
     install.second_run_changes_nothing();
+
+    // A changed setting restarts flvpc with it: text lines in the journal, without colour codes.
+    let pid = install.main_pid();
+    install.write_inventory(serde_json::json!({ "flvpc_log_format": "text" }));
+    let (third, changed) = install.run_ok("third");
+    assert!(changed > 0, "the new setting was not written:\n{}", show(&third));
+    assert_ne!(install.main_pid(), pid, "flvpc was not restarted with the new setting");
+    assert_eq!(target.exec(&["systemctl", "is-active", "flvpc"]).trim(), "active");
+    let journal = target.exec(&["journalctl", "-u", "flvpc", "--no-pager", "-o", "cat"]);
+    let started: Vec<&str> = journal.lines().filter(|l| l.contains("panel and API on")).collect();
+    assert_eq!(started.len(), 2, "two starts in the journal:\n{journal}");
+    assert!(!started[1].starts_with('{') && !started[1].contains('\u{1b}'), "a plain text line: {:?}", started[1]);
+    install.superadmin_signs_in();
 
     // A host that says it is another OS: refused in one line, before anything changes.
     let os_release = install.dir.path().join("os-release");
