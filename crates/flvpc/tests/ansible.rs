@@ -8,8 +8,9 @@
 //! The playbook runs exactly as people run it (`ansible-playbook -i INVENTORY -b main.yml`) with
 //! this build's binary, and the test checks what an operator would: the unit is active, its
 //! journal has flvpc's start lines, the panel answers, the superadmin signs in through the API, a
-//! second run changes nothing, and a host that says it is another OS is refused in one line
-//! before anything changes. The target is removed at the end, whatever happened.
+//! second run changes nothing, a changed setting restarts flvpc with it, and a host that says it
+//! is another OS is refused in one line before anything changes. A second target gets flvpc's own
+//! PostgreSQL database. Targets are removed at the end, whatever happened.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -220,6 +221,15 @@ fn require_tools() {
     assert!(
         !docker(&["image", "ls", "-q", TARGET_IMAGE]).trim().is_empty(),
         "the test target image {TARGET_IMAGE} is missing: run scripts/dev.sh test (it builds it)"
+    );
+    // The playbook raises these kernel settings only where they are lower, and a container cannot
+    // (its /proc/sys is read-only): the host must have them already, as scripts/dev.sh sets them.
+    let instances = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances").unwrap_or_default();
+    assert!(
+        instances.trim().parse::<u64>().is_ok_and(|n| n >= 8192),
+        "fs.inotify.max_user_instances is {instances:?} on this host, below what the playbook sets: run \
+         scripts/dev.sh test (it raises it), or sysctl -w fs.inotify.max_user_instances=8192 and the other \
+         settings of /etc/sysctl.d/60-flvpc.conf"
     );
 }
 
