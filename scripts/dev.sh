@@ -123,9 +123,9 @@ install_ansible() {
 
 # The target host of crates/flvpc/tests/ansible.rs: the machine image (systemd + sshd) plus Python
 # for Ansible's modules and the Debian packages the playbook installs (with PostgreSQL, for the
-# flvpc_database: postgresql run), so that the test itself downloads nothing. The playbook's Docker engine is the host's (the test binds its socket in), so
-# docker.io is not in it. Rebuilt when this recipe or the machine image changes (their hash is a
-# label of the image).
+# flvpc_database: postgresql run), so that the test itself downloads nothing. The playbook's Docker
+# engine is the host's (the test binds its socket in), so docker.io is not in it. Rebuilt when this
+# recipe or the machine image changes (their hash is the image's label flvpc.test.recipe).
 ANSIBLE_TARGET_IMAGE=flvpc/ansible-target:1
 ANSIBLE_TARGET_RECIPE='FROM flvpc/debian:12
 RUN apt-get update \
@@ -138,11 +138,11 @@ build_ansible_target() {
   local want have
   want=$( { printf '%s' "$ANSIBLE_TARGET_RECIPE"; docker image inspect -f '{{ .Id }}' flvpc/debian:12; } \
     | sha256sum | cut -c1-16)
-  have=$(docker image inspect -f '{{ index .Config.Labels "flvpc.recipe" }}' "$ANSIBLE_TARGET_IMAGE" 2>/dev/null || true)
+  have=$(docker image inspect -f '{{ index .Config.Labels "flvpc.test.recipe" }}' "$ANSIBLE_TARGET_IMAGE" 2>/dev/null || true)
   [ "$have" = "$want" ] && return 0
   say "test target image $ANSIBLE_TARGET_IMAGE (Debian packages of the install playbook)"
   printf '%s' "$ANSIBLE_TARGET_RECIPE" \
-    | docker build -q --label "flvpc.recipe=$want" -t "$ANSIBLE_TARGET_IMAGE" - >/dev/null \
+    | docker build -q --label "flvpc.test.recipe=$want" -t "$ANSIBLE_TARGET_IMAGE" - >/dev/null \
     || die "docker build of $ANSIBLE_TARGET_IMAGE failed (is the Debian mirror reachable from containers?)"
 }
 
