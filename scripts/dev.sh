@@ -3,6 +3,7 @@
 #
 #   bash scripts/dev.sh run [serve flags]   install what flvpc needs, build it, serve the panel on :5555
 #   bash scripts/dev.sh test                install and start what the tests need, then pass them all
+#                                           (including Ansible and the target image of tests/ansible.rs)
 #   bash scripts/dev.sh setup               only install the panel's front-end packages (xterm.js), which
 #                                           every build of flvpc-server embeds
 #
@@ -113,6 +114,38 @@ install_openapi_validator() {
     || die "pip could not install openapi-spec-validator $version"
 }
 
+# Ansible, which runs the install playbook iac/ansible/main.yml (Debian's package: ansible-core with
+# the community collections the playbook's database tasks use).
+install_ansible() {
+  apt_install ansible
+  command -v ansible-playbook >/dev/null 2>&1 || die "ansible-playbook is missing after installing ansible"
+}
+
+# The target host of crates/flvpc/tests/ansible.rs: the machine image (systemd + sshd) plus Python
+# for Ansible's modules and the Debian packages the playbook installs (with PostgreSQL, for the
+# flvpc_database: postgresql run), so that the test itself downloads nothing. The playbook's Docker
+# engine is the host's (the test binds its socket in), so docker.io is not in it. Rebuilt when this
+# recipe or the machine image changes (their hash is the image's label flvpc.test.recipe).
+ANSIBLE_TARGET_IMAGE=flvpc/ansible-target:1
+ANSIBLE_TARGET_RECIPE='FROM flvpc/debian:12
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      python3 python3-apt qemu-system-x86 qemu-utils e2fsprogs debootstrap \
+      postgresql python3-psycopg2 acl \
+ && rm -rf /var/lib/apt/lists/*
+'
+build_ansible_target() {
+  local want have
+  want=$( { printf '%s' "$ANSIBLE_TARGET_RECIPE"; docker image inspect -f '{{ .Id }}' flvpc/debian:12; } \
+    | sha256sum | cut -c1-16)
+  have=$(docker image inspect -f '{{ index .Config.Labels "flvpc.test.recipe" }}' "$ANSIBLE_TARGET_IMAGE" 2>/dev/null || true)
+  [ "$have" = "$want" ] && return 0
+  say "test target image $ANSIBLE_TARGET_IMAGE (Debian packages of the install playbook)"
+  printf '%s' "$ANSIBLE_TARGET_RECIPE" \
+    | docker build -q --label "flvpc.test.recipe=$want" -t "$ANSIBLE_TARGET_IMAGE" - >/dev/null \
+    || die "docker build of $ANSIBLE_TARGET_IMAGE failed (is the Debian mirror reachable from containers?)"
+}
+
 # QEMU and the disk tools that build and run microVM machines (issue 10; the microVM engine
 # runs QEMU inside its runner image, the host's QEMU builds the artifacts and probes KVM).
 # QEMU first, then the tools, checked again: on a machine with a newer qemu-utils than
@@ -181,6 +214,8 @@ cmd_test() {
   say "building flvpc"
   cargo build --locked -p flvpc
   build_image ./target/debug/flvpc
+  install_ansible
+  build_ansible_target
   install_openapi_validator
   build_previous_release
   say "cargo fmt --check"
