@@ -18,9 +18,25 @@ pub struct ServeArgs {
     /// Hours a panel session or API login lasts.
     #[arg(long, env = "FLVPC_SESSION_HOURS", default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=24 * 90))]
     session_hours: u64,
-    /// Mark session cookies Secure (when flvpc is served behind TLS).
+    /// Mark session cookies Secure with --plain-http behind a proxy that terminates TLS (with
+    /// TLS served by flvpc itself they always are).
     #[arg(long, env = "FLVPC_SECURE_COOKIES")]
     secure_cookies: bool,
+    /// The panel and API's TLS certificate: a PEM file, the server's certificate first, then its
+    /// chain. Without it (and --tls-key), flvpc makes a self-signed one in the data dir's tls/.
+    #[arg(long, env = "FLVPC_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key: a PEM file (PKCS#8, RSA or EC), unencrypted.
+    #[arg(long, env = "FLVPC_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Further names of the self-signed certificate besides the host's name, localhost, 127.0.0.1
+    /// and ::1, comma-separated host names or IP addresses (used when it is first made).
+    #[arg(long, env = "FLVPC_TLS_SAN", value_delimiter = ',', value_parser = parse_san)]
+    tls_san: Vec<flvpc_server::tls::SanName>,
+    /// Serve plain HTTP instead of HTTPS: only behind a reverse proxy that terminates TLS (then
+    /// add --secure-cookies), since passwords and tokens would otherwise cross the network in clear.
+    #[arg(long, env = "FLVPC_PLAIN_HTTP")]
+    plain_http: bool,
     /// Address of the SSH gateway (the jump host to the machines).
     #[arg(long, env = "FLVPC_SSH_LISTEN", default_value = "0.0.0.0:2222")]
     ssh_listen: SocketAddr,
@@ -132,6 +148,59 @@ fn init_logging(args: &ServeArgs) {
     }
 }
 
+fn parse_san(value: &str) -> Result<flvpc_server::tls::SanName, String> {
+    flvpc_server::tls::SanName::parse(value)
+}
+
+/// How the panel and API are served, decided from the flags before anything listens.
+enum Transport {
+    Plain,
+    /// HTTPS; `self_signed` tells whether flvpc made the certificate (then clients pin it).
+    Tls {
+        identity: flvpc_server::tls::Identity,
+        self_signed: bool,
+    },
+}
+
+/// Reads the given certificate and key, or the self-signed pair of the data dir (made on first
+/// start); every problem is one sentence naming the file and what to do.
+fn transport(data_dir: &Path, args: &ServeArgs) -> anyhow::Result<Transport> {
+    use flvpc_server::tls;
+    match (&args.tls_cert, &args.tls_key, args.plain_http) {
+        (Some(_), _, true) | (_, Some(_), true) => anyhow::bail!(
+            "--plain-http and --tls-cert/--tls-key contradict each other: give the certificate and key for HTTPS, or              --plain-http alone behind a TLS proxy"
+        ),
+        (None, None, true) => Ok(Transport::Plain),
+        (Some(cert), None, false) => anyhow::bail!(
+            "--tls-cert {} was given without --tls-key: give both (the certificate chain and its private key, PEM),              or neither for a self-signed certificate",
+            cert.display()
+        ),
+        (None, Some(key), false) => anyhow::bail!(
+            "--tls-key {} was given without --tls-cert: give both (the certificate chain and its private key, PEM),              or neither for a self-signed certificate",
+            key.display()
+        ),
+        (Some(cert), Some(key), false) => {
+            Ok(Transport::Tls { identity: tls::load_files(cert, key).map_err(anyhow::Error::msg)?, self_signed: false })
+        }
+        (None, None, false) => {
+            let host = flvpc_host::host_name();
+            let (identity, _made) = tls::load_or_create_self_signed(data_dir, host.as_deref(), &args.tls_san)
+                .map_err(anyhow::Error::msg)?;
+            Ok(Transport::Tls { identity, self_signed: true })
+        }
+    }
+}
+
+/// The URL people open: the listen address, or the host's name when it listens on every address.
+fn panel_url(scheme: &str, local: SocketAddr) -> String {
+    let host = match local.ip() {
+        ip if ip.is_unspecified() => flvpc_host::host_name().unwrap_or_else(|| "localhost".to_owned()),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("{scheme}://{host}:{}", local.port())
+}
+
 fn parse_pids_limit(value: &str) -> Result<u32, String> {
     let limit: u32 = value.trim().parse().map_err(|_| format!("{value:?} is not a number, e.g. 4096"))?;
     if limit != 0 && !(64..=4_194_304).contains(&limit) {
@@ -215,6 +284,8 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
     init_logging(args);
     flvpc_store::private_dir(data_dir)?;
     let gateway = gateway_config(args)?;
+    // Before anything listens (the gateway included): a bad certificate stops the start here.
+    let transport = transport(data_dir, args)?;
     let soft_before = flvpc_host::fd_limit().map(|l| l.soft).ok();
     match flvpc_host::raise_fd_limit() {
         Ok(limit) => {
@@ -242,6 +313,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         data_dir: data_dir.to_path_buf(),
         session_ttl: Duration::from_secs(args.session_hours * 3600),
         secure_cookies: args.secure_cookies,
+        tls: matches!(transport, Transport::Tls { .. }),
         publish_address: args.publish_address,
         allow_publish_addresses: args.allow_publish_addresses.clone(),
         port_range: args.port_range,
@@ -264,7 +336,31 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}: is another flvpc (or program) using it?", args.listen))?;
-    tracing::info!("flvpc panel and API on http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    let listener = match transport {
+        Transport::Plain => {
+            tracing::warn!(
+                "serving plain HTTP (--plain-http): passwords and tokens cross the network in clear; use it only \
+                 behind a reverse proxy that terminates TLS (with --secure-cookies)"
+            );
+            tracing::info!("flvpc panel and API on {}", panel_url("http", local));
+            flvpc_server::Listener::Plain(listener)
+        }
+        Transport::Tls { identity, self_signed } => {
+            let url = panel_url("https", local);
+            let fingerprint = &identity.fingerprint;
+            if self_signed {
+                tracing::info!(
+                    "flvpc panel and API on {url} with the self-signed certificate in {}, SHA-256 fingerprint \
+                     {fingerprint} (clients: flvpc login {url} --fingerprint {fingerprint})",
+                    data_dir.join(flvpc_server::tls::TLS_DIR).display()
+                );
+            } else {
+                tracing::info!("flvpc panel and API on {url}, certificate SHA-256 fingerprint {fingerprint}");
+            }
+            flvpc_server::Listener::Tls(listener, identity.config)
+        }
+    };
     let state = AppState::new(store, config).await?;
     let fingerprint = host_key.fingerprint.clone();
     let (ssh_addr, _gateway) =
