@@ -144,7 +144,7 @@ cmd_run() {
   say "building flvpc (release)"
   cargo build --release --locked -p flvpc
   build_image ./target/release/flvpc
-  say "flvpc panel on http://0.0.0.0:5555 (data in ./data). First time? In another shell:"
+  say "flvpc panel on https://$(hostname):5555 (self-signed certificate in ./data/tls: its fingerprint is in the log). First time? In another shell:"
   echo "    ./target/release/flvpc admin init --login admin --password-stdin"
   exec ./target/release/flvpc serve "$@"
 }
