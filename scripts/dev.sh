@@ -152,7 +152,7 @@ cmd_run() {
 cmd_test() {
   need_cargo
   install_web_assets
-  apt_install openssh-client chromium chromium-driver ca-certificates iputils-ping
+  apt_install openssh-client chromium chromium-driver ca-certificates openssl iputils-ping
   install_vm_packages
   start_postgres
   start_dockerd

@@ -382,3 +382,45 @@ fn given_certificates_are_served_and_bad_ones_refused_before_anything_listens() 
         }
     }
 }
+
+/// On a terminal, `flvpc login` shows a certificate nobody vouches for and asks, as ssh does: "no"
+/// signs nothing in, "yes" pins it. The terminal is a pty made by util-linux's `script`, whose
+/// command line is this test's own binary path and loopback URL (no outside data reaches its shell).
+#[test]
+fn on_a_terminal_login_shows_the_fingerprint_and_asks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    admin_init(data);
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let log = data.join("serve.log");
+    let _server = serve(data, port, &[], &log);
+    let fingerprint = logged_fingerprint(&log);
+    let on_terminal = |answer: &str| {
+        let command = format!("{BIN} login {url} --login admin --password-stdin");
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("FLVPC_DATA_DIR", data)
+            .env("XDG_CONFIG_HOME", data.join("config"))
+            .env_remove("FLVPC_SERVER")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("util-linux's script");
+        // The password (standard input) and the answer (the terminal): one pty, line by line.
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(format!("admin-password\n{answer}\n").as_bytes()).expect("type");
+        let out = child.wait_with_output().expect("wait");
+        drop(stdin);
+        text(&out.stdout)
+    };
+    let screen = on_terminal("no");
+    assert!(screen.contains(&fingerprint) && screen.contains("(yes/no)?"), "{screen}");
+    assert!(screen.contains("not signed in"), "{screen}");
+    assert!(!data.join("config/flvpc/config.json").exists(), "nothing kept after no");
+    let screen = on_terminal("yes");
+    assert!(screen.contains(&format!("its certificate {fingerprint} is pinned")), "{screen}");
+    let out = flvpc(data, &["me"], None);
+    assert!(text(&out.stdout).contains("\"superadmin\": true"), "{}", text(&out.stderr));
+}
