@@ -118,13 +118,20 @@ async fn handshake(
 
 /// Answers a plain-HTTP request on the HTTPS port with a 400 that says what to do, then closes.
 async fn refuse_plain_http(mut stream: TcpStream) {
-    let mut request = [0u8; 4096];
-    // Read what was sent so that closing does not reset the connection before the answer is read.
-    let request = match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut request)).await {
-        Ok(Ok(n)) => &request[..n],
-        _ => &[],
-    };
-    let host = host_header(request).unwrap_or_else(|| "this-server".to_owned());
+    // Read the request's head (it may come in several writes) so that closing does not reset the
+    // connection before the client has sent it all and read the answer; 4 KiB and a second at most.
+    let mut request = Vec::with_capacity(1024);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut chunk = [0u8; 1024];
+        while request.len() < 4096 && !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let host = host_header(&request).unwrap_or_else(|| "this-server".to_owned());
     let body = format!("This port speaks HTTPS: use https://{host}/ instead of http://\n");
     let answer = format!(
         "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\
