@@ -447,6 +447,42 @@ mod tests {
     }
 
     #[test]
+    fn https_is_the_default_and_plain_http_only_when_asked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let args = parse(&["--tls-san", "vpc.example,10.0.0.5"]);
+        assert_eq!(args.tls_san.len(), 2);
+        match transport(dir.path(), &args).expect("self-signed") {
+            Transport::Tls { self_signed, identity } => assert!(self_signed && identity.fingerprint.len() == 95),
+            Transport::Plain => panic!("plain HTTP without --plain-http"),
+        }
+        assert!(dir.path().join("tls/cert.pem").exists());
+        assert!(matches!(transport(dir.path(), &parse(&["--plain-http"])).expect("plain"), Transport::Plain));
+        assert!(Cli::try_parse_from(["serve", "--tls-san", "not a name"]).is_err());
+    }
+
+    #[test]
+    fn half_or_contradictory_tls_flags_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let refusal = |flags: &[&str]| match transport(dir.path(), &parse(flags)) {
+            Ok(_) => panic!("{flags:?} accepted"),
+            Err(err) => err.to_string(),
+        };
+        assert!(refusal(&["--tls-cert", "/c.pem"]).contains("without --tls-key: give both"));
+        assert!(refusal(&["--tls-key", "/k.pem"]).contains("without --tls-cert: give both"));
+        let both = refusal(&["--plain-http", "--tls-cert", "/c.pem", "--tls-key", "/k.pem"]);
+        assert!(both.contains("contradict"), "{both}");
+        assert!(!dir.path().join("tls").exists(), "no certificate made for refused flags");
+    }
+
+    #[test]
+    fn the_panel_url_names_the_host_when_listening_everywhere() {
+        assert_eq!(panel_url("https", "127.0.0.1:5555".parse().expect("addr")), "https://127.0.0.1:5555");
+        assert_eq!(panel_url("https", "[::1]:5555".parse().expect("addr")), "https://[::1]:5555");
+        let everywhere = panel_url("https", "0.0.0.0:5555".parse().expect("addr"));
+        assert!(!everywhere.contains("0.0.0.0") && everywhere.ends_with(":5555"), "{everywhere}");
+    }
+
+    #[test]
     fn the_fd_warning_names_the_flags_and_the_limit() {
         let config = gateway_config(&parse(&[])).expect("defaults");
         // 1000 x (1 + 64) + 1024

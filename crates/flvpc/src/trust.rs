@@ -201,3 +201,21 @@ pub fn ask_on_terminal(server: &str, fingerprint: &str) -> Option<bool> {
     std::io::BufReader::new(tty).read_line(&mut answer).ok()?;
     Some(matches!(answer.trim().to_ascii_lowercase().as_str(), "yes" | "y"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_certificate_is_found_inside_nested_io_errors() {
+        // As hyper's connector reports it: rustls's error in an I/O error in an I/O error.
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let nested = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
+        assert!(certificate_refused(&nested));
+        let sentence = anyhow::Error::new(nested).context("the certificate of … is not trusted");
+        assert!(certificate_refused(sentence.as_ref()));
+        assert!(!certificate_refused(&std::io::Error::other("connection refused")));
+        let other_tls = std::io::Error::other(rustls::Error::HandshakeNotComplete);
+        assert!(!certificate_refused(&other_tls), "only a refused certificate, not any TLS failure");
+    }
+}
