@@ -1,10 +1,11 @@
 //! The HTTPS listener: accepts TCP connections, runs each TLS handshake in its own task (with a
-//! deadline, and a cap on those in flight) and hands finished streams to axum, so a slow or silent
-//! client never holds up the others. A plain-HTTP request gets a short 400 that says to use
+//! deadline, and caps on those in flight, in all and per client address) and hands finished streams
+//! to axum, so a slow or silent client never holds up the others. A plain-HTTP request gets a short 400 that says to use
 //! https, then the connection is closed: it neither hangs nor sees a TLS alert it cannot read.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -14,7 +15,10 @@ use tokio_rustls::server::TlsStream;
 /// How long a client has to finish the handshake.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// Handshakes in flight at once; more connections wait in the kernel's backlog.
-const MAX_HANDSHAKES: usize = 256;
+const MAX_HANDSHAKES: usize = 1024;
+/// Handshakes in flight from one address (an IPv4 address or an IPv6 /64): more are closed at once,
+/// so that one client's silent connections cannot take every place of the others.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 32;
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -65,6 +69,7 @@ async fn accept_loop(
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let per_address = Arc::new(PerAddress::default());
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (stream, peer) = match listener.accept().await {
@@ -76,9 +81,13 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(address_slot) = PerAddress::take(&per_address, peer.ip()) else {
+            tracing::debug!("closed a connection from {peer}: {MAX_HANDSHAKES_PER_ADDRESS} handshakes in flight");
+            continue;
+        };
         let (acceptor, ready) = (acceptor.clone(), ready.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, address_slot);
             match tokio::time::timeout(HANDSHAKE_DEADLINE, handshake(stream, peer, &acceptor)).await {
                 Ok(Some(tls)) => {
                     let _ = ready.send((tls, peer)).await;
@@ -87,6 +96,53 @@ async fn accept_loop(
                 Err(_) => tracing::debug!("TLS handshake from {peer} did not finish within {HANDSHAKE_DEADLINE:?}"),
             }
         });
+    }
+}
+
+/// Handshakes in flight per address key.
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// A place among one address's handshakes, given back on drop.
+struct AddressSlot {
+    counts: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl PerAddress {
+    fn take(counts: &Arc<PerAddress>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = address_key(ip);
+        let mut map = counts.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = map.entry(key).or_insert(0);
+        if *count >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { counts: counts.clone(), key })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = map.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The IPv4 address, or the /64 of an IPv6 address (one host usually owns a whole /64), as the
+/// SSH gateway's per-address cap counts.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
     }
 }
 
@@ -160,7 +216,21 @@ fn host_header(request: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::host_header;
+    use super::*;
+
+    #[test]
+    fn one_address_gets_a_bounded_number_of_handshakes_given_back_on_drop() {
+        let counts = Arc::new(PerAddress::default());
+        let ip: IpAddr = "2001:db8::1".parse().expect("ip");
+        let neighbour: IpAddr = "2001:db8::2".parse().expect("ip");
+        let held: Vec<AddressSlot> =
+            (0..MAX_HANDSHAKES_PER_ADDRESS).map(|_| PerAddress::take(&counts, ip).expect("a place")).collect();
+        assert!(PerAddress::take(&counts, neighbour).is_none(), "the same /64 shares the cap");
+        assert!(PerAddress::take(&counts, "192.0.2.1".parse().expect("ip")).is_some(), "others still get in");
+        drop(held);
+        assert!(PerAddress::take(&counts, ip).is_some());
+        assert!(counts.0.lock().expect("lock").len() <= 1, "emptied entries are removed");
+    }
 
     #[test]
     fn only_a_plain_host_is_echoed() {
