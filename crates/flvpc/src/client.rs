@@ -19,8 +19,8 @@ use std::path::PathBuf;
 pub struct LoginArgs {
     /// The server's URL, e.g. https://vpc.example:5555 (default https://127.0.0.1:5555).
     url: Option<String>,
-    /// The server's URL (the same as URL, for scripts written before it).
-    #[arg(long, env = "FLVPC_SERVER", conflicts_with = "url")]
+    /// The server's URL, when URL is not given (the flag of scripts written before it).
+    #[arg(long, env = "FLVPC_SERVER")]
     server: Option<String>,
     /// Your login.
     #[arg(long)]
@@ -224,7 +224,7 @@ fn config_path() -> anyhow::Result<PathBuf> {
 fn load() -> anyhow::Result<ClientConfig> {
     let path = config_path()?;
     let text = std::fs::read_to_string(&path)
-        .with_context(|| "not signed in: run `flvpc login --login YOU --password-stdin`")?;
+        .with_context(|| "not signed in: run `flvpc login https://SERVER:5555 --login YOU --password-stdin`")?;
     serde_json::from_str(&text).with_context(|| format!("{} is damaged: run `flvpc login` again", path.display()))
 }
 
