@@ -275,9 +275,11 @@ async fn get_text(path: &str, accept: &str) -> anyhow::Result<String> {
 /// Follows an operation until it ends, showing its progress on stderr.
 async fn follow(id: &str) -> anyhow::Result<()> {
     let mut progress = Progress::on_stderr();
+    // One client for the whole wait: its connection (and TLS session) is kept between polls.
+    let conn = Conn::stored()?;
     loop {
         let path = format!("/api/v1/operations/{}", segment(id)?);
-        let op: OperationOut = call_as(reqwest::Method::GET, &path, None).await?;
+        let op: OperationOut = decode(request(&conn, reqwest::Method::GET, &path, None).await?)?;
         let (done, total) = (u64::try_from(op.progress.done).ok(), u64::try_from(op.progress.total).ok());
         let kind = op.kind.as_str();
         progress.update(Update { step: kind, done, total, status: &op.state, detail: "" });
