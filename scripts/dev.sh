@@ -199,7 +199,7 @@ cmd_run() {
   say "building flvpc (release)"
   cargo build --release --locked -p flvpc
   build_image ./target/release/flvpc
-  say "flvpc panel on http://0.0.0.0:5555 (data in ./data). First time? In another shell:"
+  say "flvpc panel on https://$(hostname):5555 (self-signed certificate in ./data/tls: its fingerprint is in the log). First time? In another shell:"
   echo "    ./target/release/flvpc admin init --login admin --password-stdin"
   exec ./target/release/flvpc serve "$@"
 }
@@ -207,7 +207,7 @@ cmd_run() {
 cmd_test() {
   need_cargo
   install_web_assets
-  apt_install openssh-client chromium chromium-driver ca-certificates iputils-ping
+  apt_install openssh-client chromium chromium-driver ca-certificates openssl iputils-ping
   install_vm_packages
   start_postgres
   start_dockerd

@@ -70,7 +70,11 @@ impl Flvpc {
         init.wait()?;
         let port = free_port()?;
         let mut serve = Command::new(binary);
-        serve.args(["serve", "--listen", &format!("127.0.0.1:{port}")]).args(extra).env("FLVPC_DATA_DIR", data);
+        // Plain HTTP: the benchmarks measure the control plane, comparable with their earlier runs.
+        serve
+            .args(["serve", "--plain-http", "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("FLVPC_DATA_DIR", data);
         match log {
             Some(log) => {
                 let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;

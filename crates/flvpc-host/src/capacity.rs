@@ -1,4 +1,4 @@
-//! The host's capacity: CPUs and memory, read from the kernel.
+//! The host's capacity: CPUs and memory, read from the kernel; and its name.
 
 /// CPUs and memory of this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,14 @@ fn mem_total_mb(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024)
+}
+
+/// The host's name as the kernel knows it (`hostname`), when it has one: the self-signed TLS
+/// certificate names it so that `https://<host name>:5555` matches.
+pub fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty() && name != "(none)").then(|| name.to_owned())
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ pub mod subnets;
 pub mod usage;
 pub mod vm;
 
-pub use capacity::{host_capacity, host_limit_warnings, Capacity};
+pub use capacity::{host_capacity, host_limit_warnings, host_name, Capacity};
 pub use docker::{wait_ssh_ready, DockerEngine, ExecOutput};
 pub use engine::{
     container_name, network_name, Engine, EngineError, MachineDetails, MachineEvents, MachineInfo, MachineSpec,

@@ -20,6 +20,7 @@ pub mod request_log;
 pub mod state;
 pub mod terminal;
 pub mod throttle;
+pub mod tls;
 pub mod usage;
 
 pub use state::{AppState, Config};
@@ -202,6 +203,11 @@ async fn count_and_harden(State(state): State<AppState>, request: Request, next:
     let mut response = next.run(request).await;
     state.metrics.response(response.status().as_u16());
     let headers = response.headers_mut();
+    if state.config.tls {
+        // Served over TLS by flvpc itself: browsers keep to https for a year. (Behind a proxy, the
+        // proxy that terminates TLS decides.)
+        headers.insert("strict-transport-security", HeaderValue::from_static("max-age=31536000"));
+    }
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
     headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
@@ -222,9 +228,24 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Where the application is served: plain HTTP, or HTTPS with a server config (the TLS layer
+/// sits in front of the same router, so everything but the transport is the same).
+pub enum Listener {
+    /// Plain HTTP (`--plain-http`, and the in-process test servers).
+    Plain(tokio::net::TcpListener),
+    /// HTTPS: every connection's handshake done by [`tls::TlsListener`].
+    Tls(tokio::net::TcpListener, std::sync::Arc<rustls::ServerConfig>),
+}
+
+impl From<tokio::net::TcpListener> for Listener {
+    fn from(listener: tokio::net::TcpListener) -> Self {
+        Self::Plain(listener)
+    }
+}
+
 /// Serves the application on a bound listener until `shutdown` resolves.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<Listener>,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -233,5 +254,14 @@ pub async fn serve(
     let _stop_sampler = AbortOnDrop(sampler);
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let _stop_resync = AbortOnDrop(resync);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    match listener.into() {
+        Listener::Plain(listener) => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        Listener::Tls(listener, config) => {
+            use axum::serve::ListenerExt;
+            // `tap_io` only for its type: axum gives `ConnectInfo<SocketAddr>` to any tapped listener
+            // whose address is a SocketAddr, and `auth::ClientAddr` reads that.
+            let listener = tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        }
+    }
 }

@@ -24,8 +24,11 @@ pub struct Config {
     pub session_ttl: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
-    /// Mark cookies `Secure` (set when flvpc sits behind TLS).
+    /// Mark cookies `Secure` (set when flvpc sits behind a proxy that terminates TLS).
     pub secure_cookies: bool,
+    /// flvpc serves TLS itself: cookies are `Secure` whatever `secure_cookies` says, and
+    /// responses carry `Strict-Transport-Security`.
+    pub tls: bool,
     /// Host address machine ports are published on when a mapping names none.
     pub publish_address: IpAddr,
     /// Further addresses a mapping's `address:` may name (`--allow-publish-addresses`).
@@ -66,6 +69,7 @@ impl Default for Config {
             session_ttl: Duration::from_secs(12 * 3600),
             max_body_bytes: 1024 * 1024,
             secure_cookies: false,
+            tls: false,
             publish_address: IpAddr::from([0, 0, 0, 0]),
             allow_publish_addresses: Vec::new(),
             port_range: PortRange { first: 20000, last: 29999 },

@@ -44,7 +44,10 @@ async fn start_browser() -> (Driver, Client) {
         "goog:chromeOptions".into(),
         serde_json::json!({
             "binary": "/usr/bin/chromium",
+            // --ignore-certificate-errors: the HTTPS test server's self-signed certificate was made by
+            // the test itself (what a person accepts once in the browser).
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--ignore-certificate-errors",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
                      "--window-size=1280,900", format!("--user-data-dir={}", driver._profile.path().display())]
         }),
@@ -703,13 +706,16 @@ async fn terminal_rows(client: &Client) -> Vec<String> {
     rows.as_array().map(|rows| rows.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect()).unwrap_or_default()
 }
 
+/// Over HTTPS, as `flvpc serve` serves by default (its self-signed certificate): the sign-in, the
+/// terminal's WebSocket (wss:) and the live event stream all go through the TLS listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_user_runs_a_command_in_the_browser_terminal() {
     common::docker::require_docker();
     let ns = common::docker::unique("bt");
     let _cleanup = common::docker::DockerCleanup(vec![ns.clone()]);
-    let (server, _data) = common::start_with_terminal(Backend::Sqlite).await;
+    let (server, _data) = common::start_with_terminal_tls(Backend::Sqlite).await;
     let base = server.base.clone();
+    assert!(base.starts_with("https://"), "{base}");
     let root = server.init_root().await;
     let r = server.post("/api/v1/namespaces", &root, serde_json::json!({"name": ns})).await;
     assert_eq!(r.status, reqwest::StatusCode::CREATED);
@@ -784,8 +790,26 @@ async fn a_namespace_user_runs_a_command_in_the_browser_terminal() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // The event stream over TLS: the stop below reaches the page live.
+    assert_eq!(client.current_url().await.expect("url").scheme(), "https");
+    js(&client, "(window.seen = [], new EventSource('/api/v1/events').onmessage = m => window.seen.push(m.data), 0)")
+        .await;
+
     // A stopped machine's terminal page says why there is no shell, and what to do.
     common::docker::act(&server, &root, &format!("/api/v1/namespaces/{ns}/machines/box0/stop")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = js(&client, "window.seen").await;
+        let stopped = seen.as_array().into_iter().flatten().filter_map(|m| m.as_str()).any(|m| {
+            serde_json::from_str::<serde_json::Value>(m)
+                .is_ok_and(|e| e["type"] == "machine" && e["name"] == "box0" && e["state"] == "stopped")
+        });
+        if stopped {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no live stop event over TLS: {seen}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     client.goto(&format!("{base}{machine}/terminal")).await.expect("open");
     let status = text_of(&client, "#terminal-status").await;
     assert!(status.contains("not running") && status.contains("start it"), "{status}");

@@ -2,6 +2,7 @@
 //! in the user's config dir (`$XDG_CONFIG_HOME/flvpc/config.json`, mode 0600).
 
 use crate::progress::{Progress, Update};
+use crate::trust::{self, Https, Trust};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use flvpc_server::api::wire::{
@@ -16,15 +17,30 @@ use std::path::PathBuf;
 /// Flags of `flvpc login`.
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// The server's URL, e.g. http://vpc.example:5555.
-    #[arg(long, env = "FLVPC_SERVER", default_value = "http://127.0.0.1:5555")]
-    server: String,
+    /// The server's URL, e.g. https://vpc.example:5555 (default https://127.0.0.1:5555).
+    url: Option<String>,
+    /// The server's URL, when URL is not given (the flag of scripts written before it).
+    #[arg(long, env = "FLVPC_SERVER")]
+    server: Option<String>,
     /// Your login.
     #[arg(long)]
     login: String,
     /// Read the password from standard input.
     #[arg(long, required = true)]
     password_stdin: bool,
+    /// Trust exactly the server certificate with this SHA-256 fingerprint (AA:BB:…, as `flvpc
+    /// serve` logs it for its self-signed certificate); kept with the token and checked by every
+    /// later command.
+    #[arg(long, value_parser = parse_fingerprint)]
+    fingerprint: Option<String>,
+    /// Trust the server's certificate when this CA (a PEM file) signed it, for a private CA.
+    #[arg(long, conflicts_with = "fingerprint")]
+    ca_cert: Option<PathBuf>,
+}
+
+fn parse_fingerprint(value: &str) -> Result<String, String> {
+    flvpc_server::tls::parse_fingerprint(value)
+        .ok_or_else(|| format!("{value:?} is not a SHA-256 fingerprint: expected 32 hex byte pairs, AA:BB:…"))
 }
 
 /// `flvpc ns …`.
@@ -107,6 +123,94 @@ pub enum KeysCommand {
 struct ClientConfig {
     server: String,
     token: String,
+    /// The pinned certificate of an https server nobody else vouches for (`--fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
+    /// The private CA that signs the server's certificate (`--ca-cert`), an absolute path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_cert: Option<PathBuf>,
+}
+
+impl ClientConfig {
+    fn trust(&self) -> Trust {
+        match (&self.fingerprint, &self.ca_cert) {
+            (Some(fingerprint), _) => Trust::Pinned(fingerprint.clone()),
+            (None, Some(file)) => Trust::Ca(file.clone()),
+            (None, None) => Trust::System,
+        }
+    }
+}
+
+/// A server, the token for it (none before login) and a client that trusts its certificate as
+/// the login decided.
+struct Conn {
+    server: String,
+    token: Option<String>,
+    trust: Trust,
+    https: Https,
+}
+
+impl Conn {
+    fn new(server: &str, token: Option<String>, trust: Trust) -> anyhow::Result<Self> {
+        let https = Https::new(&trust)?;
+        Ok(Self { server: server.trim_end_matches('/').to_owned(), token, trust, https })
+    }
+
+    /// The server and token of the last `flvpc login`.
+    fn stored() -> anyhow::Result<Self> {
+        let config = load()?;
+        Self::new(&config.server, Some(config.token.clone()), config.trust())
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.https.client.request(method, format!("{}{path}", self.server));
+        match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
+    }
+
+    /// Sends a request; the body text, or one line with the server's error message and status.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<String> {
+        let response = req.send().await.map_err(|err| self.unreachable(err))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let message = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error.message).unwrap_or(text);
+            bail!("{message} (HTTP {})", status.as_u16());
+        }
+        Ok(text)
+    }
+
+    /// Why a request did not reach the server, with what to do when its certificate was refused
+    /// (the TLS error stays in the chain, under the sentence).
+    fn unreachable(&self, err: reqwest::Error) -> anyhow::Error {
+        let server = &self.server;
+        if !trust::certificate_refused(&err) {
+            return anyhow::Error::new(err).context(format!("cannot reach the flvpc server at {server}"));
+        }
+        let message = match &self.trust {
+            Trust::Pinned(expected) => {
+                let seen = self.https.seen().unwrap_or_else(|| "unknown".to_owned());
+                format!(
+                    "the server at {server} shows a certificate with SHA-256 fingerprint {seen}, not the pinned {expected} \
+                     (--fingerprint at login): if its certificate was replaced on purpose, check the new fingerprint with its \
+                     administrator and run `flvpc login {server} --fingerprint {seen}`; otherwise do not use it"
+                )
+            }
+            Trust::Ca(file) => format!(
+                "the certificate of {server} is not signed by the CA in {} or does not name this host: check the URL \
+                 and the CA file, then run `flvpc login` again",
+                file.display()
+            ),
+            Trust::System => format!(
+                "the certificate of {server} is not signed by an authority this system trusts: for flvpc's \
+                 self-signed certificate run `flvpc login {server} --fingerprint AA:BB:…` with the fingerprint `flvpc \
+                 serve` logged, for a private CA give `--ca-cert FILE`"
+            ),
+        };
+        anyhow::Error::new(err).context(message)
+    }
 }
 
 fn config_path() -> anyhow::Result<PathBuf> {
@@ -120,7 +224,7 @@ fn config_path() -> anyhow::Result<PathBuf> {
 fn load() -> anyhow::Result<ClientConfig> {
     let path = config_path()?;
     let text = std::fs::read_to_string(&path)
-        .with_context(|| "not signed in: run `flvpc login --login YOU --password-stdin`")?;
+        .with_context(|| "not signed in: run `flvpc login https://SERVER:5555 --login YOU --password-stdin`")?;
     serde_json::from_str(&text).with_context(|| format!("{} is damaged: run `flvpc login` again", path.display()))
 }
 
@@ -143,8 +247,7 @@ fn save(config: &ClientConfig) -> anyhow::Result<()> {
 }
 
 async fn call(method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-    let config = load()?;
-    request(&config.server, Some(&config.token), method, path, body).await
+    request(&Conn::stored()?, method, path, body).await
 }
 
 /// A call whose answer is one of the server's wire types (the CLI and the server share them).
@@ -158,25 +261,25 @@ fn decode<T: DeserializeOwned>(value: Value) -> anyhow::Result<T> {
 }
 
 async fn call_text(method: reqwest::Method, path: &str, content_type: &str, body: String) -> anyhow::Result<Value> {
-    let config = load()?;
-    let req =
-        client_for(&config.server, Some(&config.token), method, path).header("content-type", content_type).body(body);
-    Ok(json_of(send(&config.server, req).await?))
+    let conn = Conn::stored()?;
+    let req = conn.request(method, path).header("content-type", content_type).body(body);
+    Ok(json_of(conn.send(req).await?))
 }
 
 /// GETs a text resource (YAML, ssh-config) with the stored token.
 async fn get_text(path: &str, accept: &str) -> anyhow::Result<String> {
-    let config = load()?;
-    let req = client_for(&config.server, Some(&config.token), reqwest::Method::GET, path).header("accept", accept);
-    send(&config.server, req).await
+    let conn = Conn::stored()?;
+    conn.send(conn.request(reqwest::Method::GET, path).header("accept", accept)).await
 }
 
 /// Follows an operation until it ends, showing its progress on stderr.
 async fn follow(id: &str) -> anyhow::Result<()> {
     let mut progress = Progress::on_stderr();
+    // One client for the whole wait: its connection (and TLS session) is kept between polls.
+    let conn = Conn::stored()?;
     loop {
         let path = format!("/api/v1/operations/{}", segment(id)?);
-        let op: OperationOut = call_as(reqwest::Method::GET, &path, None).await?;
+        let op: OperationOut = decode(request(&conn, reqwest::Method::GET, &path, None).await?)?;
         let (done, total) = (u64::try_from(op.progress.done).ok(), u64::try_from(op.progress.total).ok());
         let kind = op.kind.as_str();
         progress.update(Update { step: kind, done, total, status: &op.state, detail: "" });
@@ -283,38 +386,12 @@ pub async fn machines(command: &MachinesCommand) -> anyhow::Result<()> {
     follow(&start_operation(&format!("/api/v1/namespaces/{ns}/machines/{name}/{action}")).await?).await
 }
 
-async fn request(
-    server: &str,
-    token: Option<&str>,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<Value> {
-    let mut req = client_for(server, token, method, path);
+async fn request(conn: &Conn, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let mut req = conn.request(method, path);
     if let Some(body) = body {
         req = req.json(&body);
     }
-    Ok(json_of(send(server, req).await?))
-}
-
-fn client_for(server: &str, token: Option<&str>, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-    let req = reqwest::Client::new().request(method, format!("{}{path}", server.trim_end_matches('/')));
-    match token {
-        Some(token) => req.bearer_auth(token),
-        None => req,
-    }
-}
-
-/// Sends a request; the body text, or one line with the server's error message and status.
-async fn send(server: &str, req: reqwest::RequestBuilder) -> anyhow::Result<String> {
-    let response = req.send().await.with_context(|| format!("cannot reach the flvpc server at {server}"))?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        let message = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error.message).unwrap_or(text);
-        bail!("{message} (HTTP {})", status.as_u16());
-    }
-    Ok(text)
+    Ok(json_of(conn.send(req).await?))
 }
 
 fn json_of(text: String) -> Value {
@@ -331,14 +408,63 @@ fn print(value: &Value) {
 
 /// `flvpc login`.
 pub async fn login(args: &LoginArgs) -> anyhow::Result<()> {
+    let server = args.url.as_deref().or(args.server.as_deref()).unwrap_or("https://127.0.0.1:5555");
+    let server = server.trim_end_matches('/');
+    let https = match server.split_once("://") {
+        Some(("https", rest)) if !rest.is_empty() => true,
+        Some(("http", rest)) if !rest.is_empty() => false,
+        _ => bail!("{server:?} is not a server URL: give it as https://HOST:5555"),
+    };
+    let trust = match (&args.fingerprint, &args.ca_cert) {
+        (Some(_), _) | (_, Some(_)) if !https => {
+            bail!("--fingerprint and --ca-cert are for https servers; {server} is plain HTTP")
+        }
+        (Some(fingerprint), _) => Trust::Pinned(fingerprint.clone()),
+        (None, Some(file)) => {
+            let file = std::path::absolute(file).with_context(|| format!("cannot find {}", file.display()))?;
+            Trust::Ca(file)
+        }
+        (None, None) => Trust::System,
+    };
     let mut password = String::new();
     std::io::stdin().read_line(&mut password).context("cannot read the password from standard input")?;
     let body = LoginRequest { login: args.login.clone(), password: password.trim_end_matches(['\n', '\r']).to_owned() };
     let body = serde_json::to_value(body)?;
-    let value = request(&args.server, None, reqwest::Method::POST, "/api/v1/auth/login", Some(body)).await?;
+    let path = "/api/v1/auth/login";
+    let mut conn = Conn::new(server, None, trust)?;
+    let value = match request(&conn, reqwest::Method::POST, path, Some(body.clone())).await {
+        Ok(value) => value,
+        // A certificate nobody vouches for (flvpc's own self-signed one): the password was not sent.
+        // Show its fingerprint and ask, as ssh does, or say which flag to give.
+        Err(err) if https && conn.trust == Trust::System && trust::certificate_refused(err.as_ref()) => {
+            let fingerprint = trust::probe_fingerprint(server).await?;
+            match trust::ask_on_terminal(server, &fingerprint) {
+                Some(true) => {}
+                Some(false) => bail!("not signed in: the certificate of {server} was not trusted"),
+                None => bail!(
+                    "the certificate of {server} is not signed by an authority this system trusts; its SHA-256 \
+                     fingerprint is {fingerprint}: if that is the one `flvpc serve` logged, run `flvpc login {server} \
+                     --fingerprint {fingerprint}` (or give --ca-cert FILE for a private CA)"
+                ),
+            }
+            conn = Conn::new(server, None, Trust::Pinned(fingerprint))?;
+            request(&conn, reqwest::Method::POST, path, Some(body)).await?
+        }
+        Err(err) => return Err(err),
+    };
     let signed_in: LoginResponse = decode(value)?;
-    save(&ClientConfig { server: args.server.clone(), token: signed_in.token })?;
-    println!("signed in to {} as {}", args.server, args.login);
+    let (fingerprint, ca_cert) = match &conn.trust {
+        Trust::Pinned(fingerprint) => (Some(fingerprint.clone()), None),
+        Trust::Ca(file) => (None, Some(file.clone())),
+        Trust::System => (None, None),
+    };
+    save(&ClientConfig { server: server.to_owned(), token: signed_in.token, fingerprint, ca_cert })?;
+    match &conn.trust {
+        Trust::Pinned(fingerprint) => {
+            println!("signed in to {server} as {}; its certificate {fingerprint} is pinned", args.login)
+        }
+        _ => println!("signed in to {server} as {}", args.login),
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@ mod client;
 mod image;
 mod progress;
 mod serve;
+mod trust;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

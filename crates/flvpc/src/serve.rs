@@ -19,9 +19,25 @@ pub struct ServeArgs {
     /// Hours a panel session or API login lasts.
     #[arg(long, env = "FLVPC_SESSION_HOURS", default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=24 * 90))]
     session_hours: u64,
-    /// Mark session cookies Secure (when flvpc is served behind TLS).
+    /// Mark session cookies Secure with --plain-http behind a proxy that terminates TLS (with
+    /// TLS served by flvpc itself they always are).
     #[arg(long, env = "FLVPC_SECURE_COOKIES")]
     secure_cookies: bool,
+    /// The panel and API's TLS certificate: a PEM file, the server's certificate first, then its
+    /// chain. Without it (and --tls-key), flvpc makes a self-signed one in the data dir's tls/.
+    #[arg(long, env = "FLVPC_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key: a PEM file (PKCS#8, RSA or EC), unencrypted.
+    #[arg(long, env = "FLVPC_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Further names of the self-signed certificate besides the host's name, localhost, 127.0.0.1
+    /// and ::1, comma-separated host names or IP addresses (used when it is first made).
+    #[arg(long, env = "FLVPC_TLS_SAN", value_delimiter = ',', value_parser = parse_san)]
+    tls_san: Vec<flvpc_server::tls::SanName>,
+    /// Serve plain HTTP instead of HTTPS: only behind a reverse proxy that terminates TLS (then
+    /// add --secure-cookies), since passwords and tokens would otherwise cross the network in clear.
+    #[arg(long, env = "FLVPC_PLAIN_HTTP")]
+    plain_http: bool,
     /// Address of the SSH gateway (the jump host to the machines).
     #[arg(long, env = "FLVPC_SSH_LISTEN", default_value = "0.0.0.0:2222")]
     ssh_listen: SocketAddr,
@@ -137,6 +153,59 @@ fn init_logging(args: &ServeArgs) {
     }
 }
 
+fn parse_san(value: &str) -> Result<flvpc_server::tls::SanName, String> {
+    flvpc_server::tls::SanName::parse(value)
+}
+
+/// How the panel and API are served, decided from the flags before anything listens.
+enum Transport {
+    Plain,
+    /// HTTPS; `self_signed` tells whether flvpc made the certificate (then clients pin it).
+    Tls {
+        identity: flvpc_server::tls::Identity,
+        self_signed: bool,
+    },
+}
+
+/// Reads the given certificate and key, or the self-signed pair of the data dir (made on first
+/// start); every problem is one sentence naming the file and what to do.
+fn transport(data_dir: &Path, args: &ServeArgs) -> anyhow::Result<Transport> {
+    use flvpc_server::tls;
+    match (&args.tls_cert, &args.tls_key, args.plain_http) {
+        (Some(_), _, true) | (_, Some(_), true) => anyhow::bail!(
+            "--plain-http and --tls-cert/--tls-key contradict each other: give the certificate and key for HTTPS, or              --plain-http alone behind a TLS proxy"
+        ),
+        (None, None, true) => Ok(Transport::Plain),
+        (Some(cert), None, false) => anyhow::bail!(
+            "--tls-cert {} was given without --tls-key: give both (the certificate chain and its private key, PEM),              or neither for a self-signed certificate",
+            cert.display()
+        ),
+        (None, Some(key), false) => anyhow::bail!(
+            "--tls-key {} was given without --tls-cert: give both (the certificate chain and its private key, PEM),              or neither for a self-signed certificate",
+            key.display()
+        ),
+        (Some(cert), Some(key), false) => {
+            Ok(Transport::Tls { identity: tls::load_files(cert, key).map_err(anyhow::Error::msg)?, self_signed: false })
+        }
+        (None, None, false) => {
+            let host = flvpc_host::host_name();
+            let (identity, _made) = tls::load_or_create_self_signed(data_dir, host.as_deref(), &args.tls_san)
+                .map_err(anyhow::Error::msg)?;
+            Ok(Transport::Tls { identity, self_signed: true })
+        }
+    }
+}
+
+/// The URL people open: the listen address, or the host's name when it listens on every address.
+fn panel_url(scheme: &str, local: SocketAddr) -> String {
+    let host = match local.ip() {
+        ip if ip.is_unspecified() => flvpc_host::host_name().unwrap_or_else(|| "localhost".to_owned()),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("{scheme}://{host}:{}", local.port())
+}
+
 fn parse_pids_limit(value: &str) -> Result<u32, String> {
     let limit: u32 = value.trim().parse().map_err(|_| format!("{value:?} is not a number, e.g. 4096"))?;
     if limit != 0 && !(64..=4_194_304).contains(&limit) {
@@ -220,6 +289,8 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
     init_logging(args);
     flvpc_store::private_dir(data_dir)?;
     let gateway = gateway_config(args)?;
+    // Before anything listens (the gateway included): a bad certificate stops the start here.
+    let transport = transport(data_dir, args)?;
     let soft_before = flvpc_host::fd_limit().map(|l| l.soft).ok();
     match flvpc_host::raise_fd_limit() {
         Ok(limit) => {
@@ -247,6 +318,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         data_dir: data_dir.to_path_buf(),
         session_ttl: Duration::from_secs(args.session_hours * 3600),
         secure_cookies: args.secure_cookies,
+        tls: matches!(transport, Transport::Tls { .. }),
         publish_address: args.publish_address,
         allow_publish_addresses: args.allow_publish_addresses.clone(),
         port_range: args.port_range,
@@ -270,7 +342,31 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}: is another flvpc (or program) using it?", args.listen))?;
-    tracing::info!("flvpc panel and API on http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    let listener = match transport {
+        Transport::Plain => {
+            tracing::warn!(
+                "serving plain HTTP (--plain-http): passwords and tokens cross the network in clear; use it only \
+                 behind a reverse proxy that terminates TLS (with --secure-cookies)"
+            );
+            tracing::info!("flvpc panel and API on {}", panel_url("http", local));
+            flvpc_server::Listener::Plain(listener)
+        }
+        Transport::Tls { identity, self_signed } => {
+            let url = panel_url("https", local);
+            let fingerprint = &identity.fingerprint;
+            if self_signed {
+                tracing::info!(
+                    "flvpc panel and API on {url} with the self-signed certificate in {}, SHA-256 fingerprint \
+                     {fingerprint} (clients: flvpc login {url} --fingerprint {fingerprint})",
+                    data_dir.join(flvpc_server::tls::TLS_DIR).display()
+                );
+            } else {
+                tracing::info!("flvpc panel and API on {url}, certificate SHA-256 fingerprint {fingerprint}");
+            }
+            flvpc_server::Listener::Tls(listener, identity.config)
+        }
+    };
     let state = AppState::new(store, config).await?;
     let fingerprint = host_key.fingerprint.clone();
     let (ssh_addr, _gateway) =
@@ -354,6 +450,42 @@ mod tests {
         for flag in ["--ssh-max-channels-per-connection", "--ssh-max-unauthenticated-per-address"] {
             assert!(Cli::try_parse_from(["serve", flag, "0"]).is_err(), "{flag} 0 would let nothing in");
         }
+    }
+
+    #[test]
+    fn https_is_the_default_and_plain_http_only_when_asked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let args = parse(&["--tls-san", "vpc.example,10.0.0.5"]);
+        assert_eq!(args.tls_san.len(), 2);
+        match transport(dir.path(), &args).expect("self-signed") {
+            Transport::Tls { self_signed, identity } => assert!(self_signed && identity.fingerprint.len() == 95),
+            Transport::Plain => panic!("plain HTTP without --plain-http"),
+        }
+        assert!(dir.path().join("tls/cert.pem").exists());
+        assert!(matches!(transport(dir.path(), &parse(&["--plain-http"])).expect("plain"), Transport::Plain));
+        assert!(Cli::try_parse_from(["serve", "--tls-san", "not a name"]).is_err());
+    }
+
+    #[test]
+    fn half_or_contradictory_tls_flags_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let refusal = |flags: &[&str]| match transport(dir.path(), &parse(flags)) {
+            Ok(_) => panic!("{flags:?} accepted"),
+            Err(err) => err.to_string(),
+        };
+        assert!(refusal(&["--tls-cert", "/c.pem"]).contains("without --tls-key: give both"));
+        assert!(refusal(&["--tls-key", "/k.pem"]).contains("without --tls-cert: give both"));
+        let both = refusal(&["--plain-http", "--tls-cert", "/c.pem", "--tls-key", "/k.pem"]);
+        assert!(both.contains("contradict"), "{both}");
+        assert!(!dir.path().join("tls").exists(), "no certificate made for refused flags");
+    }
+
+    #[test]
+    fn the_panel_url_names_the_host_when_listening_everywhere() {
+        assert_eq!(panel_url("https", "127.0.0.1:5555".parse().expect("addr")), "https://127.0.0.1:5555");
+        assert_eq!(panel_url("https", "[::1]:5555".parse().expect("addr")), "https://[::1]:5555");
+        let everywhere = panel_url("https", "0.0.0.0:5555".parse().expect("addr"));
+        assert!(!everywhere.contains("0.0.0.0") && everywhere.ends_with(":5555"), "{everywhere}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ fn start_server(data: &Path, database: Option<&str>, port: u16) -> Server {
     }
     let server = Server(
         command
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--plain-http", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--ssh-listen", &format!("127.0.0.1:{}", free_port())])
             .env("FLVPC_DATA_DIR", data)
             .stdout(Stdio::null())

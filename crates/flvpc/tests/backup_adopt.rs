@@ -12,7 +12,7 @@ use support::{docker, free_port, output, Cleanup, Server, BIN};
 fn serve(data: &Path, port: u16) -> Server {
     let server = Server(
         Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--port-range", "24300-24399"])
+            .args(["serve", "--plain-http", "--listen", &format!("127.0.0.1:{port}"), "--port-range", "24300-24399"])
             .args(["--publish-address", "127.0.0.1", "--ssh-listen", &format!("127.0.0.1:{}", free_port())])
             .env("FLVPC_DATA_DIR", data)
             .env_remove("FLVPC_DATABASE_URL")

@@ -16,7 +16,7 @@ fn start_server(data: &Path, port: u16) -> Server {
     let server = Server(
         Command::new(BIN)
             // Its own SSH gateway port too, so that servers of tests running side by side never collide.
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--plain-http", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--ssh-listen", &format!("127.0.0.1:{}", free_port())])
             .env("FLVPC_DATA_DIR", data)
             .stdout(Stdio::null())

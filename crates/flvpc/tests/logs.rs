@@ -40,7 +40,16 @@ fn json_logs_have_one_line_per_request_with_its_id() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let mut child = Command::new(BIN)
-        .args(["serve", "--log-format", "json", "--log-level", "info", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--plain-http",
+            "--log-format",
+            "json",
+            "--log-level",
+            "info",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--ssh-listen", &format!("127.0.0.1:{}", free_port())])
         .env("FLVPC_DATA_DIR", dir.path())
         .env_remove("FLVPC_LOG")

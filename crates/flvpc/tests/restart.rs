@@ -15,6 +15,7 @@ fn serve(data: &Path, port: u16) -> Server {
         Command::new(BIN)
             .args([
                 "serve",
+                "--plain-http",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--port-range",

@@ -40,7 +40,7 @@ fn serve(data: &Path, port: u16, gateway: u16, log: &Path) -> Server {
     let log = std::fs::File::create(log).expect("server log");
     let server = Server(
         Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--plain-http", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--ssh-listen", &format!("127.0.0.1:{gateway}")])
             .args(["--port-range", "24300-24399", "--publish-address", "127.0.0.1"])
             .arg("--vm-dir")

@@ -113,7 +113,7 @@ impl Flash {
 }
 
 pub(super) fn cookie_header(state: &AppState, name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
-    let secure = if state.config.secure_cookies { "; Secure" } else { "" };
+    let secure = if state.config.secure_cookies || state.config.tls { "; Secure" } else { "" };
     let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}");
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("flvpc_invalid=1"))
 }

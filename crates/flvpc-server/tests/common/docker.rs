@@ -139,7 +139,8 @@ pub async fn wait_operation(server: &TestServer, token: &str, id: &str) -> Value
 }
 
 pub async fn put_spec(server: &TestServer, token: &str, ns: &str, yaml: &str) -> reqwest::Response {
-    reqwest::Client::new()
+    server
+        .client
         .put(format!("{}/api/v1/namespaces/{ns}/cluster", server.base))
         .bearer_auth(token)
         .header("content-type", "application/yaml")

@@ -77,6 +77,8 @@ pub async fn fresh_db(backend: Backend) -> TestDb {
 /// A running server and an HTTP client for it.
 pub struct TestServer {
     pub base: String,
+    /// A client that reaches `base` (over TLS: trusting exactly the server's certificate).
+    pub client: reqwest::Client,
     pub state: AppState,
     pub db: TestDb,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -122,6 +124,17 @@ pub async fn start_with(
 async fn serve_state(state: AppState, db: TestDb) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
+    serve_on(listener.into(), base, reqwest::Client::new(), state, db)
+}
+
+/// Serves `state` on `listener` (plain or TLS: the same router either way) until the server is dropped.
+fn serve_on(
+    listener: flvpc_server::Listener,
+    base: String,
+    client: reqwest::Client,
+    state: AppState,
+    db: TestDb,
+) -> TestServer {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let serving = state.clone();
     tokio::spawn(async move {
@@ -130,7 +143,7 @@ async fn serve_state(state: AppState, db: TestDb) -> TestServer {
         })
         .await;
     });
-    TestServer { base, state, db, shutdown: Some(tx) }
+    TestServer { base, client, state, db, shutdown: Some(tx) }
 }
 
 /// Starts a server on the real Docker engine with its own settings and login throttling.
@@ -156,6 +169,37 @@ pub async fn start_with_terminal(backend: Backend) -> (TestServer, tempfile::Tem
     (start_configured(backend, config, LoginThrottle::default()).await, dir)
 }
 
+/// [`start_with_terminal`] served over HTTPS, as `flvpc serve` does by default: the self-signed
+/// certificate made in the data dir, `Config::tls` on, and `base` an https URL whose client trusts
+/// exactly that certificate.
+pub async fn start_with_terminal_tls(backend: Backend) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("data dir");
+    let key = flvpc_server::terminal::TerminalKey::load_or_create(dir.path()).expect("terminal key");
+    let (identity, _) =
+        flvpc_server::tls::load_or_create_self_signed(dir.path(), None, &[]).expect("self-signed certificate");
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        max_body_bytes: 64 * 1024,
+        terminal_key: Some(key),
+        tls: true,
+        port_range: own_port_range(),
+        ..Config::default()
+    };
+    let db = fresh_db(backend).await;
+    let store = Store::open(&db.url).await.expect("open store");
+    let state = AppState::with_throttle(store, config, LoginThrottle::default()).await.expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    // 127.0.0.1 is one of the certificate's names.
+    let base = format!("https://{}", listener.local_addr().expect("addr"));
+    let pem = std::fs::read(dir.path().join("tls/cert.pem")).expect("the certificate");
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("PEM")])
+        .build()
+        .expect("client");
+    let server = serve_on(flvpc_server::Listener::Tls(listener, identity.config), base, client, state, db);
+    (server, dir)
+}
+
 /// The secret of a new panel session of `login` (the `flvpc_session` cookie's value).
 pub async fn panel_session(server: &TestServer, login: &str, password: &str) -> String {
     let id = server.state.store.check_password(login, password).await.expect("check password").expect("user exists");
@@ -171,17 +215,7 @@ pub async fn start_with_throttle(backend: Backend, throttle: LoginThrottle) -> T
     let dir = std::env::temp_dir();
     let config = Config { data_dir: dir, max_body_bytes: 64 * 1024, port_range: own_port_range(), ..Config::default() };
     let state = AppState::with_throttle(store, config, throttle).await.expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let serving = state.clone();
-    tokio::spawn(async move {
-        let _ = flvpc_server::serve(listener, serving, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    TestServer { base, state, db, shutdown: Some(tx) }
+    serve_state(state, db).await
 }
 
 /// Small limits so throttling tests run fast.
@@ -204,7 +238,7 @@ pub struct Reply {
 impl TestServer {
     /// Sends one request with an optional bearer token and JSON body.
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
