@@ -12,7 +12,6 @@
 //! is another OS is refused in one line before anything changes. A second target gets flvpc's own
 //! PostgreSQL database. Targets are removed at the end, whatever happened.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -144,30 +143,52 @@ impl Drop for Target {
     }
 }
 
-/// The one way this test reaches the installed panel/API: an HTTP/1.1 request on `addr` (the
-/// target's :5555 published on loopback), answering (status, body), or the connection's error.
+/// The one way this test reaches the installed panel/API: an HTTPS request on `addr` (the
+/// target's :5555 published on loopback) that trusts only `cert_pem` (the certificate flvpc
+/// serves: its self-signed one, or the one the test gave the playbook; it names 127.0.0.1),
+/// answering (status, body), or the request's error.
 fn panel(
     addr: &str,
+    cert_pem: &str,
     method: &str,
     path: &str,
     bearer: Option<&str>,
     json: Option<&str>,
-) -> std::io::Result<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let body = json.unwrap_or("");
-    let content = if json.is_some() { "Content-Type: application/json\r\n" } else { "" };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{content}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, body))
+) -> Result<(u16, String), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let cert = reqwest::Certificate::from_pem(cert_pem.as_bytes()).map_err(|e| e.to_string())?;
+        let client = reqwest::Client::builder()
+            .tls_certs_only([cert])
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let mut request = client.request(method, format!("https://{addr}{path}"));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = json {
+            request = request.header("Content-Type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().await.map_err(|e| format!("{e:?}"))?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await.map_err(|e| e.to_string())?))
+    })
+}
+
+/// The SHA-256 fingerprint of a PEM certificate as `openssl x509 -fingerprint -sha256` prints it.
+fn openssl_fingerprint(pem: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("cert.pem");
+    std::fs::write(&file, pem).expect("write cert");
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", &file.display().to_string()])
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "openssl x509: {}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.trim().rsplit_once('=').map(|(_, f)| f.to_owned()).expect("a fingerprint line")
 }
 
 /// `ansible-playbook -i inventory -b iac/ansible/main.yml`, with Ansible's own files in `dir`.
@@ -242,6 +263,8 @@ struct Install {
     /// The inventory's host entry (address, key, known hosts).
     host: serde_json::Value,
     inventory: PathBuf,
+    /// The certificate the test gave the playbook (`flvpc_tls_cert`), if any.
+    given_cert: Option<PathBuf>,
 }
 
 impl Install {
@@ -274,7 +297,7 @@ impl Install {
             "ansible_python_interpreter": "/usr/bin/python3",
         });
         let inventory = dir.path().join("inventory.yml");
-        let install = Install { dir, target, panel_addr, host, inventory };
+        let install = Install { dir, target, panel_addr, host, inventory, given_cert: None };
         install.write_inventory(vars);
         install
     }
@@ -316,12 +339,22 @@ impl Install {
         self.target.exec(&["systemctl", "show", "flvpc", "-p", "MainPID", "--value"])
     }
 
-    /// Waits (bounded) for the panel's sign-in page, then signs the superadmin in through the API
-    /// and checks who the token belongs to.
+    /// The certificate flvpc serves: the one given to the playbook, or the self-signed one flvpc
+    /// made in its data dir.
+    fn served_cert(&self) -> String {
+        match &self.given_cert {
+            Some(path) => std::fs::read_to_string(path).expect("the given certificate"),
+            None => self.target.exec(&["cat", "/var/lib/flvpc/tls/cert.pem"]),
+        }
+    }
+
+    /// Waits (bounded) for the panel's sign-in page over HTTPS, then signs the superadmin in
+    /// through the API and checks who the token belongs to.
     fn superadmin_signs_in(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let login_page = loop {
-            match panel(&self.panel_addr, "GET", "/login", None, None) {
+            let cert = self.served_cert();
+            match panel(&self.panel_addr, &cert, "GET", "/login", None, None) {
                 Ok((200, body)) => break body,
                 other => assert!(Instant::now() < deadline, "the panel did not answer within 30 s: {other:?}"),
             }
@@ -329,12 +362,13 @@ impl Install {
         };
         assert!(login_page.contains("Sign in"), "{login_page}");
         let credentials = serde_json::json!({ "login": ADMIN, "password": ADMIN_PASSWORD }).to_string();
+        let cert = self.served_cert();
         let (status, body) =
-            panel(&self.panel_addr, "POST", "/api/v1/auth/login", None, Some(&credentials)).expect("sign in");
+            panel(&self.panel_addr, &cert, "POST", "/api/v1/auth/login", None, Some(&credentials)).expect("sign in");
         assert_eq!(status, 200, "{body}");
         let token: serde_json::Value = serde_json::from_str(&body).expect("a JSON answer");
         let token = token["token"].as_str().expect("a token");
-        let (status, me) = panel(&self.panel_addr, "GET", "/api/v1/me", Some(token), None).expect("me");
+        let (status, me) = panel(&self.panel_addr, &cert, "GET", "/api/v1/me", Some(token), None).expect("me");
         assert_eq!(status, 200, "{me}");
         let me: serde_json::Value = serde_json::from_str(&me).expect("JSON");
         assert_eq!(me["login"], ADMIN, "{me}");
@@ -407,6 +441,13 @@ fn the_playbook_installs_flvpc_as_a_systemd_service_and_changes_nothing_the_seco
     assert!(!everything.contains(ADMIN_PASSWORD), "the superadmin's password is in the target's journal");
     assert!(!String::from_utf8_lossy(&first.stdout).contains(ADMIN_PASSWORD), "the password is in Ansible's output");
 
+    // HTTPS by default, with the self-signed certificate flvpc made and named in its journal.
+    let served = install.served_cert();
+    let fingerprint = openssl_fingerprint(&served);
+    assert!(
+        journal.contains(&format!("SHA-256 fingerprint {fingerprint}")),
+        "the journal does not name the self-signed certificate's fingerprint {fingerprint}:\n{journal}"
+    );
     // The panel answers, and the superadmin the playbook made signs in through the API.
     install.superadmin_signs_in();
     install.second_run_changes_nothing();
@@ -452,15 +493,38 @@ fn the_playbook_installs_flvpc_as_a_systemd_service_and_changes_nothing_the_seco
 #[test]
 fn the_playbook_gives_flvpc_its_own_postgresql_database() {
     let password = "pg p@ss/w:rd%?#";
-    let install = Install::new(
+    // This target also gets a certificate of the operator's (`flvpc_tls_cert`/`flvpc_tls_key`).
+    let certs = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=flvpc-ansible-test", "-addext", "subjectAltName=IP:127.0.0.1"])
+        // A server certificate, not a CA (what `req -x509` makes by default), or rustls refuses it.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-keyout", &key.display().to_string(), "-out", &cert.display().to_string()])
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "openssl req: {}", show(&made));
+    let mut install = Install::new(
         "postgresql",
         serde_json::json!({
             "flvpc_database": "postgresql",
             "flvpc_db_password": password,
+            "flvpc_tls_cert": cert,
+            "flvpc_tls_key": key,
         }),
     );
+    install.given_cert = Some(cert.clone());
     let target = &install.target;
     let (first, _) = install.run_ok("first");
+    // flvpc serves the operator's certificate, not one of its own.
+    let journal = target.exec(&["journalctl", "-u", "flvpc", "--no-pager", "-o", "cat"]);
+    let fingerprint = openssl_fingerprint(&std::fs::read_to_string(&cert).expect("cert"));
+    assert!(
+        journal.contains(&format!("certificate SHA-256 fingerprint {fingerprint}")),
+        "flvpc does not say it serves the given certificate ({fingerprint}):\n{journal}"
+    );
+    assert!(target.exec(&["ls", "/var/lib/flvpc"]).lines().all(|f| f != "tls"), "no self-signed certificate made");
     assert!(!String::from_utf8_lossy(&first.stdout).contains(password), "the password is in Ansible's output");
     assert_eq!(target.exec(&["systemctl", "is-active", "flvpc"]).trim(), "active");
     assert!(

@@ -70,8 +70,8 @@ struct Api {
 }
 
 impl Api {
-    async fn login(base: &str, login: &str, password: &str) -> Api {
-        let http = reqwest::Client::new();
+    async fn login(http: &reqwest::Client, base: &str, login: &str, password: &str) -> Api {
+        let http = http.clone();
         let r = http
             .post(format!("{base}/api/v1/auth/login"))
             .json(&json!({"login": login, "password": password}))
@@ -146,6 +146,7 @@ async fn a_data_dir_of_the_previous_version_is_migrated_and_its_machines_adopted
     let data = dir.path().join("data");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
+    let plain = reqwest::Client::new();
 
     // The previous version sets everything up, with its own binary.
     let init = output(
@@ -157,7 +158,7 @@ async fn a_data_dir_of_the_previous_version_is_migrated_and_its_machines_adopted
     );
     assert!(init.status.success(), "{version} admin init: {}", String::from_utf8_lossy(&init.stderr));
     let old = serve(&previous, &data, port, &[]);
-    let admin = Api::login(&base, "admin", "admin-password").await;
+    let admin = Api::login(&plain, &base, "admin", "admin-password").await;
     admin
         .must(Method::POST, "/api/v1/users", json!({"login": "bob", "password": "bob-password-1"}), StatusCode::CREATED)
         .await;
@@ -172,7 +173,7 @@ async fn a_data_dir_of_the_previous_version_is_migrated_and_its_machines_adopted
         .await;
     let quota = json!({"machines": 3, "cpus": 4, "memory_mb": 4096, "disk_gb": null, "host_ports": 5});
     admin.must(Method::PUT, &format!("/api/v1/namespaces/{ns}/quota"), quota.clone(), StatusCode::OK).await;
-    let bob = Api::login(&base, "bob", "bob-password-1").await;
+    let bob = Api::login(&plain, &base, "bob", "bob-password-1").await;
     bob.must(Method::POST, "/api/v1/keys", json!({"name": "laptop", "public_key": KEY}), StatusCode::CREATED).await;
     let ci = bob.must(Method::POST, "/api/v1/tokens", json!({"name": "ci"}), StatusCode::CREATED).await;
     let ci_token = ci["token"].as_str().expect("token secret").to_owned();
@@ -190,10 +191,17 @@ async fn a_data_dir_of_the_previous_version_is_migrated_and_its_machines_adopted
     assert!(audit_before.iter().any(|r| r["action"] == "cluster.create"), "{audit_before:?}");
     stop(old);
 
-    // The binary is replaced; the same data dir, address and flags.
+    // The binary is replaced; the same data dir, address and flags. This version serves HTTPS
+    // unless asked for plain HTTP: it makes its self-signed certificate in the old data dir.
     let _new = serve(BIN, &data, port, &[]);
-    let admin = Api::login(&base, "admin", "admin-password").await;
-    let bob = Api::login(&base, "bob", "bob-password-1").await;
+    let cert = std::fs::read(data.join("tls/cert.pem")).expect("the certificate made at the upgrade");
+    let https = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&cert).expect("PEM")])
+        .build()
+        .expect("client");
+    let base = format!("https://127.0.0.1:{port}");
+    let admin = Api::login(&https, &base, "admin", "admin-password").await;
+    let bob = Api::login(&https, &base, "bob", "bob-password-1").await;
     // A token made by the previous version still authenticates.
     let me = bob.with_token(&ci_token).get("/api/v1/me").await;
     assert_eq!(me["login"], "bob", "{me}");
