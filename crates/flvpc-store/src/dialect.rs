@@ -76,8 +76,9 @@ pub(crate) fn cannot_open(url: &str, err: &sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) => {
             let mysql = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|e| e.number());
             match (mysql, db.code().as_deref()) {
-                // MySQL/MariaDB: access denied for the user, or to the database; unknown database.
-                (Some(1045), _) => "check the user and password in --database-url".to_owned(),
+                // MySQL/MariaDB: access denied for the user (with a password, or without one for a
+                // user that logs in otherwise), or to the database; unknown database.
+                (Some(1045 | 1698), _) => "check the user and password in --database-url".to_owned(),
                 (Some(1044), _) => "grant the user all privileges on the database, or name one it may use".to_owned(),
                 (Some(1049), _) => format!(
                     "create the database first (CREATE DATABASE {} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin), \
