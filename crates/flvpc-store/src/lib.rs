@@ -17,6 +17,8 @@ mod backup;
 mod backup_tests;
 mod cache;
 mod dialect;
+#[cfg(test)]
+mod dialect_tests;
 mod error;
 mod instance;
 mod machines;

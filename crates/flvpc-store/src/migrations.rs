@@ -233,12 +233,18 @@ const MYSQL_V2: [&str; 7] = [
     mysql_table!("CREATE TABLE IF NOT EXISTS server_settings (`key` VARCHAR(512) PRIMARY KEY, value TEXT NOT NULL)"),
 ];
 
-/// Version 3 on MySQL.
-const MYSQL_QUOTAS_V3: [&str; 1] = [mysql_table!(
-    "CREATE TABLE IF NOT EXISTS namespace_quotas (namespace_id BIGINT PRIMARY KEY, machines BIGINT, cpus BIGINT, \
-     memory_mb BIGINT, disk_gb BIGINT, host_ports BIGINT, \
-     FOREIGN KEY (namespace_id) REFERENCES namespaces(id) ON DELETE CASCADE)"
-)];
+/// Version 3 on MySQL, and the row admitted changes lock (`quotas.rs`): MySQL's stand-in for
+/// PostgreSQL's transaction-scoped advisory lock. Its table is MySQL's own, not flvpc data: never
+/// backed up (not in `backup::TABLES`), made again by the migrations of a restored database.
+const MYSQL_QUOTAS_V3: [&str; 3] = [
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS namespace_quotas (namespace_id BIGINT PRIMARY KEY, machines BIGINT, cpus BIGINT, \
+         memory_mb BIGINT, disk_gb BIGINT, host_ports BIGINT, \
+         FOREIGN KEY (namespace_id) REFERENCES namespaces(id) ON DELETE CASCADE)"
+    ),
+    mysql_table!("CREATE TABLE IF NOT EXISTS admission_lock (id BIGINT PRIMARY KEY)"),
+    "INSERT IGNORE INTO admission_lock (id) VALUES (1)",
+];
 
 /// Versions 4 to 7 on MySQL: the same changes, each one safe to run again.
 const MYSQL_CPU_CAP_V4: [&str; 1] = ["ALTER TABLE machines ADD COLUMN IF NOT EXISTS cpu_cap_milli BIGINT"];

@@ -80,11 +80,11 @@ impl Store {
     /// admitted change (of any namespace), so that what admission reads stays true until the
     /// change commits and two concurrent changes cannot both pass a quota or the host cap.
     /// SQLite: the process's writer lock and `BEGIN IMMEDIATE` (the database's write lock at
-    /// once, not at the first write). PostgreSQL: a transaction-scoped advisory lock. MySQL:
-    /// every namespace row locked (`FOR UPDATE`, in id order so two admissions never deadlock
-    /// on each other), since its named locks (`GET_LOCK`) belong to the connection and outlive
-    /// a rolled back transaction; reads after the lock see what committed before it because
-    /// the session is READ COMMITTED (`dialect.rs`). A namespace without a row has nothing to admit.
+    /// once, not at the first write). PostgreSQL: a transaction-scoped advisory lock. MySQL: the
+    /// one row of `admission_lock`, `FOR UPDATE` (its named locks, `GET_LOCK`, belong to the
+    /// connection and outlive a rolled back transaction). No other statement touches that row,
+    /// so, taken first, it joins no deadlock; reads after it see what committed before it
+    /// because the session is READ COMMITTED (`dialect.rs`).
     pub(crate) async fn begin_admission(&self) -> Result<WriteTx<'_>, StoreError> {
         match self.dialect {
             Dialect::Sqlite => {
@@ -103,7 +103,7 @@ impl Store {
             }
             Dialect::Mysql => {
                 let mut tx = self.pool.begin().await?;
-                crate::sql::query(self.dialect, "SELECT id FROM namespaces ORDER BY id FOR UPDATE")
+                crate::sql::query(self.dialect, "SELECT id FROM admission_lock WHERE id = 1 FOR UPDATE")
                     .execute(&mut *tx)
                     .await?;
                 Ok(WriteTx { tx, _guard: None, cache: &self.cache })
