@@ -14,7 +14,9 @@ pub enum Dialect {
     Sqlite,
     /// PostgreSQL.
     Postgres,
-    /// MySQL or MariaDB (10.5 or newer, for `INSERT … RETURNING`).
+    /// MariaDB 10.5 or newer, through sqlx's MySQL driver (`mysql://` or `mariadb://`). MySQL
+    /// itself has no `INSERT … RETURNING`, `ADD COLUMN IF NOT EXISTS` nor `CREATE INDEX IF NOT
+    /// EXISTS`, which flvpc uses: it is refused at start ([`check_mariadb`]).
     Mysql,
 }
 
@@ -66,6 +68,33 @@ impl Dialect {
             conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
         }
         Ok(())
+    }
+}
+
+/// Refuses a MySQL-protocol server that is not MariaDB 10.5 or newer, before any migration.
+pub(crate) async fn check_mariadb(pool: &sqlx::AnyPool, url: &str) -> Result<(), StoreError> {
+    let version: String = sqlx::query_scalar("SELECT VERSION()").fetch_one(pool).await?;
+    if mariadb_is_new_enough(&version) {
+        return Ok(());
+    }
+    Err(StoreError::Config(format!(
+        "the database server at {:?} is version {version:?}: flvpc needs MariaDB 10.5 or newer (Debian 12's \
+         mariadb-server is 10.11; MySQL lacks INSERT … RETURNING)",
+        redact(url)
+    )))
+}
+
+/// Whether `SELECT VERSION()` names MariaDB 10.5 or newer (`10.11.19-MariaDB-0+deb12u1`).
+fn mariadb_is_new_enough(version: &str) -> bool {
+    if !version.contains("MariaDB") {
+        return false;
+    }
+    // Some servers and proxies still show the old "5.5.5-" replication prefix first.
+    let version = version.strip_prefix("5.5.5-").unwrap_or(version);
+    let mut numbers = version.split(['.', '-']).map(|part| part.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (10, 5),
+        _ => false,
     }
 }
 
@@ -127,6 +156,16 @@ mod tests {
         let err = Dialect::of_url("oracle://u:secret@h/db").expect_err("unsupported");
         assert!(err.to_string().contains("mysql://USER:PASSWORD@HOST"), "{err}");
         assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn only_mariadb_10_5_or_newer_is_taken() {
+        assert!(mariadb_is_new_enough("10.11.19-MariaDB-0+deb12u1"));
+        assert!(mariadb_is_new_enough("10.5.0-MariaDB"));
+        assert!(mariadb_is_new_enough("11.4.2-MariaDB-ubu2404"));
+        assert!(!mariadb_is_new_enough("10.4.34-MariaDB"));
+        assert!(!mariadb_is_new_enough("8.0.36"));
+        assert!(mariadb_is_new_enough("5.5.5-10.11.6-MariaDB-x"), "the old replication prefix is not read as 5.5");
     }
 
     #[test]

@@ -123,6 +123,9 @@ impl Store {
             machine_lists: cache::Answers::default(),
             namespace_keys: cache::Answers::default(),
         };
+        if dialect == Dialect::Mysql {
+            dialect::check_mariadb(&store.pool, &url).await?;
+        }
         store.migrate().await?;
         if let Some(path) = &sqlite_file {
             // After migrating, so the -wal and -shm files exist: all three hold password and token hashes.

@@ -162,7 +162,7 @@ const MYSQL_V1: [&str; 9] = [
     mysql_table!(
         "CREATE TABLE IF NOT EXISTS users (id BIGINT AUTO_INCREMENT PRIMARY KEY, login VARCHAR(512) NOT NULL UNIQUE, \
          password_hash TEXT NOT NULL, superadmin BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, \
-         superadmin_one BIGINT AS (CASE WHEN superadmin = 1 THEN 1 END) PERSISTENT, \
+         superadmin_one BIGINT AS (CASE WHEN superadmin = 1 THEN 1 END) STORED, \
          UNIQUE KEY users_one_superadmin (superadmin_one))"
     ),
     mysql_table!(
@@ -189,7 +189,7 @@ const MYSQL_V1: [&str; 9] = [
         "CREATE TABLE IF NOT EXISTS tokens (id BIGINT AUTO_INCREMENT PRIMARY KEY, user_id BIGINT NOT NULL, \
          kind VARCHAR(512) NOT NULL, name VARCHAR(512), secret_hash VARCHAR(512) NOT NULL UNIQUE, csrf TEXT, \
          created_at BIGINT NOT NULL, expires_at BIGINT, last_used_at BIGINT, \
-         api_name VARCHAR(512) AS (CASE WHEN kind = 'api' THEN name END) PERSISTENT, \
+         api_name VARCHAR(512) AS (CASE WHEN kind = 'api' THEN name END) STORED, \
          UNIQUE KEY tokens_api_name (user_id, api_name), \
          FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE)"
     ),
