@@ -57,6 +57,9 @@ use tokio::sync::Mutex;
 
 pub use dialect::Dialect;
 
+/// How long opening a connection may take before the database counts as not answering.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The database: a connection pool and the dialect it speaks.
 pub struct Store {
     pool: AnyPool,
@@ -92,9 +95,19 @@ impl Store {
         }
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Config(format!("invalid database URL {:?}: {e}", redact(&url))))?;
+        if dialect != Dialect::Sqlite {
+            // One connection first, on its own: the pool would retry a refused or unreachable
+            // server until its timeout and then report only that it timed out.
+            use sqlx::{ConnectOptions, Connection};
+            let probe = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+                .await
+                .map_err(|_| dialect::cannot_open(&url, &sqlx::Error::PoolTimedOut))?
+                .map_err(|e| dialect::cannot_open(&url, &e))?;
+            probe.close().await.map_err(|e| dialect::cannot_open(&url, &e))?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(if dialect == Dialect::Sqlite { 4 } else { 10 })
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
