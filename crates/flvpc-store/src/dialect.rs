@@ -110,7 +110,7 @@ pub(crate) fn cannot_open(url: &str, err: &sqlx::Error) -> StoreError {
                 (Some(1045 | 1698), _) => "check the user and password in --database-url".to_owned(),
                 (Some(1044), _) => "grant the user all privileges on the database, or name one it may use".to_owned(),
                 (Some(1049), _) => format!(
-                    "create the database first (CREATE DATABASE {} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin), \
+                    "create the database first (CREATE DATABASE {} CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin), \
                      or name an existing one",
                     database_name(url).unwrap_or("DB")
                 ),

@@ -48,6 +48,14 @@ async fn uniqueness_and_case_hold_alike_on_every_dialect() {
             store.list_api_tokens(&root).await.expect("list").into_iter().map(|t| t.name.as_str().to_owned()).collect();
         assert_eq!(names.len(), 2, "{url}: {names:?}");
         assert!(names.contains(&"build".to_owned()) && names.contains(&"Build".to_owned()), "{url}: {names:?}");
+
+        // Trailing spaces count, as every other byte does.
+        let padded: i64 = crate::sql::query_scalar(store.dialect, "SELECT COUNT(*) FROM users WHERE login = $1")
+            .bind("root ")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        assert_eq!(padded, 0, "{url}: 'root ' is not 'root'");
         store.close().await;
     }
 }

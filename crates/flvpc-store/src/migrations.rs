@@ -12,8 +12,9 @@
 //! only kept when declared on the table (a column's `REFERENCES` is ignored); there
 //! are no partial indexes, so a unique index on a generated column that is NULL
 //! outside the rows the index is about stands in for one. Every table compares
-//! text byte by byte (`utf8mb4_bin`), as SQLite and PostgreSQL do by default, so
-//! `Alice` and `alice` are two names on every dialect.
+//! text byte by byte (`utf8mb4_nopad_bin`), as SQLite and PostgreSQL do by default, so
+//! `Alice` and `alice` are two names on every dialect, and so are `a` and `a ` (the
+//! `_bin` collations of MariaDB 10 ignore trailing spaces; the `nopad` ones do not).
 
 use crate::Dialect;
 
@@ -152,7 +153,7 @@ const PLACEMENT_V7: [&str; 3] = [
 /// How every MySQL table stores text: utf8mb4, compared byte by byte.
 macro_rules! mysql_table {
     ($($part:literal),+ $(,)?) => {
-        concat!($($part),+, " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
+        concat!($($part),+, " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin")
     };
 }
 
