@@ -94,7 +94,8 @@ impl Store {
     /// Appends a record to the audit log.
     pub async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        crate::sql::query(self.dialect,
+        crate::sql::query(
+            self.dialect,
             "INSERT INTO audit (at, actor, action, target, namespace, source, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(now_ms())

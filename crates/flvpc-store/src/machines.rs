@@ -337,7 +337,8 @@ impl Store {
             let machine_id = match existing.get(plan.name.as_str()) {
                 Some((id, hash)) => {
                     if hash != &plan.spec_hash {
-                        crate::sql::query(self.dialect,
+                        crate::sql::query(
+                            self.dialect,
                             "UPDATE machines SET image = $1, backend = $2, cpus = $3, memory_mb = $4, disk_gb = $5, \
                              spec_hash = $6, desired = 'running', updated_at = $7, cpu_cap_milli = $8 WHERE id = $9",
                         )
@@ -361,7 +362,8 @@ impl Store {
                     }
                     *id
                 }
-                None => crate::sql::query_scalar(self.dialect,
+                None => crate::sql::query_scalar(
+                    self.dialect,
                     "INSERT INTO machines (namespace_id, name, image, backend, cpus, memory_mb, disk_gb, spec_hash, desired, \
                      observed, created_at, updated_at, cpu_cap_milli, host, engine) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', 'not_created', $9, $10, $11, $12, $13) RETURNING id",
@@ -560,7 +562,8 @@ impl Store {
     /// Deletes the record (and so the ports) of a machine whose container is gone, if it is still meant to be deleted.
     pub async fn forget_deleted_machine(&self, _: &SystemGrant, key: &MachineKey) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let id: Option<i64> = crate::sql::query_scalar(self.dialect,
+        let id: Option<i64> = crate::sql::query_scalar(
+            self.dialect,
             "SELECT m.id FROM machines m JOIN namespaces n ON n.id = m.namespace_id WHERE n.name = $1 AND m.name = $2 AND m.desired = 'deleted'",
         )
         .bind(key.namespace.as_str())

@@ -170,7 +170,8 @@ pub(crate) async fn insert_operation(
         finished_at: None,
     };
     let targets: Vec<&str> = op.targets.iter().map(MachineName::as_str).collect();
-    crate::sql::query(crate::Dialect::of(tx),
+    crate::sql::query(
+        crate::Dialect::of(tx),
         "INSERT INTO operations (id, kind, namespace, machine, goal, targets, state, done, total, created_by, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )

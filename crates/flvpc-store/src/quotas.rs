@@ -37,7 +37,8 @@ impl Store {
             .bind(id)
             .execute(&mut *tx.tx)
             .await?;
-        crate::sql::query(self.dialect,
+        crate::sql::query(
+            self.dialect,
             "INSERT INTO namespace_quotas (namespace_id, machines, cpus, memory_mb, disk_gb, host_ports) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id)

@@ -20,7 +20,8 @@ pub struct StoredSpec {
 impl Store {
     /// The namespace's stored cluster spec, if one was saved.
     pub async fn cluster_spec(&self, grant: &NamespaceGrant) -> Result<Option<StoredSpec>, StoreError> {
-        let row = crate::sql::query(self.dialect,
+        let row = crate::sql::query(
+            self.dialect,
             "SELECT c.spec, c.updated_at, c.updated_by FROM cluster_specs c JOIN namespaces n ON n.id = c.namespace_id WHERE n.name = $1",
         )
         .bind(grant.namespace().as_str())

@@ -125,7 +125,8 @@ impl Store {
         let now = now_ms();
         let expires_at = now.saturating_add(ttl_ms);
         let mut tx = self.begin_write().await?;
-        let id: i64 = crate::sql::query_scalar(self.dialect,
+        let id: i64 = crate::sql::query_scalar(
+            self.dialect,
             "INSERT INTO tokens (user_id, kind, secret_hash, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(user_id)
@@ -222,7 +223,8 @@ impl Store {
     pub async fn create_api_token(&self, me: &Principal, name: &TokenName) -> Result<IssuedToken, StoreError> {
         let secret = new_secret("flvpc_t_");
         let mut tx = self.begin_write().await?;
-        let id: i64 = crate::sql::query_scalar(self.dialect,
+        let id: i64 = crate::sql::query_scalar(
+            self.dialect,
             "INSERT INTO tokens (user_id, kind, name, secret_hash, created_at) VALUES ($1, 'api', $2, $3, $4) RETURNING id",
         )
         .bind(me.user_id())

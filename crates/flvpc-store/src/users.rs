@@ -103,7 +103,8 @@ impl Store {
             crate::sql::query(self.dialect, "SELECT id, login, superadmin, created_at FROM users ORDER BY login")
                 .fetch_all(&self.pool)
                 .await?;
-        let member_rows = crate::sql::query(self.dialect,
+        let member_rows = crate::sql::query(
+            self.dialect,
             "SELECT m.user_id, n.name, m.role FROM memberships m JOIN namespaces n ON n.id = m.namespace_id ORDER BY n.name",
         )
         .fetch_all(&self.pool)
