@@ -55,6 +55,30 @@ start_postgres() {
   export FLVPC_TEST_POSTGRES="postgres://flvpc_test:flvpc_test@127.0.0.1/postgres"
 }
 
+start_mariadb() {
+  apt_install mariadb-server
+  if ! mysqladmin --protocol=socket -uroot status >/dev/null 2>&1; then
+    say "starting MariaDB"
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      systemctl start mariadb
+    else
+      # No systemd as PID 1 (containers, some VMs): Debian's init script starts mysqld_safe.
+      service mariadb start >/dev/null
+    fi
+    for _ in $(seq 1 60); do mysqladmin --protocol=socket -uroot status >/dev/null 2>&1 && break; sleep 0.5; done
+  fi
+  mysqladmin --protocol=socket -uroot status >/dev/null 2>&1 || die "MariaDB did not start (see /var/log/mysql/)"
+  # A user for the tests, on loopback only, allowed to make (and drop) its own flvpc_test* databases;
+  # each test makes and uses its own, and connects to flvpc_test to make it.
+  mysql --protocol=socket -uroot -e "CREATE USER IF NOT EXISTS 'flvpc_test'@'127.0.0.1' IDENTIFIED BY 'flvpc_test';
+    GRANT ALL PRIVILEGES ON \`flvpc\_test%\`.* TO 'flvpc_test'@'127.0.0.1';
+    CREATE DATABASE IF NOT EXISTS flvpc_test;"
+  # Databases left by earlier runs.
+  mysql --protocol=socket -uroot -NBe "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'flvpc\\_test\\_%'" \
+    | while read -r db; do [ -n "$db" ] && mysql --protocol=socket -uroot -e "DROP DATABASE IF EXISTS \`$db\`"; done
+  export FLVPC_TEST_MYSQL="mysql://flvpc_test:flvpc_test@127.0.0.1/flvpc_test"
+}
+
 start_dockerd() {
   apt_install docker.io debootstrap
   if ! docker info >/dev/null 2>&1; then
@@ -210,6 +234,7 @@ cmd_test() {
   apt_install openssh-client chromium chromium-driver ca-certificates openssl iputils-ping
   install_vm_packages
   start_postgres
+  start_mariadb
   start_dockerd
   say "building flvpc"
   cargo build --locked -p flvpc

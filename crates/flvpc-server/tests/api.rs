@@ -144,8 +144,10 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn rows_of_user(server: &TestServer, table: &str, user_id: i64) -> i64 {
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(&server.db.url).await.expect("connect to the test database");
+    // MySQL takes only `?` placeholders.
+    let placeholder = if server.db.url.starts_with("mysql:") { "?" } else { "$1" };
     let count: i64 =
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table} WHERE user_id = $1")))
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table} WHERE user_id = {placeholder}")))
             .bind(user_id)
             .fetch_one(&mut conn)
             .await

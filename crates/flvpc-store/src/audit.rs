@@ -94,7 +94,8 @@ impl Store {
     /// Appends a record to the audit log.
     pub async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        crate::sql::query(
+            self.dialect,
             "INSERT INTO audit (at, actor, action, target, namespace, source, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(now_ms())
@@ -150,25 +151,36 @@ impl Store {
             Some(OUTCOME_ERROR) => (None, 1_i64),
             other => (other, 0_i64),
         };
-        let rows = sqlx::query(
+        // Each value is bound where it is used, in order (`sql.rs`): the optional ones twice. The
+        // family's length is counted here in characters, as substr counts on every dialect
+        // (MySQL's length() counts bytes).
+        let family_chars = family.map(|f| i32::try_from(f.chars().count()).unwrap_or(i32::MAX));
+        let rows = crate::sql::query(
+            self.dialect,
             "SELECT id, at, actor, action, target, namespace, source, outcome, detail FROM audit \
-             WHERE ($1 IS NULL OR namespace = $1) AND id < $2 \
-             AND ($4 IS NULL OR actor = $4) \
-             AND ($5 IS NULL OR action = $5) AND ($6 IS NULL OR substr(action, 1, length($6)) = $6) \
-             AND ($7 IS NULL OR outcome = $7) AND ($8 = 0 OR outcome <> 'ok') \
-             AND at >= $9 AND at < $10 \
-             ORDER BY id DESC LIMIT $3",
+             WHERE ($1 IS NULL OR namespace = $2) AND id < $3 \
+             AND ($4 IS NULL OR actor = $5) \
+             AND ($6 IS NULL OR action = $7) AND ($8 IS NULL OR substr(action, 1, $9) = $10) \
+             AND ($11 IS NULL OR outcome = $12) AND ($13 = 0 OR outcome <> 'ok') \
+             AND at >= $14 AND at < $15 \
+             ORDER BY id DESC LIMIT $16",
         )
         .bind(namespace)
+        .bind(namespace)
         .bind(before.unwrap_or(i64::MAX))
-        .bind(limit.clamp(1, 1000))
+        .bind(filter.actor.as_deref())
         .bind(filter.actor.as_deref())
         .bind(exact)
+        .bind(exact)
         .bind(family)
+        .bind(family_chars)
+        .bind(family)
+        .bind(outcome)
         .bind(outcome)
         .bind(not_ok)
         .bind(filter.since.unwrap_or(i64::MIN))
         .bind(filter.until.unwrap_or(i64::MAX))
+        .bind(limit.clamp(1, 1000))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

@@ -1,5 +1,5 @@
-//! The audit log's filters on a real database: SQLite always, PostgreSQL when
-//! `FLVPC_TEST_POSTGRES` names a server.
+//! The audit log's filters on a real database: SQLite always, PostgreSQL and MySQL/MariaDB when
+//! `FLVPC_TEST_POSTGRES` and `FLVPC_TEST_MYSQL` name servers.
 
 use crate::machines_tests::databases;
 use crate::{AuditFilter, NewAudit, Store};

@@ -1,15 +1,16 @@
 //! Backups: a consistent online snapshot of the database into one SQLite file, and its restore
-//! into an empty SQLite data dir or an empty PostgreSQL database.
+//! into an empty SQLite data dir or an empty PostgreSQL or MySQL/MariaDB database.
 //!
 //! The backup format (version [`FORMAT`]) is a SQLite database with flvpc's schema, its
 //! `schema_migrations` rows, and one table `flvpc_backup` (format, source dialect, time). From
-//! SQLite it is `VACUUM INTO` (one read transaction: online, never torn); from PostgreSQL it is a
-//! logical export by flvpc itself, every table read in one REPEATABLE READ transaction. So a
-//! backup of either dialect restores into either. Restore runs the migrations after, so a backup
+//! SQLite it is `VACUUM INTO` (one read transaction: online, never torn); from PostgreSQL and
+//! MySQL it is a logical export by flvpc itself, every table read in one REPEATABLE READ
+//! transaction (on MySQL started WITH CONSISTENT SNAPSHOT, so the snapshot is taken at once, not
+//! at the first table read). So a backup of any dialect restores into any. Restore runs the migrations after, so a backup
 //! of an older schema comes up to date, and keeps the instance id, so the restored server adopts
 //! the machines (their containers carry the instance label).
 
-use crate::{create_private_file, io_error, now_ms, redact, sqlite_path, Dialect, Store, StoreError};
+use crate::{create_private_file, io_error, now_ms, redact, sql, sqlite_path, Dialect, Store, StoreError};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use std::path::{Path, PathBuf};
@@ -35,7 +36,8 @@ pub(crate) const TABLES: &[&str] = &[
     "namespace_quotas",
 ];
 
-/// Tables with a generated `id`, whose PostgreSQL identity must continue after the copied rows.
+/// Tables with a generated `id`, whose PostgreSQL identity must continue after the copied rows
+/// (MySQL's AUTO_INCREMENT moves past the ids written by itself).
 const IDENTITY_TABLES: &[&str] = &["users", "namespaces", "ssh_keys", "tokens", "audit", "machines"];
 
 /// What a backup or restore wrote.
@@ -102,7 +104,7 @@ async fn write_backup(database_url: &str, dialect: Dialect, file: &Path) -> Resu
             sqlx::query("VACUUM INTO $1").bind(path).execute(&source).await?;
             source.close().await;
         }
-        Dialect::Postgres => {
+        Dialect::Postgres | Dialect::Mysql => {
             let source = single_connection(database_url).await?;
             let version = check_schema(&source, database_url).await?;
             // The backup gets the schema the source has; restore migrates it later.
@@ -110,9 +112,16 @@ async fn write_backup(database_url: &str, dialect: Dialect, file: &Path) -> Resu
             crate::apply_migrations(&target, Dialect::Sqlite, version).await?;
             let mut src = source.acquire().await?;
             let mut dst = target.acquire().await?;
-            let mut read = src.begin().await?;
             // Every table read from one snapshot, while the server goes on writing.
-            read.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+            let mut read = if dialect == Dialect::Mysql {
+                // Sets the next transaction's level (the session's is READ COMMITTED, `dialect.rs`).
+                src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
+                src.begin_with("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY").await?
+            } else {
+                let mut read = src.begin().await?;
+                read.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+                read
+            };
             let mut write = dst.begin().await?;
             for table in TABLES {
                 copy_table(&mut read, &mut write, Dialect::Sqlite, table).await?;
@@ -156,10 +165,7 @@ async fn finish_backup_file(file: &Path, source: Dialect) -> Result<BackupSummar
     .await?;
     sqlx::query("INSERT INTO flvpc_backup (format, source, created_at) VALUES ($1, $2, $3)")
         .bind(FORMAT)
-        .bind(match source {
-            Dialect::Sqlite => "sqlite",
-            Dialect::Postgres => "postgres",
-        })
+        .bind(source.word())
         .bind(now_ms())
         .execute(&pool)
         .await?;
@@ -210,11 +216,11 @@ async fn restore_checked(file: &Path, database_url: &str) -> Result<BackupSummar
             store.close().await;
             Ok(summary)
         }
-        Dialect::Postgres => {
+        Dialect::Postgres | Dialect::Mysql => {
             let target_pool = single_connection(database_url).await?;
             // Empty means no flvpc row: a database whose schema an earlier, failed restore (or a
             // server started once) made is still empty.
-            let rows = summarize(&target_pool, Dialect::Postgres).await?.rows();
+            let rows = summarize(&target_pool, dialect).await?.rows();
             target_pool.close().await;
             if rows > 0 {
                 return Err(StoreError::Config(format!(
@@ -226,7 +232,7 @@ async fn restore_checked(file: &Path, database_url: &str) -> Result<BackupSummar
             let scratch =
                 std::env::temp_dir().join(format!("flvpc-restore-{}.db", hex::encode(rand::random::<[u8; 8]>())));
             create_new_private(&scratch)?;
-            let result = restore_into_postgres(file, &scratch, database_url).await;
+            let result = restore_into_server(file, &scratch, database_url, dialect).await;
             for path in [scratch.clone(), crate::suffixed(&scratch, "-wal"), crate::suffixed(&scratch, "-shm")] {
                 let _ = std::fs::remove_file(path);
             }
@@ -235,7 +241,13 @@ async fn restore_checked(file: &Path, database_url: &str) -> Result<BackupSummar
     }
 }
 
-async fn restore_into_postgres(file: &Path, scratch: &Path, database_url: &str) -> Result<BackupSummary, StoreError> {
+/// Copies the backup, migrated in `scratch`, into the PostgreSQL or MySQL database at `database_url`.
+async fn restore_into_server(
+    file: &Path,
+    scratch: &Path,
+    database_url: &str,
+    dialect: Dialect,
+) -> Result<BackupSummary, StoreError> {
     copy_into_partial(file, scratch).await?;
     let source = Store::open(&sqlite_url(scratch)).await?;
     let target = Store::open(database_url).await?;
@@ -243,9 +255,9 @@ async fn restore_into_postgres(file: &Path, scratch: &Path, database_url: &str) 
     let mut dst = target.pool.acquire().await?;
     let mut write = dst.begin().await?;
     for table in TABLES {
-        copy_table(&mut src, &mut write, Dialect::Postgres, table).await?;
+        copy_table(&mut src, &mut write, dialect, table).await?;
     }
-    for table in IDENTITY_TABLES {
+    for table in IDENTITY_TABLES.iter().filter(|_| dialect == Dialect::Postgres) {
         // Table names are this module's constants, never input.
         write
             .execute(sqlx::AssertSqlSafe(format!(
@@ -255,7 +267,7 @@ async fn restore_into_postgres(file: &Path, scratch: &Path, database_url: &str) 
     }
     write.commit().await?;
     drop((src, dst));
-    let summary = summarize(&target.pool, Dialect::Postgres).await?;
+    let summary = summarize(&target.pool, dialect).await?;
     source.close().await;
     target.close().await;
     Ok(summary)
@@ -307,8 +319,9 @@ async fn check_backup(file: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Copies every row of `table` from one connection to another (either dialect), all columns by
-/// name, each value as the integer or text its declared type says.
+/// Copies every row of `table` from one connection to another (any dialects), all columns by
+/// name (quoted: `key` is a reserved word in MySQL), each value as the integer or text its
+/// declared type says.
 async fn copy_table(
     src: &mut AnyConnection,
     dst: &mut AnyConnection,
@@ -320,14 +333,15 @@ async fn copy_table(
         // A table of a newer schema than this database's (both sides have the same version).
         return Ok(0);
     }
-    let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
+    let names: Vec<String> = columns.iter().map(|(name, _)| format!("\"{name}\"")).collect();
     // Table and column names come from TABLES and the schema itself, never from input.
     let select = format!("SELECT {} FROM {table}", names.join(", "));
     let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
     let insert = format!("INSERT INTO {table} ({}) VALUES ({})", names.join(", "), placeholders.join(", "));
+    let insert = sql::dynamic(dst_dialect, insert);
     let rows: Vec<AnyRow> = sqlx::query(sqlx::AssertSqlSafe(select)).fetch_all(&mut *src).await?;
     for row in &rows {
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(insert.as_str()));
+        let mut query = sqlx::query(insert.clone());
         for (i, (_, integer)) in columns.iter().enumerate() {
             query = if *integer {
                 query.bind(row.try_get::<Option<i64>, _>(i)?)
@@ -341,7 +355,7 @@ async fn copy_table(
 }
 
 /// A table's columns and whether each holds integers, read from the connection's own schema.
-async fn table_columns(
+pub(crate) async fn table_columns(
     conn: &mut AnyConnection,
     dialect: Dialect,
     table: &str,
@@ -354,6 +368,18 @@ async fn table_columns(
             sqlx::query_as(
                 "SELECT column_name::text, data_type::text FROM information_schema.columns \
                  WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+            )
+            .bind(table)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        // Generated columns (the stand-ins for partial indexes, `migrations.rs`) are computed, never written.
+        Dialect::Mysql => {
+            sql::query_as(
+                Dialect::Mysql,
+                "SELECT column_name, data_type FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = $1 AND is_generated = 'NEVER' \
+                 ORDER BY ordinal_position",
             )
             .bind(table)
             .fetch_all(&mut *conn)
@@ -376,6 +402,11 @@ async fn summarize(pool: &AnyPool, dialect: Dialect) -> Result<BackupSummary, St
             .fetch_all(pool)
             .await?
         }
+        Dialect::Mysql => {
+            sqlx::query_scalar("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
+                .fetch_all(pool)
+                .await?
+        }
     };
     let mut tables = Vec::new();
     // Tables of a newer schema than the database's are left out.
@@ -393,16 +424,7 @@ async fn summarize(pool: &AnyPool, dialect: Dialect) -> Result<BackupSummary, St
 }
 
 fn dialect_of(url: &str) -> Result<Dialect, StoreError> {
-    if url.starts_with("sqlite:") {
-        Ok(Dialect::Sqlite)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Dialect::Postgres)
-    } else {
-        Err(StoreError::Config(format!(
-            "unsupported database URL {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
-            redact(url)
-        )))
-    }
+    Dialect::of_url(url)
 }
 
 /// A SQLite URL of a file whose name `check_file_name` accepted.
@@ -423,13 +445,15 @@ fn check_file_name(file: &Path) -> Result<(), StoreError> {
 }
 
 async fn single_connection(url: &str) -> Result<AnyPool, StoreError> {
+    let dialect = Dialect::of_url(url)?;
     let options = AnyConnectOptions::from_str(url)
         .map_err(|e| StoreError::Config(format!("invalid database URL {:?}: {e}", redact(url))))?;
     AnyPoolOptions::new()
         .max_connections(1)
+        .after_connect(move |conn, _meta| Box::pin(async move { dialect.set_up_session(conn).await }))
         .connect_with(options)
         .await
-        .map_err(|e| StoreError::Config(format!("cannot open database {:?}: {e}", redact(url))))
+        .map_err(|e| crate::dialect::cannot_open(url, &e))
 }
 
 /// Creates `path` empty with mode 0600, refusing an existing file (never overwrites a backup).

@@ -1,9 +1,11 @@
-//! flvpc's persistence: one code path over SQLite (the embedded default) and
-//! PostgreSQL, through sqlx's `Any` driver.
+//! flvpc's persistence: one code path over SQLite (the embedded default),
+//! PostgreSQL and MySQL/MariaDB, through sqlx's `Any` driver.
 //!
 //! Architecture Invariant: this is the only crate that knows SQL. Queries are
-//! written once with `$N` placeholders, which both SQLite and PostgreSQL accept;
-//! every value is bound, never formatted into SQL. Methods that reveal or change
+//! written once with `$N` placeholders, numbered in order (`sql.rs` turns them
+//! into MySQL's `?`); every value is bound, never formatted into SQL. What differs
+//! between dialects lives in `migrations.rs` (types), `dialect.rs` (sessions,
+//! connection errors), `quotas.rs` (the admission lock) and `backup.rs`. Methods that reveal or change
 //! protected state take a grant from `flvpc_model::policy`, so the permission
 //! check cannot be skipped by a caller.
 
@@ -14,6 +16,9 @@ mod backup;
 #[cfg(test)]
 mod backup_tests;
 mod cache;
+mod dialect;
+#[cfg(test)]
+mod dialect_tests;
 mod error;
 mod instance;
 mod machines;
@@ -26,6 +31,7 @@ mod passwords;
 mod ports;
 mod quotas;
 mod specs;
+mod sql;
 mod tokens;
 mod users;
 
@@ -49,14 +55,10 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
 
-/// Which SQL engine is behind the pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// SQLite, a file in the data dir (WAL mode).
-    Sqlite,
-    /// PostgreSQL.
-    Postgres,
-}
+pub use dialect::Dialect;
+
+/// How long opening a connection may take before the database counts as not answering.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The database: a connection pool and the dialect it speaks.
 pub struct Store {
@@ -78,20 +80,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite file if
+    /// Opens `url` (`sqlite://PATH`, `postgres://…` or `mysql://…`), creating a SQLite file if
     /// needed, and brings the schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let dialect = if url.starts_with("sqlite:") {
-            Dialect::Sqlite
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Dialect::Postgres
-        } else {
-            return Err(StoreError::Config(format!(
-                "unsupported database URL {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
-                redact(url)
-            )));
-        };
+        let dialect = Dialect::of_url(url)?;
         let url = match dialect {
             Dialect::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.to_owned(),
@@ -102,9 +95,19 @@ impl Store {
         }
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Config(format!("invalid database URL {:?}: {e}", redact(&url))))?;
+        if dialect != Dialect::Sqlite {
+            // One connection first, on its own: the pool would retry a refused or unreachable
+            // server until its timeout and then report only that it timed out.
+            use sqlx::{ConnectOptions, Connection};
+            let probe = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+                .await
+                .map_err(|_| dialect::cannot_open(&url, &sqlx::Error::PoolTimedOut))?
+                .map_err(|e| dialect::cannot_open(&url, &e))?;
+            probe.close().await.map_err(|e| dialect::cannot_open(&url, &e))?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(if dialect == Dialect::Sqlite { 4 } else { 10 })
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
@@ -117,12 +120,12 @@ impl Store {
                             conn.execute(pragma).await?;
                         }
                     }
-                    Ok(())
+                    dialect.set_up_session(conn).await
                 })
             })
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Config(format!("cannot open database {:?}: {e}", redact(&url))))?;
+            .map_err(|e| dialect::cannot_open(&url, &e))?;
         let store = Self {
             pool,
             dialect,
@@ -133,6 +136,9 @@ impl Store {
             machine_lists: cache::Answers::default(),
             namespace_keys: cache::Answers::default(),
         };
+        if dialect == Dialect::Mysql {
+            dialect::check_mariadb(&store.pool, &url).await?;
+        }
         store.migrate().await?;
         if let Some(path) = &sqlite_file {
             // After migrating, so the -wal and -shm files exist: all three hold password and token hashes.
@@ -150,7 +156,7 @@ impl Store {
 
     /// Checks the database answers (for /healthz).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sql::query(self.dialect, "SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
@@ -168,7 +174,7 @@ impl Store {
     async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
         let guard = match self.dialect {
             Dialect::Sqlite => Some(self.sqlite_writer.lock().await),
-            Dialect::Postgres => None,
+            Dialect::Postgres | Dialect::Mysql => None,
         };
         let tx = self.pool.begin().await?;
         Ok(WriteTx { tx, _guard: guard, cache: &self.cache })
@@ -176,22 +182,23 @@ impl Store {
 }
 
 /// Applies the migrations not yet recorded, up to and including version `up_to` (a backup of a
-/// PostgreSQL database gets the schema the database has, not a newer one).
+/// PostgreSQL or MySQL database gets the schema the database has, not a newer one).
+///
+/// MySQL commits each schema statement on its own (DDL is not transactional there), so its
+/// statements are written to be run again (`IF NOT EXISTS`): a migration cut short completes at
+/// the next start instead of failing on what it already made.
 async fn apply_migrations(pool: &AnyPool, dialect: Dialect, up_to: i64) -> Result<(), StoreError> {
-    pool.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-    )
-    .await?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(pool).await?;
+    pool.execute(migrations::SCHEMA_MIGRATIONS).await?;
+    let applied: Vec<i64> = sql::query_scalar(dialect, "SELECT version FROM schema_migrations").fetch_all(pool).await?;
     for migration in migrations::MIGRATIONS.iter().filter(|m| m.version <= up_to) {
         if applied.contains(&migration.version) {
             continue;
         }
         let mut tx = pool.begin().await?;
         for statement in migration.statements(dialect) {
-            sqlx::query(*statement).execute(&mut *tx).await?;
+            (&mut *tx).execute(*statement).await?;
         }
-        sqlx::query("INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)")
+        sql::query(dialect, "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)")
             .bind(migration.version)
             .bind(migration.description)
             .bind(now_ms())

@@ -126,7 +126,7 @@ impl MachineRecord {
 
 /// The row id of a namespace, in a transaction.
 pub(crate) async fn namespace_id(tx: &mut sqlx::AnyConnection, ns: &NamespaceName) -> Result<i64, StoreError> {
-    sqlx::query_scalar("SELECT id FROM namespaces WHERE name = $1")
+    crate::sql::query_scalar(crate::Dialect::of(tx), "SELECT id FROM namespaces WHERE name = $1")
         .bind(ns.as_str())
         .fetch_optional(tx)
         .await?
@@ -244,10 +244,13 @@ impl Store {
         if let Some(machines) = self.machine_lists.get(grant.namespace(), generation) {
             return Ok(machines);
         }
-        let rows = sqlx::query(select_machines_with_ports!("WHERE n.name = $1 ORDER BY m.name, p.host_port"))
-            .bind(grant.namespace().as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = crate::sql::query(
+            self.dialect,
+            select_machines_with_ports!("WHERE n.name = $1 ORDER BY m.name, p.host_port"),
+        )
+        .bind(grant.namespace().as_str())
+        .fetch_all(&self.pool)
+        .await?;
         let machines = Arc::new(readable(machines_with_ports(&rows)?));
         self.machine_lists.put(grant.namespace().clone(), generation, Arc::clone(&machines));
         Ok(machines)
@@ -255,7 +258,7 @@ impl Store {
 
     /// Every machine of every namespace (the reconciler's resync).
     pub async fn all_machines(&self, _: &SystemGrant) -> Result<Vec<MachineRecord>, StoreError> {
-        let rows = sqlx::query(select_machines_with_ports!("ORDER BY n.name, m.name, p.host_port"))
+        let rows = crate::sql::query(self.dialect, select_machines_with_ports!("ORDER BY n.name, m.name, p.host_port"))
             .fetch_all(&self.pool)
             .await?;
         Ok(readable(machines_with_ports(&rows)?))
@@ -281,11 +284,14 @@ impl Store {
         ns: &NamespaceName,
         name: &MachineName,
     ) -> Result<Option<MachineRecord>, StoreError> {
-        let rows = sqlx::query(select_machines_with_ports!("WHERE n.name = $1 AND m.name = $2 ORDER BY p.host_port"))
-            .bind(ns.as_str())
-            .bind(name.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = crate::sql::query(
+            self.dialect,
+            select_machines_with_ports!("WHERE n.name = $1 AND m.name = $2 ORDER BY p.host_port"),
+        )
+        .bind(ns.as_str())
+        .bind(name.as_str())
+        .fetch_all(&self.pool)
+        .await?;
         machines_with_ports(&rows)?.pop().map(|(_, machine)| machine).transpose()
     }
 
@@ -317,7 +323,7 @@ impl Store {
         admit_in(&mut tx.tx, ns, caps, Some(wanted), Some(wanted)).await?;
         let now = now_ms();
         let existing: BTreeMap<String, (i64, String)> =
-            sqlx::query("SELECT name, id, spec_hash FROM machines WHERE namespace_id = $1")
+            crate::sql::query(self.dialect, "SELECT name, id, spec_hash FROM machines WHERE namespace_id = $1")
                 .bind(ns_id)
                 .fetch_all(&mut *tx.tx)
                 .await?
@@ -331,9 +337,10 @@ impl Store {
             let machine_id = match existing.get(plan.name.as_str()) {
                 Some((id, hash)) => {
                     if hash != &plan.spec_hash {
-                        sqlx::query(
+                        crate::sql::query(
+                            self.dialect,
                             "UPDATE machines SET image = $1, backend = $2, cpus = $3, memory_mb = $4, disk_gb = $5, \
-                             spec_hash = $6, desired = 'running', updated_at = $7, cpu_cap_milli = $9 WHERE id = $8",
+                             spec_hash = $6, desired = 'running', updated_at = $7, cpu_cap_milli = $8 WHERE id = $9",
                         )
                         .bind(&plan.image)
                         .bind(plan.backend.as_str())
@@ -342,12 +349,12 @@ impl Store {
                         .bind(i64::try_from(plan.disk_gb).unwrap_or(i64::MAX))
                         .bind(&plan.spec_hash)
                         .bind(now)
-                        .bind(id)
                         .bind(plan.cpu_cap_milli.map(i64::from))
+                        .bind(id)
                         .execute(&mut *tx.tx)
                         .await?;
                     } else {
-                        sqlx::query("UPDATE machines SET desired = 'running', updated_at = $1 WHERE id = $2")
+                        crate::sql::query(self.dialect, "UPDATE machines SET desired = 'running', updated_at = $1 WHERE id = $2")
                             .bind(now)
                             .bind(id)
                             .execute(&mut *tx.tx)
@@ -355,10 +362,11 @@ impl Store {
                     }
                     *id
                 }
-                None => sqlx::query_scalar(
+                None => crate::sql::query_scalar(
+                    self.dialect,
                     "INSERT INTO machines (namespace_id, name, image, backend, cpus, memory_mb, disk_gb, spec_hash, desired, \
                      observed, created_at, updated_at, cpu_cap_milli, host, engine) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', 'not_created', $9, $9, $10, $11, $12) RETURNING id",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', 'not_created', $9, $10, $11, $12, $13) RETURNING id",
                 )
                 .bind(ns_id)
                 .bind(plan.name.as_str())
@@ -368,6 +376,7 @@ impl Store {
                 .bind(i64::try_from(plan.memory_mb).unwrap_or(i64::MAX))
                 .bind(i64::try_from(plan.disk_gb).unwrap_or(i64::MAX))
                 .bind(&plan.spec_hash)
+                .bind(now)
                 .bind(now)
                 .bind(plan.cpu_cap_milli.map(i64::from))
                 .bind(plan.placement.host.as_str())
@@ -379,7 +388,8 @@ impl Store {
             targets.push(plan.name.clone());
         }
         for name in existing.keys().filter(|n| !plans.iter().any(|p| p.name.as_str() == n.as_str())) {
-            sqlx::query(
+            crate::sql::query(
+                self.dialect,
                 "UPDATE machines SET desired = 'deleted', updated_at = $1 WHERE namespace_id = $2 AND name = $3",
             )
             .bind(now)
@@ -417,7 +427,8 @@ impl Store {
         let ns_id = namespace_id(&mut tx.tx, ns).await?;
         let names: Vec<String> = match machine {
             Some(name) => {
-                let found: Option<String> = sqlx::query_scalar(
+                let found: Option<String> = crate::sql::query_scalar(
+                    self.dialect,
                     "SELECT name FROM machines WHERE namespace_id = $1 AND name = $2 AND desired <> 'deleted'",
                 )
                 .bind(ns_id)
@@ -428,7 +439,8 @@ impl Store {
                     .ok_or_else(|| StoreError::NotFound(format!("machine {:?} in {:?}", name.as_str(), ns.as_str())))?]
             }
             None => {
-                sqlx::query_scalar(
+                crate::sql::query_scalar(
+                    self.dialect,
                     "SELECT name FROM machines WHERE namespace_id = $1 AND desired <> 'deleted' ORDER BY name",
                 )
                 .bind(ns_id)
@@ -442,13 +454,16 @@ impl Store {
             admit_in(&mut tx.tx, ns, caps, None, Some(running.plus(starting))).await?;
         }
         for name in &names {
-            sqlx::query("UPDATE machines SET desired = $1, updated_at = $2 WHERE namespace_id = $3 AND name = $4")
-                .bind(desired.as_str())
-                .bind(now_ms())
-                .bind(ns_id)
-                .bind(name)
-                .execute(&mut *tx.tx)
-                .await?;
+            crate::sql::query(
+                self.dialect,
+                "UPDATE machines SET desired = $1, updated_at = $2 WHERE namespace_id = $3 AND name = $4",
+            )
+            .bind(desired.as_str())
+            .bind(now_ms())
+            .bind(ns_id)
+            .bind(name)
+            .execute(&mut *tx.tx)
+            .await?;
         }
         let targets = names.iter().filter_map(|n| MachineName::parse(n).ok()).collect();
         let op = insert_operation(&mut tx.tx, kind, ns, machine, desired.as_str(), targets, by).await?;
@@ -472,7 +487,8 @@ impl Store {
         let ns = grant.namespace();
         let mut tx = self.begin_admission().await?;
         let ns_id = namespace_id(&mut tx.tx, ns).await?;
-        let exists: Option<i64> = sqlx::query_scalar(
+        let exists: Option<i64> = crate::sql::query_scalar(
+            self.dialect,
             "SELECT id FROM machines WHERE namespace_id = $1 AND name = $2 AND desired <> 'deleted'",
         )
         .bind(ns_id)
@@ -487,12 +503,15 @@ impl Store {
         let running = admitted_running(&mut tx.tx, ns).await?;
         admit_in(&mut tx.tx, ns, caps, None, Some(running.plus(starting))).await?;
         let op = insert_operation(&mut tx.tx, kind, ns, Some(machine), "restart", vec![machine.clone()], by).await?;
-        sqlx::query("UPDATE machines SET desired = 'running', restart_op = $1, updated_at = $2 WHERE id = $3")
-            .bind(&op.id)
-            .bind(now_ms())
-            .bind(machine_id)
-            .execute(&mut *tx.tx)
-            .await?;
+        crate::sql::query(
+            self.dialect,
+            "UPDATE machines SET desired = 'running', restart_op = $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(&op.id)
+        .bind(now_ms())
+        .bind(machine_id)
+        .execute(&mut *tx.tx)
+        .await?;
         tx.commit().await?;
         Ok(op)
     }
@@ -501,7 +520,8 @@ impl Store {
     /// request is done. A newer request made meanwhile (another id) stays pending.
     pub async fn restart_done(&self, _: &SystemGrant, key: &MachineKey, op: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        crate::sql::query(
+            self.dialect,
             "UPDATE machines SET restart_op = NULL WHERE name = $1 AND restart_op = $2 \
              AND namespace_id = (SELECT id FROM namespaces WHERE name = $3)",
         )
@@ -523,7 +543,8 @@ impl Store {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        crate::sql::query(
+            self.dialect,
             "UPDATE machines SET observed = $1, ip = $2, error = $3, observed_at = $4 WHERE name = $5 \
              AND namespace_id = (SELECT id FROM namespaces WHERE name = $6)",
         )
@@ -541,7 +562,8 @@ impl Store {
     /// Deletes the record (and so the ports) of a machine whose container is gone, if it is still meant to be deleted.
     pub async fn forget_deleted_machine(&self, _: &SystemGrant, key: &MachineKey) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let id: Option<i64> = sqlx::query_scalar(
+        let id: Option<i64> = crate::sql::query_scalar(
+            self.dialect,
             "SELECT m.id FROM machines m JOIN namespaces n ON n.id = m.namespace_id WHERE n.name = $1 AND m.name = $2 AND m.desired = 'deleted'",
         )
         .bind(key.namespace.as_str())
@@ -549,8 +571,11 @@ impl Store {
         .fetch_optional(&mut *tx.tx)
         .await?;
         if let Some(id) = id {
-            sqlx::query("DELETE FROM host_ports WHERE machine_id = $1").bind(id).execute(&mut *tx.tx).await?;
-            sqlx::query("DELETE FROM machines WHERE id = $1").bind(id).execute(&mut *tx.tx).await?;
+            crate::sql::query(self.dialect, "DELETE FROM host_ports WHERE machine_id = $1")
+                .bind(id)
+                .execute(&mut *tx.tx)
+                .await?;
+            crate::sql::query(self.dialect, "DELETE FROM machines WHERE id = $1").bind(id).execute(&mut *tx.tx).await?;
         }
         tx.commit().await
     }
@@ -563,7 +588,8 @@ impl Store {
         if let Some(keys) = self.namespace_keys.get(ns, generation) {
             return Ok(keys);
         }
-        let keys: Vec<String> = sqlx::query_scalar(
+        let keys: Vec<String> = crate::sql::query_scalar(
+            self.dialect,
             "SELECT k.public_key FROM ssh_keys k JOIN memberships m ON m.user_id = k.user_id \
              JOIN namespaces n ON n.id = m.namespace_id WHERE n.name = $1 ORDER BY k.user_id, k.name",
         )
@@ -596,7 +622,8 @@ async fn starting_resources(
     ns_id: i64,
     names: &[String],
 ) -> Result<Resources, StoreError> {
-    let rows = sqlx::query(
+    let rows = crate::sql::query(
+        crate::Dialect::of(tx),
         "SELECT name, cpus, memory_mb, disk_gb FROM machines WHERE namespace_id = $1 AND desired = 'stopped'",
     )
     .bind(ns_id)

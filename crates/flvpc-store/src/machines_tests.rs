@@ -1,5 +1,5 @@
-//! Store tests on a real database: SQLite in a temp dir always, PostgreSQL too when
-//! `FLVPC_TEST_POSTGRES` names a server (a fresh database each time).
+//! Store tests on a real database: SQLite in a temp dir always, PostgreSQL and MySQL/MariaDB too
+//! when `FLVPC_TEST_POSTGRES` and `FLVPC_TEST_MYSQL` name servers (a fresh database each time).
 
 use crate::migrations::MIGRATIONS;
 use crate::{Desired, Dialect, MachinePlan, PortRange, PortRequest, Store};
@@ -21,6 +21,14 @@ pub(crate) async fn databases() -> Vec<(String, Option<tempfile::TempDir>)> {
         let name = format!("flvpc_store_{}", hex::encode(rand::random::<[u8; 6]>()));
         let mut conn = sqlx::AnyConnection::connect(&admin).await.expect("connect to the test PostgreSQL server");
         // The name is made here of hex digits only.
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create test database");
+        let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("admin URL has a database");
+        all.push((format!("{base}/{name}"), None));
+    }
+    if let Ok(admin) = std::env::var("FLVPC_TEST_MYSQL") {
+        // The test user may make databases named flvpc_test*.
+        let name = format!("flvpc_test_store_{}", hex::encode(rand::random::<[u8; 6]>()));
+        let mut conn = sqlx::AnyConnection::connect(&admin).await.expect("connect to the test MySQL server");
         conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create test database");
         let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("admin URL has a database");
         all.push((format!("{base}/{name}"), None));
@@ -70,26 +78,26 @@ async fn machines_recorded_before_placements_live_on_the_local_container_engine(
     for (url, _dir) in databases().await {
         // A database as flvpc left it at version 6, with one machine of each backend word.
         let pool = AnyPoolOptions::new().max_connections(1).connect(&url).await.expect("connect");
-        pool.execute(
-            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-        )
-        .await
-        .expect("migrations table");
-        let dialect = if url.starts_with("sqlite:") { Dialect::Sqlite } else { Dialect::Postgres };
+        pool.execute(crate::migrations::SCHEMA_MIGRATIONS).await.expect("migrations table");
+        let dialect = Dialect::of_url(&url).expect("dialect");
         for migration in MIGRATIONS.iter().filter(|m| m.version <= 6) {
             for statement in migration.statements(dialect) {
                 pool.execute(*statement).await.expect("old migration");
             }
-            sqlx::query("INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, 0)")
-                .bind(migration.version)
-                .bind(migration.description)
-                .execute(&pool)
-                .await
-                .expect("record migration");
+            crate::sql::query(
+                dialect,
+                "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, 0)",
+            )
+            .bind(migration.version)
+            .bind(migration.description)
+            .execute(&pool)
+            .await
+            .expect("record migration");
         }
         pool.execute("INSERT INTO namespaces (name, created_at) VALUES ('old', 0)").await.expect("namespace");
         for (machine, backend) in [("a", "docker"), ("b", "microvm")] {
-            sqlx::query(
+            crate::sql::query(
+                dialect,
                 "INSERT INTO machines (namespace_id, name, image, backend, cpus, memory_mb, disk_gb, spec_hash, desired, \
                  observed, created_at, updated_at) VALUES ((SELECT id FROM namespaces WHERE name = 'old'), $1, \
                  'flvpc/debian:12', $2, 1, 256, 1, 'h', 'running', 'running', 0, 0)",

@@ -1,8 +1,20 @@
 //! Schema migrations, one list per SQL dialect, applied in order at start.
 //!
 //! Each migration is a list of statements run in one transaction together with
-//! the row that records it, so a crash mid-migration leaves the old schema.
+//! the row that records it, so a crash mid-migration leaves the old schema
+//! (on MySQL, where schema statements commit on their own, the statements can be
+//! run again instead: see `apply_migrations`).
 //! Migrations are append-only: never edit one that has shipped.
+//!
+//! MySQL/MariaDB's statements differ in what the other two take for granted: text
+//! in a key or index needs a length (`VARCHAR(512)`: 2 KiB in utf8mb4, under
+//! InnoDB's 3 KiB key limit, and above every name flvpc accepts); foreign keys are
+//! only kept when declared on the table (a column's `REFERENCES` is ignored); there
+//! are no partial indexes, so a unique index on a generated column that is NULL
+//! outside the rows the index is about stands in for one. Every table compares
+//! text byte by byte (`utf8mb4_nopad_bin`), as SQLite and PostgreSQL do by default, so
+//! `Alice` and `alice` are two names on every dialect, and so are `a` and `a ` (the
+//! `_bin` collations of MariaDB 10 ignore trailing spaces; the `nopad` ones do not).
 
 use crate::Dialect;
 
@@ -12,13 +24,19 @@ pub(crate) struct Migration {
     pub description: &'static str,
     pub sqlite: &'static [&'static str],
     pub postgres: &'static [&'static str],
+    pub mysql: &'static [&'static str],
 }
+
+/// The table of applied migrations, the same on every dialect.
+pub(crate) const SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
+     (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)";
 
 impl Migration {
     pub(crate) fn statements(&self, dialect: Dialect) -> &'static [&'static str] {
         match dialect {
             Dialect::Sqlite => self.sqlite,
             Dialect::Postgres => self.postgres,
+            Dialect::Mysql => self.mysql,
         }
     }
 }
@@ -132,6 +150,114 @@ const PLACEMENT_V7: [&str; 3] = [
     "UPDATE machines SET engine = 'microvm' WHERE backend = 'microvm'",
 ];
 
+/// How every MySQL table stores text: utf8mb4, compared byte by byte.
+macro_rules! mysql_table {
+    ($($part:literal),+ $(,)?) => {
+        concat!($($part),+, " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin")
+    };
+}
+
+/// Version 1 on MySQL.
+const MYSQL_V1: [&str; 9] = [
+    // The superadmin column is 1 or 0; `superadmin_one` is 1 or NULL, and NULLs never clash.
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS users (id BIGINT AUTO_INCREMENT PRIMARY KEY, login VARCHAR(512) NOT NULL UNIQUE, \
+         password_hash TEXT NOT NULL, superadmin BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, \
+         superadmin_one BIGINT AS (CASE WHEN superadmin = 1 THEN 1 END) STORED, \
+         UNIQUE KEY users_one_superadmin (superadmin_one))"
+    ),
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS namespaces (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
+         name VARCHAR(512) NOT NULL UNIQUE, created_at BIGINT NOT NULL)"
+    ),
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS memberships (namespace_id BIGINT NOT NULL, user_id BIGINT NOT NULL, \
+         role TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (namespace_id, user_id), \
+         FOREIGN KEY (namespace_id) REFERENCES namespaces(id) ON DELETE CASCADE, \
+         FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE)"
+    ),
+    "CREATE INDEX IF NOT EXISTS memberships_user ON memberships (user_id)",
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS ssh_keys (id BIGINT AUTO_INCREMENT PRIMARY KEY, user_id BIGINT NOT NULL, \
+         name VARCHAR(512) NOT NULL, public_key TEXT NOT NULL, fingerprint VARCHAR(512) NOT NULL, \
+         created_at BIGINT NOT NULL, UNIQUE (user_id, name), \
+         FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE)"
+    ),
+    "CREATE INDEX IF NOT EXISTS ssh_keys_fingerprint ON ssh_keys (fingerprint)",
+    // `api_name` is the name of an API token and NULL for sessions: unique per user like the
+    // partial index of the other dialects.
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS tokens (id BIGINT AUTO_INCREMENT PRIMARY KEY, user_id BIGINT NOT NULL, \
+         kind VARCHAR(512) NOT NULL, name VARCHAR(512), secret_hash VARCHAR(512) NOT NULL UNIQUE, csrf TEXT, \
+         created_at BIGINT NOT NULL, expires_at BIGINT, last_used_at BIGINT, \
+         api_name VARCHAR(512) AS (CASE WHEN kind = 'api' THEN name END) STORED, \
+         UNIQUE KEY tokens_api_name (user_id, api_name), \
+         FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE)"
+    ),
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS audit (id BIGINT AUTO_INCREMENT PRIMARY KEY, at BIGINT NOT NULL, actor TEXT, \
+         action TEXT NOT NULL, target TEXT NOT NULL, namespace VARCHAR(512), source TEXT, outcome TEXT NOT NULL, \
+         detail TEXT)"
+    ),
+    "CREATE INDEX IF NOT EXISTS audit_namespace ON audit (namespace, id)",
+];
+
+/// Version 2 on MySQL. A spec is kept whole (MEDIUMTEXT: up to 16 MiB, where TEXT stops at 64 KiB).
+const MYSQL_V2: [&str; 7] = [
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS cluster_specs (namespace_id BIGINT PRIMARY KEY, spec MEDIUMTEXT NOT NULL, \
+         updated_at BIGINT NOT NULL, updated_by TEXT NOT NULL, \
+         FOREIGN KEY (namespace_id) REFERENCES namespaces(id) ON DELETE CASCADE)"
+    ),
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS machines (id BIGINT AUTO_INCREMENT PRIMARY KEY, namespace_id BIGINT NOT NULL, \
+         name VARCHAR(512) NOT NULL, image TEXT NOT NULL, backend TEXT NOT NULL, cpus BIGINT NOT NULL, \
+         memory_mb BIGINT NOT NULL, disk_gb BIGINT NOT NULL, spec_hash TEXT NOT NULL, desired TEXT NOT NULL, \
+         observed TEXT NOT NULL, ip TEXT, error TEXT, observed_at BIGINT NOT NULL DEFAULT 0, \
+         created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, UNIQUE (namespace_id, name), \
+         FOREIGN KEY (namespace_id) REFERENCES namespaces(id) ON DELETE CASCADE)"
+    ),
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS host_ports (host_port BIGINT NOT NULL, protocol VARCHAR(16) NOT NULL, \
+         machine_id BIGINT NOT NULL, container_port BIGINT NOT NULL, PRIMARY KEY (host_port, protocol), \
+         FOREIGN KEY (machine_id) REFERENCES machines(id) ON DELETE CASCADE)"
+    ),
+    "CREATE INDEX IF NOT EXISTS host_ports_machine ON host_ports (machine_id)",
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS operations (id VARCHAR(512) PRIMARY KEY, kind TEXT NOT NULL, \
+         namespace TEXT NOT NULL, machine TEXT, goal TEXT NOT NULL, targets MEDIUMTEXT NOT NULL, \
+         state VARCHAR(512) NOT NULL, done BIGINT NOT NULL, total BIGINT NOT NULL, error TEXT, \
+         created_by TEXT NOT NULL, created_at BIGINT NOT NULL, finished_at BIGINT)"
+    ),
+    "CREATE INDEX IF NOT EXISTS operations_state ON operations (state)",
+    // `key` is a reserved word in MySQL: quoted (with backticks here, which need no session setting).
+    mysql_table!("CREATE TABLE IF NOT EXISTS server_settings (`key` VARCHAR(512) PRIMARY KEY, value TEXT NOT NULL)"),
+];
+
+/// Version 3 on MySQL, and the row admitted changes lock (`quotas.rs`): MySQL's stand-in for
+/// PostgreSQL's transaction-scoped advisory lock. Its table is MySQL's own, not flvpc data: never
+/// backed up (not in `backup::TABLES`), made again by the migrations of a restored database.
+const MYSQL_QUOTAS_V3: [&str; 3] = [
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS namespace_quotas (namespace_id BIGINT PRIMARY KEY, machines BIGINT, cpus BIGINT, \
+         memory_mb BIGINT, disk_gb BIGINT, host_ports BIGINT, \
+         FOREIGN KEY (namespace_id) REFERENCES namespaces(id) ON DELETE CASCADE)"
+    ),
+    mysql_table!("CREATE TABLE IF NOT EXISTS admission_lock (id BIGINT PRIMARY KEY)"),
+    "INSERT IGNORE INTO admission_lock (id) VALUES (1)",
+];
+
+/// Versions 4 to 7 on MySQL: the same changes, each one safe to run again.
+const MYSQL_CPU_CAP_V4: [&str; 1] = ["ALTER TABLE machines ADD COLUMN IF NOT EXISTS cpu_cap_milli BIGINT"];
+const MYSQL_PORT_ADDRESS_V5: [&str; 1] = ["ALTER TABLE host_ports ADD COLUMN IF NOT EXISTS address TEXT"];
+const MYSQL_RESTART_OP_V6: [&str; 2] =
+    ["ALTER TABLE machines ADD COLUMN IF NOT EXISTS restart_op TEXT", RESTART_OP_V6[1]];
+const MYSQL_PLACEMENT_V7: [&str; 3] = [
+    "ALTER TABLE machines ADD COLUMN IF NOT EXISTS host VARCHAR(512) NOT NULL DEFAULT 'local'",
+    "ALTER TABLE machines ADD COLUMN IF NOT EXISTS engine VARCHAR(512) NOT NULL DEFAULT 'container'",
+    PLACEMENT_V7[2],
+];
+
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -139,31 +265,48 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "identity: users, namespaces, memberships, keys, tokens, audit",
         sqlite: &SQLITE_V1,
         postgres: &POSTGRES_V1,
+        mysql: &MYSQL_V1,
     },
     Migration {
         version: 2,
         description: "machines: cluster specs, machines, host ports, operations",
         sqlite: &SQLITE_V2,
         postgres: &POSTGRES_V2,
+        mysql: &MYSQL_V2,
     },
-    Migration { version: 3, description: "namespace quotas", sqlite: &QUOTAS_V3, postgres: &QUOTAS_V3 },
-    Migration { version: 4, description: "hard CPU caps", sqlite: &CPU_CAP_V4, postgres: &CPU_CAP_V4 },
+    Migration {
+        version: 3,
+        description: "namespace quotas",
+        sqlite: &QUOTAS_V3,
+        postgres: &QUOTAS_V3,
+        mysql: &MYSQL_QUOTAS_V3,
+    },
+    Migration {
+        version: 4,
+        description: "hard CPU caps",
+        sqlite: &CPU_CAP_V4,
+        postgres: &CPU_CAP_V4,
+        mysql: &MYSQL_CPU_CAP_V4,
+    },
     Migration {
         version: 5,
         description: "publish addresses of host ports",
         sqlite: &PORT_ADDRESS_V5,
         postgres: &PORT_ADDRESS_V5,
+        mysql: &MYSQL_PORT_ADDRESS_V5,
     },
     Migration {
         version: 6,
         description: "pending restarts in the machine record",
         sqlite: &RESTART_OP_V6,
         postgres: &RESTART_OP_V6,
+        mysql: &MYSQL_RESTART_OP_V6,
     },
     Migration {
         version: 7,
         description: "placement of machines: host and engine",
         sqlite: &PLACEMENT_V7,
         postgres: &PLACEMENT_V7,
+        mysql: &MYSQL_PLACEMENT_V7,
     },
 ];

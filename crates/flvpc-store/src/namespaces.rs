@@ -47,7 +47,7 @@ impl Store {
     pub async fn create_namespace(&self, _: &SuperadminGrant, name: &NamespaceName) -> Result<Namespace, StoreError> {
         let created_at = now_ms();
         let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO namespaces (name, created_at) VALUES ($1, $2)")
+        crate::sql::query(self.dialect, "INSERT INTO namespaces (name, created_at) VALUES ($1, $2)")
             .bind(name.as_str())
             .bind(created_at)
             .execute(&mut *tx.tx)
@@ -59,7 +59,7 @@ impl Store {
 
     /// Every namespace, by name.
     pub async fn list_namespaces(&self, _: &SuperadminGrant) -> Result<Vec<Namespace>, StoreError> {
-        let rows = sqlx::query(select_namespaces!("ORDER BY n.name")).fetch_all(&self.pool).await?;
+        let rows = crate::sql::query(self.dialect, select_namespaces!("ORDER BY n.name")).fetch_all(&self.pool).await?;
         rows.into_iter().map(namespace_from).collect()
     }
 
@@ -68,9 +68,10 @@ impl Store {
     /// `/api/v1/me` and namespace list (issue 9). Only namespaces the principal, read for this
     /// request, names are returned, with the role it holds there.
     pub async fn member_namespaces(&self, caller: &Principal) -> Result<Vec<(Namespace, Role)>, StoreError> {
-        let rows = sqlx::query(select_namespaces!(
-            "JOIN memberships mine ON mine.namespace_id = n.id WHERE mine.user_id = $1"
-        ))
+        let rows = crate::sql::query(
+            self.dialect,
+            select_namespaces!("JOIN memberships mine ON mine.namespace_id = n.id WHERE mine.user_id = $1"),
+        )
         .bind(caller.user_id())
         .fetch_all(&self.pool)
         .await?;
@@ -88,7 +89,7 @@ impl Store {
 
     /// One namespace the caller may see.
     pub async fn get_namespace(&self, grant: &NamespaceGrant) -> Result<Namespace, StoreError> {
-        let row = sqlx::query(select_namespaces!("WHERE n.name = $1"))
+        let row = crate::sql::query(self.dialect, select_namespaces!("WHERE n.name = $1"))
             .bind(grant.namespace().as_str())
             .fetch_optional(&self.pool)
             .await?
@@ -100,20 +101,24 @@ impl Store {
     /// are removed by the reconciler before this is called.)
     pub async fn delete_namespace(&self, _: &SuperadminGrant, name: &NamespaceName) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query_scalar("SELECT id FROM namespaces WHERE name = $1")
+        let id: i64 = crate::sql::query_scalar(self.dialect, "SELECT id FROM namespaces WHERE name = $1")
             .bind(name.as_str())
             .fetch_optional(&mut *tx.tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("namespace {:?}", name.as_str())))?;
-        sqlx::query("DELETE FROM memberships WHERE namespace_id = $1").bind(id).execute(&mut *tx.tx).await?;
-        sqlx::query("DELETE FROM namespaces WHERE id = $1").bind(id).execute(&mut *tx.tx).await?;
+        crate::sql::query(self.dialect, "DELETE FROM memberships WHERE namespace_id = $1")
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
+        crate::sql::query(self.dialect, "DELETE FROM namespaces WHERE id = $1").bind(id).execute(&mut *tx.tx).await?;
         tx.commit().await
     }
 
     /// The members of a namespace, by login.
     pub async fn list_members(&self, grant: &NamespaceGrant) -> Result<Vec<Member>, StoreError> {
         self.get_namespace(grant).await?;
-        let rows = sqlx::query(
+        let rows = crate::sql::query(
+            self.dialect,
             "SELECT u.login, m.role FROM memberships m JOIN namespaces n ON n.id = m.namespace_id \
              JOIN users u ON u.id = m.user_id WHERE n.name = $1 ORDER BY u.login",
         )
@@ -140,31 +145,37 @@ impl Store {
         role: Role,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let ns_id: i64 = sqlx::query_scalar("SELECT id FROM namespaces WHERE name = $1")
+        let ns_id: i64 = crate::sql::query_scalar(self.dialect, "SELECT id FROM namespaces WHERE name = $1")
             .bind(ns.as_str())
             .fetch_optional(&mut *tx.tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("namespace {:?}", ns.as_str())))?;
-        let user_id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE login = $1")
+        let user_id: i64 = crate::sql::query_scalar(self.dialect, "SELECT id FROM users WHERE login = $1")
             .bind(login.as_str())
             .fetch_optional(&mut *tx.tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("user {:?}", login.as_str())))?;
-        let updated = sqlx::query("UPDATE memberships SET role = $1 WHERE namespace_id = $2 AND user_id = $3")
-            .bind(role.as_str())
-            .bind(ns_id)
-            .bind(user_id)
-            .execute(&mut *tx.tx)
-            .await?;
+        let updated = crate::sql::query(
+            self.dialect,
+            "UPDATE memberships SET role = $1 WHERE namespace_id = $2 AND user_id = $3",
+        )
+        .bind(role.as_str())
+        .bind(ns_id)
+        .bind(user_id)
+        .execute(&mut *tx.tx)
+        .await?;
         let created = updated.rows_affected() == 0;
         if created {
-            sqlx::query("INSERT INTO memberships (namespace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(ns_id)
-                .bind(user_id)
-                .bind(role.as_str())
-                .bind(now_ms())
-                .execute(&mut *tx.tx)
-                .await?;
+            crate::sql::query(
+                self.dialect,
+                "INSERT INTO memberships (namespace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(ns_id)
+            .bind(user_id)
+            .bind(role.as_str())
+            .bind(now_ms())
+            .execute(&mut *tx.tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(created)
@@ -178,7 +189,8 @@ impl Store {
         login: &Login,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
+        let done = crate::sql::query(
+            self.dialect,
             "DELETE FROM memberships WHERE namespace_id = (SELECT id FROM namespaces WHERE name = $1) \
              AND user_id = (SELECT id FROM users WHERE login = $2)",
         )

@@ -87,25 +87,34 @@ impl Store {
         if id.len() > 64 {
             return Ok(None);
         }
-        let row = sqlx::query(select_operations!("WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        let row = crate::sql::query(self.dialect, select_operations!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(operation_from).transpose()
     }
 
     /// The latest operations of a namespace, newest first.
     pub async fn namespace_operations(&self, grant: &NamespaceGrant, limit: i64) -> Result<Vec<Operation>, StoreError> {
-        let rows = sqlx::query(select_operations!("WHERE namespace = $1 ORDER BY created_at DESC LIMIT $2"))
-            .bind(grant.namespace().as_str())
-            .bind(limit.clamp(1, 100))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = crate::sql::query(
+            self.dialect,
+            select_operations!("WHERE namespace = $1 ORDER BY created_at DESC LIMIT $2"),
+        )
+        .bind(grant.namespace().as_str())
+        .bind(limit.clamp(1, 100))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(operation_from).collect()
     }
 
     /// Operations not finished yet (after a restart, the reconciler picks them up again).
     pub async fn open_operations(&self, _: &SystemGrant) -> Result<Vec<Operation>, StoreError> {
-        let rows = sqlx::query(select_operations!("WHERE state IN ('pending', 'running') ORDER BY created_at"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = crate::sql::query(
+            self.dialect,
+            select_operations!("WHERE state IN ('pending', 'running') ORDER BY created_at"),
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(operation_from).collect()
     }
 
@@ -120,14 +129,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         let finished = state.is_finished().then(now_ms);
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE operations SET state = $1, done = $2, error = $3, finished_at = $4 WHERE id = $5")
-            .bind(state.as_str())
-            .bind(done)
-            .bind(error)
-            .bind(finished)
-            .bind(id)
-            .execute(&mut *tx.tx)
-            .await?;
+        crate::sql::query(
+            self.dialect,
+            "UPDATE operations SET state = $1, done = $2, error = $3, finished_at = $4 WHERE id = $5",
+        )
+        .bind(state.as_str())
+        .bind(done)
+        .bind(error)
+        .bind(finished)
+        .bind(id)
+        .execute(&mut *tx.tx)
+        .await?;
         tx.commit().await
     }
 }
@@ -158,7 +170,8 @@ pub(crate) async fn insert_operation(
         finished_at: None,
     };
     let targets: Vec<&str> = op.targets.iter().map(MachineName::as_str).collect();
-    sqlx::query(
+    crate::sql::query(
+        crate::Dialect::of(tx),
         "INSERT INTO operations (id, kind, namespace, machine, goal, targets, state, done, total, created_by, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )

@@ -51,7 +51,7 @@ pub(crate) fn protocol(word: &str) -> Protocol {
 
 /// The ports every machine holds, to check and allocate against.
 pub(crate) async fn taken_ports(tx: &mut sqlx::AnyConnection) -> Result<HashSet<(u16, Protocol)>, StoreError> {
-    sqlx::query("SELECT host_port, protocol FROM host_ports")
+    crate::sql::query(crate::Dialect::of(tx), "SELECT host_port, protocol FROM host_ports")
         .fetch_all(tx)
         .await?
         .iter()
@@ -79,21 +79,26 @@ pub(crate) async fn reserve_ports(
     r: &mut Reservation<'_>,
 ) -> Result<(), StoreError> {
     // This machine's current ports: kept when asked again, so a re-apply moves nothing.
-    let held: Vec<(u16, Protocol, u16)> =
-        sqlx::query("SELECT host_port, protocol, container_port FROM host_ports WHERE machine_id = $1")
-            .bind(machine_id)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok((
-                    u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
-                    protocol(&r.try_get::<String, _>(1)?),
-                    u16::try_from(r.try_get::<i64, _>(2)?).unwrap_or(0),
-                ))
-            })
-            .collect::<Result<_, StoreError>>()?;
-    sqlx::query("DELETE FROM host_ports WHERE machine_id = $1").bind(machine_id).execute(&mut *tx).await?;
+    let held: Vec<(u16, Protocol, u16)> = crate::sql::query(
+        crate::Dialect::of(tx),
+        "SELECT host_port, protocol, container_port FROM host_ports WHERE machine_id = $1",
+    )
+    .bind(machine_id)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+            protocol(&r.try_get::<String, _>(1)?),
+            u16::try_from(r.try_get::<i64, _>(2)?).unwrap_or(0),
+        ))
+    })
+    .collect::<Result<_, StoreError>>()?;
+    crate::sql::query(crate::Dialect::of(tx), "DELETE FROM host_ports WHERE machine_id = $1")
+        .bind(machine_id)
+        .execute(&mut *tx)
+        .await?;
     for (port, proto, _) in &held {
         r.taken.remove(&(*port, *proto));
     }
@@ -138,7 +143,8 @@ pub(crate) async fn reserve_ports(
             }
         };
         r.taken.insert((port, proto));
-        sqlx::query(
+        crate::sql::query(
+            crate::Dialect::of(tx),
             "INSERT INTO host_ports (host_port, protocol, machine_id, container_port, address) \
              VALUES ($1, $2, $3, $4, $5)",
         )
@@ -164,7 +170,8 @@ async fn port_holder(
     ns: &NamespaceName,
     holders: Option<&SuperadminGrant>,
 ) -> Result<String, StoreError> {
-    let row = sqlx::query(
+    let row = crate::sql::query(
+        crate::Dialect::of(tx),
         "SELECT n.name, m.name FROM host_ports h JOIN machines m ON m.id = h.machine_id \
          JOIN namespaces n ON n.id = m.namespace_id WHERE h.host_port = $1 AND h.protocol = $2",
     )

@@ -28,13 +28,17 @@ impl Store {
     /// Sets a namespace's quota (None fields: unlimited).
     pub async fn set_quota(&self, _: &SuperadminGrant, ns: &NamespaceName, quota: &Quota) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query_scalar("SELECT id FROM namespaces WHERE name = $1")
+        let id: i64 = crate::sql::query_scalar(self.dialect, "SELECT id FROM namespaces WHERE name = $1")
             .bind(ns.as_str())
             .fetch_optional(&mut *tx.tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("namespace {:?}", ns.as_str())))?;
-        sqlx::query("DELETE FROM namespace_quotas WHERE namespace_id = $1").bind(id).execute(&mut *tx.tx).await?;
-        sqlx::query(
+        crate::sql::query(self.dialect, "DELETE FROM namespace_quotas WHERE namespace_id = $1")
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
+        crate::sql::query(
+            self.dialect,
             "INSERT INTO namespace_quotas (namespace_id, machines, cpus, memory_mb, disk_gb, host_ports) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id)
@@ -77,7 +81,11 @@ impl Store {
     /// admitted change (of any namespace), so that what admission reads stays true until the
     /// change commits and two concurrent changes cannot both pass a quota or the host cap.
     /// SQLite: the process's writer lock and `BEGIN IMMEDIATE` (the database's write lock at
-    /// once, not at the first write). PostgreSQL: a transaction-scoped advisory lock.
+    /// once, not at the first write). PostgreSQL: a transaction-scoped advisory lock. MySQL: the
+    /// one row of `admission_lock`, `FOR UPDATE` (its named locks, `GET_LOCK`, belong to the
+    /// connection and outlive a rolled back transaction). No other statement touches that row,
+    /// so, taken first, it joins no deadlock; reads after it see what committed before it
+    /// because the session is READ COMMITTED (`dialect.rs`).
     pub(crate) async fn begin_admission(&self) -> Result<WriteTx<'_>, StoreError> {
         match self.dialect {
             Dialect::Sqlite => {
@@ -88,7 +96,17 @@ impl Store {
             Dialect::Postgres => {
                 let mut tx = self.pool.begin().await?;
                 // Selected FROM the function: its result type (void) is one sqlx's Any driver cannot read.
-                sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)").bind(ADMISSION_LOCK).execute(&mut *tx).await?;
+                crate::sql::query(self.dialect, "SELECT 1 FROM pg_advisory_xact_lock($1)")
+                    .bind(ADMISSION_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(WriteTx { tx, _guard: None, cache: &self.cache })
+            }
+            Dialect::Mysql => {
+                let mut tx = self.pool.begin().await?;
+                crate::sql::query(self.dialect, "SELECT id FROM admission_lock WHERE id = 1 FOR UPDATE")
+                    .execute(&mut *tx)
+                    .await?;
                 Ok(WriteTx { tx, _guard: None, cache: &self.cache })
             }
         }
@@ -100,7 +118,8 @@ const ADMISSION_LOCK: i64 = 0x666c_7670_6361_646d;
 
 /// A namespace's quota, read on `conn` (inside a transaction, or not).
 pub(crate) async fn quota_in(conn: &mut sqlx::AnyConnection, ns: &NamespaceName) -> Result<Quota, StoreError> {
-    let row = sqlx::query(
+    let row = crate::sql::query(
+        crate::Dialect::of(conn),
         "SELECT q.machines, q.cpus, q.memory_mb, q.disk_gb, q.host_ports FROM namespace_quotas q \
          JOIN namespaces n ON n.id = q.namespace_id WHERE n.name = $1",
     )
@@ -122,10 +141,14 @@ pub(crate) async fn usage_in(
     conn: &mut sqlx::AnyConnection,
 ) -> Result<BTreeMap<NamespaceName, NamespaceUsage>, StoreError> {
     let mut out: BTreeMap<NamespaceName, NamespaceUsage> = BTreeMap::new();
-    for name in sqlx::query_scalar::<_, String>("SELECT name FROM namespaces").fetch_all(&mut *conn).await? {
+    for name in crate::sql::query_scalar::<String>(crate::Dialect::of(conn), "SELECT name FROM namespaces")
+        .fetch_all(&mut *conn)
+        .await?
+    {
         out.insert(NamespaceName::parse(&name)?, NamespaceUsage::default());
     }
-    let rows = sqlx::query(
+    let rows = crate::sql::query(
+        crate::Dialect::of(conn),
         "SELECT n.name, m.desired, m.cpus, m.memory_mb, m.disk_gb, \
          (SELECT COUNT(*) FROM host_ports h WHERE h.machine_id = m.id) \
          FROM machines m JOIN namespaces n ON n.id = m.namespace_id WHERE m.desired <> 'deleted'",

@@ -20,7 +20,8 @@ pub struct StoredSpec {
 impl Store {
     /// The namespace's stored cluster spec, if one was saved.
     pub async fn cluster_spec(&self, grant: &NamespaceGrant) -> Result<Option<StoredSpec>, StoreError> {
-        let row = sqlx::query(
+        let row = crate::sql::query(
+            self.dialect,
             "SELECT c.spec, c.updated_at, c.updated_by FROM cluster_specs c JOIN namespaces n ON n.id = c.namespace_id WHERE n.name = $1",
         )
         .bind(grant.namespace().as_str())
@@ -40,16 +41,19 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let ns_id = namespace_id(&mut tx.tx, grant.namespace()).await?;
         let now = now_ms();
-        let updated =
-            sqlx::query("UPDATE cluster_specs SET spec = $1, updated_at = $2, updated_by = $3 WHERE namespace_id = $4")
-                .bind(spec)
-                .bind(now)
-                .bind(by.as_str())
-                .bind(ns_id)
-                .execute(&mut *tx.tx)
-                .await?;
+        let updated = crate::sql::query(
+            self.dialect,
+            "UPDATE cluster_specs SET spec = $1, updated_at = $2, updated_by = $3 WHERE namespace_id = $4",
+        )
+        .bind(spec)
+        .bind(now)
+        .bind(by.as_str())
+        .bind(ns_id)
+        .execute(&mut *tx.tx)
+        .await?;
         if updated.rows_affected() == 0 {
-            sqlx::query(
+            crate::sql::query(
+                self.dialect,
                 "INSERT INTO cluster_specs (namespace_id, spec, updated_at, updated_by) VALUES ($1, $2, $3, $4)",
             )
             .bind(ns_id)

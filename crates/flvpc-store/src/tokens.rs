@@ -125,7 +125,8 @@ impl Store {
         let now = now_ms();
         let expires_at = now.saturating_add(ttl_ms);
         let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query_scalar(
+        let id: i64 = crate::sql::query_scalar(
+            self.dialect,
             "INSERT INTO tokens (user_id, kind, secret_hash, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(user_id)
@@ -137,7 +138,7 @@ impl Store {
         .fetch_one(&mut *tx.tx)
         .await?;
         // Expired sessions are cleaned here, on the write path, so no timer is needed.
-        sqlx::query("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < $1")
+        crate::sql::query(self.dialect, "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < $1")
             .bind(now)
             .execute(&mut *tx.tx)
             .await?;
@@ -162,7 +163,7 @@ impl Store {
                 return Ok(Some(cached.session));
             }
         }
-        let row = sqlx::query(select_session!("WHERE t.secret_hash = $1"))
+        let row = crate::sql::query(self.dialect, select_session!("WHERE t.secret_hash = $1"))
             .bind(hash.clone())
             .fetch_optional(&self.pool)
             .await?;
@@ -178,7 +179,10 @@ impl Store {
     /// expired, its user still there), with the principal read fresh. Long-lived responses
     /// (event streams) call this again and again to end when their credential ends.
     pub async fn session_by_id(&self, token_id: i64) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query(select_session!("WHERE t.id = $1")).bind(token_id).fetch_optional(&self.pool).await?;
+        let row = crate::sql::query(self.dialect, select_session!("WHERE t.id = $1"))
+            .bind(token_id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(self.session_of(row, false).await?.map(|valid| valid.session))
     }
 
@@ -195,7 +199,7 @@ impl Store {
         let mut last_used_at: Option<i64> = row.try_get(5)?;
         if record_use && use_to_record(last_used_at, now) {
             let mut tx = self.begin_write().await?;
-            sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
+            crate::sql::query(self.dialect, "UPDATE tokens SET last_used_at = $1 WHERE id = $2")
                 .bind(now)
                 .bind(token_id)
                 .execute(&mut *tx.tx)
@@ -211,7 +215,7 @@ impl Store {
     /// for logout is revoked like a session.
     pub async fn delete_session(&self, token_id: i64) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM tokens WHERE id = $1").bind(token_id).execute(&mut *tx.tx).await?;
+        crate::sql::query(self.dialect, "DELETE FROM tokens WHERE id = $1").bind(token_id).execute(&mut *tx.tx).await?;
         tx.commit().await
     }
 
@@ -219,7 +223,8 @@ impl Store {
     pub async fn create_api_token(&self, me: &Principal, name: &TokenName) -> Result<IssuedToken, StoreError> {
         let secret = new_secret("flvpc_t_");
         let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query_scalar(
+        let id: i64 = crate::sql::query_scalar(
+            self.dialect,
             "INSERT INTO tokens (user_id, kind, name, secret_hash, created_at) VALUES ($1, 'api', $2, $3, $4) RETURNING id",
         )
         .bind(me.user_id())
@@ -235,7 +240,8 @@ impl Store {
 
     /// The caller's named API tokens.
     pub async fn list_api_tokens(&self, me: &Principal) -> Result<Vec<ApiToken>, StoreError> {
-        let rows = sqlx::query(
+        let rows = crate::sql::query(
+            self.dialect,
             "SELECT name, created_at, last_used_at FROM tokens WHERE user_id = $1 AND kind = 'api' ORDER BY name",
         )
         .bind(me.user_id())
@@ -255,11 +261,12 @@ impl Store {
     /// Revokes one of the caller's named API tokens.
     pub async fn delete_api_token(&self, me: &Principal, name: &TokenName) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND kind = 'api' AND name = $2")
-            .bind(me.user_id())
-            .bind(name.as_str())
-            .execute(&mut *tx.tx)
-            .await?;
+        let done =
+            crate::sql::query(self.dialect, "DELETE FROM tokens WHERE user_id = $1 AND kind = 'api' AND name = $2")
+                .bind(me.user_id())
+                .bind(name.as_str())
+                .execute(&mut *tx.tx)
+                .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("token {:?}", name.as_str())));
         }

@@ -39,34 +39,39 @@ fn login_of(raw: String) -> Result<Login, StoreError> {
 impl Store {
     /// Whether a superadmin exists (the panel explains `flvpc admin init` when not).
     pub async fn superadmin_exists(&self) -> Result<bool, StoreError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE superadmin = 1").fetch_one(&self.pool).await?;
+        let n: i64 = crate::sql::query_scalar(self.dialect, "SELECT COUNT(*) FROM users WHERE superadmin = 1")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n > 0)
     }
 
     /// Creates the single superadmin. Refused when one exists; the database's
     /// unique index makes this hold even for two concurrent calls.
     pub async fn init_superadmin(&self, login: &Login, password: &str) -> Result<(), StoreError> {
-        if let Some(existing) = sqlx::query_scalar::<_, String>("SELECT login FROM users WHERE superadmin = 1")
-            .fetch_optional(&self.pool)
-            .await?
+        if let Some(existing) =
+            crate::sql::query_scalar::<String>(self.dialect, "SELECT login FROM users WHERE superadmin = 1")
+                .fetch_optional(&self.pool)
+                .await?
         {
             return Err(StoreError::Conflict(format!("a superadmin already exists (login {existing:?})")));
         }
         password::check_new("password", password)?;
         let hash = self.hash(password).await?;
         let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO users (login, password_hash, superadmin, created_at) VALUES ($1, $2, 1, $3)")
-            .bind(login.as_str())
-            .bind(hash)
-            .bind(now_ms())
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(|e| {
-                StoreError::unique(e, || {
-                    format!("a superadmin or a user named {:?} already exists: choose another login", login.as_str())
-                })
-            })?;
+        crate::sql::query(
+            self.dialect,
+            "INSERT INTO users (login, password_hash, superadmin, created_at) VALUES ($1, $2, 1, $3)",
+        )
+        .bind(login.as_str())
+        .bind(hash)
+        .bind(now_ms())
+        .execute(&mut *tx.tx)
+        .await
+        .map_err(|e| {
+            StoreError::unique(e, || {
+                format!("a superadmin or a user named {:?} already exists: choose another login", login.as_str())
+            })
+        })?;
         tx.commit().await
     }
 
@@ -76,27 +81,30 @@ impl Store {
         let hash = self.hash(password).await?;
         let created_at = now_ms();
         let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO users (login, password_hash, superadmin, created_at) VALUES ($1, $2, 0, $3)")
-            .bind(login.as_str())
-            .bind(hash)
-            .bind(created_at)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(|e| {
-                StoreError::unique(e, || {
-                    format!("a user named {:?} already exists: choose another login", login.as_str())
-                })
-            })?;
+        crate::sql::query(
+            self.dialect,
+            "INSERT INTO users (login, password_hash, superadmin, created_at) VALUES ($1, $2, 0, $3)",
+        )
+        .bind(login.as_str())
+        .bind(hash)
+        .bind(created_at)
+        .execute(&mut *tx.tx)
+        .await
+        .map_err(|e| {
+            StoreError::unique(e, || format!("a user named {:?} already exists: choose another login", login.as_str()))
+        })?;
         tx.commit().await?;
         Ok(User { login: login.clone(), superadmin: false, created_at, namespaces: Vec::new() })
     }
 
     /// Every user with their memberships, by login.
     pub async fn list_users(&self, _: &SuperadminGrant) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query("SELECT id, login, superadmin, created_at FROM users ORDER BY login")
-            .fetch_all(&self.pool)
-            .await?;
-        let member_rows = sqlx::query(
+        let rows =
+            crate::sql::query(self.dialect, "SELECT id, login, superadmin, created_at FROM users ORDER BY login")
+                .fetch_all(&self.pool)
+                .await?;
+        let member_rows = crate::sql::query(
+            self.dialect,
             "SELECT m.user_id, n.name, m.role FROM memberships m JOIN namespaces n ON n.id = m.namespace_id ORDER BY n.name",
         )
         .fetch_all(&self.pool)
@@ -124,7 +132,7 @@ impl Store {
     /// The superadmin cannot be deleted: the server would have no one to run it.
     pub async fn delete_user(&self, _: &SuperadminGrant, login: &Login) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query("SELECT id, superadmin FROM users WHERE login = $1")
+        let row = crate::sql::query(self.dialect, "SELECT id, superadmin FROM users WHERE login = $1")
             .bind(login.as_str())
             .fetch_optional(&mut *tx.tx)
             .await?
@@ -140,7 +148,7 @@ impl Store {
             "DELETE FROM memberships WHERE user_id = $1",
             "DELETE FROM users WHERE id = $1",
         ] {
-            sqlx::query(statement).bind(id).execute(&mut *tx.tx).await?;
+            crate::sql::query(self.dialect, statement).bind(id).execute(&mut *tx.tx).await?;
         }
         tx.commit().await
     }
@@ -150,7 +158,7 @@ impl Store {
     pub async fn check_password(&self, login: &str, password: &str) -> Result<Option<i64>, StoreError> {
         let row = match Login::parse(login) {
             Ok(login) => {
-                sqlx::query("SELECT id, password_hash FROM users WHERE login = $1")
+                crate::sql::query(self.dialect, "SELECT id, password_hash FROM users WHERE login = $1")
                     .bind(login.as_str())
                     .fetch_optional(&self.pool)
                     .await?
@@ -178,7 +186,7 @@ impl Store {
         keep_token: Option<i64>,
     ) -> Result<(), StoreError> {
         password::check_new("password", new)?;
-        let row = sqlx::query("SELECT id, password_hash FROM users WHERE login = $1")
+        let row = crate::sql::query(self.dialect, "SELECT id, password_hash FROM users WHERE login = $1")
             .bind(grant.login().as_str())
             .fetch_optional(&self.pool)
             .await?
@@ -192,12 +200,12 @@ impl Store {
         }
         let hash = self.hash(new).await?;
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        crate::sql::query(self.dialect, "UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(hash)
             .bind(id)
             .execute(&mut *tx.tx)
             .await?;
-        sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND NOT (id = $2 AND kind <> 'api')")
+        crate::sql::query(self.dialect, "DELETE FROM tokens WHERE user_id = $1 AND NOT (id = $2 AND kind <> 'api')")
             .bind(id)
             .bind(keep_token.unwrap_or(-1))
             .execute(&mut *tx.tx)
@@ -207,7 +215,7 @@ impl Store {
 
     /// Loads the principal for a user id: login, superadmin flag and memberships, fresh from the database.
     pub async fn principal(&self, user_id: i64) -> Result<Option<Principal>, StoreError> {
-        let Some(row) = sqlx::query("SELECT login, superadmin FROM users WHERE id = $1")
+        let Some(row) = crate::sql::query(self.dialect, "SELECT login, superadmin FROM users WHERE id = $1")
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await?
@@ -227,7 +235,8 @@ impl Store {
     ) -> Result<Principal, StoreError> {
         let login = login_of(login)?;
         let superadmin = superadmin == 1;
-        let rows = sqlx::query(
+        let rows = crate::sql::query(
+            self.dialect,
             "SELECT n.name, m.role FROM memberships m JOIN namespaces n ON n.id = m.namespace_id WHERE m.user_id = $1",
         )
         .bind(user_id)
@@ -249,7 +258,8 @@ impl Store {
         if Login::parse(login).is_err() {
             return Ok(None);
         }
-        Ok(sqlx::query_scalar(
+        Ok(crate::sql::query_scalar(
+            self.dialect,
             "SELECT u.id FROM users u JOIN ssh_keys k ON k.user_id = u.id WHERE u.login = $1 AND k.fingerprint = $2",
         )
         .bind(login)
@@ -260,7 +270,8 @@ impl Store {
 
     /// The caller's own SSH keys, by name.
     pub async fn list_keys(&self, me: &Principal) -> Result<Vec<SshKey>, StoreError> {
-        let rows = sqlx::query(
+        let rows = crate::sql::query(
+            self.dialect,
             "SELECT name, public_key, fingerprint, created_at FROM ssh_keys WHERE user_id = $1 ORDER BY name",
         )
         .bind(me.user_id())
@@ -283,7 +294,7 @@ impl Store {
         let fingerprint = key.fingerprint();
         let mut tx = self.begin_write().await?;
         let same: Option<String> =
-            sqlx::query_scalar("SELECT name FROM ssh_keys WHERE user_id = $1 AND fingerprint = $2")
+            crate::sql::query_scalar(self.dialect, "SELECT name FROM ssh_keys WHERE user_id = $1 AND fingerprint = $2")
                 .bind(me.user_id())
                 .bind(&fingerprint)
                 .fetch_optional(&mut *tx.tx)
@@ -292,7 +303,8 @@ impl Store {
             return Err(StoreError::Conflict(format!("this key is already added as {existing:?}")));
         }
         let created_at = now_ms();
-        sqlx::query(
+        crate::sql::query(
+            self.dialect,
             "INSERT INTO ssh_keys (user_id, name, public_key, fingerprint, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(me.user_id())
@@ -310,7 +322,7 @@ impl Store {
     /// Removes one of the caller's keys by name (never another user's).
     pub async fn delete_key(&self, me: &Principal, name: &KeyName) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("DELETE FROM ssh_keys WHERE user_id = $1 AND name = $2")
+        let done = crate::sql::query(self.dialect, "DELETE FROM ssh_keys WHERE user_id = $1 AND name = $2")
             .bind(me.user_id())
             .bind(name.as_str())
             .execute(&mut *tx.tx)

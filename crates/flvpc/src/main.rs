@@ -18,7 +18,8 @@ struct Cli {
     /// Where state lives (the SQLite database, keys).
     #[arg(long, env = "FLVPC_DATA_DIR", default_value = "./data", global = true)]
     data_dir: PathBuf,
-    /// Database URL: sqlite://PATH or postgres://USER:PASSWORD@HOST/DB (default: SQLite in the data dir).
+    /// Database URL: sqlite://PATH, postgres://USER:PASSWORD@HOST[:PORT]/DB or
+    /// mysql://USER:PASSWORD@HOST[:PORT]/DB for MariaDB 10.5+ (mariadb:// too). Default: SQLite in the data dir.
     #[arg(long, env = "FLVPC_DATABASE_URL", global = true)]
     database_url: Option<String>,
     #[command(subcommand)]
@@ -41,7 +42,7 @@ enum Command {
     },
     /// Put a backup into an empty data dir (--data-dir) or empty database (--database-url), then migrate it.
     Restore {
-        /// A file written by `flvpc backup` (from SQLite or PostgreSQL).
+        /// A file written by `flvpc backup` (from SQLite, PostgreSQL or MariaDB).
         file: PathBuf,
     },
     /// Machine images on this host.

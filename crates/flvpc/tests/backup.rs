@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 mod support;
 use support::{free_port, output, Server, BIN};
 
-/// Where a server's database is: SQLite in its data dir, or a PostgreSQL URL.
+/// Where a server's database is: SQLite in its data dir, or a PostgreSQL or MySQL URL.
 fn flvpc_on(data: &Path, database: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
     let mut command = Command::new(BIN);
     command.args(args).env("FLVPC_DATA_DIR", data).env_remove("FLVPC_DATABASE_URL");
@@ -220,6 +220,57 @@ fn a_postgres_backup_under_writes_goes_to_sqlite_and_back() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(check_restored(&dir.path().join("pg-data"), Some(&target), made), kept);
     let out = flvpc_on(&dir.path().join("pg-data"), Some(&source), &["restore", again.to_str().expect("utf-8")], None);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("already holds flvpc data"), "{}", text(&out));
+}
+
+/// A fresh, empty MariaDB/MySQL database on the test server (`FLVPC_TEST_MYSQL`, a user that may
+/// create databases named flvpc_test*), made with the mysql client.
+fn fresh_mysql() -> String {
+    let admin = std::env::var("FLVPC_TEST_MYSQL").expect(
+        "FLVPC_TEST_MYSQL is not set: run `bash scripts/dev.sh test`, or set \
+         FLVPC_TEST_MYSQL=mysql://USER:PASSWORD@127.0.0.1/DB for a user that may create databases named flvpc_test*",
+    );
+    let rest = admin.strip_prefix("mysql://").expect("FLVPC_TEST_MYSQL starts with mysql://");
+    let (userinfo, location) = rest.rsplit_once('@').expect("FLVPC_TEST_MYSQL names a user");
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let server = location.split('/').next().unwrap_or_default();
+    let (host, port) = server.split_once(':').unwrap_or((server, "3306"));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").subsec_nanos();
+    let name = format!("flvpc_test_backup_{}_{nanos}", std::process::id());
+    let out = Command::new("mysql")
+        .args(["--protocol=tcp", "-h", host, "-P", port, "-u", user, "-e", &format!("CREATE DATABASE {name}")])
+        .env("MYSQL_PWD", password)
+        .output()
+        .expect("run mysql");
+    assert!(out.status.success(), "{}", text(&out));
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("admin URL has a database");
+    format!("{base}/{name}")
+}
+
+#[test]
+fn a_mysql_backup_under_writes_goes_to_sqlite_and_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = fresh_mysql();
+    let file = dir.path().join("from-mysql.backup");
+    let made = backup_under_writes(&dir.path().join("data"), Some(&source), &file);
+
+    // MySQL -> SQLite.
+    let sqlite = dir.path().join("sqlite");
+    let out = flvpc(&sqlite, &["restore", file.to_str().expect("utf-8")], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let kept = check_restored(&sqlite, None, made);
+
+    // SQLite -> MySQL: a new database, and a refusal of the one that has flvpc's rows.
+    let again = dir.path().join("from-sqlite.backup");
+    let out = flvpc(&sqlite, &["backup", again.to_str().expect("utf-8")], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let target = fresh_mysql();
+    let data = dir.path().join("mysql-data");
+    let out = flvpc_on(&data, Some(&target), &["restore", again.to_str().expect("utf-8")], None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(check_restored(&data, Some(&target), made), kept);
+    let out = flvpc_on(&data, Some(&source), &["restore", again.to_str().expect("utf-8")], None);
     assert!(!out.status.success());
     assert!(text(&out).contains("already holds flvpc data"), "{}", text(&out));
 }

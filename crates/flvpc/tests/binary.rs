@@ -124,11 +124,50 @@ fn a_bad_database_url_is_one_clear_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = flvpc(
         dir.path(),
-        &["--database-url", "mysql://x", "admin", "init", "--login", "a", "--password-stdin"],
+        &["--database-url", "mssql://x", "admin", "init", "--login", "a", "--password-stdin"],
         Some("p\n"),
     );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unsupported database URL"), "{}", stderr(&out));
+}
+
+/// A MariaDB/MySQL URL that cannot work (nothing at the port, a wrong password, a database that
+/// does not exist) stops `serve` before anything listens, with what to fix and no password.
+#[test]
+fn a_wrong_mysql_url_names_what_to_fix_before_anything_listens() {
+    let admin = std::env::var("FLVPC_TEST_MYSQL").expect(
+        "FLVPC_TEST_MYSQL is not set: run `bash scripts/dev.sh test`, or set \
+         FLVPC_TEST_MYSQL=mysql://USER:PASSWORD@127.0.0.1/DB",
+    );
+    let (base, _) = admin.rsplit_once('/').expect("admin URL has a database");
+    let (scheme_user, server) = base.rsplit_once('@').expect("admin URL names a user");
+    let userinfo = scheme_user.strip_prefix("mysql://").expect("FLVPC_TEST_MYSQL starts with mysql://");
+    let user = userinfo.split_once(':').map(|(user, _)| user).unwrap_or(userinfo);
+    // Nothing listens on a port just freed.
+    let closed = free_port();
+    let cases = [
+        (format!("mysql://{user}:hunter2-wrong@127.0.0.1:{closed}/flvpc"), "check the host and port"),
+        (format!("mysql://{user}:hunter2-wrong@{server}/flvpc_test"), "check the user and password"),
+        (format!("{base}/flvpc_test_missing_database"), "create the database first"),
+    ];
+    for (url, hint) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let out = output(
+            Command::new(BIN)
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["--ssh-listen", &format!("127.0.0.1:{}", free_port())])
+                .env("FLVPC_DATA_DIR", dir.path())
+                .env("FLVPC_DATABASE_URL", &url),
+            None,
+        );
+        assert!(!out.status.success(), "{url}");
+        let said = stderr(&out);
+        assert!(said.contains("cannot open database") && said.contains(hint), "{url}: {said}");
+        assert!(!said.contains("hunter2"), "the password is never shown: {said}");
+        // The line serve logs once it listens.
+        assert!(!said.contains("panel and API on") && !stdout(&out).contains("panel and API on"), "{said}");
+    }
 }
 
 #[test]

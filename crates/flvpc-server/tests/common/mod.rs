@@ -1,6 +1,7 @@
 //! Test fixture: a real flvpc server on a loopback port, in this process, over
-//! SQLite (a temp file) or PostgreSQL (a fresh database on the server named by
-//! FLVPC_TEST_POSTGRES), with a known set of people.
+//! SQLite (a temp file), PostgreSQL (a fresh database on the server named by
+//! FLVPC_TEST_POSTGRES) or MariaDB/MySQL (a fresh database on the server named by
+//! FLVPC_TEST_MYSQL), with a known set of people.
 #![allow(dead_code)]
 
 pub mod docker;
@@ -18,9 +19,11 @@ use std::time::Duration;
 pub enum Backend {
     Sqlite,
     Postgres,
+    Mysql,
 }
 
-/// Runs each listed async test function on both backends.
+/// Runs each listed async test function on every database backend (the name stayed from when
+/// there were two): SQLite, PostgreSQL and MariaDB/MySQL.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -29,6 +32,9 @@ macro_rules! on_both_backends {
         }
         mod postgres {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::common::Backend::Postgres).await } )*
+        }
+        mod mysql {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::common::Backend::Mysql).await } )*
         }
     };
 }
@@ -51,6 +57,18 @@ pub fn postgres_admin_url() -> String {
     })
 }
 
+/// The admin URL of the MariaDB/MySQL server used by tests: a user that may create databases
+/// named `flvpc_test*`. Required: the test command (`scripts/dev.sh test`) starts MariaDB and sets it.
+pub fn mysql_admin_url() -> String {
+    std::env::var("FLVPC_TEST_MYSQL").unwrap_or_else(|_| {
+        panic!(
+            "FLVPC_TEST_MYSQL is not set: MariaDB/MySQL tests need a server. \
+             Run `bash scripts/dev.sh test`, which installs and starts one, or set \
+             FLVPC_TEST_MYSQL=mysql://USER:PASSWORD@127.0.0.1/DB for a user that may create databases named flvpc_test*"
+        )
+    })
+}
+
 /// A fresh, empty database.
 pub async fn fresh_db(backend: Backend) -> TestDb {
     match backend {
@@ -64,6 +82,18 @@ pub async fn fresh_db(backend: Backend) -> TestDb {
             let admin = postgres_admin_url();
             let name = format!("flvpc_test_{}", hex::encode(rand::random::<[u8; 6]>()));
             let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL server");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("admin URL has a database");
+            TestDb { url: format!("{base}/{name}"), _dir: None }
+        }
+        Backend::Mysql => {
+            use sqlx::Connection;
+            let admin = mysql_admin_url();
+            let name = format!("flvpc_test_{}", hex::encode(rand::random::<[u8; 6]>()));
+            let mut conn = sqlx::MySqlConnection::connect(&admin).await.expect("connect to the test MySQL server");
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(&mut conn)
                 .await
