@@ -155,7 +155,7 @@ ANSIBLE_TARGET_RECIPE='FROM flvpc/debian:12
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       python3 python3-apt qemu-system-x86 qemu-utils e2fsprogs debootstrap \
-      postgresql python3-psycopg2 acl \
+      postgresql python3-psycopg2 mariadb-server python3-pymysql acl \
  && rm -rf /var/lib/apt/lists/*
 '
 build_ansible_target() {

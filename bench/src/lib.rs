@@ -36,7 +36,7 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 pub struct Flvpc {
     /// The server process.
     pub process: Killed,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (or `https://` for [`Flvpc::start_https`]).
     pub base: String,
     /// An HTTP client.
     pub client: reqwest::Client,
@@ -54,6 +54,22 @@ impl Flvpc {
     /// (what a benchmark reads back from the log, e.g. the accelerator the server found), else
     /// discarded at level `warn`.
     pub async fn start_logged(binary: &Path, data: &Path, extra: &[&str], log: Option<&Path>) -> Result<Self> {
+        Self::start_with(binary, data, extra, log, Transport::PlainHttp).await
+    }
+
+    /// [`Flvpc::start`] over HTTPS with the self-signed certificate the server makes in `data`,
+    /// which the client trusts (and nothing else).
+    pub async fn start_https(binary: &Path, data: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_with(binary, data, extra, None, Transport::Https).await
+    }
+
+    async fn start_with(
+        binary: &Path,
+        data: &Path,
+        extra: &[&str],
+        log: Option<&Path>,
+        transport: Transport,
+    ) -> Result<Self> {
         if !binary.exists() {
             bail!(
                 "{} not found: build it first (cargo build --release -p flvpc) or pass --flvpc PATH",
@@ -70,11 +86,11 @@ impl Flvpc {
         init.wait()?;
         let port = free_port()?;
         let mut serve = Command::new(binary);
-        // Plain HTTP: the benchmarks measure the control plane, comparable with their earlier runs.
-        serve
-            .args(["serve", "--plain-http", "--listen", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .env("FLVPC_DATA_DIR", data);
+        serve.args(["serve", "--listen", &format!("127.0.0.1:{port}")]).args(extra).env("FLVPC_DATA_DIR", data);
+        if transport == Transport::PlainHttp {
+            // Plain HTTP: the benchmarks measure the control plane, comparable with their earlier runs.
+            serve.arg("--plain-http");
+        }
         match log {
             Some(log) => {
                 let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
@@ -86,15 +102,29 @@ impl Flvpc {
             }
         }
         let process = Killed(serve.spawn()?);
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while client.get(format!("{base}/healthz")).send().await.is_err() {
+        let (base, client) = loop {
+            let attempt = match transport {
+                Transport::PlainHttp => Some((format!("http://127.0.0.1:{port}"), reqwest::Client::new())),
+                // The certificate is there once the server has made it, before it listens.
+                Transport::Https => std::fs::read(data.join("tls/cert.pem")).ok().and_then(|pem| {
+                    let client = reqwest::Client::builder()
+                        .tls_certs_only([reqwest::Certificate::from_pem(&pem).ok()?])
+                        .build()
+                        .ok()?;
+                    Some((format!("https://127.0.0.1:{port}"), client))
+                }),
+            };
+            if let Some((base, client)) = attempt {
+                if client.get(format!("{base}/healthz")).send().await.is_ok() {
+                    break (base, client);
+                }
+            }
             if Instant::now() > deadline {
                 bail!("flvpc serve did not start");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        };
         let admin = login(&client, &base, "admin", "admin-password").await?;
         Ok(Self { process, base, client, admin })
     }
@@ -149,6 +179,15 @@ impl Flvpc {
         let op = self.call(token, reqwest::Method::POST, path, None).await?;
         self.wait_op(token, op["operation"].as_str().context("operation id")?).await
     }
+}
+
+/// How a benchmark's server is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `--plain-http`.
+    PlainHttp,
+    /// HTTPS with the server's self-signed certificate.
+    Https,
 }
 
 /// Signs in; the bearer token.

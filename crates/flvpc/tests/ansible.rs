@@ -10,7 +10,8 @@
 //! journal has flvpc's start lines, the panel answers, the superadmin signs in through the API, a
 //! second run changes nothing, a changed setting restarts flvpc with it, and a host that says it
 //! is another OS is refused in one line before anything changes. A second target gets flvpc's own
-//! PostgreSQL database. Targets are removed at the end, whatever happened.
+//! PostgreSQL database (and the operator's certificate), a third its own MariaDB database. Targets are
+//! removed at the end, whatever happened.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -558,6 +559,39 @@ fn the_playbook_gives_flvpc_its_own_postgresql_database() {
         "SELECT login FROM users WHERE superadmin = 1",
     ]);
     assert_eq!(superadmin.trim(), ADMIN);
+    assert!(target.exec(&["ls", "/var/lib/flvpc"]).lines().all(|f| !f.starts_with("flvpc.db")), "no SQLite file");
+    install.superadmin_signs_in();
+    install.second_run_changes_nothing();
+    install.remove();
+}
+
+/// `flvpc_database: mariadb`: the playbook makes flvpc's MariaDB database and a user allowed from
+/// this host only (the password needs encoding in a URL), the service and `admin init` use it,
+/// and a second run changes nothing.
+#[test]
+fn the_playbook_gives_flvpc_its_own_mariadb_database() {
+    let password = "maria p@ss/w:rd%?#";
+    let install = Install::new(
+        "mariadb",
+        serde_json::json!({
+            "flvpc_database": "mariadb",
+            "flvpc_db_password": password,
+        }),
+    );
+    let target = &install.target;
+    let (first, _) = install.run_ok("first");
+    assert!(!String::from_utf8_lossy(&first.stdout).contains(password), "the password is in Ansible's output");
+    assert_eq!(target.exec(&["systemctl", "is-active", "flvpc"]).trim(), "active");
+    assert!(
+        !target.exec(&["systemctl", "show", "flvpc", "-p", "ExecStart"]).contains("mysql://"),
+        "the database URL stays out of the command line"
+    );
+    // The superadmin lives in MariaDB, in flvpc's database; flvpc's user may come from 127.0.0.1 only.
+    let superadmin =
+        target.exec(&["mariadb", "-N", "-B", "flvpc", "-e", "SELECT login FROM users WHERE superadmin = 1"]);
+    assert_eq!(superadmin.trim(), ADMIN);
+    let hosts = target.exec(&["mariadb", "-N", "-B", "-e", "SELECT host FROM mysql.user WHERE user = 'flvpc'"]);
+    assert_eq!(hosts.trim(), "127.0.0.1", "flvpc's database user is local only");
     assert!(target.exec(&["ls", "/var/lib/flvpc"]).lines().all(|f| !f.starts_with("flvpc.db")), "no SQLite file");
     install.superadmin_signs_in();
     install.second_run_changes_nothing();
