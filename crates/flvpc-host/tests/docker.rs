@@ -368,7 +368,7 @@ async fn namespaces_cannot_reach_each_other() {
     assert_eq!(same.exit_code, 0, "a2 reaches a1 in its own namespace: {same:?}");
 
     let cross = exec(&engine, &ns2.name, "b1", &["ping", "-c1", "-W1", &a1_ip]).await;
-    assert_ne!(cross.exit_code, 0, "b1 ({}) must not reach a1 ({a1_ip}) of another namespace", ns2.name);
+    assert_ne!(cross.exit_code, 0, "b1 ({}, {b1_ip}) must not reach a1 ({a1_ip}) of another namespace", ns2.name);
     let back = exec(&engine, &ns1.name, "a1", &["ping", "-c1", "-W1", &b1_ip]).await;
     assert_ne!(back.exit_code, 0, "a1 must not reach b1 ({b1_ip})");
     let by_name = exec(&engine, &ns2.name, "b1", &["getent", "hosts", "a1"]).await;
@@ -643,6 +643,11 @@ async fn concurrent_handles_make_one_network() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_networks_come_from_flvpcs_pool_beyond_dockers_defaults() {
     use flvpc_host::subnets::{AddressPool, Ipv4Net};
+    // Alone: Docker rewrites its FORWARD jumps at every network create and remove (delete, then
+    // insert), and 80 of those in a row open short windows in which bridges are not isolated,
+    // which the isolation tests running beside it would see (issue 13's notes: flvpc's own
+    // isolation rules are the fix).
+    let _alone = MACHINE_LOAD.write().await;
     // A pool of this test's own (a random /16 of 10.216–10.231), so that runs side by side do not meet.
     let second = 216 + rand::random::<u8>() % 16;
     let pool: AddressPool = format!("10.{second}.0.0/16").parse().expect("pool");
