@@ -80,7 +80,8 @@ start_mariadb() {
 }
 
 start_dockerd() {
-  apt_install docker.io debootstrap
+  # nftables: flvpc walls namespace networks off from each other with a table of its own.
+  apt_install docker.io debootstrap nftables
   if ! docker info >/dev/null 2>&1; then
     say "starting dockerd"
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
@@ -154,7 +155,7 @@ ANSIBLE_TARGET_IMAGE=flvpc/ansible-target:1
 ANSIBLE_TARGET_RECIPE='FROM flvpc/debian:12
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 python3-apt qemu-system-x86 qemu-utils e2fsprogs debootstrap \
+      python3 python3-apt qemu-system-x86 qemu-utils e2fsprogs debootstrap nftables \
       postgresql python3-psycopg2 mariadb-server python3-pymysql acl \
  && rm -rf /var/lib/apt/lists/*
 '

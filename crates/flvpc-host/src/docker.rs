@@ -28,6 +28,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 
+use crate::isolation;
 use crate::subnets::{self, AddressPool, Ipv4Net};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
@@ -245,11 +246,29 @@ impl DockerEngine {
     }
 
     async fn ensure_network_named(&self, name: &str, namespace: &NamespaceName) -> Result<(), EngineError> {
-        let name = name.to_owned();
         let _serialised = NETWORK_LOCK.lock().await;
-        if self.network_labels(&name).await?.is_some() {
-            return self.check_network_owner(&name, namespace).await;
+        let network = match self.inspect_network(name).await? {
+            Some(network) => network,
+            None => {
+                self.create_network_in_pool(name, namespace).await?;
+                self.inspect_network(name)
+                    .await?
+                    .ok_or_else(|| EngineError::NetworkNotFound { network: name.to_owned() })?
+            }
+        };
+        let labels = network.labels.clone().unwrap_or_default();
+        if labels.get(LABEL_NAMESPACE).map(String::as_str) != Some(namespace.as_str()) {
+            return Err(EngineError::NotOurs { object: name.to_owned() });
         }
+        // Before any machine is attached: flvpc's own wall (see isolation.rs), also around a
+        // network made by an earlier version.
+        isolation::protect(&[bridge_name(network.id.as_deref(), network.options.as_ref())]).await
+    }
+
+    /// Creates the namespace network on a free /24 of the pool. A network of that name made
+    /// meanwhile by someone else is left for the caller to check.
+    async fn create_network_in_pool(&self, name: &str, namespace: &NamespaceName) -> Result<(), EngineError> {
+        let name = name.to_owned();
         // Subnets Docker refused as overlapping since we listed (another process took it).
         let mut refused = Vec::new();
         loop {
@@ -274,11 +293,8 @@ impl DockerEngine {
                 ..Default::default()
             };
             return match self.docker.create_network(request).await {
-                Ok(_) => Ok(()),
-                // Someone else (another flvpc process, a person) created it meanwhile.
-                Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => {
-                    self.check_network_owner(&name, namespace).await
-                }
+                // 409: someone else (another flvpc process, a person) created it meanwhile.
+                Ok(_) | Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
                 // Another process (a second flvpc on this engine) took that subnet since we listed.
                 Err(BollardError::DockerResponseServerError { message, .. })
                     if message.contains("overlaps") && refused.len() < 16 =>
@@ -309,12 +325,32 @@ impl DockerEngine {
         Ok(taken)
     }
 
-    async fn network_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>, EngineError> {
+    async fn inspect_network(&self, name: &str) -> Result<Option<bollard::models::NetworkInspect>, EngineError> {
         match self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
-            Ok(net) => Ok(Some(net.labels.unwrap_or_default())),
+            Ok(net) => Ok(Some(net)),
             Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
             Err(e) => Err(self.error(format!("inspect network {name:?}"), e)),
         }
+    }
+
+    async fn network_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>, EngineError> {
+        Ok(self.inspect_network(name).await?.map(|net| net.labels.unwrap_or_default()))
+    }
+
+    /// Puts the bridges of every namespace network there is (of any flvpc instance, made by any
+    /// version) behind flvpc's own wall: run when flvpc connects to the engine, so that machines
+    /// adopted after an upgrade or a host reboot are walled off before anything else happens.
+    pub async fn protect_existing_networks(&self) -> Result<usize, EngineError> {
+        let filters = HashMap::from([("label".to_owned(), vec![LABEL_NAMESPACE.to_owned()])]);
+        let options = bollard::query_parameters::ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks = self.docker.list_networks(Some(options)).await.map_err(|e| self.error("list networks", e))?;
+        let bridges: Vec<String> = networks
+            .iter()
+            .filter(|n| n.driver.as_deref() == Some("bridge"))
+            .map(|n| bridge_name(n.id.as_deref(), n.options.as_ref()))
+            .collect();
+        isolation::protect(&bridges).await?;
+        Ok(bridges.len())
     }
 
     async fn check_network_owner(&self, name: &str, namespace: &NamespaceName) -> Result<(), EngineError> {
@@ -341,6 +377,7 @@ impl DockerEngine {
         if labels.get(LABEL_NAMESPACE).map(String::as_str) != Some(namespace.as_str()) {
             return Err(EngineError::NotOurs { object: name });
         }
+        let bridge = bridge_name(inspected.id.as_deref(), inspected.options.as_ref());
         // Stopped machines have no endpoint on the network, so Docker would let the network
         // go and they could never start again: count them too.
         let mut users: Vec<String> =
@@ -374,7 +411,9 @@ impl DockerEngine {
         .or_else(|e| match e {
             BollardError::DockerResponseServerError { status_code: 404, .. } => Ok(()),
             e => Err(self.error(format!("remove network {name:?}"), e)),
-        })
+        })?;
+        // The bridge is gone; a later network may get its name (Docker derives it from the id).
+        isolation::forget(&bridge).await
     }
 
     /// Creates (does not start) the machine container and returns its ID.
@@ -810,6 +849,15 @@ fn is_port_conflict(message: &str) -> bool {
 fn event_machine(event: &bollard::models::EventMessage) -> Option<MachineKey> {
     let attributes = event.actor.as_ref()?.attributes.as_ref()?;
     MachineKey::parse(attributes.get(LABEL_NAMESPACE)?, attributes.get(LABEL_MACHINE)?).ok()
+}
+
+/// The host interface of a bridge network: its `com.docker.network.bridge.name` option, or the
+/// name Docker gives it (`br-` and the first 12 digits of the network's id).
+fn bridge_name(id: Option<&str>, options: Option<&HashMap<String, String>>) -> String {
+    match options.and_then(|o| o.get("com.docker.network.bridge.name")) {
+        Some(name) => name.clone(),
+        None => format!("br-{}", id.unwrap_or_default().chars().take(12).collect::<String>()),
+    }
 }
 
 fn container_body(spec: &MachineSpec, network: &str, instance: &str, cgroups: &CgroupLayout) -> ContainerCreateBody {

@@ -339,6 +339,15 @@ pub enum EngineError {
         /// The network name.
         network: String,
     },
+    /// flvpc's own isolation rules between namespace networks could not be written.
+    #[error(
+        "cannot wall off namespace networks from each other ({detail}): flvpc needs the nft program \
+         (Debian's nftables package) and to run as root"
+    )]
+    Isolation {
+        /// What failed.
+        detail: String,
+    },
     /// Every subnet of the namespace network pool is taken (by namespaces, other Docker
     /// networks or host routes).
     #[error(

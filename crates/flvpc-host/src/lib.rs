@@ -10,6 +10,7 @@
 //! - [`image`]: building `flvpc/debian:12` and the microVM runner image, listing local images.
 //! - [`cgroup`]: how a machine sees the host's cgroups (read-only but its own subtrees).
 //! - [`fake`]: [`FakeEngine`], an in-memory recording engine for other crates' unit tests.
+//! - [`isolation`]: flvpc's own nftables wall between namespace networks (Docker's has windows).
 //! - [`subnets`]: the address pool namespace networks are cut from (`--network-pool`).
 //! - [`limits`]: this process's open-file limit (raised at start for the SSH gateway).
 //! - [`vm`]: microVMs on QEMU (command line, accelerator probe, artifacts, the runner and
@@ -23,6 +24,7 @@ pub mod docker;
 pub mod engine;
 pub mod fake;
 pub mod image;
+pub mod isolation;
 pub mod limits;
 pub mod subnets;
 pub mod usage;

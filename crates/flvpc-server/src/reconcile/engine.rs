@@ -37,6 +37,12 @@ impl ReconnectingDocker {
         let engine = Arc::new(
             DockerEngine::connect().await?.for_instance(self.instance.clone()).with_network_pool(self.network_pool),
         );
+        // Namespace networks made before this process (adopted machines) get flvpc's own wall
+        // before anything else happens. Without it only Docker's rules stand: say so loudly.
+        match engine.protect_existing_networks().await {
+            Ok(count) => tracing::debug!("{count} namespace networks walled off"),
+            Err(e) => tracing::error!("{e}"),
+        }
         *current = Some(engine.clone());
         Ok(engine)
     }
