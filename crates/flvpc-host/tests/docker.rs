@@ -339,11 +339,8 @@ async fn two_machines_boot_with_own_identity_and_real_ssh() {
     assert_eq!(details.configured_ports, vec![PortMapping::tcp(22, Some(port_a)).on(IpAddr::V4(Ipv4Addr::LOCALHOST))]);
 }
 
-#[tokio::test]
-async fn namespaces_cannot_reach_each_other() {
-    ensure_image().await;
-    let _shared = MACHINE_LOAD.read().await;
-    let engine = engine().await;
+/// Two namespaces, booted: a1 and a2 in the first, b1 in the second; a1's and b1's addresses.
+async fn two_namespaces(engine: &DockerEngine) -> (TestNs, TestNs, String, String) {
     let (ns1, ns2) = (TestNs::new(), TestNs::new());
     for ns in [&ns1, &ns2] {
         engine.ensure_network(&n(&ns.name)).await.expect("network");
@@ -354,7 +351,7 @@ async fn namespaces_cannot_reach_each_other() {
     }
     // Wait for the network inside the machines to be up (systemd done booting).
     for (ns, name) in [(&ns1.name, "a1"), (&ns1.name, "a2"), (&ns2.name, "b1")] {
-        system_state(&engine, ns, name).await;
+        system_state(engine, ns, name).await;
     }
     let ip_of = |list: &[flvpc_host::MachineInfo], name: &str| {
         list.iter().find(|m| m.key.name.as_str() == name).and_then(|m| m.ip.clone()).expect("machine has an IP")
@@ -362,6 +359,15 @@ async fn namespaces_cannot_reach_each_other() {
     let a = engine.list_machines(Some(&n(&ns1.name))).await.expect("list ns1");
     let b = engine.list_machines(Some(&n(&ns2.name))).await.expect("list ns2");
     let (a1_ip, b1_ip) = (ip_of(&a, "a1"), ip_of(&b, "b1"));
+    (ns1, ns2, a1_ip, b1_ip)
+}
+
+#[tokio::test]
+async fn namespaces_cannot_reach_each_other() {
+    ensure_image().await;
+    let _shared = MACHINE_LOAD.read().await;
+    let engine = engine().await;
+    let (ns1, ns2, a1_ip, b1_ip) = two_namespaces(&engine).await;
 
     // Control: inside one namespace the same probe works, so a failure below means isolation.
     let same = exec(&engine, &ns1.name, "a2", &["ping", "-c1", "-W1", &a1_ip]).await;
@@ -721,19 +727,7 @@ async fn namespaces_stay_apart_while_networks_come_and_go() {
     ensure_image().await;
     let _shared = MACHINE_LOAD.read().await;
     let engine = engine().await;
-    let (ns1, ns2) = (TestNs::new(), TestNs::new());
-    for ns in [&ns1, &ns2] {
-        engine.ensure_network(&n(&ns.name)).await.expect("network");
-    }
-    for (ns, name) in [(&ns1.name, "a1"), (&ns1.name, "a2"), (&ns2.name, "b1")] {
-        engine.create_machine(&machine(ns, name, free_port())).await.expect("create");
-        engine.start_machine(&k(ns, name)).await.expect("start");
-    }
-    for (ns, name) in [(&ns1.name, "a1"), (&ns1.name, "a2"), (&ns2.name, "b1")] {
-        system_state(&engine, ns, name).await;
-    }
-    let listed = engine.list_machines(Some(&n(&ns1.name))).await.expect("list");
-    let a1_ip = listed.iter().find(|m| m.key.name.as_str() == "a1").and_then(|m| m.ip.clone()).expect("a1's IP");
+    let (ns1, ns2, a1_ip, _) = two_namespaces(&engine).await;
 
     let churn = {
         let engine = engine.clone();

@@ -5,10 +5,10 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod support;
-use support::{free_port, output, Server, BIN};
+use support::{free_port, listens_within, output, Server, BIN};
 
 /// Where a server's database is: SQLite in its data dir, or a PostgreSQL or MySQL URL.
 fn flvpc_on(data: &Path, database: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
@@ -40,14 +40,8 @@ fn start_server(data: &Path, database: Option<&str>, port: u16) -> Server {
             .spawn()
             .expect("start flvpc serve"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return server;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("flvpc serve did not listen on {port} within 30 s");
+    assert!(listens_within(port, 30), "flvpc serve did not listen on {port} within 30 s");
+    server
 }
 
 /// One HTTP/1.1 request over a raw socket: (status, body).

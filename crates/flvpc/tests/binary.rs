@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{free_port, output, Server, BIN};
+use support::{free_port, listens_within, output, Server, BIN};
 
 fn flvpc(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     output(Command::new(BIN).args(args).env("FLVPC_DATA_DIR", data).env("XDG_CONFIG_HOME", data.join("config")), stdin)
@@ -24,14 +24,8 @@ fn start_server(data: &Path, port: u16) -> Server {
             .spawn()
             .expect("start flvpc serve"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return server;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("flvpc serve did not listen on {port} within 30 s");
+    assert!(listens_within(port, 30), "flvpc serve did not listen on {port} within 30 s");
+    server
 }
 
 fn stdout(out: &Output) -> String {

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{docker, output, Cleanup, Server, BIN};
+use support::{docker, listens_within, output, Cleanup, Server, BIN};
 
 fn serve(data: &Path, port: u16) -> Server {
     let server = Server(
@@ -29,11 +29,7 @@ fn serve(data: &Path, port: u16) -> Server {
             .spawn()
             .expect("start flvpc serve"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "flvpc serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(listens_within(port, 30), "flvpc serve did not start");
     server
 }
 

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{free_port, output, Server, BIN};
+use support::{free_port, listens_within, output, Server, BIN};
 
 fn flvpc(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     output(
@@ -46,14 +46,12 @@ fn serve(data: &Path, port: u16, extra: &[&str], log: &Path) -> Server {
             .spawn()
             .expect("start flvpc serve"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return server;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("flvpc serve did not listen on {port} within 30 s: {}", std::fs::read_to_string(log).unwrap_or_default());
+    assert!(
+        listens_within(port, 30),
+        "flvpc serve did not listen on {port} within 30 s: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    server
 }
 
 /// The fingerprint the server logged at start (`… SHA-256 fingerprint AA:BB:…`).

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{docker, free_port, output, Cleanup, Server, BIN};
+use support::{docker, free_port, listens_within, output, Cleanup, Server, BIN};
 
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDFCd3WiyV0cjkbcL4fkBnxL/+5jSvIR+NDKLL/ooUXw bob@laptop";
 
@@ -43,11 +43,7 @@ fn serve(binary: &str, data: &Path, port: u16, extra: &[&str]) -> Server {
             .spawn()
             .expect("start flvpc serve"),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{binary} serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(listens_within(port, 60), "{binary} serve did not start");
     server
 }
 

@@ -56,6 +56,19 @@ pub fn docker(args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// Whether something accepts connections on 127.0.0.1:`port` within `seconds` (a server just
+/// spawned: its port answers once it is ready).
+pub fn listens_within(port: u16, seconds: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
