@@ -194,26 +194,34 @@ fn fresh_postgres() -> String {
 
 #[test]
 fn a_postgres_backup_under_writes_goes_to_sqlite_and_back() {
+    server_database_to_sqlite_and_back(fresh_postgres);
+}
+
+/// A backup of a server database (made by `fresh`) taken under a loop of API writes restores into
+/// SQLite; a backup of that restores into a new server database, and not into the first one,
+/// which holds flvpc's rows.
+fn server_database_to_sqlite_and_back(fresh: fn() -> String) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let source = fresh_postgres();
-    let file = dir.path().join("from-postgres.backup");
+    let source = fresh();
+    let file = dir.path().join("from-server.backup");
     let made = backup_under_writes(&dir.path().join("data"), Some(&source), &file);
 
-    // PostgreSQL -> SQLite.
+    // Server database -> SQLite.
     let sqlite = dir.path().join("sqlite");
     let out = flvpc(&sqlite, &["restore", file.to_str().expect("utf-8")], None);
     assert!(out.status.success(), "{}", text(&out));
     let kept = check_restored(&sqlite, None, made);
 
-    // SQLite -> PostgreSQL: a new database, and a refusal of the one that has flvpc's tables.
+    // SQLite -> a new server database, and a refusal of the one that has flvpc's rows.
     let again = dir.path().join("from-sqlite.backup");
     let out = flvpc(&sqlite, &["backup", again.to_str().expect("utf-8")], None);
     assert!(out.status.success(), "{}", text(&out));
-    let target = fresh_postgres();
-    let out = flvpc_on(&dir.path().join("pg-data"), Some(&target), &["restore", again.to_str().expect("utf-8")], None);
+    let target = fresh();
+    let data = dir.path().join("server-data");
+    let out = flvpc_on(&data, Some(&target), &["restore", again.to_str().expect("utf-8")], None);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(check_restored(&dir.path().join("pg-data"), Some(&target), made), kept);
-    let out = flvpc_on(&dir.path().join("pg-data"), Some(&source), &["restore", again.to_str().expect("utf-8")], None);
+    assert_eq!(check_restored(&data, Some(&target), made), kept);
+    let out = flvpc_on(&data, Some(&source), &["restore", again.to_str().expect("utf-8")], None);
     assert!(!out.status.success());
     assert!(text(&out).contains("already holds flvpc data"), "{}", text(&out));
 }
@@ -244,27 +252,5 @@ fn fresh_mysql() -> String {
 
 #[test]
 fn a_mysql_backup_under_writes_goes_to_sqlite_and_back() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let source = fresh_mysql();
-    let file = dir.path().join("from-mysql.backup");
-    let made = backup_under_writes(&dir.path().join("data"), Some(&source), &file);
-
-    // MySQL -> SQLite.
-    let sqlite = dir.path().join("sqlite");
-    let out = flvpc(&sqlite, &["restore", file.to_str().expect("utf-8")], None);
-    assert!(out.status.success(), "{}", text(&out));
-    let kept = check_restored(&sqlite, None, made);
-
-    // SQLite -> MySQL: a new database, and a refusal of the one that has flvpc's rows.
-    let again = dir.path().join("from-sqlite.backup");
-    let out = flvpc(&sqlite, &["backup", again.to_str().expect("utf-8")], None);
-    assert!(out.status.success(), "{}", text(&out));
-    let target = fresh_mysql();
-    let data = dir.path().join("mysql-data");
-    let out = flvpc_on(&data, Some(&target), &["restore", again.to_str().expect("utf-8")], None);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(check_restored(&data, Some(&target), made), kept);
-    let out = flvpc_on(&data, Some(&source), &["restore", again.to_str().expect("utf-8")], None);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("already holds flvpc data"), "{}", text(&out));
+    server_database_to_sqlite_and_back(fresh_mysql);
 }
