@@ -63,9 +63,20 @@ async fn accel() -> Accel {
     probe().await.0.accel
 }
 
+/// A loopback port free a moment ago and never handed out before in this process: QEMU binds it
+/// only once it runs, so two VMs started one after the other could otherwise be given the same
+/// port by the kernel (seen in CI: the second QEMU's host forwarding then fails).
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = l.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A VM's files in its own temporary directory.
