@@ -23,8 +23,21 @@ impl Drop for Driver {
     }
 }
 
+/// A loopback port for a chromedriver: free a moment ago and never handed out before in this
+/// process (the kernel may give a just-released port again, and tests start drivers side by side).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 async fn start_browser() -> (Driver, Client) {
@@ -223,6 +236,13 @@ async fn body_text(client: &Client) -> String {
 
 async fn sign_in(client: &Client, base: &str, login: &str, password: &str) {
     client.goto(&format!("{base}/login")).await.expect("open sign-in");
+    // Waited for, and said what was shown instead: in a full CI run the sign-in page over HTTPS was
+    // once not there right after the navigation returned.
+    if client.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css("input[name=login]")).await.is_err() {
+        let url = client.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+        let page = client.source().await.unwrap_or_default();
+        panic!("no sign-in form at {url}:\n{}", page.chars().take(2000).collect::<String>());
+    }
     fill(client, "input[name=login]", login).await;
     fill(client, "input[name=password]", password).await;
     submit(client, "form[action='/login']").await;
