@@ -190,21 +190,29 @@ install_web_assets() {
     || die "npm ci failed in crates/flvpc-server/assets (is the npm registry reachable?)"
 }
 
-# The previous tagged version's binary, for the upgrade test (crates/flvpc/tests/upgrade.rs): built
-# once from `git archive` of the tag into /var/cache/flvpc-test/releases/<tag>-<commit>/flvpc and kept
-# there (a cold build takes minutes; its build directory is removed afterwards). Exported as
-# FLVPC_TEST_PREVIOUS_BINARY.
+# The previous released version's binary, for the upgrade test (crates/flvpc/tests/upgrade.rs): built
+# once from `git archive` of its commit into /var/cache/flvpc-test/releases/<tag>-<commit>/flvpc and
+# kept there (a cold build takes minutes; its build directory is removed afterwards). Exported as
+# FLVPC_TEST_PREVIOUS_BINARY. Which release that is comes from scripts/previous-release (tag and full
+# commit), not from `git describe`: a CI clone may carry no tags (and may be shallow), so the commit is
+# looked up in the clone, then fetched from its origin, and the cached binary serves when git cannot.
 build_previous_release() {
-  local tag commit dir
-  tag=$(git describe --tags --abbrev=0 HEAD~1 2>/dev/null) \
-    || die "no earlier tag in this clone's history: the upgrade test needs one (git fetch --tags)"
-  commit=$(git rev-parse --short=12 "$tag^{commit}")
-  dir=/var/cache/flvpc-test/releases/$tag-$commit
+  local tag commit short dir
+  read -r tag commit < scripts/previous-release \
+    || die "scripts/previous-release must hold the previous release's tag and commit"
+  short=${commit:0:12}
+  dir=/var/cache/flvpc-test/releases/$tag-$short
   if [ ! -x "$dir/flvpc" ]; then
+    if ! git cat-file -e "$commit^{commit}" 2>/dev/null; then
+      say "fetching $tag ($short) from this clone's origin for the upgrade test"
+      git fetch -q origin "$commit" 2>/dev/null || git fetch -q --tags origin 2>/dev/null || true
+      git cat-file -e "$commit^{commit}" 2>/dev/null \
+        || die "the upgrade test needs $tag ($commit): not in this clone and not fetchable from its origin (clone with full history, or git fetch origin $commit)"
+    fi
     say "building the previous version $tag for the upgrade test (once: a few minutes)"
     local src=$dir.src
     rm -rf "$src" && mkdir -p "$src"
-    git archive "$tag" | tar -x -C "$src"
+    git archive "$commit" | tar -x -C "$src"
     (cd "$src" && cargo build --locked -q -p flvpc) || die "could not build $tag for the upgrade test"
     mkdir -p "$dir" && cp "$src/target/debug/flvpc" "$dir/flvpc.tmp" && mv "$dir/flvpc.tmp" "$dir/flvpc"
     rm -rf "$src"
