@@ -107,9 +107,22 @@ pub enum Observed {
     Stopped,
     /// The last reconcile failed; the machine's error says why.
     Error,
+    /// The machine's host does not answer: whatever it was doing is not known. Not stopped and not
+    /// deleted: nothing is recreated elsewhere, and the machine is adopted when its host is back.
+    Unknown,
 }
 
 impl Observed {
+    /// Every state, in a stable order.
+    pub const ALL: [Observed; 6] = [
+        Observed::NotCreated,
+        Observed::Creating,
+        Observed::Running,
+        Observed::Stopped,
+        Observed::Error,
+        Observed::Unknown,
+    ];
+
     /// The word stored in the database and shown in the API (`not_created`, `running`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -118,14 +131,13 @@ impl Observed {
             Observed::Running => "running",
             Observed::Stopped => "stopped",
             Observed::Error => "error",
+            Observed::Unknown => "unknown",
         }
     }
 
     /// The state a stored word names; `None` for a word this version does not know.
     pub fn parse(word: &str) -> Option<Self> {
-        [Observed::NotCreated, Observed::Creating, Observed::Running, Observed::Stopped, Observed::Error]
-            .into_iter()
-            .find(|s| s.as_str() == word)
+        Self::ALL.into_iter().find(|s| s.as_str() == word)
     }
 }
 
@@ -223,7 +235,7 @@ mod tests {
 
     #[test]
     fn states_round_trip_through_their_words() {
-        for s in [Observed::NotCreated, Observed::Creating, Observed::Running, Observed::Stopped, Observed::Error] {
+        for s in Observed::ALL {
             assert_eq!(Observed::parse(s.as_str()), Some(s));
         }
         for s in [OperationState::Pending, OperationState::Running, OperationState::Succeeded, OperationState::Failed] {

@@ -20,7 +20,7 @@ pub enum Event {
         namespace: String,
         /// Machine name.
         name: String,
-        /// not_created, creating, running, stopped, error, deleted.
+        /// not_created, creating, running, stopped, error, unknown, deleted.
         state: String,
         /// Address on the namespace network.
         ip: Option<String>,

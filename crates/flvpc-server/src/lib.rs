@@ -70,19 +70,22 @@ async fn healthz(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
             return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response();
         }
     }
-    // Every registered engine is asked; the first that does not answer is named.
-    let mut engines = Vec::new();
-    let mut problem = None;
-    for (placement, engine) in state.reconciler.engines().iter() {
+    // Every registered engine (every host's) is asked at once; the first that does not answer is named.
+    let asked = state.reconciler.engines().all().into_iter().map(|(placement, engine)| async move {
         let answer = tokio::time::timeout(std::time::Duration::from_secs(2), engine.ping()).await;
         let failure = match answer {
             Ok(Ok(())) => None,
             Ok(Err(err)) => Some(format!("does not answer: {err}")),
             Err(_) => Some("did not answer within 2 s".to_owned()),
         };
+        (placement, failure)
+    });
+    let mut engines = Vec::new();
+    let mut problem = None;
+    for (placement, failure) in futures::future::join_all(asked).await {
         if let Some(failure) = &failure {
             tracing::debug!("health check: the {placement} engine {failure}");
-            problem.get_or_insert_with(|| failure.clone());
+            problem.get_or_insert_with(|| format!("{failure} (host {})", placement.host));
         }
         engines.push(serde_json::json!({
             "host": placement.host.to_string(),

@@ -108,8 +108,8 @@ impl UsageSampler {
         let full_oom = self.rounds.fetch_add(1, Ordering::Relaxed).is_multiple_of(OOM_WALK_EVERY);
         let mut seen = HashSet::new();
         let mut complete = true;
-        for (_, engine) in self.engines.iter() {
-            match self.sample_engine(engine, full_oom).await {
+        for (_, engine) in self.engines.all() {
+            match self.sample_engine(&engine, full_oom).await {
                 Some(keys) => seen.extend(keys),
                 None => complete = false,
             }

@@ -361,13 +361,21 @@ pub async fn machines(command: &MachinesCommand) -> anyhow::Result<()> {
         MachinesCommand::List { namespace } => {
             let path = format!("/api/v1/namespaces/{}/machines", segment(namespace)?);
             let list: Vec<MachineOut> = call_as(reqwest::Method::GET, &path, None).await?;
-            println!("{:<20} {:<12} {:<10} {:<16} {:<24} SSH", "NAME", "STATE", "ENGINE", "IP", "PORTS");
+            println!("{:<20} {:<12} {:<10} {:<12} {:<16} {:<24} SSH", "NAME", "STATE", "ENGINE", "HOST", "IP", "PORTS");
             for m in &list {
                 let ports: Vec<String> =
                     m.ports.iter().map(|p| format!("{}->{}", p.host_port, p.container_port)).collect();
                 let ssh = m.ssh.direct.as_deref().unwrap_or("-");
                 let ip = m.ip.as_deref().unwrap_or("-");
-                println!("{:<20} {:<12} {:<10} {:<16} {:<24} {ssh}", m.name, m.state, m.engine, ip, ports.join(","));
+                println!(
+                    "{:<20} {:<12} {:<10} {:<12} {:<16} {:<24} {ssh}",
+                    m.name,
+                    m.state,
+                    m.engine,
+                    m.host,
+                    ip,
+                    ports.join(",")
+                );
             }
             return Ok(());
         }

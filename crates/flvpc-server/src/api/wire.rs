@@ -546,8 +546,9 @@ pub struct MachineOut {
     pub namespace: String,
     /// Container name `<name>.<ns>`.
     pub container: String,
-    /// not_created, creating (a microVM: until its guest answers SSH), running, stopped, error
-    /// (deleting while it is removed).
+    /// not_created, creating (a microVM: until its guest answers SSH), running, stopped, error,
+    /// unknown (its host does not answer: not stopped, not recreated elsewhere; adopted when the
+    /// host is back), deleting (while it is removed).
     pub state: String,
     /// What it should be: running, stopped, deleted.
     pub desired: String,

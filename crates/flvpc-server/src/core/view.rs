@@ -39,7 +39,8 @@ pub struct MachineView {
     pub host: String,
     /// The engine that runs it (`container`, `microvm`).
     pub engine: String,
-    /// not_created, creating, running, stopped, error (deleting while it is removed).
+    /// not_created, creating, running, stopped, error, unknown (its host does not answer), deleting
+    /// while it is removed.
     pub state: String,
     /// What it should be: running, stopped, deleted.
     pub desired: Desired,

@@ -243,7 +243,7 @@ mod tests {
         let field = "input, select, textarea";
         let border = contrast(css, declaration(css, field, "border"), declaration(css, field, "background"));
         assert!(border >= 3.0, "input borders {border:.2}:1");
-        for badge in [".state.stopped, .state.not_created", ".state.creating, .state.deleting"] {
+        for badge in [".state.stopped, .state.not_created", ".state.creating, .state.deleting", ".state.unknown"] {
             let ratio = contrast(css, declaration(css, badge, "color"), declaration(css, badge, "background"));
             assert!(ratio >= 4.5, "{badge}: {ratio:.2}:1");
         }

@@ -121,7 +121,7 @@ pub async fn section(
                 table.machines {
                     thead { tr {
                         th.select { input type="checkbox" data-select-all aria-label="Select every machine"; }
-                        th { "Machine" } th { "State" } th { "IP" } th { "Resources" } th { "Ports" } th { "SSH" } th {}
+                        th { "Machine" } th { "State" } th { "Host" } th { "IP" } th { "Resources" } th { "Ports" } th { "SSH" } th {}
                     } }
                     tbody {
                         @for out in &views {
@@ -134,6 +134,7 @@ pub async fn section(
                                     br; a.small href={ (base) "/machines/" (seg(&out.name)) "/console" } { "Console" }
                                 }
                                 td { span class={ "state " (out.state) } data-state data-engine=(out.engine) { (out.state_word()) } @if let Some(e) = &out.error { br; span.error-text { (e) } } }
+                                td data-host { (out.host) }
                                 td data-ip { (out.ip.clone().unwrap_or_else(|| "—".into())) }
                                 td.muted {
                                     (out.cpus) " CPU" @if let Some(cap) = out.cpu_cap { " (cap " (cap) ")" } " · " (out.memory_mb) " MB"

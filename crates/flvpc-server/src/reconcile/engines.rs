@@ -1,15 +1,17 @@
 //! The engines the reconciler can act through, by placement (host, engine kind).
 //!
 //! Every machine record names its placement; the reconciler looks the engine up here and never
-//! assumes there is only one. Today the registry holds one entry (the container engine of the
-//! local host); the microVM engine and further hosts are entries, not special cases.
+//! assumes there is only one. The local host's container engine, its microVM engine and every
+//! added host's engine are entries, not special cases. Hosts come and go while flvpc runs
+//! (`flvpc host add`/`remove`), so the map is shared by every clone of the registry and changed in
+//! place: the reconciler, the usage sampler and the doors all see the same engines.
 
 use flvpc_host::Engine;
 use flvpc_model::{EngineKind, HostName, Placement};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// What the microVM engine needs from the host (`flvpc serve --vm-dir`): registered only when
@@ -49,10 +51,12 @@ impl MicroVmStatus {
     }
 }
 
-/// Placement → engine handle. Cheap to clone (handles are shared).
+type Map = BTreeMap<Placement, Arc<dyn Engine>>;
+
+/// Placement → engine handle. Cheap to clone; clones share one map.
 #[derive(Clone, Default)]
 pub struct Engines {
-    by_placement: BTreeMap<Placement, Arc<dyn Engine>>,
+    by_placement: Arc<RwLock<Map>>,
 }
 
 impl Engines {
@@ -61,11 +65,36 @@ impl Engines {
         Self::default()
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Map> {
+        self.by_placement.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Map> {
+        self.by_placement.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The registry with `engine` acting for the machines placed at `placement` (replacing any
     /// engine registered there before).
-    pub fn with(mut self, placement: Placement, engine: Arc<dyn Engine>) -> Self {
-        self.by_placement.insert(placement, engine);
+    pub fn with(self, placement: Placement, engine: Arc<dyn Engine>) -> Self {
+        self.insert(placement, engine);
         self
+    }
+
+    /// Registers `engine` for `placement` in every clone of this registry (replacing any before).
+    pub fn insert(&self, placement: Placement, engine: Arc<dyn Engine>) {
+        self.write().insert(placement, engine);
+    }
+
+    /// Forgets every engine of `host` (a host removed); its machines get `missing`'s message.
+    pub fn remove_host(&self, host: &HostName) {
+        self.write().retain(|placement, _| &placement.host != host);
+    }
+
+    /// The hosts that have at least one engine, in order.
+    pub fn hosts(&self) -> Vec<HostName> {
+        let mut hosts: Vec<HostName> = self.read().keys().map(|p| p.host.clone()).collect();
+        hosts.dedup();
+        hosts
     }
 
     /// The registry with the microVM engine of `host` added, if `setup`'s artifacts and the
@@ -108,18 +137,19 @@ impl Engines {
     }
 
     /// The engine of `placement`, if one is registered.
-    pub fn get(&self, placement: &Placement) -> Option<&Arc<dyn Engine>> {
-        self.by_placement.get(placement)
+    pub fn get(&self, placement: &Placement) -> Option<Arc<dyn Engine>> {
+        self.read().get(placement).cloned()
     }
 
-    /// Every registered engine with its placement, in a stable order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Placement, &Arc<dyn Engine>)> {
-        self.by_placement.iter()
+    /// Every registered engine with its placement, in a stable order: a snapshot, so no lock is
+    /// held while the caller talks to engines.
+    pub fn all(&self) -> Vec<(Placement, Arc<dyn Engine>)> {
+        self.read().iter().map(|(p, e)| (p.clone(), e.clone())).collect()
     }
 
     /// Why a machine placed at `placement` cannot be acted on: there is no such engine here.
     pub fn missing(&self, placement: &Placement) -> String {
-        let known: Vec<String> = self.by_placement.keys().map(Placement::to_string).collect();
+        let known: Vec<String> = self.read().keys().map(Placement::to_string).collect();
         let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
         let howto = if placement.engine == EngineKind::MicroVm { format!("; {MICROVM_HOWTO}") } else { String::new() };
         format!(
@@ -132,6 +162,6 @@ impl Engines {
 
 impl fmt::Debug for Engines {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.by_placement.keys()).finish()
+        f.debug_list().entries(self.read().keys()).finish()
     }
 }

@@ -94,6 +94,18 @@ pub const DEFAULT_PIDS_LIMIT: u32 = 4096;
 
 type Key = MachineKey;
 
+/// The event followers of the engines, by placement; dropping it stops them.
+#[derive(Default)]
+struct Followers(HashMap<Placement, tokio::task::JoinHandle<()>>);
+
+impl Drop for Followers {
+    fn drop(&mut self) {
+        for task in self.0.values() {
+            task.abort();
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     in_flight: HashSet<Key>,
@@ -165,26 +177,43 @@ impl Reconciler {
         self.inner.events.subscribe()
     }
 
-    /// Runs the periodic resync and follows the engine's events until the process ends (or
+    /// Runs the periodic resync and follows the engines' events until the process ends (or
     /// the handle is aborted); the first pass starts at once (recovering whatever an earlier
-    /// run left half done).
+    /// run left half done). Engines registered later (a host added) are followed from the next
+    /// pass on; a removed one's follower is stopped.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
-            let resync = async {
-                loop {
-                    this.resync().await;
-                    tokio::time::sleep(this.inner.settings.resync_every).await;
-                }
-            };
-            tokio::join!(resync, this.follow_engine_events());
+            // Dropped with this task's future, also when it is aborted (a leader that lost its
+            // lease): the followers end with it.
+            let mut followers = Followers::default();
+            loop {
+                this.follow_new_engines(&mut followers);
+                this.resync().await;
+                tokio::time::sleep(this.inner.settings.resync_every).await;
+            }
         })
     }
 
-    /// Follows the events of every registered engine at once.
-    async fn follow_engine_events(&self) {
-        let followers = self.inner.engines.iter().map(|(placement, engine)| self.follow_events(placement, engine));
-        futures::future::join_all(followers).await;
+    /// Starts following the events of every engine registered since the last call, and stops
+    /// following those no longer registered.
+    fn follow_new_engines(&self, followers: &mut Followers) {
+        let engines = self.inner.engines.all();
+        followers.0.retain(|placement, task| {
+            let keep = engines.iter().any(|(p, _)| p == placement);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (placement, engine) in engines {
+            if !followers.0.contains_key(&placement) {
+                let this = self.clone();
+                let key = placement.clone();
+                let task = tokio::spawn(async move { this.follow_events(&placement, &engine).await });
+                followers.0.insert(key, task);
+            }
+        }
     }
 
     /// Enqueues each machine `engine` reports a change of. Subscribes again when the stream
@@ -225,7 +254,7 @@ impl Reconciler {
             Err(err) => tracing::error!("resync: cannot read machines: {err}"),
         }
         // An engine lists only this instance's machines.
-        for (placement, engine) in self.inner.engines.iter() {
+        for (placement, engine) in self.inner.engines.all() {
             match engine.list_machines(None).await {
                 Ok(found) => keys.extend(found.into_iter().map(|m| m.key)),
                 Err(err) => tracing::warn!("resync: cannot list machines on the {placement} engine: {err}"),
@@ -319,10 +348,22 @@ impl Reconciler {
             None => self.remove_orphan(key).await,
             Some(record) => match self.inner.engines.get(&record.placement) {
                 None => return self.unplaced(key, &record).await,
-                Some(engine) if record.desired == Desired::Deleted => self.delete(key, &record.placement, engine).await,
-                Some(engine) => self.converge(key, &record, engine).await,
+                Some(engine) if record.desired == Desired::Deleted => {
+                    self.delete(key, &record.placement, &engine).await
+                }
+                Some(engine) => self.converge(key, &record, &engine).await,
             },
         };
+        if let Err(err @ EngineError::Unreachable { .. }) = &result {
+            // The host does not answer: what its machines do is not known. Never "stopped" (nobody
+            // stopped them) and never recreated elsewhere; adopted as they are when it is back.
+            let message = format!(
+                "its host does not answer ({err}); the machine is left as it is and adopted when the host is back"
+            );
+            tracing::warn!("reconcile {key}: {message}");
+            self.observe(key, Observed::Unknown, None, Some(message)).await;
+            return;
+        }
         if let Err(err) = result {
             tracing::warn!("reconcile {key}: {err}");
             let message = err.to_string();
@@ -346,13 +387,21 @@ impl Reconciler {
     /// Without a record there is no placement, so every registered engine is asked. An engine
     /// finds only this instance's containers, so another server's are never touched.
     async fn remove_orphan(&self, key: &Key) -> Result<(), EngineError> {
-        for (placement, engine) in self.inner.engines.iter() {
-            if engine.inspect_machine(key).await?.is_some() {
-                tracing::info!("removing {key} from the {placement} engine: a labelled machine without a record");
-                engine.remove_machine(key).await?;
+        // A host that does not answer keeps its orphan until the next pass; the others are
+        // still cleaned now.
+        let mut unreachable = None;
+        for (placement, engine) in self.inner.engines.all() {
+            match engine.inspect_machine(key).await {
+                Ok(Some(_)) => {
+                    tracing::info!("removing {key} from the {placement} engine: a labelled machine without a record");
+                    engine.remove_machine(key).await?;
+                }
+                Ok(None) => {}
+                Err(err @ EngineError::Unreachable { .. }) => unreachable = Some(err),
+                Err(err) => return Err(err),
             }
         }
-        Ok(())
+        unreachable.map_or(Ok(()), Err)
     }
 
     /// Removes the machine, then its namespace network if nothing else needs it, and only then

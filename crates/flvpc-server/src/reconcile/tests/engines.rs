@@ -258,3 +258,41 @@ async fn settle_until(rec: &Reconciler, done: impl Fn() -> bool) {
     }
     panic!("the reconciler did not get there");
 }
+
+/// A host that stops answering (issue 13, item 5): its machines are `unknown`, not stopped or
+/// deleted; nothing is created elsewhere in their place; the other host's machines go on; when
+/// the host is back its machines are adopted as they are (no new container, no restart).
+#[tokio::test]
+async fn a_host_that_does_not_answer_leaves_its_machines_unknown_until_it_is_back() {
+    let w = world().await;
+    let other = Arc::new(FakeEngine::new());
+    let local = Placement::default();
+    let second = Placement::new(HostName::parse("second").expect("host"), EngineKind::Container);
+    let engines = Engines::new().with(local.clone(), w.fake.clone()).with(second.clone(), other.clone());
+    let settings = Settings { instance: FAKE_INSTANCE.into(), ..Settings::default() };
+    let rec = Reconciler::with_engines(w.store.clone(), engines, settings);
+    record_placed(&w, "spread", &[("a", local), ("b", second)]).await;
+    let key = |name: &str| MachineKey::parse("spread", name).expect("key");
+    rec.enqueue_all().await;
+    settle(&rec).await;
+    assert_eq!(other.boots(&key("b")), 1);
+
+    other.set_unreachable(true);
+    w.fake.take_calls();
+    rec.resync().await;
+    settle(&rec).await;
+    let b = w.store.machine(&system(), &key("b")).await.expect("read").expect("record");
+    assert_eq!(b.observed, Observed::Unknown, "{b:?}");
+    assert!(b.error.as_deref().is_some_and(|e| e.contains("does not answer")), "{b:?}");
+    let a = w.store.machine(&system(), &key("a")).await.expect("read").expect("record");
+    assert_eq!(a.observed, Observed::Running, "the answering host's machine is untouched");
+    let elsewhere: Vec<Call> = w.fake.mutations().into_iter().filter(|c| call_machine(c) == Some(&key("b"))).collect();
+    assert!(elsewhere.is_empty(), "nothing is made elsewhere for a machine of a silent host: {elsewhere:?}");
+
+    other.set_unreachable(false);
+    rec.resync().await;
+    settle(&rec).await;
+    let b = w.store.machine(&system(), &key("b")).await.expect("read").expect("record");
+    assert_eq!((b.observed, b.error), (Observed::Running, None));
+    assert_eq!(other.boots(&key("b")), 1, "adopted, not created or started again");
+}
