@@ -13,6 +13,7 @@ pub mod core;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod leader;
 pub mod metrics;
 pub mod panel;
 pub mod reconcile;
@@ -223,7 +224,7 @@ async fn count_and_harden(State(state): State<AppState>, request: Request, next:
     response
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -252,7 +253,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let resync = state.reconciler.start();
+    // Reconciles only while this process holds the database's leader lease (`leader.rs`).
+    let resync = tokio::spawn(leader::reconcile_while_leading(state.store.clone(), state.reconciler.clone()));
     let sampler = tokio::spawn(state.usage.clone().run());
     let _stop_sampler = AbortOnDrop(sampler);
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -129,6 +129,12 @@ struct Inner {
     keys_written: Mutex<HashMap<Key, String>>,
     /// Serialises operation bookkeeping.
     ops_lock: tokio::sync::Mutex<()>,
+    /// Whether this process reconciles (it holds the leader lease, `crate::leader`); a process
+    /// that does not only records desired state, which the leader picks up.
+    leading: std::sync::atomic::AtomicBool,
+    /// The open operations already enqueued here, so picking up operations recorded by other
+    /// processes enqueues each once.
+    operations_seen: Mutex<HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -158,6 +164,8 @@ impl Reconciler {
                 events,
                 keys_written: Mutex::default(),
                 ops_lock: tokio::sync::Mutex::new(()),
+                leading: std::sync::atomic::AtomicBool::new(true),
+                operations_seen: Mutex::default(),
             }),
         }
     }
@@ -274,8 +282,41 @@ impl Reconciler {
         }
     }
 
+    /// Whether this process reconciles (see `crate::leader`). A reconciler leads unless told
+    /// otherwise, as a single flvpc process always does.
+    pub fn leading(&self) -> bool {
+        self.inner.leading.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Makes this process reconcile, or only record desired state for the leader.
+    pub fn set_leading(&self, leading: bool) {
+        self.inner.leading.store(leading, std::sync::atomic::Ordering::Release);
+        if !leading {
+            lock(&self.inner.operations_seen).clear();
+        }
+    }
+
+    /// Enqueues the targets of the open operations this process has not enqueued yet: those
+    /// recorded by other flvpc processes on the same database, which do not reconcile.
+    pub async fn pick_up_operations(&self) {
+        let Ok(open) = self.inner.store.open_operations(&system()).await else { return };
+        let fresh: Vec<Operation> = {
+            let mut seen = lock(&self.inner.operations_seen);
+            seen.retain(|id| open.iter().any(|op| &op.id == id));
+            open.into_iter().filter(|op| !seen.contains(&op.id)).collect()
+        };
+        for op in &fresh {
+            self.enqueue_operation(op);
+        }
+    }
+
     /// Enqueues the targets of an operation just recorded.
     pub fn enqueue_operation(&self, op: &Operation) {
+        if !self.leading() {
+            // The leader process picks it up from the database.
+            return;
+        }
+        lock(&self.inner.operations_seen).insert(op.id.clone());
         for target in &op.targets {
             self.enqueue(MachineKey::new(op.namespace.clone(), target.clone()));
         }
@@ -287,6 +328,9 @@ impl Reconciler {
 
     /// Asks for one machine to be reconciled.
     pub fn enqueue(&self, key: Key) {
+        if !self.leading() {
+            return;
+        }
         {
             let mut queue = lock(&self.inner.queue);
             if queue.in_flight.contains(&key) {
