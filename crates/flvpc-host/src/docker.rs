@@ -47,6 +47,25 @@ use flvpc_model::{MachineKey, NamespaceName};
 /// serialises network creation and removal here (there is one flvpc server per host).
 static NETWORK_LOCK: Mutex<()> = Mutex::const_new(());
 
+/// The bridge through which Docker connects containers on overlay networks to the world.
+pub const GATEWAY_BRIDGE: &str = "docker_gwbridge";
+
+/// The driver of a namespace network: a local bridge, or an overlay across a swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetworkDriver {
+    Bridge,
+    Overlay,
+}
+
+impl NetworkDriver {
+    fn as_str(self) -> &'static str {
+        match self {
+            NetworkDriver::Bridge => "bridge",
+            NetworkDriver::Overlay => "overlay",
+        }
+    }
+}
+
 /// Where dockerd listens by default.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
@@ -116,6 +135,12 @@ pub struct DockerEngine {
     cgroups: Arc<CgroupLayout>,
     /// Where namespace networks get their subnets.
     network_pool: AddressPool,
+    /// Whether the engine runs on this process's kernel (reached over a unix socket): only then
+    /// does flvpc's nftables wall ([`crate::isolation`]) guard its bridges.
+    local_kernel: bool,
+    /// In a swarm: the manager engine on which namespace networks are made, as attachable
+    /// overlays (see [`Self::with_overlay`]); `None`: local bridge networks.
+    overlay: Option<Arc<DockerEngine>>,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -123,6 +148,7 @@ impl std::fmt::Debug for DockerEngine {
         f.debug_struct("DockerEngine")
             .field("socket", &self.socket)
             .field("instance", &self.instance)
+            .field("overlay_manager", &self.overlay.as_ref().map(|m| m.socket.clone()))
             .finish_non_exhaustive()
     }
 }
@@ -143,15 +169,43 @@ impl DockerEngine {
             .negotiate_version()
             .await
             .map_err(unreachable)?;
-        Ok(Self {
+        Ok(Self::from_client(docker, socket.to_owned(), true))
+    }
+
+    /// A handle on a connected client; `socket` names the engine in errors (a socket path or
+    /// a `tcp://` endpoint), `local_kernel` whether it runs on this kernel.
+    pub(crate) fn from_client(docker: Docker, socket: String, local_kernel: bool) -> Self {
+        Self {
             docker,
-            socket: socket.to_owned(),
+            socket,
             networks_checked: Arc::default(),
             images_seen: Arc::default(),
             instance: None,
             cgroups: Arc::new(CgroupLayout::detect()),
             network_pool: AddressPool::DEFAULT,
-        })
+            local_kernel,
+            overlay: None,
+        }
+    }
+
+    /// The same connection, in a Docker Swarm whose manager is `manager` (formed by
+    /// [`crate::swarm::form_swarm`]): namespace networks are attachable overlay networks made on
+    /// the manager, so that a namespace's machines on every engine of the swarm share one network
+    /// and find each other by name. This engine never creates them: Docker attaches it to the
+    /// network when a container on it starts. The manager's own handle takes itself.
+    pub fn with_overlay(mut self, manager: Arc<DockerEngine>) -> Self {
+        self.overlay = Some(manager);
+        self
+    }
+
+    /// The engine that holds namespace networks: the swarm's manager in overlay mode, else this one.
+    fn network_engine(&self) -> &DockerEngine {
+        self.overlay.as_deref().unwrap_or(self)
+    }
+
+    /// Whether the engine runs on this process's kernel (it was reached over a unix socket).
+    pub fn is_local_kernel(&self) -> bool {
+        self.local_kernel
     }
 
     /// The same connection, cutting namespace networks from `pool` (`--network-pool`).
@@ -197,10 +251,18 @@ impl DockerEngine {
             | BollardError::SocketNotFoundError(_)
             | BollardError::RequestTimeoutError
             | BollardError::HttpClientError { .. }
-            | BollardError::HyperResponseError { .. } => {
-                EngineError::Unreachable { socket: self.socket.clone(), detail: err.to_string() }
-            }
+            | BollardError::HyperResponseError { .. } => self.unreachable(err.to_string()),
             other => EngineError::Docker { action: action.into(), detail: other.to_string() },
+        }
+    }
+
+    /// The error for an engine that did not answer: a local socket's says to start dockerd, a
+    /// remote one's what to check there.
+    pub(crate) fn unreachable(&self, detail: String) -> EngineError {
+        if self.socket.starts_with("tcp://") {
+            EngineError::RemoteUnreachable { endpoint: self.socket.clone(), detail }
+        } else {
+            EngineError::Unreachable { socket: self.socket.clone(), detail }
         }
     }
 
@@ -238,7 +300,10 @@ impl DockerEngine {
     /// namespace find each other by name.
     pub async fn ensure_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
         let name = network_name(namespace);
-        let ensured = self.ensure_network_named(&name, namespace).await;
+        let ensured = match &self.overlay {
+            None => self.ensure_network_named(&name, namespace).await,
+            Some(manager) => self.ensure_overlay_network(manager, &name, namespace).await,
+        };
         if ensured.is_ok() {
             self.networks_checked.saw(&name);
         }
@@ -250,7 +315,7 @@ impl DockerEngine {
         let network = match self.inspect_network(name).await? {
             Some(network) => network,
             None => {
-                self.create_network_in_pool(name, namespace).await?;
+                self.create_network_in_pool(name, namespace, NetworkDriver::Bridge).await?;
                 self.inspect_network(name)
                     .await?
                     .ok_or_else(|| EngineError::NetworkNotFound { network: name.to_owned() })?
@@ -265,9 +330,63 @@ impl DockerEngine {
         isolation::protect(&[bridge_name(network.id.as_deref(), network.options.as_ref())]).await
     }
 
+    /// [`Self::ensure_network`] in a swarm: the namespace network is an attachable overlay made on
+    /// the manager (from the manager's pool, checked against the manager's networks).
+    async fn ensure_overlay_network(
+        &self,
+        manager: &DockerEngine,
+        name: &str,
+        namespace: &NamespaceName,
+    ) -> Result<(), EngineError> {
+        let _serialised = NETWORK_LOCK.lock().await;
+        let network = match manager.inspect_network(name).await? {
+            Some(network) => network,
+            None => {
+                manager.create_network_in_pool(name, namespace, NetworkDriver::Overlay).await?;
+                manager
+                    .inspect_network(name)
+                    .await?
+                    .ok_or_else(|| EngineError::NetworkNotFound { network: name.to_owned() })?
+            }
+        };
+        let labels = network.labels.clone().unwrap_or_default();
+        if labels.get(LABEL_NAMESPACE).map(String::as_str) != Some(namespace.as_str()) {
+            return Err(EngineError::NotOurs { object: name.to_owned() });
+        }
+        if network.driver.as_deref() != Some("overlay") {
+            return Err(EngineError::Docker {
+                action: format!("use network {name:?} across the swarm"),
+                detail: format!(
+                    "it is a {} network of the manager, made before its hosts formed a swarm: remove the \
+                     namespace's machines on the manager, then the network, and create them again",
+                    network.driver.as_deref().unwrap_or("local")
+                ),
+            });
+        }
+        self.protect_gateway_bridge().await
+    }
+
+    /// In a swarm, a machine on an overlay reaches the world through the engine's
+    /// `docker_gwbridge`, on which the machines of every namespace have a port. Docker sets
+    /// `icc=false` on it; flvpc's wall also keeps its ports from talking to each other, so
+    /// that isolation does not rest on Docker's rules alone (which have windows, see
+    /// isolation.rs). Only this kernel's bridges can be walled: an engine on another machine
+    /// is left to Docker's rules there.
+    async fn protect_gateway_bridge(&self) -> Result<(), EngineError> {
+        if self.overlay.is_some() && self.local_kernel {
+            isolation::protect_ports_apart(&[GATEWAY_BRIDGE.to_owned()]).await?;
+        }
+        Ok(())
+    }
+
     /// Creates the namespace network on a free /24 of the pool. A network of that name made
     /// meanwhile by someone else is left for the caller to check.
-    async fn create_network_in_pool(&self, name: &str, namespace: &NamespaceName) -> Result<(), EngineError> {
+    async fn create_network_in_pool(
+        &self,
+        name: &str,
+        namespace: &NamespaceName,
+        driver: NetworkDriver,
+    ) -> Result<(), EngineError> {
         let name = name.to_owned();
         // Subnets Docker refused as overlapping since we listed (another process took it).
         let mut refused = Vec::new();
@@ -280,7 +399,13 @@ impl DockerEngine {
             })?;
             let request = NetworkCreateRequest {
                 name: name.clone(),
-                driver: Some("bridge".into()),
+                driver: Some(driver.as_str().into()),
+                // Machines on other engines of the swarm join with their own containers (not
+                // services), which Docker allows on attachable overlays only. Not encrypted: the
+                // IPsec (ESP) that `encrypted` asks for is missing from some kernels (this
+                // project's test machines among them), where such an overlay silently drops every
+                // packet; traffic between hosts is as private as the network between them.
+                attachable: (driver == NetworkDriver::Overlay).then_some(true),
                 labels: Some(HashMap::from([(LABEL_NAMESPACE.to_owned(), namespace.to_string())])),
                 ipam: Some(Ipam {
                     config: Some(vec![IpamConfig {
@@ -350,11 +475,12 @@ impl DockerEngine {
             .map(|n| bridge_name(n.id.as_deref(), n.options.as_ref()))
             .collect();
         isolation::protect(&bridges).await?;
+        self.protect_gateway_bridge().await?;
         Ok(bridges.len())
     }
 
     async fn check_network_owner(&self, name: &str, namespace: &NamespaceName) -> Result<(), EngineError> {
-        match self.network_labels(name).await? {
+        match self.network_engine().network_labels(name).await? {
             Some(labels) if labels.get(LABEL_NAMESPACE).map(String::as_str) == Some(namespace.as_str()) => Ok(()),
             Some(_) => Err(EngineError::NotOurs { object: name.to_owned() }),
             None => Err(EngineError::NetworkNotFound { network: name.to_owned() }),
@@ -363,16 +489,17 @@ impl DockerEngine {
 
     /// Removes the namespace network. Already gone is fine; refused while any container
     /// (flvpc's or not) is still attached, so that nothing is cut off silently.
+    ///
+    /// In a swarm the network is removed on the manager: the machines counted are this engine's
+    /// and those the manager sees attached; a caller with machines on several engines removes a
+    /// namespace network only once none is left on any (a stopped machine elsewhere holds no
+    /// endpoint anywhere, and could not start again).
     pub async fn remove_network(&self, namespace: &NamespaceName) -> Result<(), EngineError> {
         let name = network_name(namespace);
         let _serialised = NETWORK_LOCK.lock().await;
         self.networks_checked.forget(&name);
-        let inspected =
-            match self.docker.inspect_network(&name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
-                Ok(net) => net,
-                Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(()),
-                Err(e) => return Err(self.error(format!("inspect network {name:?}"), e)),
-            };
+        let holder = self.network_engine();
+        let Some(inspected) = holder.inspect_network(&name).await? else { return Ok(()) };
         let labels = inspected.labels.unwrap_or_default();
         if labels.get(LABEL_NAMESPACE).map(String::as_str) != Some(namespace.as_str()) {
             return Err(EngineError::NotOurs { object: name });
@@ -395,12 +522,13 @@ impl DockerEngine {
         }
         // Just after the last of many containers went, Docker can still count their endpoints for
         // a moment and answer 403 "has active endpoints": asked again a little later, it lets the
-        // network go (seen deleting 200 machines at once). Bounded: about 5 s in all.
+        // network go (seen deleting 200 machines at once). A swarm's manager says the same while a
+        // worker's detach has not reached it ("is in use by task"). Bounded: about 5 s in all.
         let mut attempt = 0;
         loop {
-            match self.docker.remove_network(&name).await {
-                Err(BollardError::DockerResponseServerError { status_code: 403, ref message })
-                    if message.contains("active endpoints") && attempt < 20 =>
+            match holder.docker.remove_network(&name).await {
+                Err(BollardError::DockerResponseServerError { status_code: 403 | 500, ref message })
+                    if (message.contains("active endpoints") || message.contains("in use")) && attempt < 20 =>
                 {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -410,8 +538,12 @@ impl DockerEngine {
         }
         .or_else(|e| match e {
             BollardError::DockerResponseServerError { status_code: 404, .. } => Ok(()),
-            e => Err(self.error(format!("remove network {name:?}"), e)),
+            e => Err(holder.error(format!("remove network {name:?}"), e)),
         })?;
+        if self.overlay.is_some() {
+            // An overlay has no bridge in this network namespace: nothing was walled for it.
+            return Ok(());
+        }
         // The bridge is gone; a later network may get its name (Docker derives it from the id).
         isolation::forget(&bridge).await
     }

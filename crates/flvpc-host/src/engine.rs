@@ -294,6 +294,24 @@ pub enum EngineError {
         /// The underlying error.
         detail: String,
     },
+    /// A Docker engine reached over TCP did not answer, or refused the TLS handshake.
+    #[error(
+        "Docker engine at {endpoint} did not answer ({detail}): check that dockerd there listens on that \
+         address (with --tlsverify unless on loopback) and that the TLS files are the engine's CA, a client \
+         certificate it trusts and that certificate's key"
+    )]
+    RemoteUnreachable {
+        /// The endpoint that was tried (`tcp://IP:PORT`).
+        endpoint: String,
+        /// The underlying error.
+        detail: String,
+    },
+    /// An engine endpoint or its TLS files were refused before any connection was tried.
+    #[error("cannot use this Docker engine endpoint: {detail}")]
+    InvalidEndpoint {
+        /// What is wrong and what to give instead.
+        detail: String,
+    },
     /// The image is not present locally (flvpc never pulls).
     #[error(
         "image {image:?} is not present on this host: build it with `flvpc image build` \
@@ -403,7 +421,7 @@ pub enum EngineError {
 impl EngineError {
     /// True when retrying later may succeed without changing anything (engine down).
     pub fn is_transient(&self) -> bool {
-        matches!(self, EngineError::Unreachable { .. })
+        matches!(self, EngineError::Unreachable { .. } | EngineError::RemoteUnreachable { .. })
     }
 }
 

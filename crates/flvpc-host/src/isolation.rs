@@ -69,6 +69,18 @@ pub async fn protect(bridges: &[String]) -> Result<(), EngineError> {
     nft(&script).await
 }
 
+/// Puts `bridges` in the table as bridges whose ports may not talk to each other (only in the
+/// set `bridges`, not in `same_bridge`): for `docker_gwbridge`, which every overlay machine of
+/// an engine has a port on, whatever its namespace.
+pub async fn protect_ports_apart(bridges: &[String]) -> Result<(), EngineError> {
+    let mut script = String::from(SETUP);
+    for bridge in bridges {
+        let bridge = check_bridge(bridge)?;
+        script.push_str(&format!("add element inet {TABLE} bridges {{ \"{bridge}\" }}\n"));
+    }
+    nft(&script).await
+}
+
 /// Takes a bridge out of the table (its network is gone). Already gone is fine.
 pub async fn forget(bridge: &str) -> Result<(), EngineError> {
     let bridge = check_bridge(bridge)?;

@@ -4,6 +4,7 @@
 //! Architecture Invariant: this crate does no IO. It knows nothing of SQL,
 //! HTTP, SSH transports or Docker; it only says what is valid and what is allowed.
 
+pub mod hosts;
 pub mod machine;
 pub mod names;
 pub mod password;
@@ -14,6 +15,7 @@ pub mod role;
 pub mod spec;
 pub mod sshkey;
 
+pub use hosts::EngineEndpoint;
 pub use machine::{MachineKey, MachineName, Observed, OperationState};
 pub use names::{KeyName, Login, NamespaceName, TokenName};
 pub use placement::{EngineKind, HostName, Placement};

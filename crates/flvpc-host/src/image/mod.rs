@@ -11,7 +11,7 @@
 //! One file per concept: `recipe` (what the image holds and how the tree is adjusted),
 //! `mirror` (which apt mirror to build from), `debootstrap` (running it, with progress),
 //! `import` (packing the tree into a Docker image under its tag), `list` (local images);
-//! `scratch` holds the build's temporary directories. This file holds the build itself
+//! `scratch` holds the build's temporary directories; `transfer` copies an image between engines. This file holds the build itself
 //! and the types the rest of flvpc uses.
 
 mod debootstrap;
@@ -20,6 +20,7 @@ mod list;
 mod mirror;
 mod recipe;
 mod scratch;
+pub mod transfer;
 mod vm_runner;
 
 pub use list::{image_exists, list_images};
