@@ -6,7 +6,7 @@
 //! connection of its own, outside the pool (a pooled connection would be shared, recycled and
 //! reopened, and the lock with it). MariaDB: a named lock (`GET_LOCK`) the same way; its names
 //! are server-wide, so the name includes the database's. SQLite: an exclusive `flock` on
-//! `<database file>.leader` (one machine, one file); an in-memory database is always the leader
+//! `<database file>.<name>.leader` (one machine, one file); an in-memory database is always the leader
 //! (nothing else can open it).
 
 use crate::{Dialect, Store, StoreError};
@@ -42,8 +42,12 @@ impl Store {
             }
             Dialect::Sqlite => match crate::sqlite_path(&self.url) {
                 Some(db) => {
+                    // One file per lease name, beside the database (`flvpc.db.reconciler.leader`);
+                    // the name is made safe for a file name.
+                    let safe: String =
+                        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
                     let mut path = db.into_os_string();
-                    path.push(".leader");
+                    path.push(format!(".{safe}.leader"));
                     Lock::File { path: PathBuf::from(path), file: None }
                 }
                 None => Lock::Always,
