@@ -29,6 +29,7 @@ pub(crate) const TABLES: &[&str] = &[
     "tokens",
     "audit",
     "cluster_specs",
+    "hosts",
     "machines",
     "host_ports",
     "operations",

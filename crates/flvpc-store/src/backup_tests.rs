@@ -33,6 +33,8 @@ async fn populate(store: &Store) -> String {
             image: "flvpc/debian:12".into(),
             backend: Backend::Docker,
             placement: Placement::new(HostName::local(), EngineKind::Container),
+            pin: None,
+            group: "g".into(),
             cpus: 1,
             cpu_cap_milli: None,
             memory_mb: 256,
@@ -46,11 +48,24 @@ async fn populate(store: &Store) -> String {
             }],
         })
         .collect();
-    let free = |_: Option<std::net::IpAddr>, _: u16, _: Protocol| true;
+    // A second host, so that the hosts table and a port held per host round-trip too.
+    let far = crate::NewHost {
+        name: HostName::parse("far").expect("host"),
+        engine: "tcp://10.0.0.2:2376".into(),
+        address: "10.0.0.2".parse().expect("address"),
+        tls: Some(crate::HostTls {
+            ca: "/etc/flvpc/ca.pem".into(),
+            cert: "/etc/flvpc/cert.pem".into(),
+            key: "/etc/flvpc/key.pem".into(),
+        }),
+    };
+    store.add_host(&superadmin, &far, root().login()).await.expect("host");
+    let free = |_: &HostName, _: Option<std::net::IpAddr>, _: u16, _: Protocol| true;
     store
         .apply_cluster(
             &admin,
             &plans,
+            &[],
             &HostCaps::default(),
             PortRange { first: 41000, last: 41099 },
             &free,
@@ -59,6 +74,23 @@ async fn populate(store: &Store) -> String {
         )
         .await
         .expect("apply");
+    let db = MachineName::parse("db").expect("name");
+    store
+        .set_desired(
+            &root().namespace_member(&ns).expect("member"),
+            Some(&db),
+            crate::Desired::Stopped,
+            &HostCaps::default(),
+            "machine.stop",
+            root().login(),
+        )
+        .await
+        .expect("stop");
+    let key = flvpc_model::MachineKey::new(ns.clone(), db);
+    store
+        .move_machine(&superadmin, &key, &far.name, PortRange { first: 41000, last: 41099 }, &free, root().login())
+        .await
+        .expect("move to the far host");
     crate::sql::query(
         store.dialect,
         "INSERT INTO ssh_keys (user_id, name, public_key, fingerprint, created_at) VALUES ($1, 'laptop', 'ssh-ed25519 AAAA', 'SHA256:x', 1)",

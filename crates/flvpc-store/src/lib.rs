@@ -20,7 +20,13 @@ mod dialect;
 #[cfg(test)]
 mod dialect_tests;
 mod error;
+mod hosts;
+#[cfg(test)]
+mod hosts_tests;
 mod instance;
+mod leader;
+#[cfg(test)]
+mod leader_tests;
 mod machines;
 #[cfg(test)]
 mod machines_tests;
@@ -28,6 +34,7 @@ mod migrations;
 mod namespaces;
 mod operations;
 mod passwords;
+mod placement;
 mod ports;
 mod quotas;
 mod specs;
@@ -38,9 +45,12 @@ mod users;
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, NewAudit, OUTCOME_ERROR};
 pub use backup::{backup, restore, BackupSummary};
 pub use error::StoreError;
+pub use hosts::{HostLoad, HostRecord, HostState, HostTls, NewHost};
+pub use leader::LeaderLease;
 pub use machines::{Desired, MachinePlan, MachineRecord};
 pub use namespaces::{Member, Namespace};
 pub use operations::Operation;
+pub use placement::HostCandidate;
 pub use ports::{IsFree, PortRange, PortRecord, PortRequest};
 pub use quotas::NamespaceUsage;
 pub use specs::StoredSpec;
@@ -64,6 +74,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// The URL it was opened with (the leader lease opens its own connection or lock file from it).
+    url: String,
     /// SQLite allows one writer at a time; taking this lock before a write
     /// transaction turns "database is locked" errors into a short wait.
     sqlite_writer: Mutex<()>,
@@ -129,6 +141,7 @@ impl Store {
         let store = Self {
             pool,
             dialect,
+            url: url.clone(),
             sqlite_writer: Mutex::new(()),
             hashing: passwords::Hashing::default(),
             cache: cache::ReadCache::default(),

@@ -6,7 +6,8 @@
 //! `ports.rs`, operations in `operations.rs`, the spec text in `specs.rs`.
 
 use crate::operations::{insert_operation, Operation};
-use crate::ports::{reserve_ports, taken_ports, IsFree, PortRange, PortRecord, PortRequest, Reservation};
+use crate::placement::{HostCandidate, Hosts};
+use crate::ports::{reserve_ports, IsFree, PortRange, PortRecord, PortRequest, Reservation};
 use crate::quotas::admit_in;
 use crate::{now_ms, Store, StoreError};
 use flvpc_model::quota::{HostCaps, Resources};
@@ -59,9 +60,14 @@ pub struct MachinePlan {
     pub image: String,
     /// How the spec asks it to run.
     pub backend: Backend,
-    /// Where a new machine goes (the host and the engine for `backend`). A machine already
-    /// recorded keeps the placement it was created with.
+    /// Where a new machine goes (the host and the engine for `backend`) when `apply_cluster` is
+    /// given no host candidates; with candidates, only its engine counts and the host is chosen
+    /// there. A machine already recorded keeps the placement it was created with.
     pub placement: Placement,
+    /// The host the spec pins this machine to, if any (a new machine only).
+    pub pin: Option<HostName>,
+    /// The spec's machine group it belongs to: placement spreads a group over the hosts.
+    pub group: String,
     /// CPUs.
     pub cpus: u32,
     /// Hard CPU cap in thousandths of a CPU, if any.
@@ -295,10 +301,11 @@ impl Store {
         machines_with_ports(&rows)?.pop().map(|(_, machine)| machine).transpose()
     }
 
-    /// Makes the namespace's machines match `plans`: new ones are added (placed as their plan
-    /// says), changed ones updated (keeping their placement), missing ones marked for deletion,
-    /// host ports reserved (explicit ones checked against every other holder and
-    /// `is_free(address, port, protocol)`, the rest allocated from `range`). All or nothing, and
+    /// Makes the namespace's machines match `plans`: new ones are added (placed on one of the
+    /// `candidates`, see `placement.rs`, or as their plan says when there are none), changed
+    /// ones updated (keeping their placement), missing ones marked for deletion, host ports
+    /// reserved on each machine's host (explicit ones checked against every other holder there and
+    /// `is_free(host, address, port, protocol)`, the rest allocated from `range`). All or nothing, and
     /// admitted in the same transaction: the namespace's quota and the host's `caps` are checked
     /// against what is recorded when the change commits ([`StoreError::Exceeded`]). Returns the
     /// operation that tracks the work.
@@ -310,6 +317,7 @@ impl Store {
         &self,
         grant: &NamespaceAdminGrant,
         plans: &[MachinePlan],
+        candidates: &[HostCandidate],
         caps: &HostCaps,
         range: PortRange,
         is_free: &IsFree,
@@ -322,20 +330,40 @@ impl Store {
         let wanted = plan_resources(plans);
         admit_in(&mut tx.tx, ns, caps, Some(wanted), Some(wanted)).await?;
         let now = now_ms();
-        let existing: BTreeMap<String, (i64, String)> =
-            crate::sql::query(self.dialect, "SELECT name, id, spec_hash FROM machines WHERE namespace_id = $1")
+        let existing: BTreeMap<String, (i64, String, String)> =
+            crate::sql::query(self.dialect, "SELECT name, id, spec_hash, host FROM machines WHERE namespace_id = $1")
                 .bind(ns_id)
                 .fetch_all(&mut *tx.tx)
                 .await?
                 .iter()
-                .map(|r| Ok((r.try_get::<String, _>(0)?, (r.try_get::<i64, _>(1)?, r.try_get::<String, _>(2)?))))
+                .map(|r| {
+                    Ok((
+                        r.try_get::<String, _>(0)?,
+                        (r.try_get::<i64, _>(1)?, r.try_get::<String, _>(2)?, r.try_get::<String, _>(3)?),
+                    ))
+                })
                 .collect::<Result<_, StoreError>>()?;
-        let mut taken = taken_ports(&mut tx.tx).await?;
-        let mut reservation = Reservation { ns, taken: &mut taken, range, is_free, holders };
+        let mut hosts = placed_so_far(&mut tx.tx, ns_id, plans, &existing).await?;
+        let mut reservation = Reservation { ns, taken: Default::default(), range, is_free, holders };
         let mut targets = Vec::new();
         for plan in plans {
+            let host = match existing.get(plan.name.as_str()) {
+                Some((_, _, host)) => HostName::parse(host)?,
+                None => {
+                    let host = hosts.choose(
+                        plan.name.as_str(),
+                        &plan.group,
+                        one_machine(plan),
+                        &plan.placement,
+                        plan.pin.as_ref(),
+                        candidates,
+                    )?;
+                    hosts.add(&host, &plan.group, one_machine(plan));
+                    host
+                }
+            };
             let machine_id = match existing.get(plan.name.as_str()) {
-                Some((id, hash)) => {
+                Some((id, hash, _)) => {
                     if hash != &plan.spec_hash {
                         crate::sql::query(
                             self.dialect,
@@ -379,12 +407,12 @@ impl Store {
                 .bind(now)
                 .bind(now)
                 .bind(plan.cpu_cap_milli.map(i64::from))
-                .bind(plan.placement.host.as_str())
+                .bind(host.as_str())
                 .bind(plan.placement.engine.as_str())
                 .fetch_one(&mut *tx.tx)
                 .await?,
             };
-            reserve_ports(&mut tx.tx, machine_id, plan, &mut reservation).await?;
+            reserve_ports(&mut tx.tx, machine_id, &host, plan, &mut reservation).await?;
             targets.push(plan.name.clone());
         }
         for name in existing.keys().filter(|n| !plans.iter().any(|p| p.name.as_str() == n.as_str())) {
@@ -601,18 +629,42 @@ impl Store {
     }
 }
 
+/// One planned machine's resources.
+fn one_machine(p: &MachinePlan) -> Resources {
+    Resources {
+        machines: 1,
+        cpus: u64::from(p.cpus),
+        memory_mb: p.memory_mb,
+        disk_gb: p.disk_gb,
+        host_ports: p.ports.len() as u64,
+    }
+}
+
+/// What each host has allocated before the new machines of an apply are placed: every other
+/// namespace's machines as recorded, and this namespace's machines that stay, as planned (so a
+/// machine that grows counts as grown, and one about to be deleted not at all).
+async fn placed_so_far(
+    tx: &mut sqlx::AnyConnection,
+    ns_id: i64,
+    plans: &[MachinePlan],
+    existing: &BTreeMap<String, (i64, String, String)>,
+) -> Result<Hosts, StoreError> {
+    let mut hosts = Hosts::default();
+    for (host, load) in crate::hosts::host_loads_except(tx, ns_id).await? {
+        hosts.allocated.insert(host, load);
+    }
+    for plan in plans {
+        if let Some((_, _, host)) = existing.get(plan.name.as_str()) {
+            hosts.add(&HostName::parse(host)?, &plan.group, one_machine(plan));
+        }
+    }
+    Ok(hosts)
+}
+
 /// What a set of planned machines adds up to (what the namespace has after the apply: all of
 /// them allocated and running).
 fn plan_resources(plans: &[MachinePlan]) -> Resources {
-    plans.iter().fold(Resources::default(), |sum, p| {
-        sum.plus(Resources {
-            machines: 1,
-            cpus: u64::from(p.cpus),
-            memory_mb: p.memory_mb,
-            disk_gb: p.disk_gb,
-            host_ports: p.ports.len() as u64,
-        })
-    })
+    plans.iter().fold(Resources::default(), |sum, p| sum.plus(one_machine(p)))
 }
 
 /// What the machines `names` add to the namespace's running total when started: those not

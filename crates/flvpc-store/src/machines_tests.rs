@@ -54,6 +54,8 @@ fn plan(n: &str, placement: Placement, hash: &str) -> MachinePlan {
         image: "flvpc/debian:12".into(),
         backend: Backend::Docker,
         placement,
+        pin: None,
+        group: "g".into(),
         cpus: 1,
         cpu_cap_milli: None,
         memory_mb: 256,
@@ -65,10 +67,10 @@ fn plan(n: &str, placement: Placement, hash: &str) -> MachinePlan {
 
 async fn apply(store: &Store, namespace: &str, plans: &[MachinePlan]) -> crate::Operation {
     let admin = root().namespace_admin(&ns(namespace)).expect("admin");
-    let free = |_: Option<std::net::IpAddr>, _: u16, _: Protocol| true;
+    let free = |_: &HostName, _: Option<std::net::IpAddr>, _: u16, _: Protocol| true;
     let range = PortRange { first: 41000, last: 41099 };
     store
-        .apply_cluster(&admin, plans, &HostCaps::default(), range, &free, None, &root().login().clone())
+        .apply_cluster(&admin, plans, &[], &HostCaps::default(), range, &free, None, &root().login().clone())
         .await
         .expect("apply")
 }

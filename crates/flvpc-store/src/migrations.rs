@@ -150,6 +150,36 @@ const PLACEMENT_V7: [&str; 3] = [
     "UPDATE machines SET engine = 'microvm' WHERE backend = 'microvm'",
 ];
 
+/// Several hosts (issue 13): the hosts table, and host ports held per host. The local host is
+/// implicit (`local`, never a row), so a single-server install has an empty table and every
+/// port it held stays held, on `local`. A port number may be held once per host: two machines on
+/// two hosts may both publish 8080. SQLite cannot change a primary key, so the table is rebuilt
+/// (made anew, rows copied, old one dropped, the new one renamed) with its index on machine_id.
+const SQLITE_HOSTS_V8: [&str; 6] = [
+    HOSTS_TABLE_V8,
+    "CREATE TABLE host_ports_v8 (host TEXT NOT NULL DEFAULT 'local', host_port BIGINT NOT NULL, \
+     protocol TEXT NOT NULL, machine_id BIGINT NOT NULL REFERENCES machines(id) ON DELETE CASCADE, \
+     container_port BIGINT NOT NULL, address TEXT, PRIMARY KEY (host, host_port, protocol))",
+    "INSERT INTO host_ports_v8 (host, host_port, protocol, machine_id, container_port, address) \
+     SELECT 'local', host_port, protocol, machine_id, container_port, address FROM host_ports",
+    "DROP TABLE host_ports",
+    "ALTER TABLE host_ports_v8 RENAME TO host_ports",
+    "CREATE INDEX host_ports_machine ON host_ports (machine_id)",
+];
+
+/// The hosts table of SQLite and PostgreSQL: the engine endpoint as the operator wrote it, the
+/// address published ports are reached at, TLS file paths for tcp engines, `active` or `draining`.
+const HOSTS_TABLE_V8: &str = "CREATE TABLE hosts (name TEXT PRIMARY KEY, engine TEXT NOT NULL, address TEXT NOT NULL, \
+     tls_ca TEXT, tls_cert TEXT, tls_key TEXT, state TEXT NOT NULL, created_at BIGINT NOT NULL, created_by TEXT NOT NULL)";
+
+/// Version 8 on PostgreSQL: the primary key is changed in place (its default name is `host_ports_pkey`).
+const POSTGRES_HOSTS_V8: [&str; 4] = [
+    HOSTS_TABLE_V8,
+    "ALTER TABLE host_ports ADD COLUMN host TEXT NOT NULL DEFAULT 'local'",
+    "ALTER TABLE host_ports DROP CONSTRAINT host_ports_pkey",
+    "ALTER TABLE host_ports ADD PRIMARY KEY (host, host_port, protocol)",
+];
+
 /// How every MySQL table stores text: utf8mb4, compared byte by byte.
 macro_rules! mysql_table {
     ($($part:literal),+ $(,)?) => {
@@ -258,6 +288,19 @@ const MYSQL_PLACEMENT_V7: [&str; 3] = [
     PLACEMENT_V7[2],
 ];
 
+/// Version 8 on MySQL, each statement safe to run again: the primary key is dropped and made
+/// again in one statement (a second run makes the same key). Host names are at most 31
+/// characters; `VARCHAR(64)` keeps the port key well under InnoDB's limit.
+const MYSQL_HOSTS_V8: [&str; 3] = [
+    mysql_table!(
+        "CREATE TABLE IF NOT EXISTS hosts (name VARCHAR(64) PRIMARY KEY, engine TEXT NOT NULL, address TEXT NOT NULL, \
+         tls_ca TEXT, tls_cert TEXT, tls_key TEXT, state TEXT NOT NULL, created_at BIGINT NOT NULL, \
+         created_by TEXT NOT NULL)"
+    ),
+    "ALTER TABLE host_ports ADD COLUMN IF NOT EXISTS host VARCHAR(64) NOT NULL DEFAULT 'local'",
+    "ALTER TABLE host_ports DROP PRIMARY KEY, ADD PRIMARY KEY (host, host_port, protocol)",
+];
+
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -308,5 +351,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: &PLACEMENT_V7,
         postgres: &PLACEMENT_V7,
         mysql: &MYSQL_PLACEMENT_V7,
+    },
+    Migration {
+        version: 8,
+        description: "hosts, and host ports per host",
+        sqlite: &SQLITE_HOSTS_V8,
+        postgres: &POSTGRES_HOSTS_V8,
+        mysql: &MYSQL_HOSTS_V8,
     },
 ];

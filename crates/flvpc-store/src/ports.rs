@@ -1,10 +1,12 @@
-//! Host ports of machines: a table whose primary key (port, protocol) makes handing out one
-//! port twice impossible, and the reservation of a machine's ports when its spec is applied.
+//! Host ports of machines: a table whose primary key (host, port, protocol) makes handing out
+//! one port twice on one host impossible, and the reservation of a machine's ports when its spec
+//! is applied. Every check and allocation looks only at the ports of the machine's own host: the
+//! same number may be published on two hosts.
 
 use crate::machines::MachinePlan;
 use crate::StoreError;
 use flvpc_model::spec::{PortMapping, Protocol};
-use flvpc_model::{NamespaceName, SuperadminGrant};
+use flvpc_model::{HostName, NamespaceName, SuperadminGrant};
 use sqlx::Row;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -36,8 +38,9 @@ pub struct PortRange {
     pub last: u16,
 }
 
-/// Whether a host port is free outside the database: `(address, port, protocol)`.
-pub type IsFree = dyn Fn(Option<IpAddr>, u16, Protocol) -> bool + Sync;
+/// Whether a host port is free outside the database: `(host, address, port, protocol)` (only
+/// the caller knows how to look at a host's own listeners).
+pub type IsFree = dyn Fn(&HostName, Option<IpAddr>, u16, Protocol) -> bool + Sync;
 
 /// The protocol a stored word names. Only `tcp` and `udp` are ever written; anything else would be
 /// a hand edit, read as TCP (the default of Docker and footloose).
@@ -49,9 +52,13 @@ pub(crate) fn protocol(word: &str) -> Protocol {
     }
 }
 
-/// The ports every machine holds, to check and allocate against.
-pub(crate) async fn taken_ports(tx: &mut sqlx::AnyConnection) -> Result<HashSet<(u16, Protocol)>, StoreError> {
-    crate::sql::query(crate::Dialect::of(tx), "SELECT host_port, protocol FROM host_ports")
+/// The ports every machine of `host` holds, to check and allocate against.
+pub(crate) async fn taken_ports(
+    tx: &mut sqlx::AnyConnection,
+    host: &HostName,
+) -> Result<HashSet<(u16, Protocol)>, StoreError> {
+    crate::sql::query(crate::Dialect::of(tx), "SELECT host_port, protocol FROM host_ports WHERE host = $1")
+        .bind(host.as_str())
         .fetch_all(tx)
         .await?
         .iter()
@@ -59,11 +66,12 @@ pub(crate) async fn taken_ports(tx: &mut sqlx::AnyConnection) -> Result<HashSet<
         .collect()
 }
 
-/// What a reservation needs besides the machine: the namespace, every port held (updated as
-/// ports are given out), the range, the host's own check, and who may be named in a refusal.
+/// What a reservation needs besides the machine: the namespace, the ports held on each host
+/// (read once per host, updated as ports are given out), the range, the host's own check, and
+/// who may be named in a refusal.
 pub(crate) struct Reservation<'a> {
     pub ns: &'a NamespaceName,
-    pub taken: &'a mut HashSet<(u16, Protocol)>,
+    pub taken: std::collections::HashMap<HostName, HashSet<(u16, Protocol)>>,
     pub range: PortRange,
     pub is_free: &'a IsFree,
     pub holders: Option<&'a SuperadminGrant>,
@@ -75,9 +83,14 @@ pub(crate) struct Reservation<'a> {
 pub(crate) async fn reserve_ports(
     tx: &mut sqlx::AnyConnection,
     machine_id: i64,
+    host: &HostName,
     plan: &MachinePlan,
     r: &mut Reservation<'_>,
 ) -> Result<(), StoreError> {
+    if !r.taken.contains_key(host) {
+        let held = taken_ports(&mut *tx, host).await?;
+        r.taken.insert(host.clone(), held);
+    }
     // This machine's current ports: kept when asked again, so a re-apply moves nothing.
     let held: Vec<(u16, Protocol, u16)> = crate::sql::query(
         crate::Dialect::of(tx),
@@ -99,23 +112,39 @@ pub(crate) async fn reserve_ports(
         .bind(machine_id)
         .execute(&mut *tx)
         .await?;
+    let mut taken = r.taken.remove(host).unwrap_or_default();
     for (port, proto, _) in &held {
-        r.taken.remove(&(*port, *proto));
+        taken.remove(&(*port, *proto));
     }
+    let reserved = reserve_each(tx, machine_id, host, plan, r, &held, &mut taken).await;
+    r.taken.insert(host.clone(), taken);
+    reserved
+}
+
+/// The body of [`reserve_ports`], with `taken` the ports held on `host` by other machines.
+async fn reserve_each(
+    tx: &mut sqlx::AnyConnection,
+    machine_id: i64,
+    host: &HostName,
+    plan: &MachinePlan,
+    r: &Reservation<'_>,
+    held: &[(u16, Protocol, u16)],
+    taken: &mut HashSet<(u16, Protocol)>,
+) -> Result<(), StoreError> {
     for request in &plan.ports {
         let proto = request.protocol;
         let port = match request.host_port {
             Some(port) => {
                 let ours = held.iter().any(|(p, pr, _)| *p == port && *pr == proto);
-                if r.taken.contains(&(port, proto)) {
-                    let holder = port_holder(&mut *tx, port, proto, r.ns, r.holders).await?;
+                if taken.contains(&(port, proto)) {
+                    let holder = port_holder(&mut *tx, host, port, proto, r.ns, r.holders).await?;
                     return Err(StoreError::Conflict(format!(
                         "host port {port}/{proto} for {} is already taken ({holder}); pick another, or leave \
                          hostPort out to get a free one",
                         plan.name
                     )));
                 }
-                if !ours && !(r.is_free)(request.address, port, proto) {
+                if !ours && !(r.is_free)(host, request.address, port, proto) {
                     return Err(StoreError::Conflict(format!(
                         "host port {port}/{proto} for {} is already taken (by a program on the host); pick \
                          another, or leave hostPort out to get a free one",
@@ -127,12 +156,12 @@ pub(crate) async fn reserve_ports(
             None => {
                 let previous = held
                     .iter()
-                    .find(|(p, pr, c)| *c == request.container_port && *pr == proto && !r.taken.contains(&(*p, proto)))
+                    .find(|(p, pr, c)| *c == request.container_port && *pr == proto && !taken.contains(&(*p, proto)))
                     .map(|(p, _, _)| *p);
                 match previous {
                     Some(port) => port,
                     None => (r.range.first..=r.range.last)
-                        .find(|p| !r.taken.contains(&(*p, proto)) && (r.is_free)(request.address, *p, proto))
+                        .find(|p| !taken.contains(&(*p, proto)) && (r.is_free)(host, request.address, *p, proto))
                         .ok_or_else(|| {
                             StoreError::Conflict(format!(
                                 "no free host port left in {}-{} for {}",
@@ -142,12 +171,13 @@ pub(crate) async fn reserve_ports(
                 }
             }
         };
-        r.taken.insert((port, proto));
+        taken.insert((port, proto));
         crate::sql::query(
             crate::Dialect::of(tx),
-            "INSERT INTO host_ports (host_port, protocol, machine_id, container_port, address) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO host_ports (host, host_port, protocol, machine_id, container_port, address) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
+        .bind(host.as_str())
         .bind(i64::from(port))
         .bind(proto.as_str())
         .bind(machine_id)
@@ -165,6 +195,7 @@ pub(crate) async fn reserve_ports(
 /// so that a refusal never names another tenant's resources.
 async fn port_holder(
     tx: &mut sqlx::AnyConnection,
+    host: &HostName,
     port: u16,
     proto: Protocol,
     ns: &NamespaceName,
@@ -173,8 +204,9 @@ async fn port_holder(
     let row = crate::sql::query(
         crate::Dialect::of(tx),
         "SELECT n.name, m.name FROM host_ports h JOIN machines m ON m.id = h.machine_id \
-         JOIN namespaces n ON n.id = m.namespace_id WHERE h.host_port = $1 AND h.protocol = $2",
+         JOIN namespaces n ON n.id = m.namespace_id WHERE h.host = $1 AND h.host_port = $2 AND h.protocol = $3",
     )
+    .bind(host.as_str())
     .bind(i64::from(port))
     .bind(proto.as_str())
     .fetch_optional(tx)

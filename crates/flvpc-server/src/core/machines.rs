@@ -200,6 +200,9 @@ pub(super) async fn create(state: &AppState, actor: &Actor, ns: &str) -> CoreRes
                 image: m.image.clone(),
                 backend: m.backend,
                 placement: state.reconciler.placement_for(m.backend),
+                pin: None,
+                // The group's name pattern (`node%d`): placement spreads a group over the hosts.
+                group: spec.machines.get(m.group).map(|g| g.spec.name.clone()).unwrap_or_default(),
                 cpus: m.cpus,
                 cpu_cap_milli: m.cpu_cap_milli,
                 memory_mb: m.memory_mb,
@@ -212,7 +215,7 @@ pub(super) async fn create(state: &AppState, actor: &Actor, ns: &str) -> CoreRes
     let default_address = state.config.publish_address;
     let rules = state.config.publish_rules();
     // The server's own ports are never handed out, even when the range covers them.
-    let is_free = move |address: Option<IpAddr>, port: u16, protocol: spec::Protocol| {
+    let is_free = move |_host: &flvpc_model::HostName, address: Option<IpAddr>, port: u16, protocol: spec::Protocol| {
         rules.reserved_for(port).is_none() && port_is_free(address.unwrap_or(default_address), port, protocol.as_str())
     };
     let holders = principal.superadmin().ok();
@@ -221,6 +224,8 @@ pub(super) async fn create(state: &AppState, actor: &Actor, ns: &str) -> CoreRes
         .apply_cluster(
             &grant,
             &plans,
+            // No host candidates: every new machine goes where its plan says (the one host).
+            &[],
             &state.config.host_caps(),
             state.config.port_range,
             &is_free,

@@ -81,6 +81,8 @@ fn plan() -> MachinePlan {
         image: DEFAULT_IMAGE.into(),
         backend: Backend::Docker,
         placement: Placement::default(),
+        pin: None,
+        group: "m".into(),
         cpus: 1,
         cpu_cap_milli: None,
         memory_mb: 256,
@@ -103,16 +105,16 @@ impl World {
         let member = self.root.namespace_member(&n).expect("member");
         let caps = HostCaps::default();
         let range = PortRange { first: 40000, last: 40099 };
-        let free = |_: Option<IpAddr>, _: u16, _: Protocol| true;
+        let free = |_: &flvpc_model::HostName, _: Option<IpAddr>, _: u16, _: Protocol| true;
         let by = self.root.login();
-        self.store.apply_cluster(&admin, &[plan()], &caps, range, &free, None, by).await.expect("apply");
+        self.store.apply_cluster(&admin, &[plan()], &[], &caps, range, &free, None, by).await.expect("apply");
         match want {
             Want::Stopped => {
                 self.store.set_desired(&member, None, Desired::Stopped, &caps, "k", by).await.expect("stop");
                 None
             }
             Want::Deleted => {
-                self.store.apply_cluster(&admin, &[], &caps, range, &free, None, by).await.expect("delete");
+                self.store.apply_cluster(&admin, &[], &[], &caps, range, &free, None, by).await.expect("delete");
                 None
             }
             Want::Restart => Some(self.restart(namespace).await),

@@ -35,10 +35,10 @@ async fn record_placed(w: &World, namespace: &str, machines: &[(&str, Placement)
         })
         .collect();
     let admin = w.root.namespace_admin(&n).expect("admin");
-    let free = |_: Option<IpAddr>, _: u16, _: Protocol| true;
+    let free = |_: &flvpc_model::HostName, _: Option<IpAddr>, _: u16, _: Protocol| true;
     let range = PortRange { first: 40000, last: 40099 };
     w.store
-        .apply_cluster(&admin, &plans, &HostCaps::default(), range, &free, None, w.root.login())
+        .apply_cluster(&admin, &plans, &[], &HostCaps::default(), range, &free, None, w.root.login())
         .await
         .expect("apply");
 }
@@ -99,11 +99,11 @@ async fn two_engines_each_get_only_their_machines() {
     // Deleting a machine of one engine leaves the other engine's machines and network alone.
     let n = ns("two");
     let admin = w.root.namespace_admin(&n).expect("admin");
-    let free = |_: Option<IpAddr>, _: u16, _: Protocol| true;
+    let free = |_: &flvpc_model::HostName, _: Option<IpAddr>, _: u16, _: Protocol| true;
     let range = PortRange { first: 40000, last: 40099 };
     let keep = [MachinePlan { name: MachineName::parse("a").expect("name"), ..plan() }];
     w.store
-        .apply_cluster(&admin, &keep, &HostCaps::default(), range, &free, None, w.root.login())
+        .apply_cluster(&admin, &keep, &[], &HostCaps::default(), range, &free, None, w.root.login())
         .await
         .expect("apply");
     w.fake.take_calls();
@@ -143,10 +143,10 @@ async fn a_placement_without_an_engine_gets_an_error_and_no_engine_call() {
     // no engine is asked to remove anything.
     let n = ns("lost");
     let admin = w.root.namespace_admin(&n).expect("admin");
-    let free = |_: Option<IpAddr>, _: u16, _: Protocol| true;
+    let free = |_: &flvpc_model::HostName, _: Option<IpAddr>, _: u16, _: Protocol| true;
     let range = PortRange { first: 40000, last: 40099 };
     w.store
-        .apply_cluster(&admin, &[plan()], &HostCaps::default(), range, &free, None, w.root.login())
+        .apply_cluster(&admin, &[plan()], &[], &HostCaps::default(), range, &free, None, w.root.login())
         .await
         .expect("apply");
     w.fake.take_calls();

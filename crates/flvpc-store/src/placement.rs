@@ -1,0 +1,171 @@
+//! Where a new machine goes when there are several hosts: chosen inside `apply_cluster`'s
+//! admission transaction, so two applies at once see each other's machines and cannot both
+//! fill the last room of a host.
+//!
+//! For each new machine, in plan order: the candidates (active hosts, listed by the caller) that
+//! have the machine's engine kind and whose caps admit it on top of everything allocated there
+//! (running or stopped: a stopped machine may start at any time); among them the host with the
+//! fewest machines of the same namespace and group (spread), then the lowest allocated memory
+//! fraction (least allocated), then the name. A machine placed once keeps its host.
+
+use crate::StoreError;
+use flvpc_model::quota::{HostCaps, Resources};
+use flvpc_model::{EngineKind, HostName, Placement};
+use std::collections::BTreeMap;
+
+/// A host new machines may go to, with what it offers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostCandidate {
+    /// The host.
+    pub host: HostName,
+    /// The engine kinds it runs.
+    pub engines: Vec<EngineKind>,
+    /// Its capacity and overcommit caps, checked against what is allocated there.
+    pub caps: HostCaps,
+}
+
+/// What placement knows while one apply runs: what each host has allocated and how many
+/// machines of each group of the applying namespace it holds, both updated as machines are placed.
+#[derive(Debug, Default)]
+pub(crate) struct Hosts {
+    /// Allocated resources per host (other namespaces' machines, and this namespace's as planned).
+    pub allocated: BTreeMap<HostName, Resources>,
+    /// Machines of (host, group) of the applying namespace.
+    pub groups: BTreeMap<(HostName, String), u64>,
+}
+
+impl Hosts {
+    /// Counts one machine of `group` with `resources` on `host`.
+    pub fn add(&mut self, host: &HostName, group: &str, resources: Resources) {
+        let allocated = self.allocated.entry(host.clone()).or_default();
+        *allocated = allocated.plus(resources);
+        *self.groups.entry((host.clone(), group.to_owned())).or_default() += 1;
+    }
+
+    /// Picks the host of a new machine (see the module's rules). `fallback` is the plan's own
+    /// placement, used when there are no candidates (a single-host server); `pin` is the host
+    /// the spec asks for.
+    pub fn choose(
+        &self,
+        machine: &str,
+        group: &str,
+        resources: Resources,
+        fallback: &Placement,
+        pin: Option<&HostName>,
+        candidates: &[HostCandidate],
+    ) -> Result<HostName, StoreError> {
+        if candidates.is_empty() {
+            return match pin {
+                Some(pin) if pin != &fallback.host => Err(unavailable(pin)),
+                _ => Ok(fallback.host.clone()),
+            };
+        }
+        let engine = fallback.engine;
+        let considered: Vec<&HostCandidate> = match pin {
+            Some(pin) => {
+                let pinned: Vec<_> = candidates.iter().filter(|c| &c.host == pin).collect();
+                if pinned.is_empty() {
+                    return Err(unavailable(pin));
+                }
+                pinned
+            }
+            None => candidates.iter().collect(),
+        };
+        let mut refusals = Vec::new();
+        let mut best: Option<(u64, f64, &HostName)> = None;
+        for candidate in considered {
+            if !candidate.engines.contains(&engine) {
+                refusals.push(format!("{} has no {engine} engine", candidate.host));
+                continue;
+            }
+            let allocated = self.allocated.get(&candidate.host).copied().unwrap_or_default();
+            if let Err(full) = candidate.caps.admit(allocated, resources) {
+                refusals.push(format!("{} is full ({full})", candidate.host));
+                continue;
+            }
+            let same_group = self.groups.get(&(candidate.host.clone(), group.to_owned())).copied().unwrap_or(0);
+            // Capacity 0 (not known) compares absolute memory: still the least allocated first.
+            let fraction = allocated.memory_mb as f64 / candidate.caps.capacity.memory_mb.max(1) as f64;
+            let better = match &best {
+                None => true,
+                Some((g, f, name)) => (same_group, fraction, &candidate.host) < (*g, *f, *name),
+            };
+            if better {
+                best = Some((same_group, fraction, &candidate.host));
+            }
+        }
+        best.map(|(_, _, host)| host.clone()).ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "no host can take machine {machine} ({} CPUs, {} MB memory, {} GB disk): {}; free room on a host, \
+                 add a host, or ask for less",
+                resources.cpus,
+                resources.memory_mb,
+                resources.disk_gb,
+                refusals.join("; ")
+            ))
+        })
+    }
+}
+
+fn unavailable(pin: &HostName) -> StoreError {
+    StoreError::Conflict(format!(
+        "host {pin} is draining or unknown, so no new machine can be placed there: pin an active host (see the \
+         host list), or remove the pin"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flvpc_model::quota::HostCapacity;
+
+    fn host(name: &str) -> HostName {
+        HostName::parse(name).expect("host")
+    }
+
+    fn candidate(name: &str, memory_mb: u64) -> HostCandidate {
+        HostCandidate {
+            host: host(name),
+            engines: vec![EngineKind::Container],
+            caps: HostCaps { capacity: HostCapacity { cpus: 4, memory_mb }, cpu_ratio: None, memory_ratio: Some(1.0) },
+        }
+    }
+
+    fn mb(memory_mb: u64) -> Resources {
+        Resources { machines: 1, cpus: 1, memory_mb, disk_gb: 1, host_ports: 0 }
+    }
+
+    #[test]
+    fn a_group_spreads_then_the_least_allocated_host_wins() {
+        let cands = [candidate("a", 4096), candidate("b", 8192)];
+        let mut hosts = Hosts::default();
+        let mut placed = Vec::new();
+        for i in 0..4 {
+            let h = hosts.choose(&format!("n{i}"), "n%d", mb(512), &Placement::default(), None, &cands).expect("fits");
+            hosts.add(&h, "n%d", mb(512));
+            placed.push(h.to_string());
+        }
+        // Equal spread first; among equals, b is less allocated as a fraction of its memory.
+        assert_eq!(placed, vec!["a", "b", "b", "a"].into_iter().map(str::to_owned).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn no_candidate_names_every_refusal() {
+        let mut vm_only = candidate("vms", 4096);
+        vm_only.engines = vec![EngineKind::MicroVm];
+        let cands = [candidate("small", 256), vm_only];
+        let err = Hosts::default().choose("big", "g", mb(512), &Placement::default(), None, &cands).expect_err("full");
+        let text = err.to_string();
+        assert!(text.contains("no host can take machine big"), "{text}");
+        assert!(text.contains("small is full (memory"), "{text}");
+        assert!(text.contains("vms has no container engine"), "{text}");
+    }
+
+    #[test]
+    fn without_candidates_the_plan_decides() {
+        let got = Hosts::default().choose("x", "g", mb(1), &Placement::default(), None, &[]).expect("local");
+        assert_eq!(got, HostName::local());
+        let err = Hosts::default().choose("x", "g", mb(1), &Placement::default(), Some(&host("far")), &[]);
+        assert!(err.expect_err("unknown pin").to_string().contains("host far is draining or unknown"));
+    }
+}
