@@ -1,26 +1,61 @@
 //! An [`Engine`] that connects to Docker when first needed and again after a
 //! failure, so that flvpc serves its panel even while dockerd is down and picks
-//! the engine up when it comes back.
+//! the engine up when it comes back. The local engine is found as Docker's own tools find it
+//! (`DOCKER_HOST`, else the usual socket); an added host's engine by its endpoint. In a
+//! swarm (several hosts), namespace networks are overlays made on the manager's engine.
 
 use async_trait::async_trait;
 use flvpc_host::subnets::AddressPool;
-use flvpc_host::{DockerEngine, Engine, EngineError, MachineDetails, MachineEvents, MachineInfo, MachineSpec};
+use flvpc_host::{
+    DockerEngine, Engine, EngineError, EngineTls, MachineDetails, MachineEvents, MachineInfo, MachineSpec,
+};
+use flvpc_model::EngineEndpoint;
 use flvpc_model::{MachineKey, NamespaceName};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
+/// Where the engine is: the local one, or an added host's endpoint.
+#[derive(Debug, Clone)]
+enum Target {
+    Local,
+    Endpoint(EngineEndpoint, Option<EngineTls>),
+}
+
+/// Which networks the engine makes: bridges of its own (one host), or overlays on a swarm.
+#[derive(Clone)]
+enum Networks {
+    Bridges,
+    /// This engine is the swarm's manager: it makes the overlays itself.
+    SwarmManager,
+    /// Another engine is the manager.
+    SwarmWorker(Arc<ReconnectingDocker>),
+}
+
 /// The Docker engine, connected lazily, acting for one flvpc instance.
 pub struct ReconnectingDocker {
     instance: String,
     network_pool: AddressPool,
+    target: Target,
+    networks: Networks,
     current: Mutex<Option<Arc<DockerEngine>>>,
 }
 
 impl ReconnectingDocker {
-    /// An engine for the flvpc instance `instance` (its machines only).
+    /// The local engine for the flvpc instance `instance` (its machines only).
     pub fn new(instance: impl Into<String>) -> Self {
-        Self { instance: instance.into(), network_pool: AddressPool::DEFAULT, current: Mutex::new(None) }
+        Self {
+            instance: instance.into(),
+            network_pool: AddressPool::DEFAULT,
+            target: Target::Local,
+            networks: Networks::Bridges,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// The engine at `endpoint` (an added host), with TLS client files for a remote one.
+    pub fn at(instance: impl Into<String>, endpoint: EngineEndpoint, tls: Option<EngineTls>) -> Self {
+        Self { target: Target::Endpoint(endpoint, tls), ..Self::new(instance) }
     }
 
     /// The same engine, cutting namespace networks from `pool`.
@@ -29,14 +64,49 @@ impl ReconnectingDocker {
         self
     }
 
+    /// The same engine as the manager of a swarm: it makes namespace networks as overlays.
+    pub fn as_swarm_manager(mut self) -> Self {
+        self.networks = Networks::SwarmManager;
+        self
+    }
+
+    /// The same engine in the swarm whose manager is `manager`: namespace networks are overlays
+    /// made there, which this engine attaches its machines to.
+    pub fn in_swarm_of(mut self, manager: Arc<ReconnectingDocker>) -> Self {
+        self.networks = Networks::SwarmWorker(manager);
+        self
+    }
+
+    /// The connected engine (connecting first if needed), for swarm formation and host facts.
+    pub async fn connected(&self) -> Result<Arc<DockerEngine>, EngineError> {
+        self.get().await
+    }
+
+    async fn connect(&self) -> Result<DockerEngine, EngineError> {
+        let engine = match &self.target {
+            Target::Local => DockerEngine::connect().await?,
+            Target::Endpoint(endpoint, tls) => DockerEngine::connect_to(endpoint, tls.as_ref()).await?,
+        };
+        let engine = engine.for_instance(self.instance.clone()).with_network_pool(self.network_pool);
+        Ok(match &self.networks {
+            Networks::Bridges => engine,
+            Networks::SwarmManager => {
+                let manager = Arc::new(engine.clone());
+                engine.with_overlay(manager)
+            }
+            Networks::SwarmWorker(manager) => {
+                let manager = Box::pin(manager.get()).await?;
+                engine.with_overlay(manager)
+            }
+        })
+    }
+
     async fn get(&self) -> Result<Arc<DockerEngine>, EngineError> {
         let mut current = self.current.lock().await;
         if let Some(engine) = current.as_ref() {
             return Ok(engine.clone());
         }
-        let engine = Arc::new(
-            DockerEngine::connect().await?.for_instance(self.instance.clone()).with_network_pool(self.network_pool),
-        );
+        let engine = Arc::new(self.connect().await?);
         // Namespace networks made before this process (adopted machines) get flvpc's own wall
         // before anything else happens. Without it only Docker's rules stand: say so loudly.
         match engine.protect_existing_networks().await {

@@ -398,7 +398,7 @@ impl Reconciler {
                 Some(engine) => self.converge(key, &record, &engine).await,
             },
         };
-        if let Err(err @ EngineError::Unreachable { .. }) = &result {
+        if let Some(err) = result.as_ref().err().filter(|e| e.is_transient()) {
             // The host does not answer: what its machines do is not known. Never "stopped" (nobody
             // stopped them) and never recreated elsewhere; adopted as they are when it is back.
             let message = format!(
@@ -441,7 +441,7 @@ impl Reconciler {
                     engine.remove_machine(key).await?;
                 }
                 Ok(None) => {}
-                Err(err @ EngineError::Unreachable { .. }) => unreachable = Some(err),
+                Err(err) if err.is_transient() => unreachable = Some(err),
                 Err(err) => return Err(err),
             }
         }
