@@ -6,6 +6,41 @@ use crate::core::CoreResult;
 use crate::state::AppState;
 use axum::http::{header, HeaderMap};
 
+/// Where this process reaches TCP port `port` of machine `m`. With one host, at the machine's
+/// own address on its namespace network (the host's bridge is routable from here). With several
+/// hosts, namespace networks are overlays, which no host routes into: the machine is reached
+/// through its published host port at its host's address (or the address the port is published on).
+pub fn machine_socket(
+    state: &AppState,
+    m: &flvpc_store::MachineRecord,
+    port: u16,
+) -> Result<std::net::SocketAddr, String> {
+    if !state.hosts.multi() {
+        let ip: std::net::IpAddr =
+            m.ip.as_deref()
+                .and_then(|ip| ip.parse().ok())
+                .ok_or_else(|| "the machine has no address yet".to_owned())?;
+        return Ok(std::net::SocketAddr::new(ip, port));
+    }
+    let published = m
+        .ports
+        .iter()
+        .find(|p| p.container_port == port && p.protocol == flvpc_model::spec::Protocol::Tcp)
+        .ok_or_else(|| {
+            format!(
+                "machine {} runs on host {}, reached through its published ports, and port {port} is not \
+                 published: add a portMappings entry with containerPort: {port} to its spec and apply it",
+                m.name, m.placement.host
+            )
+        })?;
+    let address = published
+        .address
+        .filter(|a| !a.is_unspecified())
+        .or_else(|| state.hosts.address_of(&m.placement.host))
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    Ok(std::net::SocketAddr::new(address, published.host_port))
+}
+
 /// The host name people use to reach this server, from the request (for SSH commands).
 pub fn server_host(headers: &HeaderMap) -> String {
     let raw = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");

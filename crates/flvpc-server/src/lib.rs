@@ -13,6 +13,7 @@ pub mod core;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod hosts;
 pub mod leader;
 pub mod metrics;
 pub mod panel;
@@ -256,6 +257,9 @@ pub async fn serve(
     // Reconciles only while this process holds the database's leader lease (`leader.rs`).
     let resync = tokio::spawn(leader::reconcile_while_leading(state.store.clone(), state.reconciler.clone()));
     let sampler = tokio::spawn(state.usage.clone().run());
+    // Every process keeps its engines in step with the hosts table (the leader's reconciler and
+    // every process's gateway and doors use them).
+    let _stop_hosts = AbortOnDrop(tokio::spawn(state.hosts.clone().run()));
     let _stop_sampler = AbortOnDrop(sampler);
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let _stop_resync = AbortOnDrop(resync);

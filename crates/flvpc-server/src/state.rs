@@ -59,6 +59,10 @@ pub struct Config {
     pub terminal_key: Option<crate::terminal::TerminalKey>,
     /// Where namespace networks get their /24s (`--network-pool`).
     pub network_pool: flvpc_host::subnets::AddressPool,
+    /// The address the other hosts and people reach this server's host at (`--host-address`):
+    /// the swarm's advertised address once hosts are added, and the address of this host's
+    /// published ports in SSH commands. `None`: one host, and each client's own view of it.
+    pub host_address: Option<IpAddr>,
 }
 
 impl Default for Config {
@@ -84,6 +88,7 @@ impl Default for Config {
             vm: None,
             terminal_key: None,
             network_pool: flvpc_host::subnets::AddressPool::DEFAULT,
+            host_address: None,
         }
     }
 }
@@ -139,6 +144,8 @@ pub struct Inner {
     pub microvm: reconcile::MicroVmStatus,
     /// The browser terminals open now (their caps).
     pub terminals: crate::terminal::Terminals,
+    /// The hosts that run machines, and their engines.
+    pub hosts: crate::hosts::Hosts,
 }
 
 impl AppState {
@@ -186,6 +193,13 @@ impl AppState {
             }
             microvm = status;
         }
+        let hosts = crate::hosts::Hosts::new(
+            store.clone(),
+            engines.clone(),
+            settings.instance.clone(),
+            config.network_pool,
+            config.host_address,
+        );
         let reconciler = Reconciler::with_engines(store.clone(), engines, settings);
         let usage = Arc::new(crate::usage::UsageSampler::new(reconciler.engines().clone(), config.sample_every));
         Ok(Self(Arc::new(Inner {
@@ -198,6 +212,7 @@ impl AppState {
             started: std::time::Instant::now(),
             microvm,
             terminals: crate::terminal::Terminals::default(),
+            hosts,
         })))
     }
 }

@@ -141,6 +141,10 @@ pub struct MachineSpec {
     /// bootloose's raw `docker create` arguments. Accepted, never honoured (warning).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_args: Vec<String>,
+    /// flvpc's own: the host every machine of the group is placed on (a host's name, `local` for
+    /// the server's own); absent: flvpc chooses, spreading the group over the active hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Keys flvpc does not know, kept as written.
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Value>,

@@ -237,6 +237,7 @@ fn read_machine(p: &mut Problems, path: &str, value: &Value) -> Option<MachineSp
     let cmd = f.take(p, "cmd").and_then(|(path, v)| string(p, &path, v));
     let public_key = f.take(p, "publicKey").and_then(|(path, v)| string(p, &path, v));
     let extra_args = f.take(p, "extraArgs").map(|(path, v)| string_list(p, &path, v)).unwrap_or_default();
+    let host = f.take(p, "host").and_then(|(path, v)| string(p, &path, v));
     Some(MachineSpec {
         name,
         image,
@@ -249,6 +250,7 @@ fn read_machine(p: &mut Problems, path: &str, value: &Value) -> Option<MachineSp
         cmd,
         public_key,
         extra_args,
+        host,
         unknown: f.rest(),
     })
 }

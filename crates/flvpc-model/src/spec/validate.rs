@@ -7,7 +7,7 @@ use super::error::{at, join, shown, Problems, Warnings};
 use super::image::check_reference;
 use super::size::{parse_disk_gb, parse_memory_mb};
 use super::{ClusterSpec, IgniteSpec, MachineGroup, MachineSpec, PortMappingSpec, SpecError};
-use crate::NamespaceName;
+use crate::{HostName, NamespaceName};
 use serde_json::Value;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -150,6 +150,8 @@ pub struct DesiredMachine {
     pub kernel: Option<String>,
     /// Published ports, in spec order.
     pub ports: Vec<PortMapping>,
+    /// The host the spec pins the machine to (`spec.host`); `None`: flvpc places it.
+    pub host: Option<HostName>,
 }
 
 /// A valid spec, expanded.
@@ -218,6 +220,7 @@ struct GroupPlan {
     disk_gb: u64,
     kernel: Option<String>,
     ports: Vec<PortPlan>,
+    host: Option<HostName>,
 }
 
 struct Validator<'a> {
@@ -289,9 +292,30 @@ impl Validator<'_> {
         let (cpus, memory_mb, disk_gb, kernel) = self.check_resources(&path, machine.ignite.as_ref(), backend);
         let cpu_cap_milli = self.check_cpu_cap(&path, machine.ignite.as_ref());
         let ports = self.check_ports(&path, &machine.port_mappings);
+        let host = self.check_host(&path, machine.host.as_deref());
         self.check_unhonoured(&path, machine);
         self.unknown_keys(&path, &machine.unknown);
-        GroupPlan { count, template, image, backend, cpus, cpu_cap_milli, memory_mb, disk_gb, kernel, ports }
+        GroupPlan { count, template, image, backend, cpus, cpu_cap_milli, memory_mb, disk_gb, kernel, ports, host }
+    }
+
+    /// `spec.host`: a host name by the namespace rule (whether that host exists and takes
+    /// machines is the server's to say at apply time).
+    fn check_host(&mut self, path: &str, host: Option<&str>) -> Option<HostName> {
+        let host = host.filter(|h| !h.is_empty())?;
+        match HostName::parse(host) {
+            Ok(host) => Some(host),
+            Err(_) => {
+                self.problems.error(
+                    &join(path, "host"),
+                    format!(
+                        "is {}, not a host name (lowercase letters, digits and '-', starting with a letter, \
+                         at most 31 characters: `flvpc host list` shows them)",
+                        shown(host)
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn check_name(&mut self, path: &str, name: &str, count: Option<usize>) -> Option<Template> {
@@ -653,6 +677,7 @@ impl Validator<'_> {
                         disk_gb: plan.disk_gb,
                         kernel: plan.kernel.clone(),
                         ports: machine_ports,
+                        host: plan.host.clone(),
                     });
                 }
             }

@@ -182,7 +182,7 @@ pub async fn list_machines(
     let body = match kept.get(&key, &machines, usage_version) {
         Some(body) => body,
         None => {
-            let reach = Reach { login: &key.1, host: &key.2, ssh_port: state.config.ssh_port };
+            let reach = Reach { login: &key.1, host: &key.2, ssh_port: state.config.ssh_port, hosts: &state.hosts };
             let out: Vec<MachineOut> =
                 machines.iter().map(|m| MachineView::new(m, reach, &state.usage).into()).collect();
             let body = Bytes::from(serde_json::to_vec(&out).map_err(|e| {

@@ -200,7 +200,7 @@ pub(super) async fn create(state: &AppState, actor: &Actor, ns: &str) -> CoreRes
                 image: m.image.clone(),
                 backend: m.backend,
                 placement: state.reconciler.placement_for(m.backend),
-                pin: None,
+                pin: m.host.clone(),
                 // The group's name pattern (`node%d`): placement spreads a group over the hosts.
                 group: spec.machines.get(m.group).map(|g| g.spec.name.clone()).unwrap_or_default(),
                 cpus: m.cpus,
@@ -215,18 +215,34 @@ pub(super) async fn create(state: &AppState, actor: &Actor, ns: &str) -> CoreRes
     let default_address = state.config.publish_address;
     let rules = state.config.publish_rules();
     // The server's own ports are never handed out, even when the range covers them.
-    let is_free = move |_host: &flvpc_model::HostName, address: Option<IpAddr>, port: u16, protocol: spec::Protocol| {
-        rules.reserved_for(port).is_none() && port_is_free(address.unwrap_or(default_address), port, protocol.as_str())
+    // Only this host's ports can be tried here; another host's are checked by its engine when
+    // the machine is created there (a clash is then the machine's error).
+    let is_free = move |host: &flvpc_model::HostName, address: Option<IpAddr>, port: u16, protocol: spec::Protocol| {
+        rules.reserved_for(port).is_none()
+            && (host.as_str() != flvpc_model::HostName::LOCAL
+                || port_is_free(address.unwrap_or(default_address), port, protocol.as_str()))
     };
+    let mut caps = state.config.host_caps();
+    let candidates = state.hosts.candidates(&caps, state.microvm.available);
+    if !candidates.is_empty() && (caps.cpu_ratio.is_some() || caps.memory_ratio.is_some()) {
+        // Several hosts: the caps in total are over all of them; each host's own are checked
+        // where the machine is placed.
+        caps.capacity = candidates.iter().fold(flvpc_model::quota::HostCapacity::default(), |sum, c| {
+            flvpc_model::quota::HostCapacity {
+                cpus: sum.cpus + c.caps.capacity.cpus,
+                memory_mb: sum.memory_mb + c.caps.capacity.memory_mb,
+            }
+        });
+    }
     let holders = principal.superadmin().ok();
     let op = state
         .store
         .apply_cluster(
             &grant,
             &plans,
-            // No host candidates: every new machine goes where its plan says (the one host).
-            &[],
-            &state.config.host_caps(),
+            // No candidates (one host): every new machine goes where its plan says.
+            &candidates,
+            &caps,
             state.config.port_range,
             &is_free,
             holders.as_ref(),

@@ -7,7 +7,6 @@ use super::{Actor, CoreError, CoreResult};
 use crate::state::AppState;
 use flvpc_model::{Observed, Principal};
 use flvpc_store::NewAudit;
-use std::net::IpAddr;
 use std::time::Duration;
 
 /// The audit action name of a browser terminal session.
@@ -17,7 +16,7 @@ pub const AUDIT_ACTION: &str = "machine.terminal";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// The machine runs at this address on its namespace's network.
-    At(IpAddr),
+    At(std::net::SocketAddr),
     /// The machine exists but cannot take a terminal now: the sentence says why and what to do.
     Unavailable(String),
 }
@@ -44,11 +43,9 @@ pub async fn target(state: &AppState, caller: &Principal, ns: &str, name: &str) 
             machine.observed.as_str()
         )));
     }
-    match machine.ip.as_deref().and_then(|ip| ip.parse().ok()) {
-        Some(ip) => Ok(Target::At(ip)),
-        None => Ok(Target::Unavailable(format!(
-            "machine {name} has no address yet: wait until it has started, then reload this page"
-        ))),
+    match crate::access::machine_socket(state, machine, 22) {
+        Ok(addr) => Ok(Target::At(addr)),
+        Err(why) => Ok(Target::Unavailable(format!("{why}; then reload this page"))),
     }
 }
 

@@ -100,12 +100,19 @@ pub struct Reach<'a> {
     pub host: &'a str,
     /// The SSH gateway's port.
     pub ssh_port: u16,
+    /// The hosts: a machine on an added host is reached directly at that host's address.
+    pub hosts: &'a crate::hosts::Hosts,
 }
 
 impl MachineView {
     /// The view of `m` for a person who reaches the server at `reach`, with the latest use.
     pub fn new(m: &MachineRecord, reach: Reach<'_>, usage: &UsageSampler) -> Self {
-        let Reach { login, host, ssh_port } = reach;
+        let Reach { login, host, ssh_port, hosts } = reach;
+        // The local host as the person reached the server; another host at its own address.
+        let machine_host = match hosts.address_of(&m.placement.host) {
+            Some(address) if m.placement.host.as_str() != flvpc_model::HostName::LOCAL => address.to_string(),
+            _ => host.to_owned(),
+        };
         let (latest, oom_kills) = usage.latest(m.namespace.as_str(), m.name.as_str());
         let running = m.observed == Observed::Running;
         let ssh_port_host = m
@@ -117,7 +124,7 @@ impl MachineView {
         Self {
             ssh: SshView {
                 jump: format!("ssh -J {login}@{host}:{ssh_port} root@{}.{}", m.name, m.namespace),
-                direct: ssh_port_host.map(|p| format!("ssh -p {p} root@{host}")),
+                direct: ssh_port_host.map(|p| format!("ssh -p {p} root@{machine_host}")),
             },
             // The engine's own naming (injective: `<name>.<ns>`).
             container: flvpc_host::container_name(&m.key()),

@@ -151,7 +151,7 @@ impl Connection {
     }
 
     /// Where a forwarded channel to `host:port` goes, or why it may not.
-    async fn target(&self, host: &str, port: u32) -> Result<(NamespaceName, String, SocketAddr), &'static str> {
+    async fn target(&self, host: &str, port: u32) -> Result<(NamespaceName, String, SocketAddr), String> {
         let user = self.user.as_ref().ok_or("not signed in")?;
         let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or("no such port")?;
         let (machine, ns) = host.split_once('.').ok_or("not a machine: use <machine>.<namespace>")?;
@@ -159,7 +159,7 @@ impl Connection {
         let name = flvpc_model::MachineName::parse(machine).map_err(|_| "not a machine: use <machine>.<namespace>")?;
         // Checked again for every channel: a removed key, membership or user takes effect at once.
         if self.owner(&user.login, &user.fingerprint).await != Some(user.user_id) {
-            return Err("your key or account was removed");
+            return Err("your key or account was removed".into());
         }
         let principal =
             self.shared.state.store.principal(user.user_id).await.ok().flatten().ok_or("your account was removed")?;
@@ -176,10 +176,10 @@ impl Connection {
             .flatten()
             .ok_or("no such machine, or you are not a member of its namespace")?;
         if record.observed != flvpc_model::Observed::Running {
-            return Err("the machine is not running");
+            return Err("the machine is not running".into());
         }
-        let ip = record.ip.as_deref().and_then(|ip| ip.parse().ok()).ok_or("the machine has no address yet")?;
-        Ok((ns, machine.to_owned(), SocketAddr::new(ip, port)))
+        let addr = crate::access::machine_socket(&self.shared.state, &record, port)?;
+        Ok((ns, machine.to_owned(), addr))
     }
 
     async fn help_text(&self) -> String {

@@ -87,7 +87,8 @@ pub async fn dashboard(State(state): State<AppState>, user: PanelUser, headers: 
         Err(err) => return layout::error_page(err),
     };
     let host = server_host(&headers);
-    let reach = Reach { login: principal.login().as_str(), host: &host, ssh_port: state.config.ssh_port };
+    let reach =
+        Reach { login: principal.login().as_str(), host: &host, ssh_port: state.config.ssh_port, hosts: &state.hosts };
     let mut tallies = Vec::with_capacity(namespaces.len());
     for (ns, _) in &namespaces {
         let machines = ops::machines::list(&state, principal, ns.name.as_str()).await.unwrap_or_default();

@@ -101,7 +101,8 @@ pub async fn render(state: &AppState, user: &PanelUser, headers: &HeaderMap, ns:
         return layout::error_page(CoreError::NotFound(format!("machine {name:?} in namespace {ns:?}")));
     };
     let host = server_host(headers);
-    let reach = Reach { login: principal.login().as_str(), host: &host, ssh_port: state.config.ssh_port };
+    let reach =
+        Reach { login: principal.login().as_str(), host: &host, ssh_port: state.config.ssh_port, hosts: &state.hosts };
     let view = MachineView::new(record, reach, &state.usage);
     // The operations whose targets include this machine: the store keeps them per namespace.
     let operations: Vec<Operation> = match principal.namespace_member(&namespace.name) {

@@ -35,7 +35,8 @@ pub async fn section(
     let principal = user.caller.principal();
     let base = format!("/namespaces/{}", seg(ns.as_str()));
     let host = server_host(headers);
-    let reach = Reach { login: principal.login().as_str(), host: &host, ssh_port: state.config.ssh_port };
+    let reach =
+        Reach { login: principal.login().as_str(), host: &host, ssh_port: state.config.ssh_port, hosts: &state.hosts };
     let machines = ops::list(state, principal, ns.as_str()).await.unwrap_or_default();
     let spec = ops::get_spec(state, principal, ns.as_str()).await.ok().flatten();
     let operations: Vec<Operation> = match principal.namespace_member(ns) {

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use maud::html;
 use russh::ChannelMsg;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// GET /namespaces/{ns}/machines/{name}/terminal: the page.
@@ -99,8 +99,8 @@ pub async fn socket(
     let plan = match (state.config.terminal_key.clone(), target) {
         (None, _) => Err(Refusal { outcome: "unavailable", code: close_code::POLICY, reason: NO_KEY.to_owned() }),
         (_, Target::Unavailable(reason)) => Err(Refusal { outcome: "not_running", code: close_code::POLICY, reason }),
-        (Some(key), Target::At(ip)) => match state.terminals.try_enter(principal.user_id()) {
-            Ok(slot) => Ok(Plan { key, ip, _slot: slot }),
+        (Some(key), Target::At(addr)) => match state.terminals.try_enter(principal.user_id()) {
+            Ok(slot) => Ok(Plan { key, addr, _slot: slot }),
             Err(full) => {
                 Err(Refusal { outcome: "too_many_terminals", code: close_code::AGAIN, reason: full.to_string() })
             }
@@ -117,7 +117,7 @@ pub async fn socket(
 /// until the session ends).
 struct Plan {
     key: TerminalKey,
-    ip: IpAddr,
+    addr: SocketAddr,
     _slot: TerminalSlot,
 }
 
@@ -153,7 +153,7 @@ async fn session(
             return;
         }
     };
-    let addr = SocketAddr::new(plan.ip, 22);
+    let addr = plan.addr;
     let shell = match terminal::open_shell(&plan.key, addr, (80, 24), terminal::CONNECT_TIMEOUT).await {
         Ok(shell) => shell,
         Err(reason) => {
