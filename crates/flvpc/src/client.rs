@@ -106,6 +106,14 @@ pub enum MachinesCommand {
         #[arg(long, default_value_t = 200)]
         lines: usize,
     },
+    /// Move the stopped NS/MACHINE to another host (superadmin): made again there from its image
+    /// (its disk does not move), removed from the old host.
+    Move {
+        target: String,
+        /// The host it goes to (`flvpc host list`).
+        #[arg(long)]
+        host: String,
+    },
 }
 
 /// `flvpc keys …`.
@@ -246,12 +254,16 @@ fn save(config: &ClientConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn call(method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+pub(crate) async fn call(method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
     request(&Conn::stored()?, method, path, body).await
 }
 
 /// A call whose answer is one of the server's wire types (the CLI and the server share them).
-async fn call_as<T: DeserializeOwned>(method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<T> {
+pub(crate) async fn call_as<T: DeserializeOwned>(
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<T> {
     decode(call(method, path, body).await?)
 }
 
@@ -385,6 +397,13 @@ pub async fn machines(command: &MachinesCommand) -> anyhow::Result<()> {
             let console: ConsoleOut = call_as(reqwest::Method::GET, &path, None).await?;
             println!("{}", console.text);
             return Ok(());
+        }
+        MachinesCommand::Move { target, host } => {
+            let (ns, name) = split_target(target)?;
+            let path = format!("/api/v1/namespaces/{ns}/machines/{name}/move");
+            let started = call(reqwest::Method::POST, &path, Some(serde_json::json!({ "host": host }))).await?;
+            let id = started.get("operation").and_then(Value::as_str).unwrap_or_default().to_owned();
+            return follow(&id).await;
         }
         MachinesCommand::Start { target } => (target, "start"),
         MachinesCommand::Stop { target } => (target, "stop"),
@@ -537,7 +556,7 @@ pub async fn keys(command: &KeysCommand) -> anyhow::Result<()> {
 
 /// A path segment typed by the user: only the characters our names allow, so it
 /// cannot change the URL's meaning; the server validates it again.
-fn segment(value: &str) -> anyhow::Result<&str> {
+pub(crate) fn segment(value: &str) -> anyhow::Result<&str> {
     if value.is_empty()
         || !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
         || value.starts_with('.')

@@ -2,6 +2,7 @@
 //! commands that talk to a server over the REST API.
 
 mod client;
+mod host;
 mod image;
 mod progress;
 mod serve;
@@ -66,10 +67,15 @@ enum Command {
         #[command(subcommand)]
         command: client::ClusterCommand,
     },
-    /// Machines: list, start, stop, restart, console.
+    /// Machines: list, start, stop, restart, console, move.
     Machines {
         #[command(subcommand)]
         command: client::MachinesCommand,
+    },
+    /// The hosts that run machines (superadmin): list, add, drain, activate, remove.
+    Host {
+        #[command(subcommand)]
+        command: host::HostCommand,
     },
     /// GET an API path with your token and print the JSON answer (e.g. /api/v1/capacity).
     Api {
@@ -166,6 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SshConfig => client::ssh_config().await,
         Command::Ssh { target, args } => client::ssh(target, args).await,
         Command::Machines { command } => client::machines(command).await,
+        Command::Host { command } => host::run(command).await,
         Command::VmRunner { config } => std::process::exit(flvpc_host::vm::runner::main(vec![config.clone()]).await),
     }
 }

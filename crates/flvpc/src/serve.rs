@@ -101,6 +101,11 @@ pub struct ServeArgs {
     /// subnets other Docker networks or host routes use. Networks made before keep their subnet.
     #[arg(long, env = "FLVPC_NETWORK_POOL", default_value_t = AddressPool::DEFAULT)]
     network_pool: AddressPool,
+    /// The IP address the other hosts (`flvpc host add`) and people reach this server's host at: the
+    /// Docker Swarm of the hosts is advertised on it, and SSH commands of machines on this host name
+    /// it. Needed once hosts are added.
+    #[arg(long, env = "FLVPC_HOST_ADDRESS")]
+    host_address: Option<std::net::IpAddr>,
     /// Log lines as text (for people) or JSON objects, one a line (for the journal and log shippers).
     #[arg(long, env = "FLVPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -331,6 +336,7 @@ pub async fn run(data_dir: &Path, database_url: &str, args: &ServeArgs) -> anyho
         metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
         terminal_key: Some(terminal_key),
         network_pool: args.network_pool,
+        host_address: args.host_address,
         vm: Some(flvpc_server::reconcile::VmSetup {
             artifacts_dir: args.vm_dir.clone().unwrap_or_else(|| data_dir.join("vm")),
             // The runner is this very binary (`flvpc vm-runner`), mounted read-only into runner containers.

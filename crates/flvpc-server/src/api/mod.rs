@@ -3,6 +3,7 @@
 //! `/api/v1/openapi.json` lists exactly the routes that exist.
 
 mod accounts;
+mod hosts;
 mod machines;
 mod namespaces;
 mod rendered;
@@ -79,6 +80,10 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(machines::ssh_config))
         .routes(routes!(machines::machine_metrics))
         .routes(routes!(machines::machine_console))
+        .routes(routes!(hosts::move_machine))
+        .routes(routes!(hosts::list_hosts, hosts::add_host))
+        .routes(routes!(hosts::set_host_state))
+        .routes(routes!(hosts::remove_host))
         .layer(axum::Extension(std::sync::Arc::new(rendered::RenderedLists::default())))
         .split_for_parts()
 }

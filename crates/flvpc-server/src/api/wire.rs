@@ -638,3 +638,72 @@ pub struct MetricsOut {
     /// Samples of the last hour, oldest first.
     pub points: Vec<crate::usage::UsagePoint>,
 }
+
+/// A host that runs machines (superadmin): `local` is the server's own; the others were added.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostEntryOut {
+    /// Its name (`local`: this server's host).
+    pub name: String,
+    /// Its Docker engine: `unix:///path` or `tcp://IP:PORT`.
+    pub engine: String,
+    /// Where its published ports are reached (`null` for `local` without `--host-address`).
+    pub address: Option<String>,
+    /// `active` (takes new machines) or `draining` (keeps what it runs, takes nothing new).
+    pub state: String,
+    /// Whether its engine answered at the last check (every 5 s).
+    pub reachable: bool,
+    /// Why not, or a problem with its place in the swarm.
+    pub detail: Option<String>,
+    /// The engine's version, when it answered.
+    pub engine_version: Option<String>,
+    /// CPUs the engine sees.
+    pub cpus: Option<u32>,
+    /// Memory the engine sees, in MiB.
+    pub memory_mb: Option<u64>,
+    /// Machine records placed there (any desired state).
+    pub machines: u64,
+    /// CPUs promised to its machines that are not being deleted.
+    pub allocated_cpus: u64,
+    /// Memory promised to them, in MiB.
+    pub allocated_memory_mb: u64,
+    /// Whether microVMs can be made there (the local host only, when the microVM engine runs).
+    pub microvm: bool,
+    /// The microVM accelerator there (`kvm`, `tcg`), when it has microVMs.
+    pub accelerator: Option<String>,
+}
+
+/// A host to add.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewHostBody {
+    /// Its name: lowercase letters, digits and '-', starting with a letter, at most 31 characters
+    /// (not `local`).
+    pub name: String,
+    /// Its Docker engine: `unix:///absolute/path` or `tcp://IP:PORT` (TLS files required beyond
+    /// loopback: never plain TCP across a network).
+    pub engine: String,
+    /// The IP address people and the gateway reach its published ports at.
+    pub address: String,
+    /// For a tcp engine: the CA of the engine's certificate (a PEM file on the server).
+    #[serde(default)]
+    pub tls_ca: Option<String>,
+    /// flvpc's client certificate (PEM file on the server).
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    /// Its key (PEM file on the server).
+    #[serde(default)]
+    pub tls_key: Option<String>,
+}
+
+/// A host's new state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostStateBody {
+    /// `active` or `draining`.
+    pub state: String,
+}
+
+/// Where a stopped machine goes.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MoveBody {
+    /// The host's name.
+    pub host: String,
+}

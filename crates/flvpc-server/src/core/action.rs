@@ -186,6 +186,44 @@ pub enum Action {
         /// The machine.
         name: String,
     },
+    /// Add a host with its Docker engine (superadmin grant): the endpoint and TLS files are
+    /// checked and the engine must answer before anything is recorded; the hosts then form a
+    /// swarm. Audits `host.add`, target the host's name, detail the endpoint.
+    AddHost {
+        /// The host's name.
+        name: String,
+        /// `unix:///path` or `tcp://IP:PORT`.
+        engine: String,
+        /// The address its published ports are reached at.
+        address: String,
+        /// TLS files for a tcp engine: CA, client certificate, client key.
+        tls: Option<[String; 3]>,
+    },
+    /// Make a host take new machines (`active`) or none (`draining`; what it runs stays)
+    /// (superadmin grant). Audits `host.state`, target the host, detail the state.
+    SetHostState {
+        /// The host.
+        name: String,
+        /// `active` or `draining`.
+        state: String,
+    },
+    /// Remove a host that holds no machine (superadmin grant). Audits `host.remove`, target the
+    /// host.
+    RemoveHost {
+        /// The host.
+        name: String,
+    },
+    /// Move a stopped machine to another host (superadmin grant): made again there from its
+    /// image (its disk does not move), removed from the old host. Audits `machine.move`, target
+    /// `ns/name`, namespace, detail the operation id.
+    MoveMachine {
+        /// The namespace.
+        ns: String,
+        /// The machine.
+        name: String,
+        /// The host it goes to.
+        host: String,
+    },
 }
 
 /// What an audit record says about an action before it runs (the outcome and any detail the
@@ -233,6 +271,10 @@ impl Action {
             Self::StartMachine { .. } => "machine.start",
             Self::StopMachine { .. } => "machine.stop",
             Self::RestartMachine { .. } => "machine.restart",
+            Self::AddHost { .. } => "host.add",
+            Self::SetHostState { .. } => "host.state",
+            Self::RemoveHost { .. } => "host.remove",
+            Self::MoveMachine { .. } => "machine.move",
         }
     }
 
@@ -278,6 +320,12 @@ impl Action {
             Self::StartMachine { ns, name } | Self::StopMachine { ns, name } | Self::RestartMachine { ns, name } => {
                 machine(ns, name)
             }
+            Self::AddHost { name, engine, .. } => AuditTarget { detail: Some(shown(engine)), ..plain(name) },
+            Self::SetHostState { name, state } => AuditTarget { detail: Some(shown(state)), ..plain(name) },
+            Self::RemoveHost { name } => plain(name),
+            Self::MoveMachine { ns, name, host } => {
+                AuditTarget { detail: Some(format!("to {}", shown(host))), ..machine(ns, name) }
+            }
         }
     }
 }
@@ -313,6 +361,10 @@ mod tests {
             Action::StartMachine { ns: s(), name: s() },
             Action::StopMachine { ns: s(), name: s() },
             Action::RestartMachine { ns: s(), name: s() },
+            Action::AddHost { name: s(), engine: s(), address: s(), tls: None },
+            Action::SetHostState { name: s(), state: s() },
+            Action::RemoveHost { name: s() },
+            Action::MoveMachine { ns: s(), name: s(), host: s() },
         ];
         for (i, action) in all.iter().enumerate() {
             assert_eq!(index(action), i, "every_action lists the variants in declaration order");
@@ -344,6 +396,10 @@ mod tests {
             Action::StartMachine { .. } => 19,
             Action::StopMachine { .. } => 20,
             Action::RestartMachine { .. } => 21,
+            Action::AddHost { .. } => 22,
+            Action::SetHostState { .. } => 23,
+            Action::RemoveHost { .. } => 24,
+            Action::MoveMachine { .. } => 25,
         }
     }
 

@@ -170,7 +170,7 @@ fn spec_hash(m: &spec::DesiredMachine) -> String {
 }
 
 /// Whether nothing on the host listens on `port` at `address` right now.
-fn port_is_free(address: std::net::IpAddr, port: u16, protocol: &str) -> bool {
+pub(super) fn port_is_free(address: std::net::IpAddr, port: u16, protocol: &str) -> bool {
     let addr = SocketAddr::new(address, port);
     if protocol == "udp" {
         UdpSocket::bind(addr).is_ok()

@@ -17,6 +17,7 @@ pub mod action;
 pub mod audit;
 pub mod capacity;
 pub mod error;
+pub mod hosts;
 pub mod machines;
 mod reads;
 pub mod terminal;
@@ -266,6 +267,12 @@ async fn run(state: &AppState, actor: &Actor, action: Action) -> CoreResult<Outc
         Action::RestartMachine { ns, name } => {
             machines::machine_action(state, actor, &ns, &name, MachineAction::Restart, kind).await
         }
+        Action::AddHost { name, engine, address, tls } => {
+            hosts::add(state, actor, &name, &engine, &address, tls.as_ref()).await
+        }
+        Action::SetHostState { name, state: wanted } => hosts::set_state(state, actor, &name, &wanted).await,
+        Action::RemoveHost { name } => hosts::remove(state, actor, &name).await,
+        Action::MoveMachine { ns, name, host } => hosts::move_machine(state, actor, &ns, &name, &host).await,
     }
 }
 

@@ -253,18 +253,48 @@ impl Reconciler {
         self.progress_operations().await;
     }
 
+    /// A resync in the background, now (after a host was added or a machine moved), when this
+    /// process reconciles.
+    pub fn resync_soon(&self) {
+        if self.leading() {
+            let this = self.clone();
+            tokio::spawn(async move { this.resync().await });
+        }
+    }
+
     /// Enqueues every machine with a record and every labelled container of this instance on
-    /// every registered engine.
+    /// every registered engine. A machine found on another host than its placement's (it was
+    /// moved) is removed from there.
     async fn enqueue_all(&self) {
         let mut keys: HashSet<Key> = HashSet::new();
+        let mut placed: HashMap<Key, Placement> = HashMap::new();
         match self.inner.store.all_machines(&system()).await {
-            Ok(machines) => keys.extend(machines.iter().map(MachineRecord::key)),
+            Ok(machines) => {
+                keys.extend(machines.iter().map(MachineRecord::key));
+                placed.extend(machines.iter().map(|m| (m.key(), m.placement.clone())));
+            }
             Err(err) => tracing::error!("resync: cannot read machines: {err}"),
         }
         // An engine lists only this instance's machines.
         for (placement, engine) in self.inner.engines.all() {
             match engine.list_machines(None).await {
-                Ok(found) => keys.extend(found.into_iter().map(|m| m.key)),
+                Ok(found) => {
+                    for machine in found {
+                        // By host only: one host's Docker lists its microVM runners among its
+                        // containers too, and those are placed on the same host.
+                        if placed.get(&machine.key).is_some_and(|p| p.host != placement.host) {
+                            tracing::info!("removing {} from the {placement} engine: it was moved", machine.key);
+                            if let Err(err) = engine.remove_machine(&machine.key).await {
+                                tracing::warn!(
+                                    "cannot remove moved {} from {placement} (next pass): {err}",
+                                    machine.key
+                                );
+                            }
+                            continue;
+                        }
+                        keys.insert(machine.key);
+                    }
+                }
                 Err(err) => tracing::warn!("resync: cannot list machines on the {placement} engine: {err}"),
             }
         }
