@@ -223,7 +223,8 @@ impl Store {
         name: &HostName,
         state: HostState,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        // Serialised with applies, which read the active hosts in their admission transaction.
+        let mut tx = self.begin_admission().await?;
         let changed = crate::sql::query(self.dialect, "UPDATE hosts SET state = $1 WHERE name = $2")
             .bind(state.as_str())
             .bind(name.as_str())
@@ -354,6 +355,24 @@ async fn host_exists(tx: &mut sqlx::AnyConnection, name: &HostName) -> Result<bo
             .fetch_optional(tx)
             .await?;
     Ok(found.is_some())
+}
+
+/// The candidates that are still `local` or an active host, read in the apply's transaction (the
+/// caller listed them before it began; `remove_host` and `set_host_state` may have run since).
+pub(crate) async fn still_active(
+    conn: &mut sqlx::AnyConnection,
+    candidates: &[crate::HostCandidate],
+) -> Result<Vec<crate::HostCandidate>, StoreError> {
+    let active: Vec<String> =
+        crate::sql::query_scalar(crate::Dialect::of(conn), "SELECT name FROM hosts WHERE state = $1")
+            .bind(HostState::Active.as_str())
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(candidates
+        .iter()
+        .filter(|c| c.host.as_str() == HostName::LOCAL || active.iter().any(|a| a == c.host.as_str()))
+        .cloned()
+        .collect())
 }
 
 /// What each host carries, read on `conn`.

@@ -179,14 +179,20 @@ async fn a_group_spreads_over_the_hosts_and_a_pin_is_honoured() {
 async fn a_draining_host_gets_nothing_and_a_full_one_is_skipped() {
     for (url, _dir) in databases().await {
         let store = store_with_hosts(&url).await;
-        // b is draining: the caller lists active hosts only.
-        let active = [candidate("a", 8192)];
+        // b is drained after the caller listed it: the apply reads the hosts' state itself.
+        let superadmin = root().superadmin().expect("superadmin");
+        store.set_host_state(&superadmin, &host("b"), HostState::Draining).await.expect("drain b");
+        let listed = [candidate("a", 8192), candidate("b", 8192)];
         let group: Vec<_> = (0..3).map(|i| plan(&format!("n{i}"), "n%d", None, &[])).collect();
-        apply(&store, "team", &group, &active).await.expect("apply");
+        apply(&store, "team", &group, &listed).await.expect("apply");
         assert!(hosts_of(&store, "team").await.values().all(|h| h == "a"), "{url}");
-        let pinned = apply(&store, "other", &[plan("p", "p", Some("b"), &[])], &active).await.expect_err("pinned");
+        let pinned = apply(&store, "other", &[plan("p", "p", Some("b"), &[])], &listed).await.expect_err("pinned");
         assert!(pinned.to_string().contains("host b is draining or unknown"), "{pinned}");
         assert!(hosts_of(&store, "other").await.is_empty(), "a refused apply leaves nothing: {url}");
+        // Hosts listed, none active: nothing is placed (never the plan's own host instead).
+        let none = apply(&store, "other", &[plan("p", "p", None, &[])], &[candidate("b", 8192)]).await;
+        assert!(none.expect_err("none active").to_string().contains("no host is active"), "{url}");
+        store.set_host_state(&superadmin, &host("b"), HostState::Active).await.expect("activate b");
 
         // a holds 1536 of 2048 MB: a 1024 MB machine does not fit there any more.
         let small_a = [candidate("a", 2048), candidate("b", 8192)];

@@ -43,8 +43,8 @@ impl Hosts {
     }
 
     /// Picks the host of a new machine (see the module's rules). `fallback` is the plan's own
-    /// placement, used when there are no candidates (a single-host server); `pin` is the host
-    /// the spec asks for.
+    /// placement, used when the caller gave no candidates (`None`: a single-host server); `pin`
+    /// is the host the spec asks for.
     pub fn choose(
         &self,
         machine: &str,
@@ -52,14 +52,14 @@ impl Hosts {
         resources: Resources,
         fallback: &Placement,
         pin: Option<&HostName>,
-        candidates: &[HostCandidate],
+        candidates: Option<&[HostCandidate]>,
     ) -> Result<HostName, StoreError> {
-        if candidates.is_empty() {
+        let Some(candidates) = candidates else {
             return match pin {
                 Some(pin) if pin != &fallback.host => Err(unavailable(pin)),
                 _ => Ok(fallback.host.clone()),
             };
-        }
+        };
         let engine = fallback.engine;
         let considered: Vec<&HostCandidate> = match pin {
             Some(pin) => {
@@ -72,6 +72,9 @@ impl Hosts {
             None => candidates.iter().collect(),
         };
         let mut refusals = Vec::new();
+        if considered.is_empty() {
+            refusals.push("no host is active".to_owned());
+        }
         let mut best: Option<(u64, f64, &HostName)> = None;
         for candidate in considered {
             if !candidate.engines.contains(&engine) {
@@ -141,7 +144,9 @@ mod tests {
         let mut hosts = Hosts::default();
         let mut placed = Vec::new();
         for i in 0..4 {
-            let h = hosts.choose(&format!("n{i}"), "n%d", mb(512), &Placement::default(), None, &cands).expect("fits");
+            let h = hosts
+                .choose(&format!("n{i}"), "n%d", mb(512), &Placement::default(), None, Some(&cands))
+                .expect("fits");
             hosts.add(&h, "n%d", mb(512));
             placed.push(h.to_string());
         }
@@ -154,7 +159,8 @@ mod tests {
         let mut vm_only = candidate("vms", 4096);
         vm_only.engines = vec![EngineKind::MicroVm];
         let cands = [candidate("small", 256), vm_only];
-        let err = Hosts::default().choose("big", "g", mb(512), &Placement::default(), None, &cands).expect_err("full");
+        let err =
+            Hosts::default().choose("big", "g", mb(512), &Placement::default(), None, Some(&cands)).expect_err("full");
         let text = err.to_string();
         assert!(text.contains("no host can take machine big"), "{text}");
         assert!(text.contains("small is full (memory"), "{text}");
@@ -190,7 +196,7 @@ mod tests {
             for m in 0..g.below(30) {
                 let want = mb(256 * (1 + g.below(8)));
                 let group = format!("g{}", g.below(3));
-                match hosts.choose(&format!("m{m}"), &group, want, &Placement::default(), None, &cands) {
+                match hosts.choose(&format!("m{m}"), &group, want, &Placement::default(), None, Some(&cands)) {
                     Ok(h) => {
                         let c = cands.iter().find(|c| c.host == h).expect("a candidate");
                         assert!(c.engines.contains(&EngineKind::Container), "seed {seed}");
@@ -218,7 +224,7 @@ mod tests {
                 let cands: Vec<_> = (0..hosts_n).map(|i| candidate(&format!("h{i}"), 1 << 20)).collect();
                 let mut hosts = Hosts::default();
                 for m in 0..machines {
-                    let h = hosts.choose(&format!("m{m}"), "g", mb(512), &Placement::default(), None, &cands);
+                    let h = hosts.choose(&format!("m{m}"), "g", mb(512), &Placement::default(), None, Some(&cands));
                     hosts.add(&h.expect("room"), "g", mb(512));
                 }
                 let counts: Vec<u64> = cands
@@ -233,9 +239,9 @@ mod tests {
 
     #[test]
     fn without_candidates_the_plan_decides() {
-        let got = Hosts::default().choose("x", "g", mb(1), &Placement::default(), None, &[]).expect("local");
+        let got = Hosts::default().choose("x", "g", mb(1), &Placement::default(), None, None).expect("local");
         assert_eq!(got, HostName::local());
-        let err = Hosts::default().choose("x", "g", mb(1), &Placement::default(), Some(&host("far")), &[]);
+        let err = Hosts::default().choose("x", "g", mb(1), &Placement::default(), Some(&host("far")), None);
         assert!(err.expect_err("unknown pin").to_string().contains("host far is draining or unknown"));
     }
 }
