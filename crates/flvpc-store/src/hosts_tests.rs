@@ -179,14 +179,20 @@ async fn a_group_spreads_over_the_hosts_and_a_pin_is_honoured() {
 async fn a_draining_host_gets_nothing_and_a_full_one_is_skipped() {
     for (url, _dir) in databases().await {
         let store = store_with_hosts(&url).await;
-        // b is draining: the caller lists active hosts only.
-        let active = [candidate("a", 8192)];
+        // b is drained after the caller listed it: the apply reads the hosts' state itself.
+        let superadmin = root().superadmin().expect("superadmin");
+        store.set_host_state(&superadmin, &host("b"), HostState::Draining).await.expect("drain b");
+        let listed = [candidate("a", 8192), candidate("b", 8192)];
         let group: Vec<_> = (0..3).map(|i| plan(&format!("n{i}"), "n%d", None, &[])).collect();
-        apply(&store, "team", &group, &active).await.expect("apply");
+        apply(&store, "team", &group, &listed).await.expect("apply");
         assert!(hosts_of(&store, "team").await.values().all(|h| h == "a"), "{url}");
-        let pinned = apply(&store, "other", &[plan("p", "p", Some("b"), &[])], &active).await.expect_err("pinned");
+        let pinned = apply(&store, "other", &[plan("p", "p", Some("b"), &[])], &listed).await.expect_err("pinned");
         assert!(pinned.to_string().contains("host b is draining or unknown"), "{pinned}");
         assert!(hosts_of(&store, "other").await.is_empty(), "a refused apply leaves nothing: {url}");
+        // Hosts listed, none active: nothing is placed (never the plan's own host instead).
+        let none = apply(&store, "other", &[plan("p", "p", None, &[])], &[candidate("b", 8192)]).await;
+        assert!(none.expect_err("none active").to_string().contains("no host is active"), "{url}");
+        store.set_host_state(&superadmin, &host("b"), HostState::Active).await.expect("activate b");
 
         // a holds 1536 of 2048 MB: a 1024 MB machine does not fit there any more.
         let small_a = [candidate("a", 2048), candidate("b", 8192)];
@@ -295,6 +301,41 @@ async fn a_host_with_machines_is_not_removed_and_a_stopped_machine_moves() {
         let home = store.machine(&system(), &key).await.expect("read").expect("w");
         assert_eq!(home.placement.host, HostName::local(), "{url}");
         assert_eq!(home.ports.iter().map(|p| p.host_port).collect::<Vec<_>>(), vec![42001, 42002], "{url}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn ports_held_before_hosts_stay_held_on_the_local_host() {
+    for (url, _dir) in databases().await {
+        // A database as flvpc left it at version 7: one machine holding host port 41000.
+        let dialect = crate::Dialect::of_url(&url).expect("dialect");
+        let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await.expect("connect");
+        crate::apply_migrations(&pool, dialect, 7).await.expect("old migrations");
+        for statement in [
+            "INSERT INTO namespaces (name, created_at) VALUES ('team', 0)",
+            "INSERT INTO machines (namespace_id, name, image, backend, cpus, memory_mb, disk_gb, spec_hash, desired, \
+             observed, created_at, updated_at) VALUES ((SELECT id FROM namespaces WHERE name = 'team'), 'old', \
+             'flvpc/debian:12', 'docker', 1, 256, 1, 'h', 'running', 'running', 0, 0)",
+            "INSERT INTO host_ports (host_port, protocol, machine_id, container_port) \
+             VALUES (41000, 'tcp', (SELECT id FROM machines WHERE name = 'old'), 22)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.expect("old row");
+        }
+        pool.close().await;
+
+        let store = Store::open(&url).await.expect("migrate to the current version");
+        let superadmin = root().superadmin().expect("superadmin");
+        store.create_namespace(&superadmin, &ns("other")).await.expect("namespace");
+        store.add_host(&superadmin, &new_host("a"), root().login()).await.expect("host");
+        let old = store.machine(&system(), &MachineKey::parse("team", "old").expect("key")).await.expect("read");
+        assert_eq!(old.expect("old").ports.iter().map(|p| p.host_port).collect::<Vec<_>>(), vec![41000], "{url}");
+        let on_local = [plan("x", "x", None, &[Some(41000)])];
+        let clash = apply(&store, "other", &on_local, &[]).await.expect_err("held on local");
+        assert!(clash.to_string().contains("host port 41000/tcp for x is already taken"), "{clash}");
+        apply(&store, "other", &[plan("x", "x", Some("a"), &[Some(41000)])], &[candidate("a", 8192)])
+            .await
+            .expect("free on host a");
         store.close().await;
     }
 }

@@ -31,6 +31,7 @@ mod machines;
 #[cfg(test)]
 mod machines_tests;
 mod migrations;
+mod moves;
 mod namespaces;
 mod operations;
 mod passwords;

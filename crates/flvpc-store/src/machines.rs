@@ -344,6 +344,11 @@ impl Store {
                 })
                 .collect::<Result<_, StoreError>>()?;
         let mut hosts = placed_so_far(&mut tx.tx, ns_id, plans, &existing).await?;
+        // Read in this transaction: a host drained or removed since the caller listed it gets nothing.
+        let candidates = match candidates {
+            [] => None,
+            listed => Some(crate::hosts::still_active(&mut tx.tx, listed).await?),
+        };
         let mut reservation = Reservation { ns, taken: Default::default(), range, is_free, holders };
         let mut targets = Vec::new();
         for plan in plans {
@@ -356,7 +361,7 @@ impl Store {
                         one_machine(plan),
                         &plan.placement,
                         plan.pin.as_ref(),
-                        candidates,
+                        candidates.as_deref(),
                     )?;
                     hosts.add(&host, &plan.group, one_machine(plan));
                     host

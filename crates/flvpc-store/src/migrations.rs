@@ -157,11 +157,13 @@ const PLACEMENT_V7: [&str; 3] = [
 /// (made anew, rows copied, old one dropped, the new one renamed) with its index on machine_id.
 const SQLITE_HOSTS_V8: [&str; 6] = [
     HOSTS_TABLE_V8,
-    "CREATE TABLE host_ports_v8 (host TEXT NOT NULL DEFAULT 'local', host_port BIGINT NOT NULL, \
-     protocol TEXT NOT NULL, machine_id BIGINT NOT NULL REFERENCES machines(id) ON DELETE CASCADE, \
-     container_port BIGINT NOT NULL, address TEXT, PRIMARY KEY (host, host_port, protocol))",
-    "INSERT INTO host_ports_v8 (host, host_port, protocol, machine_id, container_port, address) \
-     SELECT 'local', host_port, protocol, machine_id, container_port, address FROM host_ports",
+    // The columns in the order the other dialects have them (`host` added last), so that a row
+    // reads the same everywhere.
+    "CREATE TABLE host_ports_v8 (host_port BIGINT NOT NULL, protocol TEXT NOT NULL, \
+     machine_id BIGINT NOT NULL REFERENCES machines(id) ON DELETE CASCADE, container_port BIGINT NOT NULL, \
+     address TEXT, host TEXT NOT NULL DEFAULT 'local', PRIMARY KEY (host, host_port, protocol))",
+    "INSERT INTO host_ports_v8 (host_port, protocol, machine_id, container_port, address, host) \
+     SELECT host_port, protocol, machine_id, container_port, address, 'local' FROM host_ports",
     "DROP TABLE host_ports",
     "ALTER TABLE host_ports_v8 RENAME TO host_ports",
     "CREATE INDEX host_ports_machine ON host_ports (machine_id)",

@@ -43,8 +43,8 @@ impl Hosts {
     }
 
     /// Picks the host of a new machine (see the module's rules). `fallback` is the plan's own
-    /// placement, used when there are no candidates (a single-host server); `pin` is the host
-    /// the spec asks for.
+    /// placement, used when the caller gave no candidates (`None`: a single-host server); `pin`
+    /// is the host the spec asks for.
     pub fn choose(
         &self,
         machine: &str,
@@ -52,14 +52,14 @@ impl Hosts {
         resources: Resources,
         fallback: &Placement,
         pin: Option<&HostName>,
-        candidates: &[HostCandidate],
+        candidates: Option<&[HostCandidate]>,
     ) -> Result<HostName, StoreError> {
-        if candidates.is_empty() {
+        let Some(candidates) = candidates else {
             return match pin {
                 Some(pin) if pin != &fallback.host => Err(unavailable(pin)),
                 _ => Ok(fallback.host.clone()),
             };
-        }
+        };
         let engine = fallback.engine;
         let considered: Vec<&HostCandidate> = match pin {
             Some(pin) => {
@@ -72,6 +72,9 @@ impl Hosts {
             None => candidates.iter().collect(),
         };
         let mut refusals = Vec::new();
+        if considered.is_empty() {
+            refusals.push("no host is active".to_owned());
+        }
         let mut best: Option<(u64, f64, &HostName)> = None;
         for candidate in considered {
             if !candidate.engines.contains(&engine) {
@@ -141,7 +144,9 @@ mod tests {
         let mut hosts = Hosts::default();
         let mut placed = Vec::new();
         for i in 0..4 {
-            let h = hosts.choose(&format!("n{i}"), "n%d", mb(512), &Placement::default(), None, &cands).expect("fits");
+            let h = hosts
+                .choose(&format!("n{i}"), "n%d", mb(512), &Placement::default(), None, Some(&cands))
+                .expect("fits");
             hosts.add(&h, "n%d", mb(512));
             placed.push(h.to_string());
         }
@@ -154,18 +159,89 @@ mod tests {
         let mut vm_only = candidate("vms", 4096);
         vm_only.engines = vec![EngineKind::MicroVm];
         let cands = [candidate("small", 256), vm_only];
-        let err = Hosts::default().choose("big", "g", mb(512), &Placement::default(), None, &cands).expect_err("full");
+        let err =
+            Hosts::default().choose("big", "g", mb(512), &Placement::default(), None, Some(&cands)).expect_err("full");
         let text = err.to_string();
         assert!(text.contains("no host can take machine big"), "{text}");
         assert!(text.contains("small is full (memory"), "{text}");
         assert!(text.contains("vms has no container engine"), "{text}");
     }
 
+    /// A small deterministic generator (xorshift), so a failing case is the same at every run.
+    struct Gen(u64);
+
+    impl Gen {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    #[test]
+    fn placement_never_overfills_a_host_and_refuses_only_when_nothing_fits() {
+        for seed in 1..=300u64 {
+            let mut g = Gen(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let cands: Vec<HostCandidate> = (0..1 + g.below(4))
+                .map(|i| {
+                    let mut c = candidate(&format!("h{i}"), 1024 * (1 + g.below(8)));
+                    if g.below(4) == 0 {
+                        c.engines = vec![EngineKind::MicroVm];
+                    }
+                    c
+                })
+                .collect();
+            let mut hosts = Hosts::default();
+            for m in 0..g.below(30) {
+                let want = mb(256 * (1 + g.below(8)));
+                let group = format!("g{}", g.below(3));
+                match hosts.choose(&format!("m{m}"), &group, want, &Placement::default(), None, Some(&cands)) {
+                    Ok(h) => {
+                        let c = cands.iter().find(|c| c.host == h).expect("a candidate");
+                        assert!(c.engines.contains(&EngineKind::Container), "seed {seed}");
+                        hosts.add(&h, &group, want);
+                        let allocated = hosts.allocated[&h].memory_mb;
+                        assert!(allocated <= c.caps.capacity.memory_mb, "seed {seed}: {h} over its capacity");
+                    }
+                    Err(_) => {
+                        let room = cands.iter().any(|c| {
+                            let used = hosts.allocated.get(&c.host).map(|r| r.memory_mb).unwrap_or(0);
+                            c.engines.contains(&EngineKind::Container)
+                                && used + want.memory_mb <= c.caps.capacity.memory_mb
+                        });
+                        assert!(!room, "seed {seed}: refused while a host had room");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn with_room_everywhere_a_group_is_spread_evenly() {
+        for hosts_n in 1..=5u64 {
+            for machines in 0..=17u64 {
+                let cands: Vec<_> = (0..hosts_n).map(|i| candidate(&format!("h{i}"), 1 << 20)).collect();
+                let mut hosts = Hosts::default();
+                for m in 0..machines {
+                    let h = hosts.choose(&format!("m{m}"), "g", mb(512), &Placement::default(), None, Some(&cands));
+                    hosts.add(&h.expect("room"), "g", mb(512));
+                }
+                let counts: Vec<u64> = cands
+                    .iter()
+                    .map(|c| hosts.groups.get(&(c.host.clone(), "g".into())).copied().unwrap_or(0))
+                    .collect();
+                let (min, max) = (counts.iter().min(), counts.iter().max());
+                assert!(max.zip(min).is_none_or(|(a, b)| a - b <= 1), "{hosts_n} hosts, {machines}: {counts:?}");
+            }
+        }
+    }
+
     #[test]
     fn without_candidates_the_plan_decides() {
-        let got = Hosts::default().choose("x", "g", mb(1), &Placement::default(), None, &[]).expect("local");
+        let got = Hosts::default().choose("x", "g", mb(1), &Placement::default(), None, None).expect("local");
         assert_eq!(got, HostName::local());
-        let err = Hosts::default().choose("x", "g", mb(1), &Placement::default(), Some(&host("far")), &[]);
+        let err = Hosts::default().choose("x", "g", mb(1), &Placement::default(), Some(&host("far")), None);
         assert!(err.expect_err("unknown pin").to_string().contains("host far is draining or unknown"));
     }
 }
