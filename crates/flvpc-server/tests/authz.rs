@@ -607,6 +607,25 @@ fn api_rows() -> Vec<ApiRow> {
             |_| "/api/v1/namespaces/red/machines/n0/console".into(),
             MEMBERS,
         ),
+        // Hosts are the superadmin's; a running machine does not move, an engine that does not
+        // answer is not added, a host that is not there is not found.
+        row(
+            "POST",
+            "/api/v1/namespaces/{ns}/machines/{name}/move",
+            |_| "/api/v1/namespaces/red/machines/n0/move".into(),
+            [401, 409, 403, 403, 403],
+        )
+        .body(|_, _| Some(json!({"host": "local"})))
+        .codes(&[(Root, "conflict")]),
+        row("GET", "/api/v1/hosts", |_| "/api/v1/hosts".into(), SUPERADMIN),
+        row("POST", "/api/v1/hosts", |_| "/api/v1/hosts".into(), [401, 503, 403, 403, 403])
+            .body(|_, _| {
+                Some(json!({"name": "far", "engine": "unix:///nonexistent/docker.sock", "address": "192.0.2.7"}))
+            })
+            .codes(&[(Root, "engine_unavailable")]),
+        row("PUT", "/api/v1/hosts/{host}/state", |_| "/api/v1/hosts/far/state".into(), [401, 404, 403, 403, 403])
+            .body(|_, _| Some(json!({"state": "draining"}))),
+        row("DELETE", "/api/v1/hosts/{host}", |_| "/api/v1/hosts/far".into(), [401, 404, 403, 403, 403]),
     ]
 }
 
