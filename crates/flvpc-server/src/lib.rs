@@ -110,6 +110,8 @@ async fn healthz(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
         // The database's own error stays in the log: it can name hosts and users.
         "database": {"ok": database.is_ok()},
         "engines": engines,
+        // Whether this process holds the database's leader lease and reconciles (`leader.rs`).
+        "reconciling": state.reconciler.leading(),
         "microvm": {
             "available": state.microvm.available,
             "accelerator": state.microvm.accelerator,
