@@ -353,13 +353,15 @@ impl DockerEngine {
         if labels.get(LABEL_NAMESPACE).map(String::as_str) != Some(namespace.as_str()) {
             return Err(EngineError::NotOurs { object: name.to_owned() });
         }
-        if network.driver.as_deref() != Some("overlay") {
+        // Scope, not driver: the manager names the driver only once its allocator has run, a
+        // moment after the create.
+        if network.scope.as_deref() != Some("swarm") {
             return Err(EngineError::Docker {
                 action: format!("use network {name:?} across the swarm"),
                 detail: format!(
-                    "it is a {} network of the manager, made before its hosts formed a swarm: remove the \
-                     namespace's machines on the manager, then the network, and create them again",
-                    network.driver.as_deref().unwrap_or("local")
+                    "it is a {} network of the manager's own, made before its hosts formed a swarm: remove \
+                     the namespace's machines on the manager, then the network, and create them again",
+                    network.driver.as_deref().filter(|d| !d.is_empty()).unwrap_or("local")
                 ),
             });
         }
