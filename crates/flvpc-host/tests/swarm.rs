@@ -229,13 +229,13 @@ async fn a_namespace_spans_two_engines_and_no_other_namespace_reaches_it() {
     leave_swarm(&e0).await.expect("leaving twice is fine");
     assert!(e0.host_info().await.expect("info").swarm.is_none());
 
+    let (tag, link_names) = (bed.tag().to_owned(), bed.link_names());
     bed.cleanup().await;
-    let tag = format!("fvtb{pid}");
     let netns = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns");
     assert!(!String::from_utf8_lossy(&netns.stdout).contains(&tag), "namespaces left");
-    let links = std::process::Command::new("ip").args(["-o", "link"]).output().expect("ip link");
-    let links = String::from_utf8_lossy(&links.stdout);
-    assert!(!links.contains(&format!("fvbr{pid}")) && !links.contains(&format!("fvh{pid}-")), "links left: {links}");
+    for link in link_names {
+        assert!(!std::path::Path::new("/sys/class/net").join(&link).exists(), "{link} left");
+    }
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup").expect("cgroups").flatten() {
         for i in 0..2 {
             let dir = hierarchy.path().join(format!("{tag}-{i}"));

@@ -31,8 +31,12 @@ use flvpc_host::DockerEngine;
 const ENGINE_UP: Duration = Duration::from_secs(60);
 /// How long an engine may take to stop on SIGTERM (it stops its containers first) before SIGKILL.
 const ENGINE_DOWN: Duration = Duration::from_secs(30);
-/// The private /16 the testbed's host bridges are cut from (a /24 per test process).
+/// The private /16 the testbed's host bridges are cut from (a /24 per testbed).
 const BRIDGE_NET: [u8; 2] = [10, 215];
+/// Testbeds made by this process so far: two tests of one binary run at once, in one process.
+static TESTBEDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// Serialises the choice of a bridge subnet and the bridge's creation within this process.
+static NETWORK_SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// One extra engine: its network namespace, address, roots and process.
 #[derive(Debug)]
@@ -49,6 +53,8 @@ struct TestEngine {
     log: PathBuf,
     config: PathBuf,
     cgroup_parent: String,
+    /// More dockerd arguments, from the next start on ([`Testbed::set_engine_args`]).
+    extra_args: Vec<String>,
     process: Option<Child>,
 }
 
@@ -78,12 +84,17 @@ impl Testbed {
     pub async fn start(n: usize) -> Testbed {
         assert!((1..=20).contains(&n), "a testbed holds 1 to 20 engines");
         let pid = std::process::id();
-        let tag = format!("fvtb{pid}");
+        let nth = TESTBEDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(nth < 26, "a test process makes at most 26 testbeds");
+        // Names of at most 15 characters (interface names): fvtb + pid (≤ 7) + letter + -i.
+        let letter = char::from(b'a' + nth as u8);
+        let tag = format!("fvtb{pid}{letter}");
         let storage_driver = main_storage_driver();
-        let k = free_bridge_subnet(pid);
+        let setup = NETWORK_SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let k = free_bridge_subnet(pid + nth * 37);
         let bridge_addr = Ipv4Addr::new(BRIDGE_NET[0], BRIDGE_NET[1], k, 1);
         let mut bed = Testbed {
-            bridge: format!("fvbr{pid}"),
+            bridge: format!("fvbr{pid}{letter}"),
             bridge_addr,
             storage_driver,
             engines: Vec::new(),
@@ -95,7 +106,7 @@ impl Testbed {
             let exec_root = PathBuf::from(format!("/run/{name}"));
             let data_root = PathBuf::from(format!("/var/lib/{name}"));
             bed.engines.push(TestEngine {
-                veth: format!("fvh{pid}-{i}"),
+                veth: format!("fvh{pid}{letter}-{i}"),
                 addr: Ipv4Addr::new(BRIDGE_NET[0], BRIDGE_NET[1], k, 10 + i as u8),
                 socket: exec_root.join("docker.sock"),
                 pidfile: exec_root.join("docker.pid"),
@@ -105,10 +116,13 @@ impl Testbed {
                 netns: name,
                 exec_root,
                 data_root,
+                extra_args: Vec::new(),
                 process: None,
             });
         }
-        if let Err(e) = bed.make_network() {
+        let made = bed.make_network();
+        drop(setup);
+        if let Err(e) = made {
             bed.cleanup_now();
             panic!("testbed: {e}");
         }
@@ -126,6 +140,25 @@ impl Testbed {
             }
         }
         bed
+    }
+
+    /// The prefix of every name the testbed gives (namespaces `<tag>-<i>`, roots
+    /// `/run/<tag>-<i>` and `/var/lib/<tag>-<i>`, cgroup parents `<tag>-<i>`).
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The bridge's name (`fvbr…`) and the veths' (`fvh…`): what must be gone after cleanup.
+    pub fn link_names(&self) -> Vec<String> {
+        let mut names = vec![self.bridge.clone()];
+        names.extend(self.engines.iter().map(|e| e.veth.clone()));
+        names
+    }
+
+    /// More arguments for engine `i`'s dockerd (e.g. a TLS listener), used from its next start
+    /// ([`Self::stop_engine`] then [`Self::start_engine`]).
+    pub fn set_engine_args(&mut self, i: usize, args: Vec<String>) {
+        self.engines[i].extra_args = args;
     }
 
     /// How many engines there are.
@@ -267,6 +300,7 @@ impl Testbed {
             .args(["--default-address-pool", pool])
             .args(["--storage-driver", storage_driver.as_str()])
             .args(["--log-level", "warn"])
+            .args(&e.extra_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -402,10 +436,10 @@ fn main_storage_driver() -> String {
         .unwrap_or_else(|| "overlay2".to_owned())
 }
 
-/// A third octet for this process's bridge: from the pid, the next one no interface uses.
-fn free_bridge_subnet(pid: u32) -> u8 {
+/// A third octet for a bridge: from `seed` (the pid), the next one no interface uses.
+fn free_bridge_subnet(seed: u32) -> u8 {
     let addrs = output("ip", &["-o", "-4", "addr"]).unwrap_or_default();
-    let start = pid % 250;
+    let start = seed % 250;
     (0..250)
         .map(|step| ((start + step) % 250 + 1) as u8)
         .find(|k| !addrs.contains(&format!(" {}.{}.{k}.", BRIDGE_NET[0], BRIDGE_NET[1])))
