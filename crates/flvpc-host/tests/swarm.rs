@@ -161,6 +161,15 @@ async fn a_namespace_spans_two_engines_and_no_other_namespace_reaches_it() {
     let (ours, theirs) = (labels(ours), labels(theirs));
     assert!(ours.contains_key("flvpc.image.recipe") && ours == theirs, "labels kept: {ours:?} vs {theirs:?}");
 
+    // The engines run on this kernel: their docker_gwbridge is in flvpc's wall as a bridge
+    // whose ports may not talk to each other (in `bridges`, never in `same_bridge`).
+    let nft = |set: &str| {
+        let out = std::process::Command::new("nft").args(["list", "set", "inet", "flvpc_isolation", set]).output();
+        String::from_utf8_lossy(&out.expect("nft").stdout).into_owned()
+    };
+    assert!(nft("bridges").contains("\"docker_gwbridge\""), "{}", nft("bridges"));
+    assert!(!nft("same_bridge").contains("docker_gwbridge"), "{}", nft("same_bridge"));
+
     // A machine per namespace per engine, created and started through the API.
     let (a0, a1, b0, b1) = (key(&ns_a, "a0"), key(&ns_a, "a1"), key(&ns_b, "b0"), key(&ns_b, "b1"));
     let start = Instant::now();
@@ -244,5 +253,21 @@ async fn a_namespace_spans_two_engines_and_no_other_namespace_reaches_it() {
     }
     for root in [format!("/run/{tag}-0"), format!("/var/lib/{tag}-1")] {
         assert!(!std::path::Path::new(&root).exists(), "{root} left");
+    }
+    // The machines' own cgroup parents (`flvpc/m-<digest>`) go with them, a moment after.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for machine in [&a0, &a1, &b0, &b1] {
+        let dir = flvpc_host::cgroup::machine_dir(machine);
+        let left = || {
+            std::fs::read_dir("/sys/fs/cgroup")
+                .expect("cgroups")
+                .flatten()
+                .map(|h| h.path().join("flvpc").join(&dir))
+                .find(|d| d.exists())
+        };
+        while let Some(found) = left() {
+            assert!(Instant::now() < deadline, "{} left", found.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
