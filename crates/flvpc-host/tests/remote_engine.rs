@@ -8,8 +8,8 @@ mod testbed;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use flvpc_host::{DockerEngine, EngineError, EngineTls};
-use flvpc_model::EngineEndpoint;
+use flvpc_host::{DockerEngine, EngineError, EngineTls, MachineSpec, DEFAULT_IMAGE};
+use flvpc_model::{EngineEndpoint, MachineKey, NamespaceName};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SanType,
@@ -106,6 +106,31 @@ async fn a_remote_engine_answers_only_over_tls_with_a_client_certificate_it_trus
     assert_eq!(info, local, "one engine, two ways in");
     assert!(!info.engine_version.is_empty() && info.cpus > 0 && info.memory_bytes > 0, "{info:?}");
     assert!(remote.image_exists("flvpc/none:0").await.is_ok_and(|found| !found), "API calls work over TLS");
+
+    // A machine on the engine over TLS: booted with the same container definition as a local
+    // one. flvpc prepares no cgroup on another machine: its Docker makes the bind sources.
+    bed.load_image(0, DEFAULT_IMAGE).await;
+    let machines = remote.clone().for_instance("flvpc-remote-tests");
+    let ns = NamespaceName::parse(&format!("rem{}", std::process::id())).expect("namespace");
+    let machine = MachineKey::parse(ns.as_str(), "node0").expect("key");
+    machines.ensure_network(&ns).await.expect("namespace network over TLS");
+    machines.create_and_start_machine(&MachineSpec::new(machine.clone(), DEFAULT_IMAGE)).await.expect("machine");
+    let booted = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        machines.exec_machine(&machine, &["systemctl", "is-system-running", "--wait"]),
+    )
+    .await
+    .expect("boot within 90 s")
+    .expect("exec over TLS");
+    assert!(["running", "degraded"].contains(&booted.stdout.trim()), "{booted:?}");
+    let sshd = machines.exec_machine(&machine, &["systemctl", "is-active", "ssh"]).await.expect("exec");
+    assert_eq!(sshd.stdout.trim(), "active", "{sshd:?}");
+    machines.remove_machine(&machine).await.expect("remove over TLS");
+    machines.remove_network(&ns).await.expect("remove the network over TLS");
+    assert!(machines.list_machines(None).await.expect("list").is_empty());
+    // What an engine on another machine keeps of the machine's cgroups is that host's (flvpc
+    // removes only this kernel's): here it is this kernel, so the test removes it.
+    testbed::remove_cgroups(&format!("flvpc/{}", flvpc_host::cgroup::machine_dir(&machine)));
 
     // A client certificate of another CA: the engine refuses the handshake.
     let rogue = EngineTls {

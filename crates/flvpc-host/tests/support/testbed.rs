@@ -483,7 +483,7 @@ fn unmount_under(root: &Path) {
 
 /// Removes `/sys/fs/cgroup/<each hierarchy>/<parent>` and what is below it (empty cgroups only:
 /// `rmdir`, deepest first). `parent` is a path below the hierarchy's root.
-fn remove_cgroups(parent: &str) {
+pub fn remove_cgroups(parent: &str) {
     let parent = parent.trim_start_matches('/');
     if parent.is_empty() || parent.split('/').any(|p| p == ".." || p.is_empty()) {
         return;
