@@ -77,7 +77,8 @@ fn seconds(d: Duration) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_spans_two_engines_and_no_other_namespace_reaches_it() {
-    let mut bed = Testbed::start(2).await;
+    // Engines 0 and 1 make flvpc's swarm; engine 2 is in a swarm of its own.
+    let mut bed = Testbed::start(3).await;
     let (addr0, addr1) = (IpAddr::V4(bed.engine(0).addr), IpAddr::V4(bed.engine(1).addr));
 
     let (e0, e1) = (bed.connect(0).await, bed.connect(1).await);
@@ -104,10 +105,15 @@ async fn a_namespace_spans_two_engines_and_no_other_namespace_reaches_it() {
     let worker_node = e1.host_info().await.expect("info").swarm.expect("the worker is in the swarm");
     assert!(!worker_node.manager && worker_node.node_id != manager_node.node_id, "{worker_node:?}");
 
-    // A third engine of another swarm would be refused: the worker, asked to be a manager of
-    // a swarm of its own, is in flvpc's swarm as a worker.
+    // Refusals: a worker is no manager; an engine of another swarm is not taken from it.
     let refused = form_swarm(&e1, addr1, &[]).await.expect_err("a worker is no manager");
     assert!(refused.to_string().contains("is a worker of a swarm, not a manager"), "{refused}");
+    let (e2, addr2) = (bed.connect(2).await, IpAddr::V4(bed.engine(2).addr));
+    let other = form_swarm(&e2, addr2, &[]).await.expect("a swarm of its own");
+    assert_ne!(other.cluster_id, formed.cluster_id);
+    let refused = form_swarm(&e0, addr0, &[(&e1, addr1), (&e2, addr2)]).await.expect_err("another swarm's engine");
+    assert!(refused.to_string().contains("is in another swarm than the manager's"), "{refused}");
+    assert_eq!(e2.host_info().await.expect("info").swarm.and_then(|n| n.cluster_id), Some(other.cluster_id));
 
     // Overlay namespace networks, made on the manager whichever engine asks.
     let manager = Arc::new(e0.clone().for_instance(INSTANCE));
@@ -196,7 +202,7 @@ async fn a_namespace_spans_two_engines_and_no_other_namespace_reaches_it() {
     assert!(reached(&keyscan(&on0, &a0, &a1_ip).await), "a0 reaches a1 at {a1_ip}");
 
     println!(
-        "engines: 2 up; image copy to both {}; swarm init {}; join {}; overlay create {}; \
+        "engines: 3 up; image copy to both {}; swarm init {}; join {}; overlay create {}; \
          4 machines created+started then a0 reached a1 on the other engine after {} (reach wait {}); \
          a1 reached a0 after {} more",
         seconds(copy_time),
@@ -246,12 +252,12 @@ async fn a_namespace_spans_two_engines_and_no_other_namespace_reaches_it() {
         assert!(!std::path::Path::new("/sys/class/net").join(&link).exists(), "{link} left");
     }
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup").expect("cgroups").flatten() {
-        for i in 0..2 {
+        for i in 0..3 {
             let dir = hierarchy.path().join(format!("{tag}-{i}"));
             assert!(!dir.exists(), "{} left", dir.display());
         }
     }
-    for root in [format!("/run/{tag}-0"), format!("/var/lib/{tag}-1")] {
+    for root in (0..3).flat_map(|i| [format!("/run/{tag}-{i}"), format!("/var/lib/{tag}-{i}")]) {
         assert!(!std::path::Path::new(&root).exists(), "{root} left");
     }
     // The machines' own cgroup parents (`flvpc/m-<digest>`) go with them, a moment after.
