@@ -371,10 +371,17 @@ impl Testbed {
                 continue;
             }
             let host = format!("unix://{}", e.socket.display());
-            let networks = output("docker", &["-H", &host, "network", "ls", "-q", "--filter", "label=flvpc.namespace"])
-                .unwrap_or_default();
-            for network in networks.split_whitespace() {
-                report(run("docker", &["-H", &host, "network", "rm", network]));
+            for scope in ["local", "swarm"] {
+                let scope_filter = format!("scope={scope}");
+                let list = ["-H", &host, "network", "ls", "-q", "--filter", "label=flvpc.namespace", "--filter"];
+                let networks = output("docker", &[&list[..], &[scope_filter.as_str()]].concat()).unwrap_or_default();
+                for network in networks.split_whitespace() {
+                    let removed = run("docker", &["-H", &host, "network", "rm", network]);
+                    // A swarm's network is the manager's to remove: a worker's refusal is expected.
+                    if scope == "local" {
+                        report(removed);
+                    }
+                }
             }
         }
         for e in &self.engines {
