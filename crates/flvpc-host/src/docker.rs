@@ -1,7 +1,7 @@
 //! The Docker backend: machines are containers running systemd, one bridge network per namespace.
 //!
-//! Everything goes through the Docker API (bollard) on the local unix socket; nothing here
-//! runs the `docker` CLI or a shell. Container settings follow ENVIRONMENT.md: no
+//! Everything goes through the Docker API (bollard): the local unix socket, or another host's
+//! engine by its endpoint (`endpoint.rs`); nothing here runs the `docker` CLI or a shell. Container settings follow ENVIRONMENT.md: no
 //! `--privileged`, default capabilities, tmpfs on /run, /run/lock and /tmp, a PID limit, and
 //! the cgroup view of [`crate::cgroup`] (read-only everywhere but the machine's own systemd
 //! subtrees), which is what systemd needs to boot as PID 1 without reaching the host.
@@ -327,6 +327,10 @@ impl DockerEngine {
         }
         // Before any machine is attached: flvpc's own wall (see isolation.rs), also around a
         // network made by an earlier version.
+        if !self.local_kernel {
+            // Another machine's bridge: out of this kernel's wall (see ARCHITECTURE.md).
+            return Ok(());
+        }
         isolation::protect(&[bridge_name(network.id.as_deref(), network.options.as_ref())]).await
     }
 
@@ -353,13 +357,15 @@ impl DockerEngine {
         if labels.get(LABEL_NAMESPACE).map(String::as_str) != Some(namespace.as_str()) {
             return Err(EngineError::NotOurs { object: name.to_owned() });
         }
-        if network.driver.as_deref() != Some("overlay") {
+        // Scope, not driver: the manager names the driver only once its allocator has run, a
+        // moment after the create.
+        if network.scope.as_deref() != Some("swarm") {
             return Err(EngineError::Docker {
                 action: format!("use network {name:?} across the swarm"),
                 detail: format!(
-                    "it is a {} network of the manager, made before its hosts formed a swarm: remove the \
-                     namespace's machines on the manager, then the network, and create them again",
-                    network.driver.as_deref().unwrap_or("local")
+                    "it is a {} network of the manager's own, made before its hosts formed a swarm: remove \
+                     the namespace's machines on the manager, then the network, and create them again",
+                    network.driver.as_deref().filter(|d| !d.is_empty()).unwrap_or("local")
                 ),
             });
         }
@@ -474,8 +480,10 @@ impl DockerEngine {
             .filter(|n| n.driver.as_deref() == Some("bridge"))
             .map(|n| bridge_name(n.id.as_deref(), n.options.as_ref()))
             .collect();
-        isolation::protect(&bridges).await?;
-        self.protect_gateway_bridge().await?;
+        if self.local_kernel {
+            isolation::protect(&bridges).await?;
+            self.protect_gateway_bridge().await?;
+        }
         Ok(bridges.len())
     }
 
@@ -540,12 +548,32 @@ impl DockerEngine {
             BollardError::DockerResponseServerError { status_code: 404, .. } => Ok(()),
             e => Err(holder.error(format!("remove network {name:?}"), e)),
         })?;
-        if self.overlay.is_some() {
-            // An overlay has no bridge in this network namespace: nothing was walled for it.
+        if self.overlay.is_some() || !self.local_kernel {
+            // An overlay has no bridge in this network namespace, another machine's bridge is not
+            // in this kernel: nothing was walled for either.
             return Ok(());
         }
         // The bridge is gone; a later network may get its name (Docker derives it from the id).
         isolation::forget(&bridge).await
+    }
+
+    /// Makes the machine's delegated cgroup subtrees (see [`crate::cgroup`]) when the engine runs
+    /// on this kernel. An engine on another machine gets the same container definition, and its
+    /// Docker makes the missing bind sources (directories, i.e. cgroups) at start; the cap on how
+    /// many cgroups a machine may make below them cannot be set from here (ARCHITECTURE.md).
+    fn prepare_cgroups(&self, key: &MachineKey) -> std::io::Result<()> {
+        if self.local_kernel {
+            self.cgroups.prepare(key)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Removes the machine's cgroup subtrees once its container is gone, on this kernel only.
+    fn cleanup_cgroups(&self, key: &MachineKey) {
+        if self.local_kernel {
+            self.cgroups.cleanup_soon(key);
+        }
     }
 
     /// Creates (does not start) the machine container and returns its ID.
@@ -573,7 +601,7 @@ impl DockerEngine {
         if !self.networks_checked.recently(&network) {
             self.check_network_owner(&network, &spec.key.namespace).await?;
         }
-        self.cgroups.prepare(&spec.key).map_err(|e| EngineError::Docker {
+        self.prepare_cgroups(&spec.key).map_err(|e| EngineError::Docker {
             action: format!("prepare the cgroups of {container:?}"),
             detail: format!("{e} (flvpc must run as root on a host with cgroups mounted under /sys/fs/cgroup)"),
         })?;
@@ -670,7 +698,7 @@ impl DockerEngine {
         let container = container_name(key);
         // After a host reboot the machine's delegated cgroups are gone; Docker would make them
         // too, but without the cap on descendants.
-        if let Err(err) = self.cgroups.prepare(key) {
+        if let Err(err) = self.prepare_cgroups(key) {
             tracing::warn!(container, "cannot prepare the machine's cgroups: {err}");
         }
         self.start_container(&id, container).await
@@ -729,7 +757,7 @@ impl DockerEngine {
     /// that does not exist is fine: removal is what the caller wanted.
     pub async fn remove_machine(&self, key: &MachineKey) -> Result<(), EngineError> {
         let Some(inspected) = self.owned(key).await? else {
-            self.cgroups.cleanup_soon(key);
+            self.cleanup_cgroups(key);
             return Ok(());
         };
         let id = inspected.id.unwrap_or_else(|| container_name(key));
@@ -741,7 +769,7 @@ impl DockerEngine {
                 if message.contains("already in progress") => {}
             Err(e) => return Err(self.error(format!("remove container {:?}", container_name(key)), e)),
         }
-        self.cgroups.cleanup_soon(key);
+        self.cleanup_cgroups(key);
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 //! results. Programs are always spawned with argv lists, never through a shell.
 //!
 //! - [`engine`]: the [`Engine`] trait a reconciler is written against, and its types.
-//! - [`docker`]: [`DockerEngine`], the real implementation (bollard, local unix socket).
+//! - [`docker`]: [`DockerEngine`], the real implementation (bollard; local bridges or swarm overlays).
 //! - [`endpoint`]: connecting to an engine by its endpoint (unix socket, or TCP with TLS).
 //! - [`info`]: what an engine says of its host (version, OS, CPUs, memory, swarm node).
 //! - [`swarm`]: the hosts' engines in one Docker Swarm, for overlay namespace networks.
