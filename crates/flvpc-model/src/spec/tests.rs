@@ -199,6 +199,7 @@ fn footloose_config_create_output_is_accepted() {
                     protocol: Protocol::Tcp,
                     address: None
                 }],
+                host: None,
             }
         );
     }
@@ -324,6 +325,7 @@ fn minimal_spec_takes_the_defaults() {
             disk_gb: DEFAULT_DISK_GB,
             kernel: None,
             ports: vec![],
+            host: None,
         }]
     );
     assert!(v.warnings.is_empty());
@@ -1051,4 +1053,17 @@ fn cpu_cap_is_flvpcs_own_hard_limit() {
     let quoted =
         parse_yaml("machines:\n- count: 1\n  spec:\n    name: n%d\n    ignite: {cpuCap: \"1\"}\n").expect_err("string");
     assert!(quoted.to_string().contains("without quotes"), "{quoted}");
+}
+
+/// `spec.host` pins a group to a host: a host name by the namespace rule, carried to every
+/// machine of the group; anything else is refused at its path.
+#[test]
+fn a_group_may_be_pinned_to_a_host() {
+    let v = valid("machines:\n- count: 2\n  spec: {name: p%d, host: far}\n- count: 1\n  spec: {name: q%d}\n", "team1");
+    let hosts: Vec<Option<&str>> = v.machines.iter().map(|m| m.host.as_ref().map(|h| h.as_str())).collect();
+    assert_eq!(hosts, [Some("far"), Some("far"), None]);
+    let spec =
+        crate::spec::parse_yaml("machines:\n- count: 1\n  spec: {name: p%d, host: \"Far Away\"}\n").expect("reads");
+    let err = spec.validate(&crate::NamespaceName::parse("team1").expect("ns")).expect_err("refused");
+    assert!(err.to_string().contains("machines[0].spec.host"), "{err}");
 }

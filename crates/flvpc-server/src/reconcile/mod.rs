@@ -422,9 +422,7 @@ impl Reconciler {
             None => self.remove_orphan(key).await,
             Some(record) => match self.inner.engines.get(&record.placement) {
                 None => return self.unplaced(key, &record).await,
-                Some(engine) if record.desired == Desired::Deleted => {
-                    self.delete(key, &record.placement, &engine).await
-                }
+                Some(engine) if record.desired == Desired::Deleted => self.delete(key, &engine).await,
                 Some(engine) => self.converge(key, &record, &engine).await,
             },
         };
@@ -480,7 +478,7 @@ impl Reconciler {
 
     /// Removes the machine, then its namespace network if nothing else needs it, and only then
     /// forgets the record: a failure at any step leaves the record, so the next pass finishes.
-    async fn delete(&self, key: &Key, placement: &Placement, engine: &Arc<dyn Engine>) -> Result<(), EngineError> {
+    async fn delete(&self, key: &Key, engine: &Arc<dyn Engine>) -> Result<(), EngineError> {
         let ns = &key.namespace;
         match engine.remove_machine(key).await {
             // A container of that name that is not ours: our machine is not there, and the
@@ -489,12 +487,15 @@ impl Reconciler {
             Err(err) => return Err(err),
         }
         lock(&self.inner.keys_written).remove(key);
-        // The namespace network of this engine goes with the namespace's last machine on it. Each
+        // The namespace network goes with the namespace's last machine. Each
         // deleting reconcile removes its own container before it lists, so the last of concurrent
         // ones sees them all gone.
         let others = match self.inner.store.all_machines(&system()).await {
             Ok(all) => {
-                all.iter().any(|m| &m.namespace == ns && &m.placement == placement && m.desired != Desired::Deleted)
+                // Any host's: with several hosts the namespace network is one overlay, which a
+                // stopped machine elsewhere still needs (it holds no endpoint, so Docker would let
+                // the network go); on one host, containers and VMs share the bridge.
+                all.iter().any(|m| &m.namespace == ns && m.desired != Desired::Deleted)
             }
             Err(err) => {
                 tracing::error!("cannot read the machines of {ns} (deleting {key} again at the next pass): {err}");
