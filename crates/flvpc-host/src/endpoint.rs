@@ -84,7 +84,14 @@ impl DockerEngine {
         };
         // A handle exists before the first exchange, so that its errors are said the way every
         // later call's are (a socket to start dockerd on, or an endpoint to check).
-        let client = client.map_err(|e| EngineError::InvalidEndpoint { detail: format!("{name}: {e}") })?;
+        let client = client.map_err(|e| match e {
+            // A unix socket that is not there is a dockerd that is not running (it removes its
+            // socket when it stops): a host that went away, which may come back.
+            bollard::errors::Error::SocketNotFoundError(_) => {
+                EngineError::Unreachable { socket: name.clone(), detail: e.to_string() }
+            }
+            e => EngineError::InvalidEndpoint { detail: format!("{name}: {e}") },
+        })?;
         let handle = DockerEngine::from_client(client.clone(), name.clone(), local);
         let negotiated = match tokio::time::timeout(CONNECT_TIMEOUT, client.negotiate_version()).await {
             Ok(Ok(client)) => client,

@@ -90,8 +90,8 @@ impl Flvpc {
             ])
             .env("FLVPC_DATA_DIR", data)
             .env("DOCKER_HOST", format!("unix://{}", local_engine.socket.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(data.join("serve.log")).expect("log file")))
+            .stdout(Stdio::from(std::fs::File::create(data.join("serve.log")).expect("log file")))
+            .stderr(Stdio::from(std::fs::File::create(data.join("serve.err")).expect("log file")))
             .spawn()
             .expect("start flvpc serve");
         let server = Server(child);
@@ -179,7 +179,12 @@ async fn wait_machines(
         if check(&list) {
             return list;
         }
-        assert!(Instant::now() < deadline, "{what}: {list:?}{}", log_tail(&flvpc.data));
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {list:?}\n{}{}",
+            flvpc.cli(&["api", &format!("/api/v1/namespaces/{ns}/machines")]),
+            log_tail(&flvpc.data)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -22,6 +22,17 @@ enum Target {
     Endpoint(EngineEndpoint, Option<EngineTls>),
 }
 
+/// The local engine as `DOCKER_HOST` names it (`unix://…`, or `tcp://` on loopback), as Docker's
+/// own tools find it; `None`: the usual socket.
+fn local_endpoint() -> Result<Option<EngineEndpoint>, EngineError> {
+    match std::env::var("DOCKER_HOST") {
+        Ok(value) if !value.is_empty() => EngineEndpoint::parse(&value)
+            .map(Some)
+            .map_err(|e| EngineError::InvalidEndpoint { detail: format!("DOCKER_HOST: {e}") }),
+        _ => Ok(None),
+    }
+}
+
 /// Which networks the engine makes: bridges of its own (one host), or overlays on a swarm.
 #[derive(Clone)]
 enum Networks {
@@ -84,7 +95,10 @@ impl ReconnectingDocker {
 
     async fn connect(&self) -> Result<DockerEngine, EngineError> {
         let engine = match &self.target {
-            Target::Local => DockerEngine::connect().await?,
+            Target::Local => match local_endpoint()? {
+                Some(endpoint) => DockerEngine::connect_to(&endpoint, None).await?,
+                None => DockerEngine::connect().await?,
+            },
             Target::Endpoint(endpoint, tls) => DockerEngine::connect_to(endpoint, tls.as_ref()).await?,
         };
         let engine = engine.for_instance(self.instance.clone()).with_network_pool(self.network_pool);
