@@ -261,8 +261,8 @@ impl Hosts {
             (host, status)
         });
         let mut statuses: BTreeMap<HostName, HostStatus> = futures::future::join_all(asked).await.into_iter().collect();
-        if !statuses.contains_key(&HostName::local()) {
-            statuses.insert(HostName::local(), self.local_status().await);
+        if let std::collections::btree_map::Entry::Vacant(local) = statuses.entry(HostName::local()) {
+            local.insert(self.local_status().await);
         }
         if let (Some(problem), Some(local)) = (swarm_problem, statuses.get_mut(&HostName::local())) {
             local.detail = Some(problem);
