@@ -487,6 +487,13 @@ pub trait Engine: Send + Sync {
         let _ = lines;
         Err(EngineError::NotRunning { container: container_name(key) })
     }
+
+    /// Whether the engine's machines run on this process's kernel, so that their PIDs and cgroups
+    /// can be read here (the usage sampler). An engine on another machine says no: a PID it
+    /// reports names some unrelated process of this kernel.
+    fn on_this_kernel(&self) -> bool {
+        true
+    }
 }
 
 /// What [`Engine::machine_events`] yields: machines to look at again.

@@ -108,7 +108,9 @@ impl UsageSampler {
         let full_oom = self.rounds.fetch_add(1, Ordering::Relaxed).is_multiple_of(OOM_WALK_EVERY);
         let mut seen = HashSet::new();
         let mut complete = true;
-        for (_, engine) in self.engines.all() {
+        // Only engines on this kernel: their machines' PIDs and cgroups are readable here. Machines
+        // on other hosts show no live use (their series are simply absent).
+        for (_, engine) in self.engines.all().into_iter().filter(|(_, e)| e.on_this_kernel()) {
             match self.sample_engine(&engine, full_oom).await {
                 Some(keys) => seen.extend(keys),
                 None => complete = false,

@@ -204,6 +204,11 @@ impl Engine for ReconnectingDocker {
         let r = self.get().await?.machine_events().map(Some);
         self.check(r).await
     }
+    fn on_this_kernel(&self) -> bool {
+        // A TCP endpoint is another machine (loopback TCP is this kernel, but flvpc cannot tell
+        // a tunnel from a local engine: it assumes another machine and samples nothing).
+        !matches!(&self.target, Target::Endpoint(EngineEndpoint::Tcp(_), _))
+    }
     async fn console(&self, key: &MachineKey, lines: usize) -> Result<String, EngineError> {
         let r = self.get().await?.journal_tail(key, lines).await;
         self.check(r).await
