@@ -331,8 +331,13 @@ impl Hosts {
 
     /// Where new machines may go: with added hosts, every active host whose engine answered,
     /// each with its own capacity under the server's overcommit ratios; with none, nothing (the
-    /// plan's own placement, as before hosts). `microvm_local`: whether the local host runs VMs.
-    pub fn candidates(&self, caps: &HostCaps, microvm_local: bool) -> Vec<HostCandidate> {
+    /// plan's own placement, as before hosts).
+    ///
+    /// No host offers microVMs once hosts are added: their runner containers are made by the
+    /// microVM engine's own Docker handle, which joins bridge networks only, and a bridge and an
+    /// overlay cannot both be a namespace's network. A VM spec is then refused at apply ("no host
+    /// can take …: local has no microvm engine"); VMs already placed keep running.
+    pub fn candidates(&self, caps: &HostCaps) -> Vec<HostCandidate> {
         if !self.multi() {
             return Vec::new();
         }
@@ -345,10 +350,7 @@ impl Hosts {
                     cpus: info.map_or(0, |i| u64::from(i.cpus)),
                     memory_mb: info.map_or(0, |i| i.memory_bytes / (1024 * 1024)),
                 };
-                let mut engines = vec![EngineKind::Container];
-                if microvm_local && h.name.as_str() == HostName::LOCAL {
-                    engines.push(EngineKind::MicroVm);
-                }
+                let engines = vec![EngineKind::Container];
                 HostCandidate {
                     host: h.name,
                     engines,

@@ -223,7 +223,7 @@ pub(super) async fn create(state: &AppState, actor: &Actor, ns: &str) -> CoreRes
                 || port_is_free(address.unwrap_or(default_address), port, protocol.as_str()))
     };
     let mut caps = state.config.host_caps();
-    let candidates = state.hosts.candidates(&caps, state.microvm.available);
+    let candidates = state.hosts.candidates(&caps);
     if !candidates.is_empty() && (caps.cpu_ratio.is_some() || caps.memory_ratio.is_some()) {
         // Several hosts: the caps in total are over all of them; each host's own are checked
         // where the machine is placed.
