@@ -436,6 +436,10 @@ mod tests {
                 "machine.start",
                 "machine.stop",
                 "machine.restart",
+                "host.add",
+                "host.state",
+                "host.remove",
+                "machine.move",
             ]
         );
     }
