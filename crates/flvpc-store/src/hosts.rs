@@ -264,7 +264,7 @@ impl Store {
 
     /// What each host carries, by name: every host that has machine records, `local` included
     /// (a host without machines is absent).
-    pub async fn host_machine_counts(&self, _: &SystemGrant) -> Result<BTreeMap<HostName, HostLoad>, StoreError> {
+    pub async fn host_machine_counts(&self, _: &SuperadminGrant) -> Result<BTreeMap<HostName, HostLoad>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         host_loads(&mut conn).await
     }

@@ -166,7 +166,7 @@ async fn a_group_spreads_over_the_hosts_and_a_pin_is_honoured() {
         apply(&store, "other", &[plan("x0", "x%d", None, &[])], &both).await.expect("other");
         assert_eq!(hosts_of(&store, "other").await["x0"], "a", "{url}");
 
-        let loads = store.host_machine_counts(&system()).await.expect("loads");
+        let loads = store.host_machine_counts(&root().superadmin().expect("superadmin")).await.expect("loads");
         assert_eq!(loads.keys().map(HostName::as_str).collect::<Vec<_>>(), vec!["a", "b"], "{url}");
         assert_eq!((loads[&host("a")].machines, loads[&host("b")].machines), (3, 4), "{url}");
         assert_eq!(loads[&host("b")].allocated.memory_mb, 4 * 512, "{url}");

@@ -22,8 +22,8 @@ pub struct HostReport {
 
 /// Every host with its load (superadmin only).
 pub async fn list(state: &AppState, caller: &Principal) -> CoreResult<Vec<HostReport>> {
-    caller.superadmin()?;
-    let loads: BTreeMap<HostName, HostLoad> = state.store.host_machine_counts(&flvpc_model::policy::system()).await?;
+    let grant = caller.superadmin()?;
+    let loads: BTreeMap<HostName, HostLoad> = state.store.host_machine_counts(&grant).await?;
     Ok(state
         .hosts
         .list()
