@@ -240,9 +240,9 @@ cmd_run() {
 cmd_test() {
   need_cargo
   install_web_assets
-  # iproute2, util-linux (nsenter), iptables and psql: the multi-host tests make network namespaces with
-  # extra Docker engines in them and a PostgreSQL database of their own.
-  apt_install openssh-client chromium chromium-driver ca-certificates openssl iputils-ping iproute2 util-linux iptables postgresql-client
+  # iproute2, util-linux (nsenter) and iptables: the multi-host tests make network namespaces with extra
+  # Docker engines in them (their PostgreSQL database is made with psql, which comes with postgresql).
+  apt_install openssh-client chromium chromium-driver ca-certificates openssl iputils-ping iproute2 util-linux iptables
   install_vm_packages
   start_postgres
   start_mariadb
