@@ -546,6 +546,14 @@ impl DockerEngine {
         }
         .or_else(|e| match e {
             BollardError::DockerResponseServerError { status_code: 404, .. } => Ok(()),
+            // A swarm network removed a moment ago can still be listed by the manager, whose
+            // removal then answers 500 "not found" (seen deleting a cluster spread over two hosts):
+            // gone is what was asked.
+            BollardError::DockerResponseServerError { status_code: 500, ref message }
+                if self.overlay.is_some() && message.contains("not found") =>
+            {
+                Ok(())
+            }
             e => Err(holder.error(format!("remove network {name:?}"), e)),
         })?;
         if self.overlay.is_some() || !self.local_kernel {
