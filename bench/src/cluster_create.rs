@@ -522,10 +522,17 @@ async fn compare_hosts(
         let (mut one, mut far, mut floor) = (Vec::new(), Vec::new(), Vec::new());
         for run in 1..=opts.runs {
             one.push(flvpc_once(server, user, &ns_one, n, key, image).await?);
-            let (times, placement) = two.once(&ns_two, n, key, image).await?;
-            println!("  N = {n}, run {run}: two-host placement {}", show_placement(&placement));
-            if placement.len() < 2 {
-                bail!("the cluster of {n} was not spread over both hosts: {placement:?}");
+            let (times, notes) = two.once(&ns_two, n, key, image).await?;
+            println!(
+                "  N = {n}, run {run}: two-host placement {}; no container left {:.2} s after the delete succeeded",
+                show_placement(&notes.placement),
+                notes.delete_settled.as_secs_f64()
+            );
+            for failure in &notes.delete_failures {
+                println!("    two-host cluster/delete failed and was asked again: {failure}");
+            }
+            if notes.placement.len() < 2 {
+                bail!("the cluster of {n} was not spread over both hosts: {:?}", notes.placement);
             }
             far.push(times);
             floor.push(floor_once(n, key, authorized_keys, image, FloorCgroups::Flvpc).await?.times);
