@@ -8,18 +8,25 @@
 //! until the operation succeeds) next to `docker stop` and `docker rm -f` + `docker network
 //! rm` of the floor's containers.
 //!
+//! `--hosts 2` (issue 13) measures N = 10 (or `--sizes`) spread over two hosts instead: a testbed
+//! of two extra Docker engines in network namespaces, flvpc on the first with the second added as
+//! a host, each machine reached at its host's address and published port; next to the one-host
+//! run of the same N (this program's usual flvpc on the main engine) and the floor, interleaved.
+//! Everything it made goes at the end, also on an error (see `two_hosts.rs`).
+//!
 //! `--compare-images OLD,NEW` measures only the floor, with two images interleaved in one
 //! run: wall time until every machine answers SSH and the CPU their containers used by then
 //! (from their cgroups), which is how a change of the image recipe is judged.
 //!
 //! Usage (as root, dockerd running, image flvpc/debian:12 built):
 //!   cargo run --release -p flvpc-bench --bin cluster-create -- [--runs 3] [--sizes 1,10,30] [--flvpc target/release/flvpc]
-//!     [--image IMAGE] [--compare-images OLD,NEW]
+//!     [--image IMAGE] [--compare-images OLD,NEW] [--hosts 2]
 //! Traffic goes only to 127.0.0.1 and to the containers the benchmark creates.
 
 use anyhow::{bail, Context, Result};
 use flvpc_bench::{login, run, Flvpc};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,12 +35,19 @@ const DEFAULT_IMAGE: &str = "flvpc/debian:12";
 const PORT_BASE: u16 = 25000;
 const FLOOR_PORT_BASE: u16 = 26000;
 
+#[path = "../../crates/flvpc-host/tests/support/testbed.rs"]
+mod testbed;
+#[path = "two_hosts.rs"]
+mod two_hosts;
+
 struct Options {
     runs: usize,
     sizes: Vec<usize>,
     flvpc: PathBuf,
     image: String,
     compare: Option<(String, String)>,
+    /// `--hosts 2`: the two-host comparison instead of the one-host sizes.
+    two_hosts: bool,
 }
 
 fn options() -> Result<Options> {
@@ -43,12 +57,15 @@ fn options() -> Result<Options> {
         flvpc: PathBuf::from("target/release/flvpc"),
         image: DEFAULT_IMAGE.to_owned(),
         compare: None,
+        two_hosts: false,
     };
+    let mut sizes_given = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runs" => opts.runs = args.next().context("--runs N")?.parse()?,
             "--sizes" => {
+                sizes_given = true;
                 opts.sizes =
                     args.next().context("--sizes 1,10,30")?.split(',').map(str::parse).collect::<Result<_, _>>()?
             }
@@ -59,8 +76,20 @@ fn options() -> Result<Options> {
                 let (old, new) = both.split_once(',').context("--compare-images OLD,NEW")?;
                 opts.compare = Some((old.to_owned(), new.to_owned()));
             }
+            "--hosts" => match args.next().as_deref() {
+                Some("1") => opts.two_hosts = false,
+                Some("2") => opts.two_hosts = true,
+                _ => bail!("--hosts 1 or --hosts 2 (a testbed of two engines)"),
+            },
             other => bail!("unknown argument {other:?}"),
         }
+    }
+    if opts.two_hosts && !sizes_given {
+        // Issue 13's size: enough machines to spread, few enough for a small host.
+        opts.sizes = vec![10];
+    }
+    if opts.two_hosts && opts.compare.is_some() {
+        bail!("--hosts 2 and --compare-images measure different things: give one of them");
     }
     if opts.compare.is_none() && !opts.flvpc.exists() {
         bail!(
@@ -71,7 +100,7 @@ fn options() -> Result<Options> {
     Ok(opts)
 }
 
-fn ssh_ok(key: &Path, port: u16) -> bool {
+fn ssh_ok(key: &Path, address: &str, port: u16) -> bool {
     Command::new("ssh")
         .args(["-i"])
         .arg(key)
@@ -91,22 +120,28 @@ fn ssh_ok(key: &Path, port: u16) -> bool {
             "-p",
         ])
         .arg(port.to_string())
-        .args(["root@127.0.0.1", "true"])
+        .arg(format!("root@{address}"))
+        .arg("true")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
 
-/// Waits until every port answers a real SSH login, polling them concurrently.
-async fn wait_all_ssh(key: &Path, ports: &[u16], timeout: Duration) -> Result<()> {
+/// The SSH targets of ports published on loopback.
+fn loopback(ports: impl Iterator<Item = u16>) -> Vec<(String, u16)> {
+    ports.map(|port| ("127.0.0.1".to_owned(), port)).collect()
+}
+
+/// Waits until every (address, port) answers a real SSH login, polling them concurrently.
+async fn wait_all_ssh(key: &Path, targets: &[(String, u16)], timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut tasks = Vec::new();
-    for &port in ports {
+    for (address, port) in targets.iter().cloned() {
         let key = key.to_path_buf();
         tasks.push(tokio::task::spawn_blocking(move || {
             while Instant::now() < deadline {
-                if ssh_ok(&key, port) {
+                if ssh_ok(&key, &address, port) {
                     return true;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -145,8 +180,8 @@ async fn flvpc_once(server: &Flvpc, token: &str, ns: &str, n: usize, key: &Path,
     // lands in Docker's start window, where a connection to the published port hangs for about a
     // second, so N = 1 measured the probe, not flvpc (1.33 s against 0.69 s on a quiet host).
     server.wait_op(token, op["operation"].as_str().context("operation id")?).await?;
-    let ports: Vec<u16> = (0..n).map(|i| PORT_BASE + i as u16).collect();
-    wait_all_ssh(key, &ports, Duration::from_secs(300)).await?;
+    let targets = loopback((0..n).map(|i| PORT_BASE + i as u16));
+    wait_all_ssh(key, &targets, Duration::from_secs(300)).await?;
     let create = started.elapsed();
     let started = Instant::now();
     server.act(token, &format!("/api/v1/namespaces/{ns}/cluster/stop")).await?;
@@ -276,8 +311,8 @@ async fn floor_once(n: usize, key: &Path, authorized_keys: &Path, image: &str, c
     for task in tasks {
         ids.push(task.await??);
     }
-    let ports: Vec<u16> = (0..n).map(|i| FLOOR_PORT_BASE + i as u16).collect();
-    wait_all_ssh(key, &ports, Duration::from_secs(300)).await?;
+    let targets = loopback((0..n).map(|i| FLOOR_PORT_BASE + i as u16));
+    wait_all_ssh(key, &targets, Duration::from_secs(300)).await?;
     let create = started.elapsed();
     let cpu = ids.iter().map(|id| container_cpu(id)).sum::<Option<Duration>>();
     let names: Vec<String> = (0..n).map(|i| format!("flvpc-bench-floor-{i}")).collect();
@@ -393,16 +428,24 @@ async fn main() -> Result<()> {
         return compare_images(&opts, old, new, &key, &authorized_keys).await;
     }
 
+    if opts.two_hosts {
+        two_hosts::check_tools()?;
+    }
     let server = Flvpc::start(&opts.flvpc, data, &["--publish-address", "127.0.0.1"]).await?;
     let admin = server.admin.clone();
     use reqwest::Method;
-    server
-        .call(&admin, Method::POST, "/api/v1/users", Some(json!({"login": "bench", "password": "bench-password"})))
-        .await?;
-    let user = login(&server.client, &server.base, "bench", "bench-password").await?;
-    server
-        .call(&user, Method::POST, "/api/v1/keys", Some(json!({"name": "bench", "public_key": public.trim()})))
-        .await?;
+    let user = bench_user(&server, &public).await?;
+    if opts.two_hosts {
+        let far_data = data.join("two-hosts");
+        std::fs::create_dir_all(&far_data)?;
+        let two = two_hosts::TwoHosts::start(&opts.flvpc, &far_data, &opts.image, &public).await?;
+        let measured = compare_hosts(&opts, &server, &user, &two, &key, &authorized_keys).await;
+        two.cleanup().await;
+        if measured.is_err() {
+            leave_main_engine_clean(&opts, &server, &user).await;
+        }
+        return measured;
+    }
 
     let image = opts.image.as_str();
     println!("cluster-create: API call until every machine answers `ssh root@… true`; runs per size: {}", opts.runs);
@@ -416,9 +459,7 @@ async fn main() -> Result<()> {
     );
     for &n in &opts.sizes {
         let ns = format!("bench{n}");
-        server.call(&admin, Method::POST, "/api/v1/namespaces", Some(json!({"name": ns}))).await?;
-        let member = format!("/api/v1/namespaces/{ns}/members/bench");
-        server.call(&admin, Method::PUT, &member, Some(json!({"role": "admin"}))).await?;
+        bench_namespace(&server, &ns).await?;
         let mut ours = Vec::new();
         let mut floor = Vec::new();
         let mut footloose = Vec::new();
@@ -436,4 +477,100 @@ async fn main() -> Result<()> {
         server.call(&admin, Method::DELETE, &format!("/api/v1/namespaces/{ns}"), None).await?;
     }
     Ok(())
+}
+
+/// A user `bench` with the key `public`, signed in: its token.
+async fn bench_user(server: &Flvpc, public: &str) -> Result<String> {
+    let admin = &server.admin;
+    let body = json!({"login": "bench", "password": "bench-password"});
+    server.call(admin, reqwest::Method::POST, "/api/v1/users", Some(body)).await?;
+    let user = login(&server.client, &server.base, "bench", "bench-password").await?;
+    let body = json!({"name": "bench", "public_key": public.trim()});
+    server.call(&user, reqwest::Method::POST, "/api/v1/keys", Some(body)).await?;
+    Ok(user)
+}
+
+/// A namespace `ns` with `bench` as its admin.
+async fn bench_namespace(server: &Flvpc, ns: &str) -> Result<()> {
+    let admin = &server.admin;
+    server.call(admin, reqwest::Method::POST, "/api/v1/namespaces", Some(json!({"name": ns}))).await?;
+    let member = format!("/api/v1/namespaces/{ns}/members/bench");
+    server.call(admin, reqwest::Method::PUT, &member, Some(json!({"role": "admin"}))).await?;
+    Ok(())
+}
+
+/// `--hosts 2`: at each size, flvpc over two hosts, flvpc on one host (the main engine) and the
+/// floor, interleaved so all three see the same machine noise.
+async fn compare_hosts(
+    opts: &Options,
+    server: &Flvpc,
+    user: &str,
+    two: &two_hosts::TwoHosts,
+    key: &Path,
+    authorized_keys: &Path,
+) -> Result<()> {
+    let image = opts.image.as_str();
+    println!("cluster-create --hosts 2: API call until every machine answers `ssh root@… true`; runs: {}", opts.runs);
+    println!("two-host: flvpc on testbed engine 0 with engine 1 added as host `far` (each in its own network");
+    println!("  namespace), machines reached at their host's address and published port (`ssh.direct`)");
+    println!("one-host: flvpc on the main engine, machines at 127.0.0.1 (this program's usual run)");
+    println!("floor: `docker run` of {image} on the main engine, flvpc's settings, all at once");
+    for &n in &opts.sizes {
+        let (ns_one, ns_two) = (format!("bench{n}"), format!("bench{n}h2"));
+        bench_namespace(server, &ns_one).await?;
+        bench_namespace(&two.server, &ns_two).await?;
+        let (mut one, mut far, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 1..=opts.runs {
+            one.push(flvpc_once(server, user, &ns_one, n, key, image).await?);
+            let (times, notes) = two.once(&ns_two, n, key, image).await?;
+            println!(
+                "  N = {n}, run {run}: two-host placement {}; no container left {:.2} s after the delete succeeded",
+                show_placement(&notes.placement),
+                notes.delete_settled.as_secs_f64()
+            );
+            for failure in &notes.delete_failures {
+                println!("    two-host cluster/delete failed and was asked again: {failure}");
+            }
+            if notes.placement.len() < 2 {
+                bail!("the cluster of {n} was not spread over both hosts: {:?}", notes.placement);
+            }
+            far.push(times);
+            floor.push(floor_once(n, key, authorized_keys, image, FloorCgroups::Flvpc).await?.times);
+        }
+        println!(
+            "{:>12}  {:>12}  {:>12}  {:>7}   two-host runs / one-host runs (s)",
+            "N / step", "two-host med", "one-host med", "ratio"
+        );
+        let pick = |v: &[Times], f: fn(&Times) -> Duration| v.iter().map(f).collect::<Vec<_>>();
+        row(&format!("{n} create"), &pick(&far, |t| t.create), &pick(&one, |t| t.create));
+        row(&format!("{n} stop"), &pick(&far, |t| t.stop), &pick(&one, |t| t.stop));
+        row(&format!("{n} delete"), &pick(&far, |t| t.delete), &pick(&one, |t| t.delete));
+        println!(
+            "{:>12}  {:>12}  {:>12}  {:>7}   one-host runs / floor runs (s)",
+            "N / step", "one-host med", "floor median", "ratio"
+        );
+        row(&format!("{n} create"), &pick(&one, |t| t.create), &pick(&floor, |t| t.create));
+        row(&format!("{n} stop"), &pick(&one, |t| t.stop), &pick(&floor, |t| t.stop));
+        row(&format!("{n} delete"), &pick(&one, |t| t.delete), &pick(&floor, |t| t.delete));
+        server.call(&server.admin, reqwest::Method::DELETE, &format!("/api/v1/namespaces/{ns_one}"), None).await?;
+        let path = format!("/api/v1/namespaces/{ns_two}");
+        two.server.call(&two.server.admin, reqwest::Method::DELETE, &path, None).await?;
+    }
+    Ok(())
+}
+
+/// `local 5, far 5`.
+fn show_placement(placement: &BTreeMap<String, usize>) -> String {
+    placement.iter().map(|(host, count)| format!("{host} {count}")).collect::<Vec<_>>().join(", ")
+}
+
+/// After a failed `--hosts 2` run, best effort: what it made on the main engine goes (the one-host
+/// clusters, the floor's containers and network); the testbed is cleaned by its own code.
+async fn leave_main_engine_clean(opts: &Options, server: &Flvpc, user: &str) {
+    for &n in &opts.sizes {
+        let _ = server.act(user, &format!("/api/v1/namespaces/bench{n}/cluster/delete")).await;
+        let names: Vec<String> = (0..n).map(|i| format!("flvpc-bench-floor-{i}")).collect();
+        let _ = Command::new("docker").args(["rm", "-f"]).args(&names).output();
+    }
+    let _ = Command::new("docker").args(["network", "rm", "flvpc-bench-floor"]).output();
 }
