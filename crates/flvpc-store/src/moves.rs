@@ -3,7 +3,7 @@
 
 use crate::hosts::HostState;
 use crate::operations::{insert_operation, Operation};
-use crate::ports::{protocol, taken_ports, IsFree, PortRange};
+use crate::ports::{held_ports, taken_ports, HeldPort, IsFree, PortRange};
 use crate::{now_ms, Store, StoreError};
 use flvpc_model::{HostName, Login, MachineKey, SuperadminGrant};
 use sqlx::Row;
@@ -97,26 +97,10 @@ async fn move_ports(
     is_free: &IsFree,
 ) -> Result<(), StoreError> {
     let dialect = crate::Dialect::of(tx);
-    let held: Vec<(u16, flvpc_model::spec::Protocol, i64, Option<String>)> = crate::sql::query(
-        dialect,
-        "SELECT host_port, protocol, container_port, address FROM host_ports WHERE machine_id = $1 ORDER BY host_port",
-    )
-    .bind(id)
-    .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok((
-            u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
-            protocol(&r.try_get::<String, _>(1)?),
-            r.try_get::<i64, _>(2)?,
-            r.try_get::<Option<String>, _>(3)?,
-        ))
-    })
-    .collect::<Result<_, StoreError>>()?;
+    let held = held_ports(&mut *tx, id).await?;
     crate::sql::query(dialect, "DELETE FROM host_ports WHERE machine_id = $1").bind(id).execute(&mut *tx).await?;
     let mut taken = taken_ports(&mut *tx, to).await?;
-    for (port, proto, container_port, address) in held {
+    for HeldPort { host_port: port, protocol: proto, container_port, address } in held {
         let ip: Option<IpAddr> = address.as_deref().and_then(|a| a.parse().ok());
         let port = if !taken.contains(&(port, proto)) && is_free(to, ip, port, proto) {
             port
@@ -141,7 +125,7 @@ async fn move_ports(
         .bind(i64::from(port))
         .bind(proto.as_str())
         .bind(id)
-        .bind(container_port)
+        .bind(i64::from(container_port))
         .bind(address)
         .execute(&mut *tx)
         .await

@@ -77,6 +77,36 @@ pub(crate) struct Reservation<'a> {
     pub holders: Option<&'a SuperadminGrant>,
 }
 
+/// A port a machine holds, as stored.
+pub(crate) struct HeldPort {
+    pub host_port: u16,
+    pub protocol: Protocol,
+    pub container_port: u16,
+    /// The host address it is published on, as written; `None`: the server's `--publish-address`.
+    pub address: Option<String>,
+}
+
+/// The ports machine `machine_id` holds now, lowest first (read by a re-apply and by a move).
+pub(crate) async fn held_ports(tx: &mut sqlx::AnyConnection, machine_id: i64) -> Result<Vec<HeldPort>, StoreError> {
+    crate::sql::query(
+        crate::Dialect::of(tx),
+        "SELECT host_port, protocol, container_port, address FROM host_ports WHERE machine_id = $1 ORDER BY host_port",
+    )
+    .bind(machine_id)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(HeldPort {
+            host_port: u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+            protocol: protocol(&r.try_get::<String, _>(1)?),
+            container_port: u16::try_from(r.try_get::<i64, _>(2)?).unwrap_or(0),
+            address: r.try_get::<Option<String>, _>(3)?,
+        })
+    })
+    .collect()
+}
+
 /// Gives machine `machine_id` the ports `plan` asks for, in the apply's transaction: a port it
 /// already holds is kept (so a re-apply moves nothing), an explicit port is checked against every
 /// other holder and the host, the rest are allocated from the range.
@@ -92,22 +122,11 @@ pub(crate) async fn reserve_ports(
         r.taken.insert(host.clone(), held);
     }
     // This machine's current ports: kept when asked again, so a re-apply moves nothing.
-    let held: Vec<(u16, Protocol, u16)> = crate::sql::query(
-        crate::Dialect::of(tx),
-        "SELECT host_port, protocol, container_port FROM host_ports WHERE machine_id = $1",
-    )
-    .bind(machine_id)
-    .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok((
-            u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
-            protocol(&r.try_get::<String, _>(1)?),
-            u16::try_from(r.try_get::<i64, _>(2)?).unwrap_or(0),
-        ))
-    })
-    .collect::<Result<_, StoreError>>()?;
+    let held: Vec<(u16, Protocol, u16)> = held_ports(&mut *tx, machine_id)
+        .await?
+        .into_iter()
+        .map(|h| (h.host_port, h.protocol, h.container_port))
+        .collect();
     crate::sql::query(crate::Dialect::of(tx), "DELETE FROM host_ports WHERE machine_id = $1")
         .bind(machine_id)
         .execute(&mut *tx)

@@ -132,13 +132,7 @@ pub(super) async fn move_machine(
     let name = flvpc_model::MachineName::parse(name).map_err(|_| CoreError::NotFound(format!("machine {name:?}")))?;
     let host = host_name(host)?;
     let key = flvpc_model::MachineKey::new(ns, name);
-    let default_address = state.config.publish_address;
-    let rules = state.config.publish_rules();
-    let is_free = move |to: &HostName, address: Option<IpAddr>, port: u16, protocol: flvpc_model::spec::Protocol| {
-        rules.reserved_for(port).is_none()
-            && (to.as_str() != HostName::LOCAL
-                || super::machines::port_is_free(address.unwrap_or(default_address), port, protocol.as_str()))
-    };
+    let is_free = super::machines::host_port_check(state);
     let op =
         state.store.move_machine(&grant, &key, &host, state.config.port_range, &is_free, principal.login()).await?;
     state.reconciler.enqueue_operation(&op);

@@ -169,8 +169,25 @@ fn spec_hash(m: &spec::DesiredMachine) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..8])
 }
 
+/// The check a host port must pass besides the database's own (given to the store when ports are
+/// reserved, at apply and at a move): never one of the server's own ports, even when the range
+/// covers them; on this host, nothing may listen on it now. Another host's ports cannot be tried
+/// from here: its engine checks them when the machine is created there (a clash is then the
+/// machine's error).
+pub(super) fn host_port_check(
+    state: &AppState,
+) -> impl Fn(&flvpc_model::HostName, Option<IpAddr>, u16, spec::Protocol) -> bool + Sync {
+    let default_address = state.config.publish_address;
+    let rules = state.config.publish_rules();
+    move |host, address, port, protocol| {
+        rules.reserved_for(port).is_none()
+            && (host.as_str() != flvpc_model::HostName::LOCAL
+                || port_is_free(address.unwrap_or(default_address), port, protocol.as_str()))
+    }
+}
+
 /// Whether nothing on the host listens on `port` at `address` right now.
-pub(super) fn port_is_free(address: std::net::IpAddr, port: u16, protocol: &str) -> bool {
+fn port_is_free(address: std::net::IpAddr, port: u16, protocol: &str) -> bool {
     let addr = SocketAddr::new(address, port);
     if protocol == "udp" {
         UdpSocket::bind(addr).is_ok()
@@ -212,16 +229,7 @@ pub(super) async fn create(state: &AppState, actor: &Actor, ns: &str) -> CoreRes
             })
         })
         .collect::<CoreResult<_>>()?;
-    let default_address = state.config.publish_address;
-    let rules = state.config.publish_rules();
-    // The server's own ports are never handed out, even when the range covers them.
-    // Only this host's ports can be tried here; another host's are checked by its engine when
-    // the machine is created there (a clash is then the machine's error).
-    let is_free = move |host: &flvpc_model::HostName, address: Option<IpAddr>, port: u16, protocol: spec::Protocol| {
-        rules.reserved_for(port).is_none()
-            && (host.as_str() != flvpc_model::HostName::LOCAL
-                || port_is_free(address.unwrap_or(default_address), port, protocol.as_str()))
-    };
+    let is_free = host_port_check(state);
     let mut caps = state.config.host_caps();
     let candidates = state.hosts.candidates(&caps);
     if !candidates.is_empty() && (caps.cpu_ratio.is_some() || caps.memory_ratio.is_some()) {

@@ -274,33 +274,31 @@ fn hosts_card(state: &AppState, hosts: &[crate::core::hosts::HostReport]) -> Mar
             @if hosts.len() <= 1 {
                 p.muted { "One host: this server. Add another with " code { "flvpc host add NAME --engine … --address …" } "." }
             }
-            {
-                table.hosts {
-                    thead { tr { th { "Host" } th { "State" } th { "Health" } th { "Address" } th { "Docker" } th { "Size" } th { "Machines" } th { "Allocated" } } }
-                    tbody {
-                        @for h in hosts {
-                            @let info = h.view.status.info.as_ref();
-                            tr data-host=(h.view.name.as_str()) {
-                                td { strong { (h.view.name.as_str()) }
-                                    @if h.view.name.as_str() == flvpc_model::HostName::LOCAL {
-                                        " " span.badge title="this server's own host" { "this server" }
-                                    }
-                                    @if h.view.name.as_str() == flvpc_model::HostName::LOCAL && state.microvm.available {
-                                        " " span.badge title="microVMs run here" { "VM " (state.microvm.accelerator.clone().unwrap_or_default().to_uppercase()) }
-                                    }
-                                    br; span.muted.small { (h.view.engine) } }
-                                td { (h.view.state.as_str()) }
-                                td {
-                                    @if h.view.status.reachable { span.state.running { "ok" } }
-                                    @else { span.state.unknown { "unreachable" } }
-                                    @if let Some(detail) = &h.view.status.detail { br; span.error-text { (detail) } }
+            table.hosts {
+                thead { tr { th { "Host" } th { "State" } th { "Health" } th { "Address" } th { "Docker" } th { "Size" } th { "Machines" } th { "Allocated" } } }
+                tbody {
+                    @for h in hosts {
+                        @let info = h.view.status.info.as_ref();
+                        tr data-host=(h.view.name.as_str()) {
+                            td { strong { (h.view.name.as_str()) }
+                                @if h.view.name.as_str() == flvpc_model::HostName::LOCAL {
+                                    " " span.badge title="this server's own host" { "this server" }
                                 }
-                                td { (h.view.address.map(|a| a.to_string()).unwrap_or_else(|| "—".into())) }
-                                td { (info.map(|i| i.engine_version.clone()).filter(|v| !v.is_empty()).unwrap_or_else(|| "—".into())) }
-                                td { @if let Some(i) = info { (i.cpus) " CPUs · " (i.memory_bytes / (1024 * 1024)) " MB" } @else { "—" } }
-                                td { (h.load.machines) }
-                                td { (h.load.allocated.cpus) " CPUs · " (h.load.allocated.memory_mb) " MB" }
+                                @if h.view.name.as_str() == flvpc_model::HostName::LOCAL && state.microvm.available {
+                                    " " span.badge title="microVMs run here" { "VM " (state.microvm.accelerator.clone().unwrap_or_default().to_uppercase()) }
+                                }
+                                br; span.muted.small { (h.view.engine) } }
+                            td { (h.view.state.as_str()) }
+                            td {
+                                @if h.view.status.reachable { span.state.running { "ok" } }
+                                @else { span.state.unknown { "unreachable" } }
+                                @if let Some(detail) = &h.view.status.detail { br; span.error-text { (detail) } }
                             }
+                            td { (h.view.address.map(|a| a.to_string()).unwrap_or_else(|| "—".into())) }
+                            td { (info.map(|i| i.engine_version.clone()).filter(|v| !v.is_empty()).unwrap_or_else(|| "—".into())) }
+                            td { @if let Some(i) = info { (i.cpus) " CPUs · " (i.memory_bytes / (1024 * 1024)) " MB" } @else { "—" } }
+                            td { (h.load.machines) }
+                            td { (h.load.allocated.cpus) " CPUs · " (h.load.allocated.memory_mb) " MB" }
                         }
                     }
                 }
